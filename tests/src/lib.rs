@@ -1,0 +1,35 @@
+//! The lab: three network namespaces joined by veth pairs, built and torn down by the project's
+//! own code, and a handle on a `velocache` daemon running inside it.
+//!
+//! ```text
+//!  client (eth0 10.77.1.2, .3)  ──  lan0 [gw 10.77.1.1 | 10.77.2.1] wan0  ──  origin (eth0 10.77.2.2, .3)
+//!         fd77:1::2, ::3                 fd77:1::1     fd77:2::1                 fd77:2::2, ::3
+//! ```
+//!
+//! `client` is the LAN, `gw` is the router running VeloCache (forwarding on), `origin` is "the
+//! internet": HTTP origins, DNS upstreams, SIP peers. Each namespace is a separate network stack,
+//! so the addresses are the same in every lab; only the namespace names are unique (they carry
+//! the creating process's pid, so a later run can remove what a killed one left). Nothing is
+//! routed to or from the machine's real interfaces: the namespaces contain only their veths.
+//!
+//! Used by the integration tests (`tests/integration`), `cargo xtask demo` and the benchmarks.
+//!
+//! # Layout
+//! - [`lab`]: [`Lab`], [`Ns`], addresses, cleanup on drop and on Ctrl-C.
+//! - [`process`]: [`Background`], a child process killed on drop, with captured output.
+//! - [`daemon`]: [`Daemon`], the velocache daemon in `gw`, with its JSON log.
+//! - [`servers`]: real servers (nginx, …) to put in a namespace, and process measurements.
+#![deny(missing_docs)]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the harness is synchronous: blocking sleeps are what it needs"
+)]
+
+pub mod daemon;
+pub mod lab;
+pub mod process;
+pub mod servers;
+
+pub use daemon::{Daemon, set_velocache_bin, velocache_bin};
+pub use lab::{Lab, Ns, addr, cleanup_live, cleanup_stale, require_tools};
+pub use process::Background;

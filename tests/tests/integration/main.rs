@@ -1,0 +1,11 @@
+//! Lab integration tests: real kernel programs attached in network namespaces, real clients
+//! (`curl`, `dig`, …) in `client`, real servers in `origin`. They need root; `cargo xtask test`
+//! runs them after the unit tests. One binary, one shared harness (`velocache-tests`).
+#![expect(clippy::unwrap_used, reason = "tests panic with a message")]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "tests are synchronous: blocking sleeps are what they need"
+)]
+
+mod datapath;
+mod util;

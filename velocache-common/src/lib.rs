@@ -1,0 +1,223 @@
+//! Types shared by VeloCache's kernel programs (`velocache-ebpf`) and its daemon.
+//!
+//! Every value that crosses the kernel/user boundary through a BPF map is declared here, once:
+//! `#[repr(C)]`, `Copy`, explicitly padded so that no byte is left uninitialised (the verifier
+//! and `aya::Pod` both require that), and checked by `const` size assertions so that a change on
+//! one side cannot silently desynchronise the other. Flags are `u32`, never `bool`; nothing is an
+//! `Option`.
+//!
+//! # Layout
+//! - [`Service`]: the numbered services the classifier steers (HTTP, HTTPS, DNS, SIP).
+//! - [`PortKey`] → [`ServiceEntry`]: the `SERVICE_PORTS` map the daemon fills — which
+//!   `(protocol, destination port)` belongs to which service and which local port its listener
+//!   is bound to.
+//! - [`Verdict`]: the one numbered list of classifier outcomes; the per-CPU `COUNTERS` array is
+//!   indexed by `service * VERDICT_COUNT + verdict` (see [`counter_index`]).
+//! - [`ClassifierConfig`]: the single-entry `CONFIG` array (mark, switches).
+#![no_std]
+#![deny(missing_docs)]
+
+/// IP protocol number of TCP, as it appears in [`PortKey::proto`].
+pub const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of UDP, as it appears in [`PortKey::proto`].
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Name of the TC ingress classifier program in the object file.
+pub const CLASSIFIER_PROGRAM: &str = "velocache_lan_ingress";
+
+/// The services the classifier can steer to the daemon. The value indexes the counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    /// Plain HTTP (TCP 80 by default).
+    Http = 0,
+    /// TLS, usually HTTPS (TCP 443 by default).
+    Https = 1,
+    /// DNS over UDP and TCP (53 by default).
+    Dns = 2,
+    /// SIP over UDP and TCP (5060 by default).
+    Sip = 3,
+}
+
+/// Number of [`Service`] values; the counter array has `SERVICE_COUNT * VERDICT_COUNT` slots.
+pub const SERVICE_COUNT: u32 = 4;
+
+impl Service {
+    /// Every service, in numeric order.
+    pub const ALL: [Service; SERVICE_COUNT as usize] =
+        [Service::Http, Service::Https, Service::Dns, Service::Sip];
+
+    /// The service with this number, if any.
+    pub const fn from_u32(v: u32) -> Option<Service> {
+        match v {
+            0 => Some(Service::Http),
+            1 => Some(Service::Https),
+            2 => Some(Service::Dns),
+            3 => Some(Service::Sip),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name used in logs, metrics and configuration.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Service::Http => "http",
+            Service::Https => "https",
+            Service::Dns => "dns",
+            Service::Sip => "sip",
+        }
+    }
+}
+
+/// What the classifier decided for one packet of a configured service port. Shared by both sides
+/// so that a counter means the same thing in the kernel, in `velocache stats` and in metrics.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    /// Assigned to an established daemon socket (a later packet of an intercepted flow).
+    SteeredEstablished = 0,
+    /// Assigned to the daemon's listener (a new flow).
+    SteeredListener = 1,
+    /// No daemon socket found: passed to the stack untouched. This is the fail-open path.
+    PassedNoListener = 2,
+    /// Source address is in the client bypass list.
+    BypassedClient = 3,
+    /// Destination address is in the destination bypass list.
+    BypassedDestination = 4,
+    /// Destination is one of the gateway's own addresses.
+    GatewayLocal = 5,
+    /// `bpf_sk_assign` refused the socket; packet passed untouched.
+    AssignFailed = 6,
+    /// Interception is switched off in [`ClassifierConfig`]; packet passed untouched.
+    Disabled = 7,
+}
+
+/// Number of [`Verdict`] values.
+pub const VERDICT_COUNT: u32 = 8;
+
+impl Verdict {
+    /// Every verdict, in numeric order.
+    pub const ALL: [Verdict; VERDICT_COUNT as usize] = [
+        Verdict::SteeredEstablished,
+        Verdict::SteeredListener,
+        Verdict::PassedNoListener,
+        Verdict::BypassedClient,
+        Verdict::BypassedDestination,
+        Verdict::GatewayLocal,
+        Verdict::AssignFailed,
+        Verdict::Disabled,
+    ];
+
+    /// Lower-case name used in logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::SteeredEstablished => "steered_established",
+            Verdict::SteeredListener => "steered_listener",
+            Verdict::PassedNoListener => "passed_no_listener",
+            Verdict::BypassedClient => "bypassed_client",
+            Verdict::BypassedDestination => "bypassed_destination",
+            Verdict::GatewayLocal => "gateway_local",
+            Verdict::AssignFailed => "assign_failed",
+            Verdict::Disabled => "disabled",
+        }
+    }
+}
+
+/// Index into the per-CPU `COUNTERS` array for one (service, verdict) pair.
+pub const fn counter_index(service: u32, verdict: Verdict) -> u32 {
+    service * VERDICT_COUNT + verdict as u32
+}
+
+/// Size of the per-CPU `COUNTERS` array.
+pub const COUNTER_SLOTS: u32 = SERVICE_COUNT * VERDICT_COUNT;
+
+/// Key of the `SERVICE_PORTS` hash map: a destination port and an IP protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    /// Always zero; makes the padding explicit so the key hashes identically on both sides.
+    pub _pad: u8,
+}
+
+impl PortKey {
+    /// A key for `proto`/`port`.
+    pub const fn new(proto: u8, port: u16) -> Self {
+        PortKey {
+            port,
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+/// Value of the `SERVICE_PORTS` map: where packets for that port go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// A [`Service`] number.
+    pub service: u32,
+    /// Port of the daemon's transparent listener for this service and protocol (host order).
+    pub listen_port: u32,
+}
+
+/// The single entry of the `CONFIG` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClassifierConfig {
+    /// Mark set on steered packets; policy routing sends marked packets to the local table.
+    pub mark: u32,
+    /// Non-zero: interception on. Zero: every packet passes untouched (used while reloading).
+    pub enabled: u32,
+    /// Non-zero: also steer packets addressed to the gateway's own addresses.
+    pub intercept_gateway: u32,
+    /// Always zero.
+    pub _reserved: u32,
+}
+
+/// LPM-trie key data for IPv4 prefixes (network byte order).
+pub type Ipv4Prefix = [u8; 4];
+/// LPM-trie key data for IPv6 prefixes (network byte order).
+pub type Ipv6Prefix = [u8; 16];
+
+const _: () = assert!(core::mem::size_of::<PortKey>() == 4);
+const _: () = assert!(core::mem::size_of::<ServiceEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<ClassifierConfig>() == 16);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY (for all impls below): `#[repr(C)]`, only integer fields, no implicit padding
+    // (checked by the size assertions above), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::PortKey {}
+    unsafe impl aya::Pod for super::ServiceEntry {}
+    unsafe impl aya::Pod for super::ClassifierConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_indices_are_dense_and_unique() {
+        let mut seen = [false; COUNTER_SLOTS as usize];
+        for s in Service::ALL {
+            for v in Verdict::ALL {
+                let i = counter_index(s as u32, v) as usize;
+                assert!(!seen[i], "index {i} used twice");
+                seen[i] = true;
+            }
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn service_numbers_round_trip() {
+        for s in Service::ALL {
+            assert_eq!(Service::from_u32(s as u32), Some(s));
+        }
+        assert_eq!(Service::from_u32(SERVICE_COUNT), None);
+    }
+}

@@ -1,0 +1,28 @@
+//! VeloCache kernel programs.
+//!
+//! # Layout
+//! - `maps`: every map, declared once; their key/value types come from `velocache-common`.
+//! - `parse`: bounds-checked header access (`ptr_at`) and the L3/L4 parse of one frame.
+//! - `ingress`: the LAN ingress classifier — decides per packet whether it belongs to a service
+//!   the daemon handles and, if a daemon socket exists for it, assigns the packet to that socket.
+//!
+//! The programs hold no policy: which ports, which bypassed prefixes and which mark are all in
+//! maps the daemon fills. When no daemon socket exists the packet is passed untouched, which is
+//! what makes VeloCache fail open.
+#![no_std]
+#![no_main]
+
+mod ingress;
+mod maps;
+mod parse;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier proves every program terminates; a panic cannot be reached from verified code.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

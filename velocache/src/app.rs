@@ -1,0 +1,241 @@
+//! Wiring: bind the transparent sockets, start each service's handler, bring the datapath up,
+//! wait for the shutdown signal, then take everything down in the order that keeps clients
+//! working.
+//!
+//! Start-up order matters: listeners are bound before the classifier is attached, so the first
+//! steered packet already finds its socket. Shutdown runs the other way: listeners close first
+//! (new flows then find no socket and fail open straight to their destination), flows in
+//! progress get `shutdown_grace_secs` to finish while the classifier still steers their packets,
+//! and only then are the programs detached and the routing removed.
+use std::{future::Future, sync::Arc, time::Duration};
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use velocache_common::Service;
+
+use crate::{
+    config::{Config, Intercept, Transport},
+    datapath::{Counters, Datapath, DatapathError, InstanceError, InstanceLock},
+    flow::FlowTracker,
+    net::{
+        TcpHandler, TransparentListener, TransparentUdp, UdpHandler, UdpReplier, serve_tcp,
+        serve_udp, wildcard_addrs,
+    },
+    passthrough::{TcpSplice, UdpRelay},
+};
+
+/// Why the daemon could not start.
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// Another daemon runs in this network namespace.
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    /// A listener could not be bound.
+    #[error("cannot bind the {service} {transport:?} listener on {addr}: {source}")]
+    Bind {
+        /// Service name.
+        service: &'static str,
+        /// TCP or UDP.
+        transport: Transport,
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The datapath did not come up.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+}
+
+/// How long the gateway waits for an original destination to accept a spliced connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sockets bound for one service.
+struct Bound {
+    intercept: Intercept,
+    tcp: Vec<TransparentListener>,
+    udp: Vec<TransparentUdp>,
+}
+
+/// Bind every enabled service's listeners: IPv4 always, IPv6 where the host has it.
+fn bind_all(config: &Config) -> Result<Vec<Bound>, AppError> {
+    let mut all = Vec::new();
+    for intercept in config.intercepts().into_iter().filter(|i| i.enabled) {
+        let mut bound = Bound {
+            intercept: intercept.clone(),
+            tcp: Vec::new(),
+            udp: Vec::new(),
+        };
+        for addr in wildcard_addrs(intercept.listen_port) {
+            let v6 = addr.is_ipv6();
+            for &transport in intercept.transports {
+                let result = match transport {
+                    Transport::Tcp => TransparentListener::bind(addr).map(|l| bound.tcp.push(l)),
+                    Transport::Udp => TransparentUdp::bind(addr).map(|s| bound.udp.push(s)),
+                };
+                match result {
+                    Ok(()) => {}
+                    // A host without IPv6 still gets IPv4 interception.
+                    Err(e) if v6 && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                        warn!(
+                            service = intercept.service.name(),
+                            "IPv6 unavailable; IPv4 only"
+                        );
+                    }
+                    Err(source) => {
+                        return Err(AppError::Bind {
+                            service: intercept.service.name(),
+                            transport,
+                            addr,
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        all.push(bound);
+    }
+    Ok(all)
+}
+
+/// The handlers of one service.
+struct Handlers {
+    tcp: Arc<dyn TcpHandler>,
+    udp: Arc<dyn UdpHandler>,
+}
+
+fn handlers_for(service: Service, config: &Config, flows: &FlowTracker) -> Handlers {
+    let idle = Duration::from_secs(config.datapath.udp_idle_timeout_secs);
+    Handlers {
+        tcp: Arc::new(TcpSplice::new(service, CONNECT_TIMEOUT, flows.clone())),
+        udp: Arc::new(UdpRelay::new(service, idle, flows.clone())),
+    }
+}
+
+/// Run the daemon until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    let _lock = InstanceLock::acquire()?;
+    let flows = FlowTracker::new();
+    let replier = Arc::new(UdpReplier::default());
+    let cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    for bound in bind_all(&config)? {
+        let handlers = handlers_for(bound.intercept.service, &config, &flows);
+        for listener in bound.tcp {
+            tasks.spawn(serve_tcp(listener, handlers.tcp.clone(), cancel.clone()));
+        }
+        for socket in bound.udp {
+            tasks.spawn(serve_udp(
+                socket,
+                replier.clone(),
+                handlers.udp.clone(),
+                cancel.clone(),
+            ));
+        }
+        info!(
+            service = bound.intercept.service.name(),
+            ports = ?bound.intercept.ports,
+            listen_port = bound.intercept.listen_port,
+            "service listening"
+        );
+    }
+
+    let datapath = if config.datapath.lan_interfaces.is_empty() {
+        warn!("no [datapath] lan_interfaces configured: nothing will be intercepted");
+        None
+    } else {
+        Some(Datapath::start(&config.datapath, &config.intercepts()).await?)
+    };
+    if let Some(dp) = &datapath {
+        let interval = config.daemon.stats_interval_secs;
+        if interval > 0 {
+            tasks.spawn(log_counters(
+                dp.counters(),
+                Duration::from_secs(interval),
+                cancel.clone(),
+            ));
+        }
+    }
+    tasks.spawn(expire_reply_sockets(replier.clone(), cancel.clone()));
+
+    info!(pid = std::process::id(), "velocache running");
+    shutdown.await;
+    info!(
+        active_flows = flows.active(),
+        "shutting down: no new flows are intercepted"
+    );
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+
+    let grace = Duration::from_secs(config.daemon.shutdown_grace_secs);
+    let left = flows.wait_idle(grace).await;
+    if left > 0 {
+        warn!(flows = left, "grace period over; remaining flows are cut");
+    }
+    if let Some(dp) = datapath {
+        if let Ok(snapshot) = dp.counters().snapshot() {
+            log_snapshot(&snapshot);
+        }
+        dp.stop().await;
+    }
+    info!("velocache stopped");
+    Ok(())
+}
+
+async fn log_counters(counters: Counters, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match counters.snapshot() {
+            Ok(s) if last.as_ref() != Some(&s) => {
+                log_snapshot(&s);
+                last = Some(s);
+            }
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "reading kernel counters failed"),
+        }
+    }
+}
+
+fn log_snapshot(s: &crate::datapath::CounterSnapshot) {
+    for service in Service::ALL {
+        let get = |v| s.get(service, v);
+        use velocache_common::Verdict::*;
+        let steered = get(SteeredListener) + get(SteeredEstablished);
+        let passed = get(PassedNoListener) + get(AssignFailed) + get(Disabled);
+        let bypassed = get(BypassedClient) + get(BypassedDestination) + get(GatewayLocal);
+        if steered + passed + bypassed == 0 {
+            continue;
+        }
+        info!(
+            service = "datapath",
+            for_service = service.name(),
+            steered_new = get(SteeredListener),
+            steered_established = get(SteeredEstablished),
+            passed_no_listener = get(PassedNoListener),
+            assign_failed = get(AssignFailed),
+            bypassed_client = get(BypassedClient),
+            bypassed_destination = get(BypassedDestination),
+            gateway_local = get(GatewayLocal),
+            "kernel counters"
+        );
+    }
+}
+
+async fn expire_reply_sockets(replier: Arc<UdpReplier>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => replier.expire_idle(Duration::from_secs(120)),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The configuration sections, their defaults and `validate()`.
+//!
+//! Defaults are what a gateway with no configuration file would want: every service on, the
+//! standard ports intercepted, listeners on high ports that clients never address directly.
+use std::{collections::HashMap, path::PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The whole daemon configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Process-wide settings.
+    pub daemon: DaemonConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Kernel programs, interfaces, bypass lists, policy routing.
+    pub datapath: DatapathConfig,
+    /// Plain HTTP interception (TCP 80).
+    pub http: HttpConfig,
+    /// TLS interception (TCP 443).
+    pub https: HttpsConfig,
+    /// DNS interception (UDP and TCP 53).
+    pub dns: DnsConfig,
+    /// SIP interception (UDP and TCP 5060).
+    pub sip: SipConfig,
+}
+
+/// `[daemon]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Where persistent state (cache index, CA) lives.
+    pub state_dir: PathBuf,
+    /// Where runtime files (admin socket) live.
+    pub run_dir: PathBuf,
+    /// On SIGTERM, how long in-flight flows may finish after new flows stop being intercepted.
+    pub shutdown_grace_secs: u64,
+    /// How often kernel counters are logged (0 = never).
+    pub stats_interval_secs: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            state_dir: PathBuf::from("/var/lib/velocache"),
+            run_dir: PathBuf::from("/run/velocache"),
+            shutdown_grace_secs: 10,
+            stats_interval_secs: 60,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `auto` (JSON when `VELOCACHE_ENV=production`, pretty otherwise), `json` or `pretty`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,velocache::dns=debug`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON in production (`VELOCACHE_ENV=production`), pretty otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// `[datapath]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatapathConfig {
+    /// LAN interfaces the classifier is attached to. Empty: nothing is intercepted.
+    pub lan_interfaces: Vec<String>,
+    /// Client prefixes never intercepted.
+    pub bypass_clients: Vec<IpNet>,
+    /// Destination prefixes never intercepted.
+    pub bypass_destinations: Vec<IpNet>,
+    /// Also intercept packets addressed to the gateway's own addresses (off: a service running on
+    /// the gateway itself keeps its clients).
+    pub intercept_gateway_addresses: bool,
+    /// Mark the classifier sets on steered packets.
+    pub mark: u32,
+    /// Routing table holding the `local` default routes for marked packets.
+    pub route_table: u32,
+    /// Priority of the `fwmark` policy rule.
+    pub rule_priority: u32,
+    /// `auto` (TCX where the kernel has it), `tcx` or `netlink` (clsact).
+    pub attach: AttachMode,
+    /// A UDP pass-through session with no datagram for this long is closed and logged.
+    pub udp_idle_timeout_secs: u64,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig {
+            lan_interfaces: Vec::new(),
+            bypass_clients: Vec::new(),
+            bypass_destinations: Vec::new(),
+            intercept_gateway_addresses: false,
+            mark: 0x5643,
+            route_table: 0x5643,
+            rule_priority: 90,
+            attach: AttachMode::Auto,
+            udp_idle_timeout_secs: 30,
+        }
+    }
+}
+
+/// How the classifier is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// TCX links where the kernel supports them (≥ 6.6), netlink clsact otherwise.
+    Auto,
+    /// TCX links only.
+    Tcx,
+    /// Netlink `cls_bpf` on a clsact qdisc.
+    Netlink,
+}
+
+/// Transport of an intercepted port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// What every service section shares: whether it is on, which destination ports are
+/// intercepted, and the port of the daemon's own listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intercept {
+    /// Service name for logs and the kernel map.
+    pub service: velocache_common::Service,
+    /// Off: the service's ports are not intercepted at all.
+    pub enabled: bool,
+    /// Intercepted destination ports.
+    pub ports: Vec<u16>,
+    /// The daemon's transparent listener port.
+    pub listen_port: u16,
+    /// Transports this service uses.
+    pub transports: &'static [Transport],
+}
+
+macro_rules! service_section {
+    ($(#[$doc:meta])* $name:ident, $svc:ident, [$($tr:ident),+], $port:expr, $listen:expr,
+     { $($(#[$fdoc:meta])* $field:ident : $ty:ty = $default:expr),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            /// Off: this service's ports are not intercepted.
+            pub enabled: bool,
+            /// Intercepted destination ports.
+            pub ports: Vec<u16>,
+            /// Port of the daemon's transparent listener (clients never address it).
+            pub listen_port: u16,
+            $($(#[$fdoc])* pub $field: $ty,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    enabled: true,
+                    ports: vec![$port],
+                    listen_port: $listen,
+                    $($field: $default,)*
+                }
+            }
+        }
+
+        impl $name {
+            /// The interception part of this section.
+            pub fn intercept(&self) -> Intercept {
+                Intercept {
+                    service: velocache_common::Service::$svc,
+                    enabled: self.enabled,
+                    ports: self.ports.clone(),
+                    listen_port: self.listen_port,
+                    transports: &[$(Transport::$tr),+],
+                }
+            }
+        }
+    };
+}
+
+service_section!(
+    /// `[http]`
+    HttpConfig, Http, [Tcp], 80, 15080, {}
+);
+service_section!(
+    /// `[https]`
+    HttpsConfig, Https, [Tcp], 443, 15443, {}
+);
+service_section!(
+    /// `[dns]`
+    DnsConfig, Dns, [Udp, Tcp], 53, 15053, {}
+);
+service_section!(
+    /// `[sip]`
+    SipConfig, Sip, [Udp, Tcp], 5060, 15060, {}
+);
+
+/// A validation failure: the dotted key it concerns and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// Dotted key, e.g. `dns.listen_port`.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Invalid {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// The interception settings of every service, in service order.
+    pub fn intercepts(&self) -> Vec<Intercept> {
+        vec![
+            self.http.intercept(),
+            self.https.intercept(),
+            self.dns.intercept(),
+            self.sip.intercept(),
+        ]
+    }
+
+    /// Checks that types cannot express. The first problem found is returned.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .map_err(|e| Invalid::new("log.level", format!("not a valid filter: {e}")))?;
+        let dp = &self.datapath;
+        if dp.mark == 0 {
+            return Err(Invalid::new("datapath.mark", "must not be 0"));
+        }
+        // 253..=255 are the kernel's default, main and local tables.
+        if dp.route_table == 0 || (253..=255).contains(&dp.route_table) {
+            return Err(Invalid::new(
+                "datapath.route_table",
+                "must not be 0 or a reserved table (253 default, 254 main, 255 local)",
+            ));
+        }
+        if dp.rule_priority == 0 {
+            return Err(Invalid::new(
+                "datapath.rule_priority",
+                "0 is the kernel's `local` rule; choose 1..32765",
+            ));
+        }
+        for (i, name) in dp.lan_interfaces.iter().enumerate() {
+            if name.is_empty() || name.len() > 15 || name.contains('/') {
+                return Err(Invalid::new(
+                    format!("datapath.lan_interfaces[{i}]"),
+                    format!("`{name}` is not a valid interface name"),
+                ));
+            }
+        }
+        if dp.udp_idle_timeout_secs == 0 {
+            return Err(Invalid::new(
+                "datapath.udp_idle_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+
+        // One owner per (transport, port) and per listener port.
+        let mut owners: HashMap<(Transport, u16), &'static str> = HashMap::new();
+        let mut listeners: HashMap<u16, &'static str> = HashMap::new();
+        for ic in self.intercepts().into_iter().filter(|i| i.enabled) {
+            let name = ic.service.name();
+            if ic.ports.is_empty() {
+                return Err(Invalid::new(
+                    format!("{name}.ports"),
+                    "is empty; set `enabled = false` to turn the service off",
+                ));
+            }
+            if ic.listen_port == 0 {
+                return Err(Invalid::new(format!("{name}.listen_port"), "must not be 0"));
+            }
+            if let Some(other) = listeners.insert(ic.listen_port, name) {
+                return Err(Invalid::new(
+                    format!("{name}.listen_port"),
+                    format!(
+                        "port {} is already the listener of `{other}`",
+                        ic.listen_port
+                    ),
+                ));
+            }
+            for &port in &ic.ports {
+                if port == 0 {
+                    return Err(Invalid::new(format!("{name}.ports"), "port 0 is not valid"));
+                }
+                for &tr in ic.transports {
+                    if let Some(other) = owners.insert((tr, port), name)
+                        && other != name
+                    {
+                        return Err(Invalid::new(
+                            format!("{name}.ports"),
+                            format!("{tr:?} port {port} is already intercepted by `{other}`"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,298 @@
+//! The datapath: loads the kernel programs, fills their maps, attaches the LAN classifier and
+//! installs the policy routing that makes steered packets local.
+//!
+//! Data enters as the `[datapath]` section plus the services' [`Intercept`]s; it leaves as a
+//! running [`Datapath`] whose [`Counters`] handle can be read at any time (periodic log,
+//! `velocache stats`, metrics). [`Datapath::stop`] detaches everything it attached and removes
+//! every rule and route it added. If the process dies without `stop`, TCX links vanish with its
+//! file descriptors; a netlink (clsact) attachment would survive, but the classifier then finds
+//! no listener and passes every packet (fail-open), and the next start removes it.
+//!
+//! # Layout
+//! - `maps`: writing configuration into the kernel maps, reading counters.
+//! - `routing`: the fwmark rule and local routes (rtnetlink).
+//! - `instance`: one daemon per network namespace.
+//! - `inspect`: what is attached to the interfaces, for `velocache datapath show`.
+
+mod inspect;
+mod instance;
+mod maps;
+mod routing;
+mod sys;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        tc::{self, NlOptions, TcAttachOptions},
+    },
+    util::KernelVersion,
+};
+use thiserror::Error;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use velocache_common::CLASSIFIER_PROGRAM;
+
+pub use inspect::{InterfaceAttachments, inspect};
+pub use instance::{InstanceError, InstanceLock};
+pub use maps::{CounterSnapshot, Counters};
+pub use routing::{RoutingError, RoutingSpec};
+
+use crate::config::{AttachMode, DatapathConfig, Intercept};
+
+/// The kernel object built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/velocache"));
+
+/// What went wrong bringing the datapath up.
+#[derive(Debug, Error)]
+pub enum DatapathError {
+    /// The object did not load (verifier rejection, missing BTF, no permission).
+    #[error("loading the kernel programs failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    /// A program is missing or could not be loaded into the kernel.
+    #[error("kernel program `{name}`: {source}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// Attaching to an interface failed.
+    #[error("attaching the classifier to `{interface}` failed: {source}")]
+    Attach {
+        /// Interface name.
+        interface: String,
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// A configured interface does not exist.
+    #[error("LAN interface `{0}` does not exist")]
+    NoSuchInterface(String),
+    /// A map is missing or an update failed.
+    #[error("kernel map `{name}`: {reason}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// Policy routing could not be installed.
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+}
+
+/// The running datapath.
+pub struct Datapath {
+    ebpf: Ebpf,
+    counters: Counters,
+    routing: Option<routing::PolicyRouting>,
+    log_task: Option<JoinHandle<()>>,
+    interfaces: Vec<String>,
+}
+
+impl Datapath {
+    /// Load, configure and attach. On error nothing stays attached or installed.
+    pub async fn start(
+        cfg: &DatapathConfig,
+        intercepts: &[Intercept],
+    ) -> Result<Self, DatapathError> {
+        for iface in &cfg.lan_interfaces {
+            if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
+                return Err(DatapathError::NoSuchInterface(iface.clone()));
+            }
+        }
+        let log_level = kernel_log_level();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &log_level, false)
+            .load(OBJECT)
+            .map_err(DatapathError::Load)?;
+        let log_task = spawn_kernel_logger(&mut ebpf);
+
+        maps::apply(&mut ebpf, cfg, intercepts)?;
+        let counters = Counters::take(&mut ebpf)?;
+
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(CLASSIFIER_PROGRAM)
+            .ok_or(DatapathError::Program {
+                name: CLASSIFIER_PROGRAM,
+                source: ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                name: CLASSIFIER_PROGRAM,
+                source,
+            })?;
+        program.load().map_err(|source| DatapathError::Program {
+            name: CLASSIFIER_PROGRAM,
+            source,
+        })?;
+
+        // Policy routing first: from the first steered packet on, marked packets must be local.
+        let routing = if cfg.lan_interfaces.is_empty() {
+            None
+        } else {
+            Some(
+                routing::PolicyRouting::install(RoutingSpec {
+                    mark: cfg.mark,
+                    table: cfg.route_table,
+                    priority: cfg.rule_priority,
+                })
+                .await?,
+            )
+        };
+
+        let mut datapath = Datapath {
+            ebpf,
+            counters,
+            routing,
+            log_task,
+            interfaces: Vec::new(),
+        };
+        for iface in &cfg.lan_interfaces {
+            if let Err(e) = datapath.attach(iface, cfg.attach) {
+                datapath.stop().await;
+                return Err(e);
+            }
+        }
+        info!(
+            interfaces = ?datapath.interfaces,
+            mark = cfg.mark,
+            table = cfg.route_table,
+            ipv6 = datapath.routing.as_ref().is_some_and(|r| r.ipv6()),
+            "datapath attached"
+        );
+        Ok(datapath)
+    }
+
+    fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<(), DatapathError> {
+        // A netlink filter left by a daemon killed earlier would run in front of ours; it passes
+        // everything (no listener of its own), but remove it so exactly one program decides.
+        if tc::qdisc_detach_program(iface, TcAttachType::Ingress, CLASSIFIER_PROGRAM).is_ok() {
+            info!(
+                interface = iface,
+                "removed a classifier left by a previous daemon"
+            );
+        }
+        let tcx = match mode {
+            AttachMode::Tcx => true,
+            AttachMode::Netlink => false,
+            // TCX arrived in 6.6.
+            AttachMode::Auto => {
+                KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+            }
+        };
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(CLASSIFIER_PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(DatapathError::Program {
+                name: CLASSIFIER_PROGRAM,
+                source: ProgramError::UnexpectedProgramType,
+            })?;
+        let options = if tcx {
+            TcAttachOptions::TcxOrder(LinkOrder::default())
+        } else {
+            if let Err(e) = tc::qdisc_add_clsact(iface) {
+                // EEXIST: the qdisc is already there, which is fine.
+                debug!(interface = iface, error = %e, "clsact qdisc not added");
+            }
+            TcAttachOptions::Netlink(NlOptions::default())
+        };
+        program
+            .attach_with_options(iface, TcAttachType::Ingress, options)
+            .map_err(|source| DatapathError::Attach {
+                interface: iface.to_string(),
+                source,
+            })?;
+        info!(
+            interface = iface,
+            mode = if tcx { "tcx" } else { "netlink" },
+            "classifier attached"
+        );
+        self.interfaces.push(iface.to_string());
+        Ok(())
+    }
+
+    /// A cloneable handle to the per-CPU counters.
+    pub fn counters(&self) -> Counters {
+        self.counters.clone()
+    }
+
+    /// Rewrite the maps from a new configuration (bypass lists, ports, switches) without
+    /// detaching: flows in progress are not disturbed.
+    pub fn reconfigure(
+        &mut self,
+        cfg: &DatapathConfig,
+        intercepts: &[Intercept],
+    ) -> Result<(), DatapathError> {
+        maps::apply(&mut self.ebpf, cfg, intercepts)
+    }
+
+    /// Stop intercepting: detach from every interface and remove the policy routing.
+    pub async fn stop(mut self) {
+        // Dropping the program's links detaches them (TCX and netlink alike).
+        if let Some(program) = self.ebpf.program_mut(CLASSIFIER_PROGRAM) {
+            let program: Result<&mut SchedClassifier, _> = program.try_into();
+            if let Ok(program) = program
+                && let Err(e) = program.unload()
+            {
+                warn!(error = %e, "unloading the classifier failed");
+            }
+        }
+        if let Some(routing) = self.routing.take() {
+            routing.remove().await;
+        }
+        if let Some(task) = self.log_task.take() {
+            task.abort();
+        }
+        info!(interfaces = ?self.interfaces, "datapath detached");
+    }
+}
+
+/// The aya-log level matching the daemon's own filter, so disabled kernel log statements cost
+/// one comparison instead of a ring-buffer write.
+fn kernel_log_level() -> u8 {
+    match log::max_level() {
+        log::LevelFilter::Off => 0,
+        log::LevelFilter::Error => aya_log::Level::Error as u8,
+        log::LevelFilter::Warn => aya_log::Level::Warn as u8,
+        log::LevelFilter::Info => aya_log::Level::Info as u8,
+        log::LevelFilter::Debug => aya_log::Level::Debug as u8,
+        log::LevelFilter::Trace => aya_log::Level::Trace as u8,
+    }
+}
+
+/// Forward the kernel programs' aya-log records into our log (they arrive through the `log`
+/// facade, which `tracing-log` bridges). The logger owns the ring buffer's fd; the task keeps it.
+fn spawn_kernel_logger(ebpf: &mut Ebpf) -> Option<JoinHandle<()>> {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => l,
+        Err(e) => {
+            debug!(error = %e, "kernel programs have no log map");
+            return None;
+        }
+    };
+    let mut fd = match sys::async_kernel_logger(logger) {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!(error = %e, "cannot poll the kernel log ring buffer");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        loop {
+            match fd.readable_mut().await {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    warn!(error = %e, "kernel log reader stopped");
+                    return;
+                }
+            }
+        }
+    }))
+}

@@ -1,0 +1,25 @@
+//! VeloCache: an eBPF-assisted transparent gateway for Linux routers.
+//!
+//! Clients behind the gateway change nothing. A kernel classifier on each LAN interface picks
+//! out DNS, HTTP(S) and SIP flows and assigns them to this daemon's transparent sockets; the
+//! daemon handles them and forwards what it does not answer itself to where the client meant it
+//! to go. If the daemon is gone, the classifier finds no socket and traffic flows untouched.
+//!
+//! # Layout (in the order a packet meets it)
+//! - [`datapath`]: kernel programs, their maps and counters, policy routing.
+//! - [`net`]: transparent listeners, original destinations, the handler seam.
+//! - [`passthrough`]: splice and relay to the original destination.
+//! - [`config`]: typed, layered configuration with `validate()`.
+//! - [`telemetry`]: JSON / pretty logs.
+//! - [`flow`]: flows in progress, for graceful shutdown.
+//! - [`app`]: wiring and the shutdown order.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod datapath;
+pub mod flow;
+pub mod net;
+pub mod passthrough;
+pub mod telemetry;

@@ -1,0 +1,70 @@
+//! The transparent TCP listener.
+use std::{io, net::SocketAddr};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{ClientAddr, OrigDstAddr, addrs::canonical};
+
+/// A listening socket with `IP_TRANSPARENT`, so that connections steered to it may have any
+/// destination address.
+pub struct TransparentListener {
+    inner: TcpListener,
+    port: u16,
+}
+
+/// One accepted, intercepted connection.
+pub struct InterceptedTcp {
+    /// The client's stream.
+    pub stream: TcpStream,
+    /// Who connected.
+    pub client: ClientAddr,
+    /// Where they meant to connect.
+    pub orig_dst: OrigDstAddr,
+}
+
+impl TransparentListener {
+    /// Bind and listen on `addr` (a wildcard address and the service's listener port).
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let domain = Domain::for_address(addr);
+        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+            socket.set_ip_transparent_v6(true)?;
+        } else {
+            socket.set_ip_transparent_v4(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&SockAddr::from(addr))?;
+        socket.listen(1024)?;
+        let inner = TcpListener::from_std(socket.into())?;
+        Ok(TransparentListener {
+            inner,
+            port: addr.port(),
+        })
+    }
+
+    /// The local address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// Accept the next connection. A connection addressed to the listener's own port was not
+    /// intercepted but made directly to the daemon; it is refused (`Ok(None)`) because splicing
+    /// it "to its original destination" would connect the daemon to itself.
+    pub async fn accept(&self) -> io::Result<Option<InterceptedTcp>> {
+        let (stream, peer) = self.inner.accept().await?;
+        let local = canonical(stream.local_addr()?);
+        if local.port() == self.port {
+            tracing::debug!(client = %peer, "refused a direct connection to the listener port");
+            return Ok(None);
+        }
+        stream.set_nodelay(true)?;
+        Ok(Some(InterceptedTcp {
+            stream,
+            client: ClientAddr(canonical(peer)),
+            orig_dst: OrigDstAddr(local),
+        }))
+    }
+}

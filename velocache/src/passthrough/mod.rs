@@ -1,0 +1,21 @@
+//! Pass-through: intercepted flows forwarded unchanged to where the client meant them to go.
+//!
+//! TCP is spliced (the gateway connects to the original destination and copies both ways);
+//! UDP is relayed per (client, original destination) session through a gateway socket, and
+//! answers go back from the original destination's address. Each flow ends with one log line:
+//! `service`, `client`, `orig_dst`, `transport`, `bytes_up` (client → origin), `bytes_down`,
+//! `duration_ms`. Services that are not (yet) handled otherwise use these, and later handlers
+//! fall back to them for flows they choose not to touch.
+//!
+//! # Layout
+//! - `counted`: a byte-counting stream wrapper, so counts survive an error mid-copy.
+//! - `tcp`: [`TcpSplice`].
+//! - `udp`: [`UdpRelay`].
+
+mod counted;
+mod tcp;
+mod udp;
+
+pub use counted::Counted;
+pub use tcp::{TcpSplice, splice_to_origin};
+pub use udp::UdpRelay;

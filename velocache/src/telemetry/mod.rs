@@ -1,0 +1,88 @@
+//! Logging setup: JSON lines for machines, pretty lines for people.
+//!
+//! Every event from the daemon (and every `log` record, such as the kernel programs' aya-log
+//! output) enters through `tracing`. Under `--log-format json` or `VELOCACHE_ENV=production` it
+//! leaves as one JSON object per line on stdout with `timestamp`, `level`, `service`, `message`
+//! and the event's own fields (`client`, `orig_dst`, `trace_id`, …); otherwise as a pretty,
+//! human-readable line.
+
+mod json;
+
+use thiserror::Error;
+use tracing_subscriber::{EnvFilter, Registry, layer::SubscriberExt, util::SubscriberInitExt};
+
+pub use json::{JsonLayer, service_of_target};
+
+use crate::config::LogFormat;
+
+/// Environment variable that selects production defaults (JSON logs).
+pub const ENV_MODE_VAR: &str = "VELOCACHE_ENV";
+
+/// Logging could not be set up.
+#[derive(Debug, Error)]
+pub enum TelemetryError {
+    /// The level filter did not parse.
+    #[error("invalid log filter `{filter}`: {source}")]
+    Filter {
+        /// The filter text.
+        filter: String,
+        /// Parser error.
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// A global subscriber was already installed.
+    #[error("logging already initialised: {0}")]
+    AlreadyInit(String),
+}
+
+/// Resolve `auto` against the environment: JSON in production, pretty otherwise.
+pub fn effective_format(format: LogFormat, env_mode: Option<&str>) -> LogFormat {
+    match format {
+        LogFormat::Auto if env_mode.is_some_and(|m| m.eq_ignore_ascii_case("production")) => {
+            LogFormat::Json
+        }
+        LogFormat::Auto => LogFormat::Pretty,
+        other => other,
+    }
+}
+
+/// Install the global subscriber. `RUST_LOG`, when set, overrides `level`.
+pub fn init(format: LogFormat, level: &str) -> Result<(), TelemetryError> {
+    let filter_text = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    let filter = EnvFilter::try_new(&filter_text).map_err(|source| TelemetryError::Filter {
+        filter: filter_text.clone(),
+        source,
+    })?;
+    let env_mode = std::env::var(ENV_MODE_VAR).ok();
+    let registry = Registry::default().with(filter);
+    let result = match effective_format(format, env_mode.as_deref()) {
+        LogFormat::Json => registry.with(JsonLayer::stdout()).try_init(),
+        _ => registry
+            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .try_init(),
+    };
+    result.map_err(|e| TelemetryError::AlreadyInit(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_env_selects_json_only_for_auto() {
+        assert_eq!(
+            effective_format(LogFormat::Auto, Some("production")),
+            LogFormat::Json
+        );
+        assert_eq!(effective_format(LogFormat::Auto, None), LogFormat::Pretty);
+        assert_eq!(
+            effective_format(LogFormat::Auto, Some("dev")),
+            LogFormat::Pretty
+        );
+        assert_eq!(
+            effective_format(LogFormat::Pretty, Some("production")),
+            LogFormat::Pretty
+        );
+        assert_eq!(effective_format(LogFormat::Json, None), LogFormat::Json);
+    }
+}

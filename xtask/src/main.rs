@@ -1,0 +1,78 @@
+//! `cargo xtask`: the project's own automation. One module per subcommand.
+//!
+//! - `setup`: install what a fresh machine lacks (toolchain pieces, bpf-linker, Debian tools).
+//! - `test`: fmt, clippy (host and BPF), unit tests, lab integration tests, one summary line.
+//! - `demo`: bring the lab up, run the daemon, drive real clients, print what happened.
+//! - `bench`: side-by-side measurements against the peers VeloCache is compared with.
+//! - `lab`: bring the lab up and keep it until Ctrl-C (for poking at it by hand).
+#![expect(
+    clippy::disallowed_methods,
+    reason = "xtask is synchronous: blocking sleeps are what it needs"
+)]
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod demo;
+mod lab;
+mod setup;
+mod test;
+mod util;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing (idempotent; needs root).
+    Setup {
+        /// Also install the peers the benchmarks compare against.
+        #[arg(long)]
+        bench: bool,
+    },
+    /// Run every check and test; ends with a pass/fail count.
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Run the demo in the lab.
+    Demo,
+    /// Run a benchmark (`datapath`, `dns`, `http`, `https`, `rtp`).
+    Bench {
+        /// Which benchmark.
+        name: String,
+        /// Seconds per measured run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Bring the lab up with the daemon running and wait for Ctrl-C.
+    Lab,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    util::install_ctrlc_cleanup();
+    let result: Result<()> = match cli.command {
+        Command::Setup { bench } => setup::run(if bench {
+            setup::Profile::Bench
+        } else {
+            setup::Profile::Test
+        }),
+        Command::Test { filter, no_lint } => test::run(filter.as_deref(), !no_lint),
+        Command::Demo => demo::run(),
+        Command::Bench { name, seconds } => bench::run(&name, seconds),
+        Command::Lab => lab::run(),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,189 @@
+//! `cargo xtask setup`: install what a fresh machine lacks, say what was already there.
+//!
+//! Idempotent. Everything comes from the registries this project may use: rustup's nightly
+//! with `rust-src`, Debian packages (LLVM 22 for bpf-linker, and the real tools the tests and
+//! benchmarks drive), and `bpf-linker` from crates.io built against Debian's LLVM 22.
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{self, have};
+
+/// What to install.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Build + test tools.
+    Test,
+    /// Also the peers the benchmarks compare against.
+    Bench,
+}
+
+/// Debian packages needed to build and test.
+const TEST_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "iproute2",
+    "ethtool",
+    "curl",
+    "dnsutils",
+    "dnsmasq",
+    "unbound",
+    "nginx",
+    "sip-tester",
+    "tshark",
+    "python3",
+    "openssl",
+    "nghttp2-client",
+    "debootstrap",
+];
+
+/// Debian packages the benchmarks add.
+const BENCH_PACKAGES: &[&str] = &["dnsperf", "wrk", "squid", "rtpengine-daemon"];
+
+/// The bpf-linker that builds against LLVM 22 (see DESIGN.md).
+const BPF_LINKER_VERSION: &str = "^0.13";
+
+/// Install what is missing for `profile`.
+pub fn run(profile: Profile) -> Result<()> {
+    util::require_root("setup")?;
+    let mut installed = Vec::new();
+    let mut present = Vec::new();
+
+    // Debian packages first: bpf-linker is built against llvm-22-dev.
+    let mut wanted: Vec<&str> = TEST_PACKAGES.to_vec();
+    if profile == Profile::Bench {
+        wanted.extend_from_slice(BENCH_PACKAGES);
+    }
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    present.extend(
+        wanted
+            .iter()
+            .filter(|p| !missing.contains(p))
+            .map(|p| p.to_string()),
+    );
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+        installed.extend(missing.iter().map(|p| p.to_string()));
+    }
+
+    // Nightly with rust-src (kernel programs use -Z build-std=core).
+    let toolchains = util::output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is required (the machine's toolchain comes from rustup)")?;
+    if toolchains.lines().any(|l| l.starts_with("nightly")) {
+        present.push("rust nightly".into());
+    } else {
+        util::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))
+        .context("cannot install the nightly toolchain")?;
+        installed.push("rust nightly".into());
+    }
+    let components = util::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if components.lines().any(|l| l.trim() == "rust-src") {
+        present.push("nightly rust-src".into());
+    } else {
+        util::run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context("cannot add rust-src to nightly")?;
+        installed.push("nightly rust-src".into());
+    }
+
+    if have("bpf-linker") {
+        present.push("bpf-linker".into());
+    } else {
+        println!("setup: building bpf-linker against LLVM 22 (a few minutes)");
+        util::run(util::cargo().args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ]))
+        .context("cannot build bpf-linker (needs llvm-22-dev, libpolly-22-dev, libzstd-dev)")?;
+        installed.push("bpf-linker".into());
+    }
+
+    println!("setup: already present: {}", present.join(", "));
+    if installed.is_empty() {
+        println!("setup: nothing to install");
+    } else {
+        println!("setup: installed: {}", installed.join(", "));
+    }
+    Ok(())
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// `apt-get install` without starting the services the packages ship (dnsmasq, nginx, unbound,
+/// squid would otherwise start on the machine itself; the lab runs its own copies).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    println!("setup: installing {}", packages.join(" "));
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let placed = if policy.exists() {
+        false
+    } else {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# placed by cargo xtask setup\nexit 101\n",
+        )
+        .context("writing policy-rc.d")?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        true
+    };
+    let result = (|| -> Result<()> {
+        util::run(
+            Command::new("apt-get")
+                .args(["update", "-q"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("apt-get update failed")?;
+        util::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(packages)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .with_context(|| format!("cannot install Debian packages {}", packages.join(" ")))
+    })();
+    if placed {
+        let _ = std::fs::remove_file(policy);
+    }
+    result?;
+    for p in packages {
+        if !dpkg_installed(p) {
+            bail!("Debian package {p} is still not installed after apt-get install");
+        }
+    }
+    Ok(())
+}
