@@ -9,6 +9,7 @@
 //! and only then are the programs detached and the routing removed.
 use std::{future::Future, sync::Arc, time::Duration};
 
+use prometheus_client::registry::Registry;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -23,6 +24,7 @@ use crate::{
         serve_udp, wildcard_addrs,
     },
     passthrough::{TcpSplice, UdpRelay},
+    rules::{Rules, RulesError},
 };
 
 /// Why the daemon could not start.
@@ -47,6 +49,9 @@ pub enum AppError {
     /// The datapath did not come up.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// The rules file is invalid.
+    #[error(transparent)]
+    Rules(#[from] RulesError),
 }
 
 /// How long the gateway waits for an original destination to accept a spliced connection.
@@ -101,29 +106,77 @@ fn bind_all(config: &Config) -> Result<Vec<Bound>, AppError> {
 }
 
 /// The handlers of one service.
-struct Handlers {
-    tcp: Arc<dyn TcpHandler>,
-    udp: Arc<dyn UdpHandler>,
+pub struct Handlers {
+    /// For the service's TCP listeners.
+    pub tcp: Arc<dyn TcpHandler>,
+    /// For the service's UDP sockets.
+    pub udp: Arc<dyn UdpHandler>,
 }
 
-fn handlers_for(service: Service, config: &Config, flows: &FlowTracker) -> Handlers {
-    let idle = Duration::from_secs(config.datapath.udp_idle_timeout_secs);
-    Handlers {
-        tcp: Arc::new(TcpSplice::new(service, CONNECT_TIMEOUT, flows.clone())),
-        udp: Arc::new(UdpRelay::new(service, idle, flows.clone())),
+/// What every service handler may use: the configuration, the live rules, the flow tracker,
+/// and (while handlers are being built) the metrics registry to register its counters in.
+pub struct ServiceContext {
+    /// The whole configuration.
+    pub config: Arc<Config>,
+    /// The operator's rules; reloads swap them under every service at once.
+    pub rules: Rules,
+    /// Flows in progress.
+    pub flows: FlowTracker,
+}
+
+impl ServiceContext {
+    /// Pass-through handlers for `service`: splice TCP, relay UDP.
+    pub fn passthrough(&self, service: Service) -> Handlers {
+        let idle = Duration::from_secs(self.config.datapath.udp_idle_timeout_secs);
+        Handlers {
+            tcp: Arc::new(TcpSplice::new(service, CONNECT_TIMEOUT, self.flows.clone())),
+            udp: Arc::new(UdpRelay::new(service, idle, self.flows.clone())),
+        }
+    }
+}
+
+/// Each service's handlers. Services without their own handler yet pass flows through.
+/// `registry` is the service's own metrics namespace (`velocache_<service>_…`).
+fn handlers_for(service: Service, ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
+    let _ = registry;
+    match service {
+        Service::Http => ctx.passthrough(service),
+        Service::Https => ctx.passthrough(service),
+        Service::Dns => ctx.passthrough(service),
+        Service::Sip => ctx.passthrough(service),
     }
 }
 
 /// Run the daemon until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
     let _lock = InstanceLock::acquire()?;
-    let flows = FlowTracker::new();
+    let rules = match &config.rules.file {
+        Some(file) => {
+            let rules = Rules::load(file)?;
+            info!(file = %file.display(), rules = rules.current().rules.len(), "rules loaded");
+            rules
+        }
+        None => Rules::empty(),
+    };
+    let config = Arc::new(config);
+    let ctx = ServiceContext {
+        config: config.clone(),
+        rules: rules.clone(),
+        flows: FlowTracker::new(),
+    };
+    let flows = ctx.flows.clone();
+    let mut registry = Registry::with_prefix("velocache");
     let replier = Arc::new(UdpReplier::default());
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
     for bound in bind_all(&config)? {
-        let handlers = handlers_for(bound.intercept.service, &config, &flows);
+        let service = bound.intercept.service;
+        let handlers = handlers_for(
+            service,
+            &ctx,
+            registry.sub_registry_with_prefix(service.name()),
+        );
         for listener in bound.tcp {
             tasks.spawn(serve_tcp(listener, handlers.tcp.clone(), cancel.clone()));
         }

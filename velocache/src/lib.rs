@@ -9,6 +9,7 @@
 //! - [`datapath`]: kernel programs, their maps and counters, policy routing.
 //! - [`net`]: transparent listeners, original destinations, the handler seam.
 //! - [`passthrough`]: splice and relay to the original destination.
+//! - [`rules`]: the operator's `rules.toml`, facts in, decision out.
 //! - [`config`]: typed, layered configuration with `validate()`.
 //! - [`telemetry`]: JSON / pretty logs.
 //! - [`flow`]: flows in progress, for graceful shutdown.
@@ -22,4 +23,5 @@ pub mod datapath;
 pub mod flow;
 pub mod net;
 pub mod passthrough;
+pub mod rules;
 pub mod telemetry;

@@ -148,6 +148,11 @@ impl Provider for EnvLayer {
     }
 }
 
+/// 1-based line of byte `offset` in `text`.
+pub fn line_of_offset(text: &str, offset: usize) -> usize {
+    line_col(text, offset).0
+}
+
 /// 1-based line and column of byte `offset` in `text`.
 pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];

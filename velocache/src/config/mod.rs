@@ -17,6 +17,7 @@ mod sections;
 use std::path::Path;
 
 pub use error::ConfigError;
+pub use layers::line_of_offset;
 pub use sections::*;
 
 use figment::{Figment, providers::Serialized};

@@ -25,6 +25,16 @@ pub struct Config {
     pub dns: DnsConfig,
     /// SIP interception (UDP and TCP 5060).
     pub sip: SipConfig,
+    /// The operator's rules file.
+    pub rules: RulesConfig,
+}
+
+/// `[rules]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Path of `rules.toml` (spec B-1). None: no rules, every service does its default.
+    pub file: Option<PathBuf>,
 }
 
 /// `[daemon]`

@@ -1,0 +1,99 @@
+//! The operator's rules (`rules.toml`, spec B-1): pure and synchronous — request facts in,
+//! decision out.
+//!
+//! A rules file is a list of `[[rule]]` tables evaluated first-match, plus `warmup_urls`.
+//! It is parsed and validated as a whole ([`RuleSet::parse`]); any problem is reported with the
+//! file, line and reason, and a running daemon keeps its previous rules ([`Rules::reload`]).
+//! Services ask [`RuleSet::evaluate`] with what they know ([`Facts`]); `None` from it means "no
+//! rule matched: do the service's default".
+//!
+//! ```toml
+//! warmup_urls = ["http://deb.example.org/dists/stable/Release"]
+//!
+//! [[rule]]
+//! name = "docker-layers"
+//! match_host = ["registry-1.docker.io", "*.cloudfront.net"]
+//! match_path = "/v2/*/blobs/sha256:*"
+//! action = "cache"
+//! ttl_override = "30d"
+//!
+//! [[rule]]
+//! name = "ads"
+//! match_host = "*.ads.example"
+//! action = "deny"
+//! ```
+//!
+//! # Layout
+//! - `model`: the rule types and their matching.
+//! - `parse`: TOML → [`RuleSet`], with line-numbered errors.
+
+mod model;
+mod parse;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use arc_swap::ArcSwap;
+
+pub use model::{Action, CacheKeyOptions, Decision, Facts, HostPattern, Rule, RuleSet};
+pub use parse::RulesError;
+
+/// The live rule set, shared by every service; reads are lock-free, a reload swaps it whole.
+#[derive(Clone)]
+pub struct Rules {
+    current: Arc<ArcSwap<RuleSet>>,
+    file: Option<PathBuf>,
+}
+
+impl Rules {
+    /// No rules at all (every service does its default).
+    pub fn empty() -> Self {
+        Rules {
+            current: Arc::new(ArcSwap::from_pointee(RuleSet::default())),
+            file: None,
+        }
+    }
+
+    /// Load `file`; an error here stops start-up.
+    pub fn load(file: &Path) -> Result<Self, RulesError> {
+        let set = RuleSet::load(file)?;
+        Ok(Rules {
+            current: Arc::new(ArcSwap::from_pointee(set)),
+            file: Some(file.to_path_buf()),
+        })
+    }
+
+    /// From an already-parsed set (tests).
+    pub fn from_set(set: RuleSet) -> Self {
+        Rules {
+            current: Arc::new(ArcSwap::from_pointee(set)),
+            file: None,
+        }
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+
+    /// The file the rules come from, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Re-read the file. On error the rules in force stay as they are and the error is
+    /// returned for the caller to log; on success the new set replaces the old one atomically.
+    pub fn reload(&self) -> Result<Arc<RuleSet>, RulesError> {
+        let Some(file) = &self.file else {
+            return Ok(self.current());
+        };
+        let set = Arc::new(RuleSet::load(file)?);
+        self.current.store(set.clone());
+        Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests;

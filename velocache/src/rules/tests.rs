@@ -1,0 +1,186 @@
+use std::time::Duration;
+
+use velocache_common::Service;
+
+use super::*;
+
+fn http<'a>(host: &'a str, path: &'a str) -> Facts<'a> {
+    Facts {
+        service: Service::Http,
+        host,
+        path: Some(path),
+        method: Some("GET"),
+        content_type: None,
+    }
+}
+
+const SAMPLE: &str = r#"
+warmup_urls = ["http://mirror.lab/dists/stable/Release"]
+
+[[rule]]
+name = "blobs"
+match_host = ["registry.lab", "*.cdn.lab"]
+match_path = "/v2/*/blobs/sha256:*"
+action = "cache"
+ttl_override = "30d"
+cache_key = { content_addressed = "sha256" }
+
+[[rule]]
+name = "llm"
+match_host = "api.llm.lab"
+action = "intercept_no_cache"
+
+[[rule]]
+name = "ads"
+match_host = "*.ads.lab"
+action = "deny"
+
+[[rule]]
+name = "html-short"
+match_content_type = "text/html"
+action = "cache"
+ttl_override = 60
+"#;
+
+#[test]
+fn first_matching_rule_wins_with_its_settings() {
+    let set = RuleSet::parse(SAMPLE, "rules.toml").unwrap();
+    assert_eq!(set.warmup_urls.len(), 1);
+    let d = set
+        .evaluate(&http(
+            "Registry.LAB:443",
+            "/v2/library/ubuntu/blobs/sha256:abcd",
+        ))
+        .unwrap();
+    assert_eq!(d.rule.name, "blobs");
+    assert_eq!(d.action, Action::Cache);
+    assert_eq!(d.ttl_override, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(
+        d.rule.cache_key.content_addressed.as_deref(),
+        Some("sha256")
+    );
+    assert!(
+        set.evaluate(&http("x.cdn.lab", "/v2/a/b/blobs/sha256:1"))
+            .is_some()
+    );
+    // Path does not match → falls through to later rules → none match.
+    assert!(
+        set.evaluate(&http("registry.lab", "/v2/a/manifests/latest"))
+            .is_none()
+    );
+    assert_eq!(
+        set.evaluate(&http("api.llm.lab", "/v1/chat"))
+            .unwrap()
+            .action,
+        Action::InterceptNoCache
+    );
+}
+
+#[test]
+fn host_globs_are_case_insensitive_and_need_a_subdomain() {
+    let set = RuleSet::parse(SAMPLE, "r").unwrap();
+    assert_eq!(
+        set.evaluate(&Facts::dns("Tracker.ADS.lab."))
+            .unwrap()
+            .action,
+        Action::Deny
+    );
+    assert!(set.evaluate(&Facts::dns("ads.lab")).is_none());
+}
+
+#[test]
+fn http_only_matchers_never_apply_to_dns() {
+    let set = RuleSet::parse(SAMPLE, "r").unwrap();
+    // "blobs" has a path matcher: a DNS query for registry.lab must not see it.
+    assert!(set.evaluate(&Facts::dns("registry.lab")).is_none());
+}
+
+#[test]
+fn content_type_rules_wait_for_the_response() {
+    let set = RuleSet::parse(SAMPLE, "r").unwrap();
+    let req = http("www.lab", "/index.html");
+    assert!(set.evaluate(&req).is_none());
+    assert!(set.undecided_until_response(&req));
+    let mut resp = req;
+    resp.content_type = Some("text/html; charset=utf-8");
+    let d = set.evaluate(&resp).unwrap();
+    assert_eq!(d.rule.name, "html-short");
+    assert_eq!(d.ttl_override, Some(Duration::from_secs(60)));
+    // A request decided by an earlier rule does not wait.
+    assert!(!set.undecided_until_response(&http("api.llm.lab", "/")));
+}
+
+#[test]
+fn errors_name_the_line_and_reason() {
+    let text = "[[rule]]\nname = \"a\"\naction = \"cache\"\n\n[[rule]]\nname = \"b\"\naction = \"explode\"\n";
+    let e = RuleSet::parse(text, "rules.toml").unwrap_err().to_string();
+    assert!(e.starts_with("rules.toml:5:"), "{e}");
+    assert!(e.contains("unknown action `explode`"), "{e}");
+
+    let e = RuleSet::parse("[[rule]]\naction = \"cache\"\nmatch_hots = \"x\"\n", "f")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("match_hots"), "{e}");
+    assert!(e.starts_with("f:3:") || e.starts_with("f:1:"), "{e}");
+
+    let e = RuleSet::parse("[[rule]]\naction = \"cache\"\nmatch_path = \"v2/*\"\n", "f")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("must start with `/`"), "{e}");
+
+    let e = RuleSet::parse(
+        "[[rule]]\naction = \"cache\"\nttl_override = \"soon\"\n",
+        "f",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ttl_override"), "{e}");
+
+    let e = RuleSet::parse(
+        "[[rule]]\nname=\"x\"\naction = \"cache\"\n[[rule]]\nname=\"x\"\naction = \"deny\"\n",
+        "f",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("used twice"), "{e}");
+}
+
+#[test]
+fn reload_keeps_the_old_rules_when_the_new_file_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    std::fs::write(
+        &path,
+        "[[rule]]\nname = \"one\"\nmatch_host = \"a.lab\"\naction = \"deny\"\n",
+    )
+    .unwrap();
+    let rules = Rules::load(&path).unwrap();
+    std::fs::write(&path, "[[rule]]\naction = \n").unwrap();
+    assert!(rules.reload().is_err());
+    assert_eq!(rules.current().rules[0].name, "one");
+    std::fs::write(&path, "[[rule]]\nname = \"two\"\naction = \"cache\"\n").unwrap();
+    rules.reload().unwrap();
+    assert_eq!(rules.current().rules[0].name, "two");
+}
+
+#[test]
+fn example_rules_files_parse() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut n = 0;
+    for dir in ["deploy", "deploy/examples"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with("rules") && f.ends_with(".toml"))
+            {
+                RuleSet::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 0, "no example rules files under deploy/");
+}
