@@ -84,7 +84,8 @@ pub enum Verdict {
     BypassedClient = 3,
     /// Destination address is in the destination bypass list.
     BypassedDestination = 4,
-    /// Destination is one of the gateway's own addresses.
+    /// The gateway would not forward this packet: its destination is one of the gateway's own
+    /// addresses (or broadcast, multicast, unroutable). Left to the gateway's own stack.
     GatewayLocal = 5,
     /// `bpf_sk_assign` refused the socket; packet passed untouched.
     AssignFailed = 6,

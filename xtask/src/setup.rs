@@ -24,6 +24,7 @@ const TEST_PACKAGES: &[&str] = &[
     "libpolly-22-dev",
     "libzstd-dev",
     "iproute2",
+    "nftables",
     "ethtool",
     "curl",
     "dnsutils",

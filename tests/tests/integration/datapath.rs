@@ -286,3 +286,65 @@ fn traffic_to_the_gateway_itself_is_not_intercepted() {
     });
     assert!(flows(&daemon.logs(), &[("service", "http")]).is_empty());
 }
+
+#[test]
+fn a_dropping_input_firewall_does_not_break_interception() {
+    require_tools(&["curl", "python3", "nft"]);
+    let lab = Lab::new();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "origin").unwrap();
+    let _origin = http_server(&lab.origin, www.path(), 80);
+    // A router's usual input policy: drop what is not an answer to the gateway's own traffic.
+    lab.gw.run_ok(&["nft", "add", "table", "inet", "fw"]);
+    lab.gw.run_ok(&[
+        "nft",
+        "add chain inet fw input { type filter hook input priority 0; policy drop; }",
+    ]);
+    lab.gw.run_ok(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "fw",
+        "input",
+        "ct",
+        "state",
+        "established,related",
+        "accept",
+    ]);
+
+    let mut daemon = Daemon::start(&lab, "[datapath]\nfirewall_accept = false\n");
+    let blocked = lab.client.run(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "3",
+        &format!("http://{}/", addr::ORIGIN),
+    ]);
+    assert!(
+        !blocked.status.success(),
+        "the firewall should drop steered packets without the accept rule"
+    );
+    assert!(daemon.stop().success());
+
+    let mut daemon = Daemon::start(&lab, "");
+    assert_eq!(
+        curl(&lab, &[&format!("http://{}/", addr::ORIGIN)]),
+        "origin"
+    );
+    daemon.wait_for_log(WAIT, |l| l["message"] == "flow" && l["service"] == "http");
+    assert!(
+        lab.gw
+            .run_ok(&["nft", "list", "chain", "inet", "fw", "input"])
+            .contains("velocache")
+    );
+
+    assert!(daemon.stop().success());
+    let chain = lab
+        .gw
+        .run_ok(&["nft", "list", "chain", "inet", "fw", "input"]);
+    assert!(
+        !chain.contains("velocache"),
+        "accept rule left behind: {chain}"
+    );
+}

@@ -116,6 +116,9 @@ pub struct DatapathConfig {
     pub attach: AttachMode,
     /// A UDP pass-through session with no datagram for this long is closed and logged.
     pub udp_idle_timeout_secs: u64,
+    /// Insert `meta mark <mark> accept` first in every nftables input chain (iptables-nft's
+    /// INPUT included), so a router whose input policy drops does not drop steered packets.
+    pub firewall_accept: bool,
 }
 
 impl Default for DatapathConfig {
@@ -130,6 +133,7 @@ impl Default for DatapathConfig {
             rule_priority: 90,
             attach: AttachMode::Auto,
             udp_idle_timeout_secs: 30,
+            firewall_accept: true,
         }
     }
 }

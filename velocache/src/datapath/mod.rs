@@ -11,9 +11,13 @@
 //! # Layout
 //! - `maps`: writing configuration into the kernel maps, reading counters.
 //! - `routing`: the fwmark rule and local routes (rtnetlink).
+//! - `firewall`: an accept rule for steered packets in the input firewall (nftables).
 //! - `instance`: one daemon per network namespace.
 //! - `inspect`: what is attached to the interfaces, for `velocache datapath show`.
 
+#[cfg(test)]
+mod classifier_tests;
+mod firewall;
 mod inspect;
 mod instance;
 mod maps;
@@ -88,6 +92,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     counters: Counters,
     routing: Option<routing::PolicyRouting>,
+    firewall: Option<firewall::FirewallAccept>,
     log_task: Option<JoinHandle<()>>,
     interfaces: Vec<String>,
 }
@@ -103,31 +108,8 @@ impl Datapath {
                 return Err(DatapathError::NoSuchInterface(iface.clone()));
             }
         }
-        let log_level = kernel_log_level();
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &log_level, false)
-            .load(OBJECT)
-            .map_err(DatapathError::Load)?;
+        let (mut ebpf, counters) = load_object(cfg, intercepts)?;
         let log_task = spawn_kernel_logger(&mut ebpf);
-
-        maps::apply(&mut ebpf, cfg, intercepts)?;
-        let counters = Counters::take(&mut ebpf)?;
-
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(CLASSIFIER_PROGRAM)
-            .ok_or(DatapathError::Program {
-                name: CLASSIFIER_PROGRAM,
-                source: ProgramError::UnexpectedProgramType,
-            })?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                name: CLASSIFIER_PROGRAM,
-                source,
-            })?;
-        program.load().map_err(|source| DatapathError::Program {
-            name: CLASSIFIER_PROGRAM,
-            source,
-        })?;
 
         // Policy routing first: from the first steered packet on, marked packets must be local.
         let routing = if cfg.lan_interfaces.is_empty() {
@@ -143,10 +125,13 @@ impl Datapath {
             )
         };
 
+        let firewall = (cfg.firewall_accept && !cfg.lan_interfaces.is_empty())
+            .then(|| firewall::FirewallAccept::install(cfg.mark));
         let mut datapath = Datapath {
             ebpf,
             counters,
             routing,
+            firewall,
             log_task,
             interfaces: Vec::new(),
         };
@@ -244,11 +229,45 @@ impl Datapath {
         if let Some(routing) = self.routing.take() {
             routing.remove().await;
         }
+        if let Some(fw) = self.firewall.take() {
+            fw.remove();
+        }
         if let Some(task) = self.log_task.take() {
             task.abort();
         }
         info!(interfaces = ?self.interfaces, "datapath detached");
     }
+}
+
+/// Load the object, fill its maps from the configuration and load (verify) the classifier,
+/// without attaching anything.
+fn load_object(
+    cfg: &DatapathConfig,
+    intercepts: &[Intercept],
+) -> Result<(Ebpf, Counters), DatapathError> {
+    let log_level = kernel_log_level();
+    let mut ebpf = EbpfLoader::new()
+        .override_global(aya_log::LEVEL, &log_level, false)
+        .load(OBJECT)
+        .map_err(DatapathError::Load)?;
+    maps::apply(&mut ebpf, cfg, intercepts)?;
+    let counters = Counters::take(&mut ebpf)?;
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(CLASSIFIER_PROGRAM)
+        .ok_or(DatapathError::Program {
+            name: CLASSIFIER_PROGRAM,
+            source: ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(|source| DatapathError::Program {
+            name: CLASSIFIER_PROGRAM,
+            source,
+        })?;
+    program.load().map_err(|source| DatapathError::Program {
+        name: CLASSIFIER_PROGRAM,
+        source,
+    })?;
+    Ok((ebpf, counters))
 }
 
 /// The aya-log level matching the daemon's own filter, so disabled kernel log statements cost
