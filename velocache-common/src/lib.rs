@@ -91,10 +91,14 @@ pub enum Verdict {
     AssignFailed = 6,
     /// Interception is switched off in [`ClassifierConfig`]; packet passed untouched.
     Disabled = 7,
+    /// The tuple belongs to a daemon socket in TIME_WAIT: the client reused its port for a new
+    /// connection, which the TIME_WAIT socket cannot hand to our listener. Passed untouched, so
+    /// that connection goes straight to its destination.
+    PassedTimeWait = 8,
 }
 
 /// Number of [`Verdict`] values.
-pub const VERDICT_COUNT: u32 = 8;
+pub const VERDICT_COUNT: u32 = 9;
 
 impl Verdict {
     /// Every verdict, in numeric order.
@@ -107,6 +111,7 @@ impl Verdict {
         Verdict::GatewayLocal,
         Verdict::AssignFailed,
         Verdict::Disabled,
+        Verdict::PassedTimeWait,
     ];
 
     /// Lower-case name used in logs and metrics.
@@ -120,6 +125,7 @@ impl Verdict {
             Verdict::GatewayLocal => "gateway_local",
             Verdict::AssignFailed => "assign_failed",
             Verdict::Disabled => "disabled",
+            Verdict::PassedTimeWait => "passed_time_wait",
         }
     }
 }

@@ -10,7 +10,7 @@
 //! Mark and assignment always happen together and only after a socket was found: a mark alone
 //! would route the packet to the local table with nobody to receive it, an assignment alone
 //! would make `ip_forward()` drop it.
-use core::{mem, ptr};
+use core::mem;
 
 use aya_ebpf::{
     EbpfContext,
@@ -40,7 +40,8 @@ use crate::{
 
 /// `BPF_F_CURRENT_NETNS`: look sockets up in the namespace the packet is in.
 const CURRENT_NETNS: u64 = u64::MAX;
-/// `TCP_LISTEN` in `struct bpf_sock::state`.
+/// `struct bpf_sock::state` values.
+const BPF_TCP_TIME_WAIT: u32 = 6;
 const BPF_TCP_LISTEN: u32 = 10;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -84,12 +85,15 @@ fn try_classify(ctx: &TcContext) -> Option<(u32, Verdict)> {
     }
 
     if flow.proto == IPPROTO_TCP {
-        let sk = lookup_established_tcp(ctx, &flow);
-        if !sk.is_null() {
-            return Some((
-                service,
-                steer(ctx, sk, cfg.mark, Verdict::SteeredEstablished),
-            ));
+        match lookup_established_tcp(ctx, &flow) {
+            Established::Socket(sk) => {
+                return Some((
+                    service,
+                    steer(ctx, sk, cfg.mark, Verdict::SteeredEstablished),
+                ));
+            }
+            Established::TimeWait => return Some((service, Verdict::PassedTimeWait)),
+            Established::None => {}
         }
     }
     let listen_port_be = (entry.listen_port as u16).to_be();
@@ -125,25 +129,48 @@ fn steer(ctx: &TcContext, sk: *mut bpf_sock, mark: u32, ok: Verdict) -> Verdict 
     ok
 }
 
+/// What the lookup of the packet's own tuple found.
+enum Established {
+    /// Nothing connected: a new flow (or a listener matched the wildcard; ignored).
+    None,
+    /// A connected daemon socket: assign the packet to it.
+    Socket(*mut bpf_sock),
+    /// A daemon socket in TIME_WAIT holds the tuple.
+    TimeWait,
+}
+
 /// The socket of this very tuple if it is a connected (non-listening) one: a later packet of a
 /// flow the daemon already accepted. A wildcard listener also matches any tuple, so listeners
 /// found here are released and ignored — only the daemon's own listener may take new flows.
+///
+/// TIME_WAIT is reported separately: a packet for such a tuple is a client reusing its port.
+/// Neither choice of socket works for it — a SYN given to the TIME_WAIT socket looks for a
+/// listener on the *original* port and finds none; given to our listener it is dropped because
+/// the tuple is still hashed. So such a connection is not intercepted at all. (The daemon
+/// closes cleanly finished connections with a reset, so this is rare.)
 #[inline(always)]
-fn lookup_established_tcp(ctx: &TcContext, flow: &Flow) -> *mut bpf_sock {
+fn lookup_established_tcp(ctx: &TcContext, flow: &Flow) -> Established {
     let (mut tuple, size) = tuple_for(flow, None);
     // SAFETY: `tuple` is a valid, initialised stack buffer of `size` bytes.
     let sk =
         unsafe { bpf_skc_lookup_tcp(ctx.as_ptr() as *mut _, &mut tuple, size, CURRENT_NETNS, 0) };
     if sk.is_null() {
-        return ptr::null_mut();
+        return Established::None;
     }
     // SAFETY: non-null socket pointer from the helper; `state` is readable on sock_common.
     let state = unsafe { (*sk).state };
-    if state == BPF_TCP_LISTEN {
-        unsafe { bpf_sk_release(sk as *mut _) };
-        return ptr::null_mut();
+    match state {
+        BPF_TCP_LISTEN | BPF_TCP_TIME_WAIT => {
+            // SAFETY: releasing the reference the lookup returned, exactly once.
+            unsafe { bpf_sk_release(sk as *mut _) };
+            if state == BPF_TCP_TIME_WAIT {
+                Established::TimeWait
+            } else {
+                Established::None
+            }
+        }
+        _ => Established::Socket(sk),
     }
-    sk
 }
 
 /// The daemon's listener for this service: a tuple with the listener's port and a zeroed

@@ -20,8 +20,8 @@ use crate::{
     datapath::{Counters, Datapath, DatapathError, InstanceError, InstanceLock},
     flow::FlowTracker,
     net::{
-        TcpHandler, TransparentListener, TransparentUdp, UdpHandler, UdpReplier, serve_tcp,
-        serve_udp, wildcard_addrs,
+        TcpHandler, TimeWaitReaper, TransparentListener, TransparentUdp, UdpHandler, UdpReplier,
+        serve_tcp, serve_udp, wildcard_addrs,
     },
     passthrough::{TcpSplice, UdpRelay},
     rules::{Rules, RulesError},
@@ -213,6 +213,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     tasks.spawn(expire_reply_sockets(replier.clone(), cancel.clone()));
+    let tcp_ports: Vec<u16> = config
+        .intercepts()
+        .into_iter()
+        .filter(|i| i.enabled && i.transports.contains(&Transport::Tcp))
+        .flat_map(|i| i.ports)
+        .collect();
+    let reaper = TimeWaitReaper::spawn(tcp_ports);
 
     info!(pid = std::process::id(), "velocache running");
     shutdown.await;
@@ -234,6 +241,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         dp.stop().await;
     }
+    drop(reaper);
     info!("velocache stopped");
     Ok(())
 }
@@ -263,7 +271,8 @@ fn log_snapshot(s: &crate::datapath::CounterSnapshot) {
         let get = |v| s.get(service, v);
         use velocache_common::Verdict::*;
         let steered = get(SteeredListener) + get(SteeredEstablished);
-        let passed = get(PassedNoListener) + get(AssignFailed) + get(Disabled);
+        let passed =
+            get(PassedNoListener) + get(AssignFailed) + get(Disabled) + get(PassedTimeWait);
         let bypassed = get(BypassedClient) + get(BypassedDestination) + get(GatewayLocal);
         if steered + passed + bypassed == 0 {
             continue;
@@ -275,6 +284,7 @@ fn log_snapshot(s: &crate::datapath::CounterSnapshot) {
             steered_established = get(SteeredEstablished),
             passed_no_listener = get(PassedNoListener),
             assign_failed = get(AssignFailed),
+            passed_time_wait = get(PassedTimeWait),
             bypassed_client = get(BypassedClient),
             bypassed_destination = get(BypassedDestination),
             gateway_local = get(GatewayLocal),

@@ -348,3 +348,49 @@ fn a_dropping_input_firewall_does_not_break_interception() {
         "accept rule left behind: {chain}"
     );
 }
+
+#[test]
+fn a_client_reusing_its_port_right_away_is_served_every_time() {
+    require_tools(&["python3"]);
+    let lab = Lab::new();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "origin").unwrap();
+    let _origin = http_server(&lab.origin, www.path(), 80);
+    let daemon = Daemon::start(&lab, "");
+    // The origin closes first (HTTP/1.0 style), so the gateway's client-facing socket would
+    // sit in TIME_WAIT holding the client's tuple; the client then reuses the same port.
+    let script = format!(
+        r#"
+import socket, sys, time
+for i in range(3):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("{client}", 41234))
+    s.settimeout(4)
+    s.connect(("{origin}", 80))
+    s.sendall(b"GET / HTTP/1.0\r\nHost: origin\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    assert data.endswith(b"origin"), data
+    print("ok", i)
+    time.sleep(0.6)
+"#,
+        client = addr::CLIENT,
+        origin = addr::ORIGIN
+    );
+    let out = lab.client.run_ok(&["python3", "-c", &script]);
+    assert_eq!(out.matches("ok").count(), 3, "{out}");
+    daemon.wait_for_log(WAIT, |_| {
+        flows(
+            &daemon.logs(),
+            &[("client", &format!("{}:41234", addr::CLIENT))],
+        )
+        .len()
+            == 3
+    });
+}

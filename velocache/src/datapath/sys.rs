@@ -1,8 +1,9 @@
 //! The daemon's only `unsafe` code, fenced here so that it can be audited in one place.
 //!
-//! Tokio made registering an arbitrary raw fd with its reactor `unsafe` (the caller must promise
-//! the fd stays open and unchanged while registered). The kernel programs' log ring buffer is
-//! such an fd, owned by aya-log's `EbpfLogger`.
+//! Tokio made registering an arbitrary raw fd with its reactor `unsafe` (the caller must
+//! promise the fd stays open and unchanged while registered). The kernel programs' log ring
+//! buffer is such an fd, owned by aya-log's `EbpfLogger`.
+
 #![allow(unsafe_code)]
 
 use std::os::fd::AsRawFd;

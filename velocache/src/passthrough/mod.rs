@@ -17,5 +17,5 @@ mod tcp;
 mod udp;
 
 pub use counted::Counted;
-pub use tcp::{TcpSplice, splice_to_origin};
+pub use tcp::{SpliceEnd, TcpSplice, splice_to_origin};
 pub use udp::UdpRelay;

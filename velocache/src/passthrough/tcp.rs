@@ -20,6 +20,14 @@ use crate::{
 /// Copy buffer per direction; large enough that bulk downloads are not syscall-bound.
 const COPY_BUF: usize = 64 * 1024;
 
+/// One end of a splice: a stream the splice can copy through. (A seam for the TLS peek and
+/// for tests that splice an in-memory stream.)
+pub trait SpliceEnd: AsyncRead + AsyncWrite + Unpin {}
+
+impl SpliceEnd for TcpStream {}
+
+impl SpliceEnd for tokio::io::DuplexStream {}
+
 /// Splices every connection it is given to its original destination.
 pub struct TcpSplice {
     service: Service,
@@ -65,7 +73,7 @@ pub async fn splice_to_origin<S>(
     prefix: &[u8],
     connect_timeout: Duration,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: SpliceEnd,
 {
     let started = Instant::now();
     let upstream = match tokio::time::timeout(connect_timeout, TcpStream::connect(orig_dst.0)).await

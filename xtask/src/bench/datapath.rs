@@ -108,7 +108,7 @@ fn with_daemon<T>(
     let daemon = Daemon::start_env(
         lab,
         &format!("[daemon]\nstats_interval_secs = 0\n{extra}"),
-        &[("RUST_LOG", "warn")],
+        &[("RUST_LOG", "warn,velocache::app=info")],
     );
     let result = f()?;
     let rss = servers::peak_rss_kib(daemon.pid());
