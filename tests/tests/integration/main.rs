@@ -7,5 +7,6 @@
     reason = "tests are synchronous: blocking sleeps are what they need"
 )]
 
+mod config;
 mod datapath;
 mod util;
