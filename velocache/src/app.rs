@@ -25,6 +25,7 @@ use crate::{
     },
     passthrough::{TcpSplice, UdpRelay},
     rules::{Rules, RulesError},
+    tls::{TlsError, TlsService, TlsShared},
 };
 
 /// Why the daemon could not start.
@@ -52,6 +53,9 @@ pub enum AppError {
     /// The rules file is invalid.
     #[error(transparent)]
     Rules(#[from] RulesError),
+    /// The TLS layer (CA, roots) could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// How long the gateway waits for an original destination to accept a spliced connection.
@@ -137,14 +141,30 @@ impl ServiceContext {
 
 /// Each service's handlers. Services without their own handler yet pass flows through.
 /// `registry` is the service's own metrics namespace (`velocache_<service>_…`).
-fn handlers_for(service: Service, ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
+fn handlers_for(
+    service: Service,
+    ctx: &ServiceContext,
+    registry: &mut Registry,
+) -> Result<Handlers, AppError> {
     let _ = registry;
-    match service {
+    Ok(match service {
         Service::Http => ctx.passthrough(service),
-        Service::Https => ctx.passthrough(service),
+        Service::Https => {
+            let shared = Arc::new(TlsShared::new(&ctx.config)?);
+            let tls = Arc::new(TlsService::new(
+                &ctx.config,
+                shared,
+                ctx.rules.clone(),
+                ctx.flows.clone(),
+            ));
+            Handlers {
+                tcp: Arc::new(tls),
+                udp: ctx.passthrough(service).udp,
+            }
+        }
         Service::Dns => ctx.passthrough(service),
         Service::Sip => ctx.passthrough(service),
-    }
+    })
 }
 
 /// Run the daemon until `shutdown` resolves.
@@ -176,7 +196,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             service,
             &ctx,
             registry.sub_registry_with_prefix(service.name()),
-        );
+        )?;
         for listener in bound.tcp {
             tasks.spawn(serve_tcp(listener, handlers.tcp.clone(), cancel.clone()));
         }

@@ -11,6 +11,7 @@
 //! - [`passthrough`]: splice and relay to the original destination.
 //! - [`rules`]: the operator's `rules.toml`, facts in, decision out.
 //! - [`config`]: typed, layered configuration with `validate()`.
+//! - [`tls`]: HTTPS — SNI splice, interception with a local CA.
 //! - [`telemetry`]: JSON / pretty logs.
 //! - [`flow`]: flows in progress, for graceful shutdown.
 //! - [`app`]: wiring and the shutdown order.
@@ -25,3 +26,4 @@ pub mod net;
 pub mod passthrough;
 pub mod rules;
 pub mod telemetry;
+pub mod tls;

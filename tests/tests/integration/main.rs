@@ -9,4 +9,5 @@
 
 mod config;
 mod datapath;
+mod https;
 mod util;

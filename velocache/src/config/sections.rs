@@ -27,6 +27,69 @@ pub struct Config {
     pub sip: SipConfig,
     /// The operator's rules file.
     pub rules: RulesConfig,
+    /// TLS interception: the local CA, generated certificates, upstream trust.
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Where the local CA's certificate and key live (default `<state_dir>/ca`). The key file is
+    /// created with mode 0600 and never logged.
+    pub ca_dir: Option<PathBuf>,
+    /// Extra PEM files of CA certificates trusted for upstream connections, on top of the
+    /// system's and the Mozilla (webpki) roots.
+    pub extra_roots: Vec<PathBuf>,
+    /// Generated leaf certificates kept in memory (one per SNI).
+    pub leaf_cache_entries: u64,
+    /// Validity of generated leaf certificates, in days.
+    pub leaf_validity_days: u32,
+    /// How long to wait for a client's ClientHello before splicing whatever came.
+    pub hello_timeout_ms: u64,
+    /// Hosts whose clients pin their certificates: never intercepted unless a rule names the
+    /// host exactly. Globs allowed.
+    pub pinned_hosts: Vec<String>,
+    /// Learn pinning: a client that aborts the handshake with our certificate gets that host
+    /// spliced (not intercepted) for `pinning_memory_secs`.
+    pub learn_pinning: bool,
+    /// How long a learned pinning is remembered.
+    pub pinning_memory_secs: u64,
+    /// The host name under which intercepted plain HTTP serves the CA certificate and install
+    /// instructions (like mitmproxy's mitm.it).
+    pub ca_page_host: String,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            ca_dir: None,
+            extra_roots: Vec::new(),
+            leaf_cache_entries: 10_000,
+            leaf_validity_days: 30,
+            hello_timeout_ms: 5_000,
+            // Platforms and apps known to pin: intercepting them only breaks them.
+            pinned_hosts: [
+                "*.apple.com",
+                "*.icloud.com",
+                "*.mzstatic.com",
+                "*.push.apple.com",
+                "*.googleapis.com",
+                "*.gvt1.com",
+                "*.whatsapp.net",
+                "*.signal.org",
+                "*.dropbox.com",
+                "*.windowsupdate.com",
+                "*.update.microsoft.com",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            learn_pinning: true,
+            pinning_memory_secs: 86_400,
+            ca_page_host: "velocache.ca".into(),
+        }
+    }
 }
 
 /// `[rules]`
@@ -294,6 +357,25 @@ impl Config {
                     format!("`{name}` is not a valid interface name"),
                 ));
             }
+        }
+        let tls = &self.tls;
+        for (i, h) in tls.pinned_hosts.iter().enumerate() {
+            if let Err(e) = crate::rules::HostPattern::new(h) {
+                return Err(Invalid::new(format!("tls.pinned_hosts[{i}]"), e));
+            }
+        }
+        if tls.leaf_validity_days == 0 || tls.leaf_validity_days > 397 {
+            // Browsers refuse leaf certificates valid for more than 397 days.
+            return Err(Invalid::new("tls.leaf_validity_days", "must be 1..=397"));
+        }
+        if tls.leaf_cache_entries == 0 {
+            return Err(Invalid::new("tls.leaf_cache_entries", "must be at least 1"));
+        }
+        if tls.ca_page_host.is_empty() || tls.ca_page_host.contains(['/', ' ', ':']) {
+            return Err(Invalid::new(
+                "tls.ca_page_host",
+                "must be a plain host name",
+            ));
         }
         if dp.udp_idle_timeout_secs == 0 {
             return Err(Invalid::new(

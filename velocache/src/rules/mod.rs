@@ -37,7 +37,9 @@ use std::{
 
 use arc_swap::ArcSwap;
 
-pub use model::{Action, CacheKeyOptions, Decision, Facts, HostPattern, Rule, RuleSet};
+pub use model::{
+    Action, CacheKeyOptions, Decision, Facts, HostPattern, Rule, RuleSet, TlsDecision,
+};
 pub use parse::RulesError;
 
 /// The live rule set, shared by every service; reads are lock-free, a reload swaps it whole.

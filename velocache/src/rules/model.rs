@@ -60,6 +60,11 @@ impl HostPattern {
         Ok(HostPattern { text: norm, glob })
     }
 
+    /// Whether the pattern names one host exactly (no glob).
+    pub fn is_exact(&self) -> bool {
+        self.glob.is_none()
+    }
+
     /// Whether `host` (any case, optional trailing dot, optional `:port`) matches.
     pub fn matches(&self, host: &str) -> bool {
         let host = normalise_host(strip_port(host));
@@ -260,6 +265,23 @@ impl Rule {
     }
 }
 
+/// What to do with a TLS connection, decided from its SNI alone (before any HTTP is seen).
+#[derive(Debug, Clone, Copy)]
+pub enum TlsDecision<'a> {
+    /// Splice without decrypting.
+    Passthrough(Option<&'a Rule>),
+    /// Refuse the connection.
+    Deny(&'a Rule),
+    /// Decrypt; the HTTP layer then evaluates every rule per request.
+    Intercept {
+        /// The host rule that asked for it.
+        rule: &'a Rule,
+        /// Whether the rule names this host exactly (not through a glob): only such a rule
+        /// overrides client pinning.
+        exact: bool,
+    },
+}
+
 /// A whole rules file.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
@@ -280,6 +302,35 @@ impl RuleSet {
                 action: rule.action,
                 ttl_override: rule.ttl_override,
             })
+    }
+
+    /// Decide a TLS connection from its SNI. Only rules with a `match_host` take part: a rule
+    /// that names no host (say, a path rule for container layers) must never make every TLS
+    /// connection on the network decrypted — default is passthrough. The first rule whose hosts
+    /// match decides: `passthrough` splices; a `deny` with no HTTP-level matchers refuses the
+    /// connection; anything else (cache, intercept_no_cache, or a deny that needs the path)
+    /// decrypts so the HTTP layer can apply the rules per request.
+    pub fn tls_decision(&self, sni: &str) -> TlsDecision<'_> {
+        for rule in &self.rules {
+            if rule.hosts.is_empty() || !rule.applies_to(Service::Https) {
+                continue;
+            }
+            let Some(pattern) = rule.hosts.iter().find(|h| h.matches(sni)) else {
+                continue;
+            };
+            let http_level = !rule.paths.is_empty()
+                || !rule.methods.is_empty()
+                || !rule.content_types.is_empty();
+            return match rule.action {
+                Action::Passthrough => TlsDecision::Passthrough(Some(rule)),
+                Action::Deny if !http_level => TlsDecision::Deny(rule),
+                _ => TlsDecision::Intercept {
+                    rule,
+                    exact: pattern.is_exact(),
+                },
+            };
+        }
+        TlsDecision::Passthrough(None)
     }
 
     /// Whether some rule that could match this request depends on the response's content

@@ -184,3 +184,56 @@ fn example_rules_files_parse() {
     }
     assert!(n > 0, "no example rules files under deploy/");
 }
+
+#[test]
+fn tls_decisions_come_from_host_rules_only() {
+    let text = r#"
+[[rule]]
+name = "layers"
+match_path = "/v2/*/blobs/*"
+action = "cache"
+
+[[rule]]
+name = "bank"
+match_host = "*.bank.lab"
+action = "passthrough"
+
+[[rule]]
+name = "blocked"
+match_host = "malware.lab"
+action = "deny"
+
+[[rule]]
+name = "blocked-path"
+match_host = "mixed.lab"
+match_path = "/ads/*"
+action = "deny"
+
+[[rule]]
+name = "registry"
+match_host = ["registry.lab", "*.cdn.lab"]
+action = "cache"
+"#;
+    let set = RuleSet::parse(text, "r").unwrap();
+    // The path-only rule never causes decryption.
+    assert!(matches!(
+        set.tls_decision("example.lab"),
+        TlsDecision::Passthrough(None)
+    ));
+    assert!(
+        matches!(set.tls_decision("www.bank.lab"), TlsDecision::Passthrough(Some(r)) if r.name == "bank")
+    );
+    assert!(matches!(set.tls_decision("malware.lab"), TlsDecision::Deny(r) if r.name == "blocked"));
+    // A deny that needs the path has to decrypt first.
+    assert!(
+        matches!(set.tls_decision("mixed.lab"), TlsDecision::Intercept { rule, .. } if rule.name == "blocked-path")
+    );
+    assert!(matches!(
+        set.tls_decision("registry.lab"),
+        TlsDecision::Intercept { exact: true, .. }
+    ));
+    assert!(matches!(
+        set.tls_decision("a.cdn.lab"),
+        TlsDecision::Intercept { exact: false, .. }
+    ));
+}

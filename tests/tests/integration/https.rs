@@ -1,0 +1,303 @@
+//! HTTPS: SNI splice by default, interception where a rule asks, pinning, refusals.
+use std::time::Duration;
+
+use velocache_tests::{Daemon, Lab, addr, require_tools, servers};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A TLS origin for `origin.lab` (certificate from a test CA) on ORIGIN:443, and a second one
+/// with a self-signed certificate nobody trusts (`bad.lab`) on ORIGIN2:443.
+struct TlsOrigin {
+    pki: servers::TestPki,
+    _www: tempfile::TempDir,
+    _work: tempfile::TempDir,
+    _servers: Vec<velocache_tests::Background>,
+}
+
+fn tls_origin(lab: &Lab) -> TlsOrigin {
+    let work = tempfile::tempdir().unwrap();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("hello.txt"), "hello over tls\n").unwrap();
+    let pki = servers::TestPki::new(work.path(), "lab test CA");
+    let (cert, key) = pki.server("origin", &["origin.lab", "denied.lab", addr::ORIGIN]);
+    let rogue = servers::TestPki::new(&work.path().join("rogue").tap_mkdir(), "rogue CA");
+    let (bad_cert, bad_key) = rogue.server("bad", &["bad.lab"]);
+    // Two nginx instances: origin.lab on ORIGIN, bad.lab on ORIGIN2 (bound per address).
+    let good = servers::nginx_tls(&lab.origin, www.path(), 443, &cert, &key, work.path());
+    let bad_work = work.path().join("bad").tap_mkdir();
+    let bad = servers::nginx_tls(
+        &lab.origin,
+        www.path(),
+        8443,
+        &bad_cert,
+        &bad_key,
+        &bad_work,
+    );
+    // Route ORIGIN2:443 to the rogue server's port inside the origin namespace.
+    lab.origin.run_ok(&["nft", "add", "table", "ip", "t"]);
+    lab.origin.run_ok(&[
+        "nft",
+        "add chain ip t pre { type nat hook prerouting priority -100; }",
+    ]);
+    lab.origin.run_ok(&[
+        "nft",
+        "add",
+        "rule",
+        "ip",
+        "t",
+        "pre",
+        "ip",
+        "daddr",
+        addr::ORIGIN2,
+        "tcp",
+        "dport",
+        "443",
+        "redirect",
+        "to",
+        ":8443",
+    ]);
+    TlsOrigin {
+        pki,
+        _www: www,
+        _work: work,
+        _servers: vec![good, bad],
+    }
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> std::path::PathBuf;
+}
+
+impl TapMkdir for std::path::PathBuf {
+    fn tap_mkdir(self) -> std::path::PathBuf {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+/// `curl` from the client trusting `cacert`, resolving `host` to `ip`.
+fn curl(
+    lab: &Lab,
+    cacert: &std::path::Path,
+    host: &str,
+    ip: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let resolve = format!("{host}:443:{ip}");
+    let url = format!("https://{host}/hello.txt");
+    let cacert = cacert.display().to_string();
+    let mut args = vec![
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        &cacert,
+        "--resolve",
+        &resolve,
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    lab.client.run(&args)
+}
+
+fn ok_body(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "curl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn rules(lab_dir: &std::path::Path, text: &str) -> String {
+    let path = lab_dir.join("rules.toml");
+    std::fs::write(&path, text).unwrap();
+    format!("[rules]\nfile = \"{}\"\n", path.display())
+}
+
+fn daemon_with(lab: &Lab, origin: &TlsOrigin, rules_text: &str) -> (Daemon, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{}\n[tls]\nextra_roots = [\"{}\"]\n",
+        rules(dir.path(), rules_text),
+        origin.pki.ca_cert().display()
+    );
+    (Daemon::start(lab, &extra), dir)
+}
+
+fn our_ca(daemon: &Daemon) -> std::path::PathBuf {
+    daemon.dir().join("state/ca/ca.crt")
+}
+
+#[test]
+fn without_a_rule_tls_is_spliced_and_the_sni_logged() {
+    require_tools(&["curl", "nginx", "openssl", "nft"]);
+    let lab = Lab::new();
+    let origin = tls_origin(&lab);
+    let (daemon, _d) = daemon_with(&lab, &origin, "");
+    // The client trusts only the origin's CA: it must see the origin's own certificate.
+    let body = ok_body(&curl(
+        &lab,
+        &origin.pki.ca_cert(),
+        "origin.lab",
+        addr::ORIGIN,
+        &["--http2"],
+    ));
+    assert_eq!(body, "hello over tls\n");
+    let line = daemon.wait_for_log(WAIT, |l| l["message"] == "flow" && l["service"] == "https");
+    assert_eq!(line["sni"], "origin.lab");
+    assert_eq!(line["action"], "passthrough");
+    assert_eq!(line["orig_dst"], format!("{}:443", addr::ORIGIN));
+    assert!(line["bytes_down"].as_u64().unwrap() > 500, "{line}");
+    assert!(line["alpn"].as_str().unwrap().contains("h2"), "{line}");
+}
+
+#[test]
+fn an_intercept_rule_decrypts_with_our_ca_over_http2_and_http1() {
+    require_tools(&["curl", "nginx", "openssl", "nft"]);
+    let lab = Lab::new();
+    let origin = tls_origin(&lab);
+    let (daemon, _d) = daemon_with(
+        &lab,
+        &origin,
+        "[[rule]]\nname = \"lab\"\nmatch_host = \"origin.lab\"\naction = \"intercept_no_cache\"\n",
+    );
+    let ca = our_ca(&daemon);
+    assert!(
+        std::fs::read_to_string(&ca)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    for (flag, proto) in [("--http2", "h2"), ("--http1.1", "http/1.1")] {
+        let out = curl(
+            &lab,
+            &ca,
+            "origin.lab",
+            addr::ORIGIN,
+            &[flag, "-w", "%{http_version}"],
+        );
+        let body = ok_body(&out);
+        assert!(body.starts_with("hello over tls\n"), "{body}");
+        daemon.wait_for_log(WAIT, |l| {
+            l["message"] == "flow" && l["action"] == "intercept" && l["protocol"] == proto
+        });
+    }
+    // The certificate the client saw was ours, for the SNI.
+    let out = lab.client.run(&[
+        "sh", "-c",
+        &format!("echo | openssl s_client -connect {}:443 -servername origin.lab 2>/dev/null | openssl x509 -noout -issuer", addr::ORIGIN),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("VeloCache local CA"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_client_that_rejects_our_certificate_is_spliced_from_then_on() {
+    require_tools(&["curl", "nginx", "openssl", "nft"]);
+    let lab = Lab::new();
+    let origin = tls_origin(&lab);
+    let (daemon, _d) = daemon_with(
+        &lab,
+        &origin,
+        "[[rule]]\nname = \"lab\"\nmatch_host = \"origin.lab\"\naction = \"intercept_no_cache\"\n",
+    );
+    // This client trusts only the origin's CA, as a pinning app would.
+    let first = curl(&lab, &origin.pki.ca_cert(), "origin.lab", addr::ORIGIN, &[]);
+    assert!(!first.status.success(), "our certificate must be rejected");
+    daemon.wait_for_log(WAIT, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("client rejected our certificate"))
+    });
+    let body = ok_body(&curl(
+        &lab,
+        &origin.pki.ca_cert(),
+        "origin.lab",
+        addr::ORIGIN,
+        &[],
+    ));
+    assert_eq!(body, "hello over tls\n");
+    daemon.wait_for_log(WAIT, |l| l["message"] == "flow" && l["pinned"] == "learned");
+}
+
+#[test]
+fn an_origin_with_a_bad_certificate_fails_the_client_with_the_reason() {
+    require_tools(&["curl", "nginx", "openssl", "nft"]);
+    let lab = Lab::new();
+    let origin = tls_origin(&lab);
+    let (daemon, _d) = daemon_with(
+        &lab,
+        &origin,
+        "[[rule]]\nname = \"bad\"\nmatch_host = \"bad.lab\"\naction = \"intercept_no_cache\"\n",
+    );
+    let out = curl(
+        &lab,
+        &our_ca(&daemon),
+        "bad.lab",
+        addr::ORIGIN2,
+        &["--http1.1", "-i"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(text.contains("failed verification"), "{text}");
+    daemon.wait_for_log(WAIT, |l| {
+        l["level"] == "warn"
+            && l["sni"] == "bad.lab"
+            && l["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("verification"))
+    });
+    // A client offering only HTTP/2 gets a TLS alert instead.
+    let out = lab.client.run(&[
+        "sh",
+        "-c",
+        &format!(
+            "echo | openssl s_client -connect {}:443 -servername bad.lab -alpn h2 2>&1",
+            addr::ORIGIN2
+        ),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("alert") && text.contains("no peer certificate"),
+        "{text}"
+    );
+}
+
+#[test]
+fn deny_rules_reset_and_garbage_is_spliced_without_harm() {
+    require_tools(&["curl", "nginx", "openssl", "nft", "python3"]);
+    let lab = Lab::new();
+    let origin = tls_origin(&lab);
+    let (daemon, _d) = daemon_with(
+        &lab,
+        &origin,
+        "[[rule]]\nname = \"nope\"\nmatch_host = \"denied.lab\"\naction = \"deny\"\n",
+    );
+    let out = curl(&lab, &origin.pki.ca_cert(), "denied.lab", addr::ORIGIN, &[]);
+    assert!(!out.status.success());
+    daemon.wait_for_log(WAIT, |l| {
+        l["action"] == "deny" && l["sni"] == "denied.lab" && l["rule"] == "nope"
+    });
+
+    // Not TLS at all: spliced untouched (nginx answers it with a 400), the daemon carries on.
+    let script = format!(
+        "import socket\ns=socket.create_connection(('{}',443),timeout=5)\ns.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\nprint(s.recv(100))",
+        addr::ORIGIN
+    );
+    let out = lab.client.run_ok(&["python3", "-c", &script]);
+    assert!(out.contains("400"), "{out}");
+    daemon.wait_for_log(WAIT, |l| l["message"] == "flow" && l["tls"] == "unparsed");
+    let body = ok_body(&curl(
+        &lab,
+        &origin.pki.ca_cert(),
+        "origin.lab",
+        addr::ORIGIN,
+        &[],
+    ));
+    assert_eq!(body, "hello over tls\n");
+}

@@ -1,0 +1,291 @@
+//! HTTPS: SNI splice by default, interception with generated certificates where a rule asks.
+//!
+//! Every intercepted TCP 443 connection enters [`TlsService`]. Its first flight is read and
+//! parsed without answering (`hello`); the SNI and ALPN go into the connection's log line.
+//! Then, by the rules (`RuleSet::tls_decision`) and the pinning policy (`pinning`):
+//! - **passthrough** (the default, and anything unparsable): the buffered bytes and the rest of
+//!   the connection are spliced to the original destination, never decrypted;
+//! - **deny**: the connection is reset and logged;
+//! - **intercept**: the gateway first opens its own TLS connection to the original destination,
+//!   verifying the origin like a browser would (`upstream`); only then does it complete the
+//!   client's handshake with a certificate for the SNI minted by the local CA (`ca`, `certs`),
+//!   offering the ALPN the origin chose. An origin that fails verification is never hidden:
+//!   an HTTP/1.1 client gets a 502 naming the reason, any other a TLS alert, and a log line.
+//!   A client that rejects our certificate is remembered as pinning that host (`pinning`).
+//!
+//! # Layout
+//! - `hello`: reading and parsing the ClientHello; `prefixed`: replaying it.
+//! - `ca`: the local CA (generate, load, rotate, export); `certs`: leaf certificates.
+//! - `upstream`: trust and configuration for connections to origins.
+//! - `pinning`: hosts never intercepted.
+//! - `intercept`: the decrypting path.
+
+mod ca;
+mod certs;
+mod hello;
+mod intercept;
+mod pinning;
+mod prefixed;
+mod upstream;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tracing::{Instrument as _, info, info_span, warn};
+use velocache_common::Service;
+
+pub use ca::CertificateAuthority;
+pub use certs::LeafCerts;
+pub use hello::{Hello, parse_first_flight, read_client_hello};
+pub use prefixed::Prefixed;
+
+use crate::{
+    config::Config,
+    net::{ClientAddr, InterceptedTcp, OrigDstAddr, TcpHandler},
+    passthrough::splice_to_origin,
+    rules::{Rules, TlsDecision},
+};
+
+/// What can go wrong in the TLS layer.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// A CA file could not be read or written.
+    #[error("{what} {}: {source}", path.display())]
+    CaFile {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA could not be built or used.
+    #[error("local CA: {0}")]
+    Ca(String),
+    /// The upstream trust store could not be built.
+    #[error("upstream roots: {0}")]
+    Roots(String),
+}
+
+/// How long the gateway waits for an origin to accept a TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The CA and its leaf certificates; swapped whole on rotation.
+pub struct Authority {
+    /// The CA.
+    pub ca: Arc<CertificateAuthority>,
+    /// Leaves it signed.
+    pub leaves: LeafCerts,
+}
+
+/// State shared by every TLS connection (and by the admin API: CA export and rotation).
+pub struct TlsShared {
+    authority: ArcSwap<Authority>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    upstream: upstream::UpstreamTls,
+    pinning: pinning::Pinning,
+    ca_dir: PathBuf,
+    leaf_entries: u64,
+    leaf_days: u32,
+}
+
+impl TlsShared {
+    /// Load (or create) the CA and build the upstream trust store.
+    pub fn new(config: &Config) -> Result<Self, TlsError> {
+        let tls = &config.tls;
+        let ca_dir = tls
+            .ca_dir
+            .clone()
+            .unwrap_or_else(|| config.daemon.state_dir.join("ca"));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ca = Arc::new(CertificateAuthority::load_or_create(&ca_dir)?);
+        let leaves = LeafCerts::new(
+            ca.clone(),
+            provider.clone(),
+            tls.leaf_cache_entries,
+            tls.leaf_validity_days,
+        );
+        let upstream = upstream::UpstreamTls::new(provider.clone(), &tls.extra_roots)?;
+        info!(ca_dir = %ca_dir.display(), upstream_roots = upstream.roots, "TLS ready");
+        Ok(TlsShared {
+            authority: ArcSwap::from_pointee(Authority { ca, leaves }),
+            provider,
+            upstream,
+            pinning: pinning::Pinning::new(
+                &tls.pinned_hosts,
+                tls.learn_pinning
+                    .then(|| Duration::from_secs(tls.pinning_memory_secs)),
+            ),
+            ca_dir,
+            leaf_entries: tls.leaf_cache_entries,
+            leaf_days: tls.leaf_validity_days,
+        })
+    }
+
+    /// The CA certificate, PEM (for `velocache ca export` and the CA page).
+    pub fn ca_pem(&self) -> String {
+        self.authority.load().ca.cert_pem().to_string()
+    }
+
+    /// Generate a new CA; connections from now on get leaves signed by it.
+    pub fn rotate(&self) -> Result<String, TlsError> {
+        let ca = Arc::new(CertificateAuthority::rotate(&self.ca_dir)?);
+        let leaves = LeafCerts::new(
+            ca.clone(),
+            self.provider.clone(),
+            self.leaf_entries,
+            self.leaf_days,
+        );
+        let pem = ca.cert_pem().to_string();
+        self.authority.store(Arc::new(Authority { ca, leaves }));
+        Ok(pem)
+    }
+}
+
+/// The HTTPS service.
+pub struct TlsService {
+    shared: Arc<TlsShared>,
+    rules: Rules,
+    hello_timeout: Duration,
+    flows: crate::flow::FlowTracker,
+}
+
+impl TlsService {
+    /// A service using `shared`, the live `rules` and the daemon's flow tracker.
+    pub fn new(
+        config: &Config,
+        shared: Arc<TlsShared>,
+        rules: Rules,
+        flows: crate::flow::FlowTracker,
+    ) -> Self {
+        TlsService {
+            shared,
+            rules,
+            hello_timeout: Duration::from_millis(config.tls.hello_timeout_ms),
+            flows,
+        }
+    }
+}
+
+/// What to do with one connection, decided before anything is sent to either side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    Splice {
+        rule: Option<String>,
+    },
+    Deny {
+        rule: String,
+    },
+    Intercept {
+        rule: String,
+    },
+    /// A rule wanted interception but the host pins: spliced, and logged as such.
+    Pinned {
+        rule: String,
+        learned: bool,
+    },
+}
+
+impl TlsService {
+    fn plan(&self, client: ClientAddr, sni: &str) -> Plan {
+        let rules = self.rules.current();
+        match rules.tls_decision(sni) {
+            TlsDecision::Passthrough(rule) => Plan::Splice {
+                rule: rule.map(|r| r.name.clone()),
+            },
+            TlsDecision::Deny(rule) => Plan::Deny {
+                rule: rule.name.clone(),
+            },
+            TlsDecision::Intercept { rule, exact } => {
+                let learned = self.shared.pinning.learned(client.0.ip(), sni);
+                if learned || (!exact && self.shared.pinning.listed(sni)) {
+                    Plan::Pinned {
+                        rule: rule.name.clone(),
+                        learned,
+                    }
+                } else {
+                    Plan::Intercept {
+                        rule: rule.name.clone(),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, conn: InterceptedTcp) {
+        let InterceptedTcp {
+            mut stream,
+            client,
+            orig_dst,
+        } = conn;
+        let hello = read_client_hello(&mut stream, self.hello_timeout).await;
+        let (sni, alpn, raw) = match hello {
+            Hello::Unparsed { raw, reason } => {
+                let span = info_span!("tls", service = "https", sni = "", tls = "unparsed", reason = %reason);
+                splice(stream, client, orig_dst, raw).instrument(span).await;
+                return;
+            }
+            Hello::Parsed { sni, alpn, raw } => (sni, alpn, raw),
+        };
+        let alpn_text = alpn_list(&alpn);
+        let Some(sni) = sni else {
+            let span = info_span!("tls", service = "https", sni = "", alpn = %alpn_text, action = "passthrough", reason = "no SNI");
+            splice(stream, client, orig_dst, raw).instrument(span).await;
+            return;
+        };
+        match self.plan(client, &sni) {
+            Plan::Splice { rule } => {
+                let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = rule.as_deref().unwrap_or(""));
+                splice(stream, client, orig_dst, raw).instrument(span).await;
+            }
+            Plan::Pinned { rule, learned } => {
+                let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = %rule, pinned = if learned { "learned" } else { "listed" });
+                splice(stream, client, orig_dst, raw).instrument(span).await;
+            }
+            Plan::Deny { rule } => {
+                warn!(service = "https", %client, sni = %sni, %orig_dst, rule = %rule, action = "deny", "TLS connection denied by rule");
+                // A reset, not a FIN: the client must not mistake it for an empty answer.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            }
+            Plan::Intercept { rule } => {
+                let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "intercept", rule = %rule);
+                intercept::run(&self.shared, stream, raw, client, orig_dst, &sni, &alpn)
+                    .instrument(span)
+                    .await;
+            }
+        }
+    }
+}
+
+async fn splice(stream: TcpStream, client: ClientAddr, orig_dst: OrigDstAddr, raw: Vec<u8>) {
+    splice_to_origin(
+        Service::Https,
+        stream,
+        client,
+        orig_dst,
+        &raw,
+        CONNECT_TIMEOUT,
+    )
+    .await;
+}
+
+fn alpn_list(alpn: &[Vec<u8>]) -> String {
+    alpn.iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl TcpHandler for Arc<TlsService> {
+    fn on_connection(&self, conn: InterceptedTcp) {
+        let service = self.clone();
+        let guard = self.flows.start();
+        tokio::spawn(async move {
+            service.handle(conn).await;
+            drop(guard);
+        });
+    }
+}
