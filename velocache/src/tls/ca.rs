@@ -171,6 +171,10 @@ impl CertificateAuthority {
     pub fn issue(&self, host: &str, validity_days: u32) -> Result<Leaf, TlsError> {
         let key = KeyPair::generate().map_err(|e| TlsError::Ca(format!("key generation: {e}")))?;
         let mut params = CertificateParams::default();
+        // Only names a TLS client could have sent as SNI (or an address): never mint for junk.
+        if rustls::pki_types::ServerName::try_from(host).is_err() {
+            return Err(TlsError::Ca(format!("`{host}` is not a host name")));
+        }
         let san = match host.parse::<std::net::IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
             Err(_) => SanType::DnsName(
