@@ -126,6 +126,9 @@ pub struct ServiceContext {
     pub rules: Rules,
     /// Flows in progress.
     pub flows: FlowTracker,
+    /// The TLS layer (local CA, leaf certificates, upstream trust) when HTTPS is enabled; the
+    /// HTTP proxy serves the CA page from it, the admin API exports and rotates the CA.
+    pub tls: Option<Arc<TlsShared>>,
 }
 
 impl ServiceContext {
@@ -150,7 +153,9 @@ fn handlers_for(
     Ok(match service {
         Service::Http => ctx.passthrough(service),
         Service::Https => {
-            let shared = Arc::new(TlsShared::new(&ctx.config)?);
+            let Some(shared) = ctx.tls.clone() else {
+                return Ok(ctx.passthrough(service));
+            };
             let tls = Arc::new(TlsService::new(
                 &ctx.config,
                 shared,
@@ -179,10 +184,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         None => Rules::empty(),
     };
     let config = Arc::new(config);
+    let tls = if config.https.enabled {
+        Some(Arc::new(TlsShared::new(&config)?))
+    } else {
+        None
+    };
     let ctx = ServiceContext {
         config: config.clone(),
         rules: rules.clone(),
         flows: FlowTracker::new(),
+        tls,
     };
     let flows = ctx.flows.clone();
     let mut registry = Registry::with_prefix("velocache");

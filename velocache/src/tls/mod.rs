@@ -18,9 +18,11 @@
 //! - `ca`: the local CA (generate, load, rotate, export); `certs`: leaf certificates.
 //! - `upstream`: trust and configuration for connections to origins.
 //! - `pinning`: hosts never intercepted.
+//! - `capage`: the plain-HTTP page that hands out the CA certificate.
 //! - `intercept`: the decrypting path.
 
 mod ca;
+mod capage;
 mod certs;
 mod hello;
 mod intercept;
@@ -37,6 +39,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 use velocache_common::Service;
 
 pub use ca::CertificateAuthority;
+pub use capage::{CaPageResponse, ca_page};
 pub use certs::LeafCerts;
 pub use hello::{Hello, parse_first_flight, read_client_hello};
 pub use prefixed::Prefixed;
