@@ -11,10 +11,12 @@
 //! - `counted`: a byte-counting stream wrapper, so counts survive an error mid-copy.
 //! - `tcp`: [`TcpSplice`].
 //! - `udp`: [`UdpRelay`].
+//! - `zerocopy`: `splice(2)` between two TCP sockets, used when both ends are plain TCP.
 
 mod counted;
 mod tcp;
 mod udp;
+mod zerocopy;
 
 pub use counted::Counted;
 pub use tcp::{SpliceEnd, TcpSplice, splice_to_origin};

@@ -1,6 +1,6 @@
 //! TCP splice to the original destination.
 use std::{
-    sync::atomic::Ordering,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -11,7 +11,7 @@ use tokio::{
 use tracing::{info, warn};
 use velocache_common::Service;
 
-use super::Counted;
+use super::{Counted, zerocopy};
 use crate::{
     flow::FlowTracker,
     net::{ClientAddr, InterceptedTcp, OrigDstAddr, TcpHandler},
@@ -22,9 +22,19 @@ const COPY_BUF: usize = 64 * 1024;
 
 /// One end of a splice: a stream the splice can copy through. (A seam for the TLS peek and
 /// for tests that splice an in-memory stream.)
-pub trait SpliceEnd: AsyncRead + AsyncWrite + Unpin {}
+pub trait SpliceEnd: AsyncRead + AsyncWrite + Unpin {
+    /// The plain TCP socket underneath, if this end is one: then the splice moves bytes with
+    /// `splice(2)` and never copies them through userspace.
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
 
-impl SpliceEnd for TcpStream {}
+impl SpliceEnd for TcpStream {
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
 
 impl SpliceEnd for tokio::io::DuplexStream {}
 
@@ -92,19 +102,28 @@ pub async fn splice_to_origin<S>(
         }
     };
     let _ = upstream.set_nodelay(true);
-    let (mut down, up_count) = Counted::new(client_stream);
-    let (mut up, down_count) = Counted::new(upstream);
+    let mut upstream = upstream;
+    let (up_count, down_count) = (AtomicU64::new(0), AtomicU64::new(0));
     let mut error = None;
     if !prefix.is_empty() {
-        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut up, prefix).await {
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut upstream, prefix).await {
             error = Some(e);
         }
         up_count.fetch_add(prefix.len() as u64, Ordering::Relaxed);
     }
-    if error.is_none()
-        && let Err(e) = copy_bidirectional_with_sizes(&mut down, &mut up, COPY_BUF, COPY_BUF).await
-    {
-        error = Some(e);
+    if error.is_none() {
+        let result = match client_stream.as_tcp() {
+            Some(tcp) => zerocopy::bidirectional(tcp, &upstream, &up_count, &down_count).await,
+            None => {
+                let (mut down, ups) = Counted::new(client_stream);
+                let (mut up, downs) = Counted::new(upstream);
+                let r = copy_bidirectional_with_sizes(&mut down, &mut up, COPY_BUF, COPY_BUF).await;
+                up_count.fetch_add(ups.load(Ordering::Relaxed), Ordering::Relaxed);
+                down_count.fetch_add(downs.load(Ordering::Relaxed), Ordering::Relaxed);
+                r.map(|_| ())
+            }
+        };
+        error = result.err();
     }
     let bytes_up = up_count.load(Ordering::Relaxed);
     let bytes_down = down_count.load(Ordering::Relaxed);
