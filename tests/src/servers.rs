@@ -6,16 +6,25 @@ use crate::{Background, Ns};
 /// nginx serving `root` as static files on `[::]:port` and `0.0.0.0:port`, keep-alive and
 /// sendfile on — a fast, ordinary origin. Its config, pid and temp files live in `work`.
 pub fn nginx_static(ns: &Ns, root: &Path, port: u16, work: &Path) -> Background {
-    let conf = work.join("nginx-origin.conf");
+    let server = format!(
+        "  server {{\n    listen {port} reuseport;\n    listen [::]:{port} reuseport;\n    root {root};\n  }}\n",
+        root = root.display()
+    );
+    run_nginx(ns, work, &format!("origin-{port}"), &server, port)
+}
+
+/// Start nginx in `ns` with `server` (one or more `server { }` blocks) inside a minimal `http`
+/// block whose pid, logs and temp files live in `work`; wait until `port` accepts.
+pub fn run_nginx(ns: &Ns, work: &Path, tag: &str, server: &str, port: u16) -> Background {
+    let conf = work.join(format!("nginx-{tag}.conf"));
     let text = format!(
-        "worker_processes 1;\npid {work}/nginx.pid;\nerror_log {work}/error.log warn;\ndaemon off;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  client_body_temp_path {work}/body;\n  proxy_temp_path {work}/proxy;\n  fastcgi_temp_path {work}/fastcgi;\n  uwsgi_temp_path {work}/uwsgi;\n  scgi_temp_path {work}/scgi;\n  types {{ application/octet-stream bin; text/plain txt; text/html html; }}\n  server {{\n    listen {port} reuseport;\n    listen [::]:{port} reuseport;\n    root {root};\n  }}\n}}\n",
+        "worker_processes 1;\npid {work}/nginx-{tag}.pid;\nerror_log {work}/error-{tag}.log warn;\ndaemon off;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  client_body_temp_path {work}/body-{tag};\n  proxy_temp_path {work}/proxy-{tag};\n  fastcgi_temp_path {work}/fastcgi-{tag};\n  uwsgi_temp_path {work}/uwsgi-{tag};\n  scgi_temp_path {work}/scgi-{tag};\n  types {{ application/octet-stream bin; text/plain txt; text/html html; }}\n{server}}}\n",
         work = work.display(),
-        root = root.display(),
     );
     std::fs::write(&conf, text).unwrap_or_else(|e| panic!("writing nginx config: {e}"));
-    let server = ns.spawn(&["nginx", "-c", &conf.display().to_string()]);
+    let nginx = ns.spawn(&["nginx", "-c", &conf.display().to_string()]);
     wait_tcp(ns, "127.0.0.1", port);
-    server
+    nginx
 }
 
 /// Wait until something accepts TCP connections on `host:port` inside `ns`.
@@ -165,16 +174,11 @@ pub fn nginx_tls(
     key: &Path,
     work: &Path,
 ) -> Background {
-    let conf = work.join(format!("nginx-tls-{port}.conf"));
-    let text = format!(
-        "worker_processes 1;\npid {work}/nginx-tls-{port}.pid;\nerror_log {work}/error-tls-{port}.log warn;\ndaemon off;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  keepalive_requests 1000000;\n  client_body_temp_path {work}/body;\n  proxy_temp_path {work}/proxy;\n  fastcgi_temp_path {work}/fastcgi;\n  uwsgi_temp_path {work}/uwsgi;\n  scgi_temp_path {work}/scgi;\n  types {{ application/octet-stream bin; text/plain txt; text/html html; }}\n  server {{\n    listen {port} ssl http2;\n    listen [::]:{port} ssl http2;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
-        work = work.display(),
-        root = root.display(),
+    let server = format!(
+        "  server {{\n    listen {port} ssl http2;\n    listen [::]:{port} ssl http2;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n",
         cert = cert.display(),
         key = key.display(),
+        root = root.display(),
     );
-    std::fs::write(&conf, text).unwrap_or_else(|e| panic!("writing nginx config: {e}"));
-    let server = ns.spawn(&["nginx", "-c", &conf.display().to_string()]);
-    wait_tcp(ns, "127.0.0.1", port);
-    server
+    run_nginx(ns, work, &format!("tls-{port}"), &server, port)
 }

@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use velocache_tests::{Background, Ns};
+use velocache_tests::{Background, Ns, servers::wait_tcp};
 
 /// Start Python's HTTP server in `ns`, serving `dir` on `[::]:port` (dual stack), and wait
 /// until it accepts connections.
@@ -19,18 +19,6 @@ pub fn http_server(ns: &Ns, dir: &std::path::Path, port: u16) -> Background {
     ]);
     wait_tcp(ns, "127.0.0.1", port);
     server
-}
-
-/// Wait until something accepts TCP connections on `host:port` inside `ns`.
-pub fn wait_tcp(ns: &Ns, host: &str, port: u16) {
-    for _ in 0..200 {
-        let out = ns.run(&["bash", "-c", &format!("exec 3<>/dev/tcp/{host}/{port}")]);
-        if out.status.success() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on {host}:{port} in {}", ns.name());
 }
 
 /// A dnsmasq upstream in `ns` answering `*.test.lab` with 10.9.9.9, bound to `addr`.

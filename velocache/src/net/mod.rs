@@ -34,3 +34,23 @@ pub fn wildcard_addrs(port: u16) -> [SocketAddr; 2] {
         SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
     ]
 }
+
+/// A non-blocking socket for `addr`'s family with `IP_TRANSPARENT` (it may carry any address:
+/// steered flows keep their original destination) and `SO_REUSEADDR`; IPv6 sockets are
+/// IPv6-only, so each family has its own socket.
+fn transparent_socket(
+    addr: SocketAddr,
+    ty: socket2::Type,
+    proto: socket2::Protocol,
+) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), ty, Some(proto))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+        socket.set_ip_transparent_v6(true)?;
+    } else {
+        socket.set_ip_transparent_v4(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}

@@ -1,7 +1,7 @@
 //! The transparent TCP listener.
 use std::{io, net::SocketAddr};
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Protocol, SockAddr, Type};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{ClientAddr, OrigDstAddr, addrs::canonical};
@@ -26,16 +26,7 @@ pub struct InterceptedTcp {
 impl TransparentListener {
     /// Bind and listen on `addr` (a wildcard address and the service's listener port).
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
-        let domain = Domain::for_address(addr);
-        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(true)?;
-            socket.set_ip_transparent_v6(true)?;
-        } else {
-            socket.set_ip_transparent_v4(true)?;
-        }
-        socket.set_nonblocking(true)?;
+        let socket = super::transparent_socket(addr, Type::STREAM, Protocol::TCP)?;
         socket.bind(&SockAddr::from(addr))?;
         socket.listen(1024)?;
         let inner = TcpListener::from_std(socket.into())?;

@@ -18,7 +18,7 @@ use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, SockaddrStorage, recvmsg, setsockopt,
     sockopt,
 };
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Protocol, SockAddr, Socket, Type};
 use tokio::{io::Interest, net::UdpSocket};
 
 use super::{ClientAddr, OrigDstAddr, addrs::canonical};
@@ -44,16 +44,7 @@ pub struct TransparentUdp {
 }
 
 fn transparent_udp_socket(addr: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-        socket.set_ip_transparent_v6(true)?;
-    } else {
-        socket.set_ip_transparent_v4(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    Ok(socket)
+    super::transparent_socket(addr, Type::DGRAM, Protocol::UDP)
 }
 
 impl TransparentUdp {
