@@ -94,6 +94,20 @@ impl Ns {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Give the namespace its own `/etc/hosts` (what `ip netns exec` bind-mounts from
+    /// `/etc/netns/<name>/hosts`), so clients can use names (and send SNI) without DNS. The
+    /// file goes away with the lab.
+    pub fn set_hosts(&self, entries: &[(&str, &str)]) {
+        let dir = std::path::Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (name, ip) in entries {
+            text.push_str(&format!("{ip} {name}\n"));
+        }
+        std::fs::write(dir.join("hosts"), text)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
+
     /// Start `args` in the background inside the namespace; it is killed when the handle drops.
     pub fn spawn(&self, args: &[&str]) -> Background {
         let (program, rest) = args
@@ -324,6 +338,7 @@ fn delete_ns(name: &str) {
         }
     }
     let _ = ip(&["netns", "del", name]);
+    let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(name));
 }
 
 /// Delete the namespaces of every lab alive in this process (for a Ctrl-C handler).
