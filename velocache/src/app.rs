@@ -143,7 +143,7 @@ fn handlers_for(service: Service, ctx: &ServiceContext, registry: &mut Registry)
         Service::Http => ctx.passthrough(service),
         Service::Https => ctx.passthrough(service),
         Service::Dns => ctx.passthrough(service),
-        Service::Sip => ctx.passthrough(service),
+        Service::Sip => crate::sip::handlers(ctx, registry),
     }
 }
 
