@@ -8,4 +8,5 @@
 )]
 
 mod datapath;
+mod sip;
 mod util;

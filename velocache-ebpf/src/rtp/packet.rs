@@ -95,20 +95,19 @@ pub struct Rtp {
 /// bit look like payload types 72–76). Only the fixed header is read; SRTP keeps it in clear.
 #[inline(always)]
 pub fn parse_rtp(ctx: &XdpContext, l4: usize) -> Option<Rtp> {
-    let off = l4 + UDP_HLEN;
-    let _ = ptr_at::<[u8; RTP_HLEN]>(ctx, off)?;
-    let b0: u8 = read(ctx, off)?;
-    let b1: u8 = read(ctx, off + 1)?;
-    if b0 >> 6 != 2 {
+    // One read of the whole fixed header: the verifier tracks one bounds check per pointer,
+    // and separate reads at a variable offset would each need their own.
+    let h: [u8; RTP_HLEN] = read(ctx, l4 + UDP_HLEN)?;
+    if h[0] >> 6 != 2 {
         return None;
     }
-    let pt = b1 & 0x7f;
+    let pt = h[1] & 0x7f;
     if (72..=76).contains(&pt) {
         return None;
     }
     Some(Rtp {
-        seq: u16::from_be(read::<u16>(ctx, off + 2)?),
-        timestamp: u32::from_be(read::<u32>(ctx, off + 4)?),
-        ssrc: u32::from_be(read::<u32>(ctx, off + 8)?),
+        seq: u16::from_be_bytes([h[2], h[3]]),
+        timestamp: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        ssrc: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
     })
 }
