@@ -281,3 +281,42 @@ pub fn run_uac(
     );
     (text, out.status.success())
 }
+
+/// Copy an RTP capture, dropping the packets `drop(i)` selects and moving each kept packet's
+/// capture time by `shift_us(i)` microseconds. sipp replays a capture with its recorded
+/// timing and RTP headers, so the result is a real stream with real sequence gaps and real
+/// interarrival jitter, the same for every observer along the path. Returns (kept, dropped).
+pub fn impaired_pcap(
+    src: &Path,
+    dst: &Path,
+    drop: impl Fn(usize) -> bool,
+    shift_us: impl Fn(usize) -> i64,
+) -> (usize, usize) {
+    let data = std::fs::read(src).unwrap_or_else(|e| panic!("reading {}: {e}", src.display()));
+    assert_eq!(&data[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian microsecond pcap expected");
+    let mut out = data[..24].to_vec();
+    let (mut off, mut i, mut kept, mut dropped) = (24usize, 0usize, 0usize, 0usize);
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    while off + 16 <= data.len() {
+        let caplen = u32_at(&data, off + 8) as usize;
+        let end = off + 16 + caplen;
+        if end > data.len() {
+            break;
+        }
+        if drop(i) {
+            dropped += 1;
+        } else {
+            let t = i64::from(u32_at(&data, off)) * 1_000_000
+                + i64::from(u32_at(&data, off + 4))
+                + shift_us(i);
+            out.extend_from_slice(&((t / 1_000_000) as u32).to_le_bytes());
+            out.extend_from_slice(&((t % 1_000_000) as u32).to_le_bytes());
+            out.extend_from_slice(&data[off + 8..end]);
+            kept += 1;
+        }
+        off = end;
+        i += 1;
+    }
+    std::fs::write(dst, out).unwrap_or_else(|e| panic!("writing {}: {e}", dst.display()));
+    (kept, dropped)
+}

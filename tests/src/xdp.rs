@@ -26,3 +26,36 @@ pub fn xdp_attached(ns: &crate::Ns, dev: &str) -> bool {
     let out = ns.run_ok(&["ip", "-d", "link", "show", "dev", dev]);
     out.contains("prog/xdp") || out.contains(" xdp")
 }
+
+/// The id of the XDP program attached to `dev` in `ns`, if any.
+pub fn xdp_prog_id(ns: &crate::Ns, dev: &str) -> Option<u64> {
+    let out = ns.run_ok(&["ip", "-d", "-j", "link", "show", "dev", dev]);
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v[0]["xdp"]["prog"]["id"]
+        .as_u64()
+        .or_else(|| v[0]["xdp"]["attached"][0]["prog"]["id"].as_u64())
+}
+
+/// Entries in each map (by name) of the XDP program attached to `dev` in `ns`. BPF maps are
+/// not namespaced; going through the program this lab's interface runs keeps two labs apart.
+pub fn xdp_map_entries(ns: &crate::Ns, dev: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(id) = xdp_prog_id(ns, dev) else {
+        return out;
+    };
+    let prog: serde_json::Value =
+        serde_json::from_str(&ns.run_ok(&["bpftool", "-j", "prog", "show", "id", &id.to_string()]))
+            .unwrap_or_default();
+    for map_id in prog["map_ids"].as_array().cloned().unwrap_or_default() {
+        let map_id = map_id.as_u64().unwrap_or(0).to_string();
+        let info: serde_json::Value =
+            serde_json::from_str(&ns.run_ok(&["bpftool", "-j", "map", "show", "id", &map_id]))
+                .unwrap_or_default();
+        let dump: serde_json::Value =
+            serde_json::from_str(&ns.run_ok(&["bpftool", "-j", "map", "dump", "id", &map_id]))
+                .unwrap_or_default();
+        let name = info["name"].as_str().unwrap_or("?").to_string();
+        out.insert(name, dump.as_array().map_or(0, Vec::len));
+    }
+    out
+}
