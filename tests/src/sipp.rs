@@ -293,7 +293,11 @@ pub fn impaired_pcap(
     shift_us: impl Fn(usize) -> i64,
 ) -> (usize, usize) {
     let data = std::fs::read(src).unwrap_or_else(|e| panic!("reading {}: {e}", src.display()));
-    assert_eq!(&data[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian microsecond pcap expected");
+    assert_eq!(
+        &data[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "little-endian microsecond pcap expected"
+    );
     let mut out = data[..24].to_vec();
     let (mut off, mut i, mut kept, mut dropped) = (24usize, 0usize, 0usize, 0usize);
     let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);

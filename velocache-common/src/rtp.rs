@@ -193,7 +193,11 @@ impl RtpQuality {
             let d = transit.wrapping_sub(self.last_transit) as i32;
             self.last_transit = transit;
             // Clamp so one absurd timestamp cannot overflow the running value.
-            let d = if d < 0 { d.wrapping_neg() as u32 } else { d as u32 };
+            let d = if d < 0 {
+                d.wrapping_neg() as u32
+            } else {
+                d as u32
+            };
             let d = if d > (1 << 24) { 1 << 24 } else { d };
             // J += (|D| - J) / 16, kept × 16 to stay in integers (RFC 3550 A.8).
             self.jitter_x16 = self
@@ -338,7 +342,10 @@ mod tests {
             last_transit = transit;
         }
         let got = q.jitter_x16 as f64 / 16.0;
-        assert!((got - expect).abs() < 1.0, "got {got}, RFC formula {expect}");
+        assert!(
+            (got - expect).abs() < 1.0,
+            "got {got}, RFC formula {expect}"
+        );
     }
 
     #[test]
@@ -350,7 +357,9 @@ mod tests {
             }
             !(sum as u16)
         }
-        let mut words = [0x4500u16, 0x0054, 0x1234, 0x4000, 0x4011, 0, 0x0a4d, 0x0102, 0x0a4d, 0x0202];
+        let mut words = [
+            0x4500u16, 0x0054, 0x1234, 0x4000, 0x4011, 0, 0x0a4d, 0x0102, 0x0a4d, 0x0202,
+        ];
         let c = full(&words);
         let old = [0x0a, 0x4d, 0x01, 0x02];
         let new = [0xc0, 0xa8, 0x07, 0x09];
@@ -373,10 +382,7 @@ mod tests {
         };
         assert_eq!(q.expected(), 10);
         assert_eq!(q.lost(), 0);
-        let q = RtpQuality {
-            received: 7,
-            ..q
-        };
+        let q = RtpQuality { received: 7, ..q };
         assert_eq!(q.lost(), 3);
     }
 

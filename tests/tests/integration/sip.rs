@@ -58,7 +58,14 @@ impl Call {
 
     fn uas(&self, answer: Answer, calls: u32, transport: &str) -> Background {
         let xml = self.scenario("uas.xml", &sipp::uas_scenario(answer));
-        let uas = sipp::start_uas(&self.lab.origin, addr::ORIGIN, &xml, UAS_MEDIA, calls, transport);
+        let uas = sipp::start_uas(
+            &self.lab.origin,
+            addr::ORIGIN,
+            &xml,
+            UAS_MEDIA,
+            calls,
+            transport,
+        );
         wait_listening(&self.lab.origin, transport);
         uas
     }
@@ -133,7 +140,11 @@ fn assert_flows_gone(lab: &Lab) {
     for dev in [addr::LAN_IF, addr::WAN_IF] {
         let maps = xdp::xdp_map_entries(&lab.gw, dev);
         for name in ["RTP_FLOWS", "RTP_COUNTERS", "RTP_QUALITY"] {
-            assert_eq!(maps.get(name), Some(&0), "{name} not empty on {dev}: {maps:?}");
+            assert_eq!(
+                maps.get(name),
+                Some(&0),
+                "{name} not empty on {dev}: {maps:?}"
+            );
         }
     }
 }
@@ -155,7 +166,10 @@ fn a_call_with_rtp_is_recorded_and_its_media_counted_in_the_kernel() {
     // sipp played every packet of the capture; the echo sent each one back.
     assert_eq!(call["up_packets"], G711A_PACKETS, "{call}");
     assert_eq!(call["down_packets"], G711A_PACKETS, "{call}");
-    assert_eq!(call["up_fast_path_packets"], G711A_PACKETS, "forwarded by XDP: {call}");
+    assert_eq!(
+        call["up_fast_path_packets"], G711A_PACKETS,
+        "forwarded by XDP: {call}"
+    );
     assert_eq!(call["up_lost"], 0, "{call}");
     assert!(call["up_mos"].as_f64().unwrap() > 4.0, "{call}");
     let up = c.stream("up", "rtp");
@@ -175,7 +189,10 @@ fn a_call_with_rtp_is_recorded_and_its_media_counted_in_the_kernel() {
         })
         .collect();
     for want in ["INVITE", "180", "200", "ACK", "BYE"] {
-        assert!(methods.iter().any(|m| m == want), "{want} not logged: {methods:?}");
+        assert!(
+            methods.iter().any(|m| m == want),
+            "{want} not logged: {methods:?}"
+        );
     }
     for l in &sip {
         for key in ["call_id", "cseq", "from", "to", "src", "dst", "transport"] {
@@ -208,7 +225,11 @@ fn capture(ns: &Ns, dir: &std::path::Path, port: u16) -> (Background, PathBuf) {
 }
 
 /// tshark's RTP stream line for `src` → `dst`: (packets, lost, max jitter ms, mean jitter ms).
-fn tshark_stream(file: &std::path::Path, src: (&str, u16), dst: (&str, u16)) -> (u64, i64, f64, f64) {
+fn tshark_stream(
+    file: &std::path::Path,
+    src: (&str, u16),
+    dst: (&str, u16),
+) -> (u64, i64, f64, f64) {
     let out = std::process::Command::new("tshark")
         .args([
             "-r",
@@ -267,19 +288,27 @@ fn loss_and_jitter_agree_with_tshark_on_the_same_call() {
 
     let (pkts, lost, max_jitter, mean_jitter) =
         tshark_stream(&file, (addr::CLIENT, UAC_MEDIA), (addr::ORIGIN, UAS_MEDIA));
-    println!("gateway: {up}\ntshark: packets {pkts} lost {lost} max jitter {max_jitter} mean jitter {mean_jitter}");
+    println!(
+        "gateway: {up}\ntshark: packets {pkts} lost {lost} max jitter {max_jitter} mean jitter {mean_jitter}"
+    );
     assert_eq!(lost, dropped as i64, "tshark sees the gaps we made");
     assert_eq!(up["packets"].as_u64().unwrap(), pkts, "packets");
     assert_eq!(up["lost"].as_i64().unwrap(), lost, "lost");
     let ours_max = up["max_jitter_ms"].as_f64().unwrap();
     let ours = up["jitter_ms"].as_f64().unwrap();
-    assert!(max_jitter > 0.5, "the replay should carry jitter: {max_jitter}");
+    assert!(
+        max_jitter > 0.5,
+        "the replay should carry jitter: {max_jitter}"
+    );
     assert!(
         (ours_max - max_jitter).abs() <= 0.5 + 0.15 * max_jitter,
         "max jitter: gateway {ours_max} ms, tshark {max_jitter} ms"
     );
     // The final RFC 3550 value is one sample of the running estimate whose mean tshark gives.
-    assert!(ours > 0.0 && ours <= max_jitter * 1.15 + 0.5, "jitter {ours} vs tshark max {max_jitter}");
+    assert!(
+        ours > 0.0 && ours <= max_jitter * 1.15 + 0.5,
+        "jitter {ours} vs tshark max {max_jitter}"
+    );
     let loss_pct = up["loss_pct"].as_f64().unwrap();
     assert!((loss_pct - lost as f64 * 100.0 / (pkts as f64 + lost as f64)).abs() < 0.05);
 }
@@ -289,14 +318,25 @@ fn a_busy_callee_is_logged_with_486_and_its_reason() {
     let c = Call::setup("");
     let _uas = c.uas(Answer::Refuse(486, "Busy Here"), 1, "u1");
     let xml = c.scenario("uac-fail.xml", &sipp::uac_scenario("", None, 0, true));
-    let (out, ok) = sipp::run_uac(&c.lab.client, addr::CLIENT, addr::ORIGIN, &xml, UAC_MEDIA, 1, "u1");
+    let (out, ok) = sipp::run_uac(
+        &c.lab.client,
+        addr::CLIENT,
+        addr::ORIGIN,
+        &xml,
+        UAC_MEDIA,
+        1,
+        "u1",
+    );
     assert!(ok, "{out}");
     let call = c.record();
     assert_eq!(call["outcome"], "failed", "{call}");
     assert_eq!(call["status"], 486);
     assert_eq!(call["reason"], "Busy Here");
     assert!(call.get("setup_ms").is_none_or(Value::is_null), "{call}");
-    assert!(call.get("up_packets").is_none_or(Value::is_null), "no media on a failed call");
+    assert!(
+        call.get("up_packets").is_none_or(Value::is_null),
+        "no media on a failed call"
+    );
     assert_flows_gone(&c.lab);
 }
 
@@ -307,16 +347,25 @@ fn a_malformed_invite_does_not_stop_the_next_call() {
     let _uas = c.uas(Answer::Accept, 5, "u1");
     // A truncated INVITE (Content-Length larger than the body), then binary noise, both to the
     // SIP port the classifier intercepts.
-    let noise: Vec<u8> = (0..700u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..700u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let garbage: [&[u8]; 3] = [
         b"INVITE sip:x@10.77.2.2 SIP/2.0\r\nCall-ID: bad-1\r\nCSeq: 1 INVITE\r\nContent-Length: 500\r\n\r\nv=0\r\n",
         &noise,
         b"INVITE sip:x SIP/2.0\r\nCall-ID: bad-2\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 14\r\n\r\nm=audio banana",
     ];
     for g in garbage {
-        send_udp(&c.lab.client, c.dir.path(), g, &format!("{}:5060", addr::ORIGIN));
+        send_udp(
+            &c.lab.client,
+            c.dir.path(),
+            g,
+            &format!("{}:5060", addr::ORIGIN),
+        );
     }
-    c.daemon.wait_for_log(WAIT, |l| l["message"] == "malformed SIP message forwarded untouched");
+    c.daemon.wait_for_log(WAIT, |l| {
+        l["message"] == "malformed SIP message forwarded untouched"
+    });
     c.daemon.wait_for_log(WAIT, |l| {
         l["message"] == "malformed SDP: media not learned, message forwarded untouched"
     });
@@ -339,28 +388,59 @@ fn anchored_media_flows_end_to_end_through_gateway_ports() {
     drop(tshark);
     assert_eq!(call["outcome"], "completed", "{call}");
     assert_eq!(call["up_packets"], G711A_PACKETS, "{call}");
-    assert_eq!(call["down_packets"], G711A_PACKETS, "echoed back through the anchor: {call}");
-    assert!(call["down_fast_path_packets"].as_u64().unwrap() >= G711A_PACKETS - 1, "{call}");
+    assert_eq!(
+        call["down_packets"], G711A_PACKETS,
+        "echoed back through the anchor: {call}"
+    );
+    assert!(
+        call["down_fast_path_packets"].as_u64().unwrap() >= G711A_PACKETS - 1,
+        "{call}"
+    );
     let up = c.stream("up", "rtp");
     // The client sent to the gateway's LAN address; the kernel rewrote to the real peer.
     assert_eq!(up["src"], format!("{}:{UAC_MEDIA}", addr::CLIENT));
-    assert!(up["dst"].as_str().unwrap().starts_with(&format!("{}:310", addr::GW_LAN)), "{up}");
+    assert!(
+        up["dst"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:310", addr::GW_LAN)),
+        "{up}"
+    );
     assert_eq!(up["rewritten_to"], format!("{}:{UAS_MEDIA}", addr::ORIGIN));
     // The origin saw media from the gateway's WAN address only, never the client's.
     let text = String::from_utf8_lossy(
         &std::process::Command::new("tshark")
-            .args(["-r", &file.display().to_string(), "-T", "fields", "-e", "ip.src", "-e", "udp.srcport"])
+            .args([
+                "-r",
+                &file.display().to_string(),
+                "-T",
+                "fields",
+                "-e",
+                "ip.src",
+                "-e",
+                "udp.srcport",
+            ])
             .output()
             .unwrap()
             .stdout,
     )
     .to_string();
     let from_gw = text.lines().filter(|l| l.starts_with(addr::GW_WAN)).count() as u64;
-    assert!(from_gw >= G711A_PACKETS, "origin got {from_gw} packets from the gateway:\n{text}");
-    assert!(!text.contains(addr::CLIENT), "client address leaked past the anchor");
+    assert!(
+        from_gw >= G711A_PACKETS,
+        "origin got {from_gw} packets from the gateway:\n{text}"
+    );
+    assert!(
+        !text.contains(addr::CLIENT),
+        "client address leaked past the anchor"
+    );
     // The SDP the origin received named the gateway, not the client.
     let sip = c.daemon.logs();
-    assert!(lines(&sip, "media flows installed").iter().any(|l| l["anchored"] == true));
+    assert!(
+        lines(&sip, "media flows installed")
+            .iter()
+            .any(|l| l["anchored"] == true)
+    );
     assert_flows_gone(&c.lab);
 }
 
@@ -391,7 +471,10 @@ fn dtmf_end_of_event_repeats_and_ssrc_changes_never_count_as_loss() {
     assert_eq!(up["lost"], 0, "{up}");
     let call = c.record();
     assert_eq!(call["up_lost"], 0, "{call}");
-    assert!(call["up_packets"].as_u64().unwrap() > G711A_PACKETS, "{call}");
+    assert!(
+        call["up_packets"].as_u64().unwrap() > G711A_PACKETS,
+        "{call}"
+    );
 }
 
 #[test]
@@ -401,5 +484,6 @@ fn clean_stop_detaches_the_fast_path() {
     for dev in [addr::LAN_IF, addr::WAN_IF] {
         assert!(!xdp::xdp_attached(&c.lab.gw, dev), "XDP left on {dev}");
     }
-    c.daemon.wait_for_log(WAIT, |l| l["message"] == "RTP fast path detached");
+    c.daemon
+        .wait_for_log(WAIT, |l| l["message"] == "RTP fast path detached");
 }

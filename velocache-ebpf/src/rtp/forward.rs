@@ -10,6 +10,7 @@
 use core::mem;
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup,
         xdp_action::{XDP_PASS, XDP_REDIRECT},
@@ -20,7 +21,6 @@ use aya_ebpf::{
     },
     macros::xdp,
     programs::XdpContext,
-    EbpfContext,
 };
 use velocache_common::rtp::{
     FAMILY_V4, FLOW_REWRITE, FLOW_RTCP, FlowKey, MediaFlow, arrival_units, csum_replace2,
@@ -48,12 +48,12 @@ fn try_forward(ctx: &XdpContext) -> Option<u32> {
     let pkt = parse_udp4(ctx)?;
     let key = key_of(&pkt);
     // SAFETY: map values stay valid for this program run (RCU); copied out at once.
-    let flow: MediaFlow = unsafe { *RTP_FLOWS.get(&key)? };
+    let flow: MediaFlow = unsafe { *RTP_FLOWS.get(key)? };
     let now = unsafe { bpf_ktime_get_ns() };
 
     if flow.flags & FLOW_RTCP == 0
         && let Some(rtp) = parse_rtp(ctx, pkt.l4)
-        && let Some(q) = RTP_QUALITY.get_ptr_mut(&key)
+        && let Some(q) = RTP_QUALITY.get_ptr_mut(key)
     {
         let arrival = if flow.clock_rate != 0 {
             Some(arrival_units(now, flow.clock_rate))
@@ -65,7 +65,7 @@ fn try_forward(ctx: &XdpContext) -> Option<u32> {
     }
 
     let action = route_and_rewrite(ctx, &pkt, &flow);
-    if let Some(c) = RTP_COUNTERS.get_ptr_mut(&key) {
+    if let Some(c) = RTP_COUNTERS.get_ptr_mut(key) {
         // SAFETY: this CPU's own slot of a per-CPU map value.
         unsafe {
             (*c).packets += 1;
@@ -105,8 +105,18 @@ fn route_and_rewrite(ctx: &XdpContext, pkt: &Udp4, flow: &MediaFlow) -> u32 {
     let rewrite = flow.flags & FLOW_REWRITE != 0;
     let (src, dst, sport_be, dport_be) = if rewrite {
         (
-            [flow.new_src[0], flow.new_src[1], flow.new_src[2], flow.new_src[3]],
-            [flow.new_dst[0], flow.new_dst[1], flow.new_dst[2], flow.new_dst[3]],
+            [
+                flow.new_src[0],
+                flow.new_src[1],
+                flow.new_src[2],
+                flow.new_src[3],
+            ],
+            [
+                flow.new_dst[0],
+                flow.new_dst[1],
+                flow.new_dst[2],
+                flow.new_dst[3],
+            ],
             flow.new_sport_be,
             flow.new_dport_be,
         )
@@ -147,7 +157,10 @@ fn route_and_rewrite(ctx: &XdpContext, pkt: &Udp4, flow: &MediaFlow) -> u32 {
 /// Decrement the TTL, rewrite addresses and ports for anchored flows, fix both checksums, and
 /// set the Ethernet addresses the FIB returned. `None` only if the frame shrank under us
 /// (cannot happen after a successful parse; the bounds checks are for the verifier).
-#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
 #[inline(always)]
 fn rewrite_frame(
     ctx: &XdpContext,

@@ -21,4 +21,5 @@ pub static RTP_COUNTERS: PerCpuHashMap<FlowKey, FlowCounters> =
 /// RTP sequence, loss and jitter state of each learned flow (shared by all CPUs: sequence
 /// tracking needs one view of the stream even when its packets move between CPUs).
 #[map]
-pub static RTP_QUALITY: HashMap<FlowKey, RtpQuality> = HashMap::with_max_entries(MAX_MEDIA_FLOWS, 0);
+pub static RTP_QUALITY: HashMap<FlowKey, RtpQuality> =
+    HashMap::with_max_entries(MAX_MEDIA_FLOWS, 0);

@@ -323,7 +323,7 @@ impl Config {
 
         let sip = &self.sip;
         if sip.anchor_port_min == 0
-            || sip.anchor_port_min % 2 != 0
+            || !sip.anchor_port_min.is_multiple_of(2)
             || sip.anchor_port_max <= sip.anchor_port_min
         {
             return Err(Invalid::new(
@@ -332,7 +332,10 @@ impl Config {
             ));
         }
         if sip.rtp_idle_timeout_secs == 0 {
-            return Err(Invalid::new("sip.rtp_idle_timeout_secs", "must be at least 1"));
+            return Err(Invalid::new(
+                "sip.rtp_idle_timeout_secs",
+                "must be at least 1",
+            ));
         }
         if sip.setup_timeout_secs == 0 {
             return Err(Invalid::new("sip.setup_timeout_secs", "must be at least 1"));

@@ -68,7 +68,7 @@ impl PortPool {
         let Ok(mut st) = self.state.lock() else {
             return Err(exhausted);
         };
-        let pairs = (u32::from(self.max) - u32::from(self.min) + 1) / 2;
+        let pairs = (u32::from(self.max) - u32::from(self.min)).div_ceil(2);
         for _ in 0..pairs {
             let port = st.next;
             st.next = if u32::from(port) + 3 > u32::from(self.max) {

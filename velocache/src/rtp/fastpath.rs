@@ -295,3 +295,7 @@ impl MediaPlane for FastPath {
 fn exists(e: &aya::maps::MapError) -> bool {
     matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST))
 }
+
+#[cfg(test)]
+#[path = "fastpath_tests.rs"]
+mod tests;

@@ -55,7 +55,12 @@ pub fn mos(loss_pct: f64, jitter_ms: f64, codec: Option<&str>) -> f64 {
     let ppl = loss_pct.clamp(0.0, 100.0);
     let ie_eff = ie + (95.0 - ie) * ppl / (ppl + bpl);
     let delay = 2.0 * jitter_ms.max(0.0) + 20.0;
-    let id = 0.024 * delay + if delay > 177.3 { 0.11 * (delay - 177.3) } else { 0.0 };
+    let id = 0.024 * delay
+        + if delay > 177.3 {
+            0.11 * (delay - 177.3)
+        } else {
+            0.0
+        };
     let r = 93.2 - id - ie_eff;
     if r <= 0.0 {
         1.0

@@ -41,7 +41,14 @@ impl Driver {
 #[test]
 fn a_completed_call_records_pdd_setup_and_who_hung_up() {
     let mut d = Driver::new();
-    assert!(d.feed(msg("INVITE sip:b@y SIP/2.0", "1 INVITE", ""), Side::Client, 0).new_call);
+    assert!(
+        d.feed(
+            msg("INVITE sip:b@y SIP/2.0", "1 INVITE", ""),
+            Side::Client,
+            0
+        )
+        .new_call
+    );
     d.feed(msg("SIP/2.0 100 Trying", "1 INVITE", ""), Side::Far, 5);
     d.feed(msg("SIP/2.0 180 Ringing", "1 INVITE", ""), Side::Far, 40);
     d.feed(msg("SIP/2.0 180 Ringing", "1 INVITE", ""), Side::Far, 60);
@@ -50,8 +57,14 @@ fn a_completed_call_records_pdd_setup_and_who_hung_up() {
     d.feed(msg("ACK sip:b@y SIP/2.0", "1 ACK", ""), Side::Client, 905);
     let call = d.table.get("call-1").unwrap();
     assert_eq!(call.state, CallState::Confirmed);
-    assert_eq!(call.early_at.unwrap() - call.invited_at, Duration::from_millis(40));
-    assert_eq!(call.answered_at.unwrap() - call.invited_at, Duration::from_millis(900));
+    assert_eq!(
+        call.early_at.unwrap() - call.invited_at,
+        Duration::from_millis(40)
+    );
+    assert_eq!(
+        call.answered_at.unwrap() - call.invited_at,
+        Duration::from_millis(900)
+    );
     let c = d.feed(msg("BYE sip:a@x SIP/2.0", "2 BYE", ""), Side::Far, 5000);
     assert_eq!(c.ended, Some(Outcome::Completed));
     let call = d.table.take("call-1").unwrap();
@@ -62,7 +75,11 @@ fn a_completed_call_records_pdd_setup_and_who_hung_up() {
 #[test]
 fn a_busy_callee_fails_the_call_with_code_and_reason() {
     let mut d = Driver::new();
-    d.feed(msg("INVITE sip:b@y SIP/2.0", "1 INVITE", ""), Side::Client, 0);
+    d.feed(
+        msg("INVITE sip:b@y SIP/2.0", "1 INVITE", ""),
+        Side::Client,
+        0,
+    );
     let c = d.feed(msg("SIP/2.0 486 Busy Here", "1 INVITE", ""), Side::Far, 30);
     assert_eq!(c.ended, Some(Outcome::Failed));
     assert_eq!(
@@ -74,27 +91,59 @@ fn a_busy_callee_fails_the_call_with_code_and_reason() {
 #[test]
 fn cancel_then_487_is_cancelled_and_auth_challenges_do_not_end_calls() {
     let mut d = Driver::new();
-    d.feed(msg("INVITE sip:b@y SIP/2.0", "1 INVITE", ""), Side::Client, 0);
-    assert!(
-        d.feed(msg("SIP/2.0 407 Proxy Authentication Required", "1 INVITE", ""), Side::Far, 5)
-            .ended
-            .is_none()
+    d.feed(
+        msg("INVITE sip:b@y SIP/2.0", "1 INVITE", ""),
+        Side::Client,
+        0,
     );
-    d.feed(msg("INVITE sip:b@y SIP/2.0", "2 INVITE", ""), Side::Client, 10);
+    assert!(
+        d.feed(
+            msg("SIP/2.0 407 Proxy Authentication Required", "1 INVITE", ""),
+            Side::Far,
+            5
+        )
+        .ended
+        .is_none()
+    );
+    d.feed(
+        msg("INVITE sip:b@y SIP/2.0", "2 INVITE", ""),
+        Side::Client,
+        10,
+    );
     d.feed(msg("SIP/2.0 180 Ringing", "2 INVITE", ""), Side::Far, 20);
-    d.feed(msg("CANCEL sip:b@y SIP/2.0", "2 CANCEL", ""), Side::Client, 30);
-    let c = d.feed(msg("SIP/2.0 487 Request Terminated", "2 INVITE", ""), Side::Far, 35);
+    d.feed(
+        msg("CANCEL sip:b@y SIP/2.0", "2 CANCEL", ""),
+        Side::Client,
+        30,
+    );
+    let c = d.feed(
+        msg("SIP/2.0 487 Request Terminated", "2 INVITE", ""),
+        Side::Far,
+        35,
+    );
     assert_eq!(c.ended, Some(Outcome::Cancelled));
 }
 
 #[test]
 fn reinvites_are_counted_and_their_failure_keeps_the_call() {
     let mut d = Driver::new();
-    d.feed(msg("INVITE sip:b@y SIP/2.0", "1 INVITE", ""), Side::Client, 0);
+    d.feed(
+        msg("INVITE sip:b@y SIP/2.0", "1 INVITE", ""),
+        Side::Client,
+        0,
+    );
     d.feed(msg("SIP/2.0 200 OK", "1 INVITE", ""), Side::Far, 10);
     d.feed(msg("ACK sip:b@y SIP/2.0", "1 ACK", ""), Side::Client, 11);
-    d.feed(msg("INVITE sip:a@x SIP/2.0", "2 INVITE", ""), Side::Far, 100);
-    let c = d.feed(msg("SIP/2.0 491 Request Pending", "2 INVITE", ""), Side::Client, 110);
+    d.feed(
+        msg("INVITE sip:a@x SIP/2.0", "2 INVITE", ""),
+        Side::Far,
+        100,
+    );
+    let c = d.feed(
+        msg("SIP/2.0 491 Request Pending", "2 INVITE", ""),
+        Side::Client,
+        110,
+    );
     assert!(c.ended.is_none());
     let call = d.table.get("call-1").unwrap();
     assert_eq!(call.reinvites, 1);
@@ -111,12 +160,24 @@ fn register_transactions_complete_with_their_result_and_unanswered_calls_expire(
     );
     let c = d.feed(msg("SIP/2.0 200 OK", "5 REGISTER", ""), Side::Far, 12);
     let (r, code, _) = c.registered.unwrap();
-    assert_eq!((r.aor.as_str(), r.expires, code), ("sip:b@y", Some(3600), 200));
-
-    d.feed(msg("INVITE sip:b@y SIP/2.0", "1 INVITE", ""), Side::Client, 0);
-    assert!(d.table.expire(d.t0 + Duration::from_secs(5), Duration::from_secs(10)).is_empty());
     assert_eq!(
-        d.table.expire(d.t0 + Duration::from_secs(11), Duration::from_secs(10)),
+        (r.aor.as_str(), r.expires, code),
+        ("sip:b@y", Some(3600), 200)
+    );
+
+    d.feed(
+        msg("INVITE sip:b@y SIP/2.0", "1 INVITE", ""),
+        Side::Client,
+        0,
+    );
+    assert!(
+        d.table
+            .expire(d.t0 + Duration::from_secs(5), Duration::from_secs(10))
+            .is_empty()
+    );
+    assert_eq!(
+        d.table
+            .expire(d.t0 + Duration::from_secs(11), Duration::from_secs(10)),
         vec!["call-1".to_string()]
     );
 }

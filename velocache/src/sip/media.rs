@@ -146,8 +146,7 @@ fn pair_flows(
 
 /// Every flow the call's current offer/answer asks for.
 pub fn plan(call: &Call, media: &CallMedia, anchoring: bool) -> Vec<PlannedFlow> {
-    let (Some(client), Some(far)) = (call.media_of(Side::Client), call.media_of(Side::Far))
-    else {
+    let (Some(client), Some(far)) = (call.media_of(Side::Client), call.media_of(Side::Far)) else {
         return Vec::new();
     };
     let answerer = call.caller.other();
@@ -178,11 +177,7 @@ pub fn plan(call: &Call, media: &CallMedia, anchoring: bool) -> Vec<PlannedFlow>
 }
 
 /// The SDP replacements for `side`'s streams (anchors must exist for them).
-pub fn replacements(
-    streams: &[MediaStream],
-    side: Side,
-    media: &CallMedia,
-) -> Vec<Replacement> {
+pub fn replacements(streams: &[MediaStream], side: Side, media: &CallMedia) -> Vec<Replacement> {
     let Some((gw_client, gw_far)) = media.gateway_ips else {
         return Vec::new();
     };
@@ -270,18 +265,44 @@ mod tests {
         let flows = plan(&call(), &CallMedia::default(), false);
         let pairs: Vec<(String, String, bool, bool)> = flows
             .iter()
-            .map(|f| (f.spec.from.to_string(), f.spec.to.to_string(), f.spec.rtcp, f.up))
+            .map(|f| {
+                (
+                    f.spec.from.to_string(),
+                    f.spec.to.to_string(),
+                    f.spec.rtcp,
+                    f.up,
+                )
+            })
             .collect();
         assert_eq!(
             pairs,
             vec![
-                ("10.77.1.2:6000".into(), "10.77.2.2:7000".into(), false, true),
-                ("10.77.2.2:7000".into(), "10.77.1.2:6000".into(), false, false),
+                (
+                    "10.77.1.2:6000".into(),
+                    "10.77.2.2:7000".into(),
+                    false,
+                    true
+                ),
+                (
+                    "10.77.2.2:7000".into(),
+                    "10.77.1.2:6000".into(),
+                    false,
+                    false
+                ),
                 ("10.77.1.2:6001".into(), "10.77.2.2:7001".into(), true, true),
-                ("10.77.2.2:7001".into(), "10.77.1.2:6001".into(), true, false),
+                (
+                    "10.77.2.2:7001".into(),
+                    "10.77.1.2:6001".into(),
+                    true,
+                    false
+                ),
             ]
         );
-        assert!(flows.iter().all(|f| f.spec.clock_rate == 8000 && f.spec.rewrite.is_none()));
+        assert!(
+            flows
+                .iter()
+                .all(|f| f.spec.clock_rate == 8000 && f.spec.rewrite.is_none())
+        );
     }
 
     #[tokio::test]
@@ -289,8 +310,12 @@ mod tests {
         let pool = crate::rtp::PortPool::new(42000, 42099);
         let mut media = CallMedia::default();
         media.gateway_ips = Some(("10.77.1.1".parse().unwrap(), "10.77.2.1".parse().unwrap()));
-        media.anchors.insert((Side::Client, 0), pool.allocate().unwrap());
-        media.anchors.insert((Side::Far, 0), pool.allocate().unwrap());
+        media
+            .anchors
+            .insert((Side::Client, 0), pool.allocate().unwrap());
+        media
+            .anchors
+            .insert((Side::Far, 0), pool.allocate().unwrap());
         let a_client = media.anchors[&(Side::Client, 0)].rtp_port();
         let a_far = media.anchors[&(Side::Far, 0)].rtp_port();
         let c = call();
@@ -300,7 +325,10 @@ mod tests {
         assert_eq!(up.from, "10.77.1.2:6000".parse().unwrap());
         assert_eq!(up.to, SocketAddr::new("10.77.1.1".parse().unwrap(), a_far));
         let rw = up.rewrite.unwrap();
-        assert_eq!(rw.from, SocketAddr::new("10.77.2.1".parse().unwrap(), a_client));
+        assert_eq!(
+            rw.from,
+            SocketAddr::new("10.77.2.1".parse().unwrap(), a_client)
+        );
         assert_eq!(rw.to, "10.77.2.2:7000".parse().unwrap());
         let down = &flows[1].spec;
         assert_eq!(down.to, rw.from);

@@ -165,7 +165,9 @@ fn long_name(name: &str) -> Option<&'static str> {
 /// that are not headers (the start line, folded continuations) are left alone.
 pub fn normalize_compact(head: &str) -> Cow<'_, str> {
     let needs = head.lines().skip(1).any(|l| {
-        !l.starts_with([' ', '\t']) && l.split_once(':').is_some_and(|(n, _)| long_name(n).is_some())
+        !l.starts_with([' ', '\t'])
+            && l.split_once(':')
+                .is_some_and(|(n, _)| long_name(n).is_some())
     });
     if !needs {
         return Cow::Borrowed(head);
@@ -235,7 +237,10 @@ pub enum Frame {
 /// Cut the first message off a TCP stream buffer by its `Content-Length` (mandatory on
 /// stream transports, RFC 3261 §18.3).
 pub fn frame(buf: &[u8]) -> Frame {
-    let ws = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+    let ws = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
     if ws > 0 {
         return Frame::KeepAlive(ws);
     }
@@ -306,9 +311,8 @@ fn from_rsip(msg: &rsip::SipMessage, head: &str, body: &[u8]) -> SipMessage {
             reason: reason_phrase(head),
         },
     };
-    let party = |typed: Option<(String, Option<String>)>| {
-        typed.map(|(uri, tag)| Party { uri, tag })
-    };
+    let party =
+        |typed: Option<(String, Option<String>)>| typed.map(|(uri, tag)| Party { uri, tag });
     let from = party(msg.from_header().ok().and_then(|h| {
         let t = h.typed().ok()?;
         Some((t.uri.to_string(), t.tag().map(|t| t.to_string())))
@@ -403,7 +407,9 @@ fn party(value: &str) -> Party {
     };
     let tag = params.split(';').find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("tag").then(|| v.trim().to_string())
+        k.trim()
+            .eq_ignore_ascii_case("tag")
+            .then(|| v.trim().to_string())
     });
     Party {
         uri: uri.trim().to_string(),

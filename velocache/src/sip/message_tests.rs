@@ -40,7 +40,8 @@ fn compact_headers_are_expanded() {
 
 #[test]
 fn reason_phrase_is_kept_as_sent() {
-    let text = "SIP/2.0 486 Busy Here Now\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let text =
+        "SIP/2.0 486 Busy Here Now\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
     let m = parse(text.as_bytes()).unwrap();
     assert_eq!(
         m.start,
@@ -71,32 +72,50 @@ fn garbage_and_truncation_are_errors_not_panics() {
     ));
     assert!(matches!(
         parse(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 99\r\n\r\nshort"),
-        Err(SipParseError::ShortBody { declared: 99, got: 5 })
+        Err(SipParseError::ShortBody {
+            declared: 99,
+            got: 5
+        })
     ));
     assert!(matches!(
         parse(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n"),
         Err(SipParseError::ContentLength(_))
     ));
-    assert_eq!(parse(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']), Err(SipParseError::NotUtf8));
+    assert_eq!(
+        parse(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']),
+        Err(SipParseError::NotUtf8)
+    );
 }
 
 #[test]
 fn tcp_streams_are_framed_by_content_length() {
-    let two = format!("{INVITE}");
+    let two = INVITE.to_string();
     let first_len = INVITE.find("TRAILING").unwrap();
     let stream = format!("{}{}", &two[..first_len], &two[..first_len]);
     assert_eq!(frame(stream.as_bytes()), Frame::Message(first_len));
-    assert_eq!(frame(&stream.as_bytes()[..first_len - 2]), Frame::Incomplete);
+    assert_eq!(
+        frame(&stream.as_bytes()[..first_len - 2]),
+        Frame::Incomplete
+    );
     assert_eq!(frame(b"\r\n\r\nINVITE"), Frame::KeepAlive(4));
-    assert_eq!(frame(b"INVITE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n"), Frame::Invalid);
-    assert_eq!(frame(b"INVITE sip:a@b SIP/2.0\r\nl: 3\r\n\r\nabc"), Frame::Message(35));
+    assert_eq!(
+        frame(b"INVITE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n"),
+        Frame::Invalid
+    );
+    assert_eq!(
+        frame(b"INVITE sip:a@b SIP/2.0\r\nl: 3\r\n\r\nabc"),
+        Frame::Message(35)
+    );
 }
 
 #[test]
 fn a_new_body_updates_only_the_content_length() {
     let out = with_body(INVITE.as_bytes(), b"v=0\r\nlonger\r\n").unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert!(text.contains("\r\nContent-Length: 13\r\n\r\nv=0\r\nlonger\r\n"), "{text}");
+    assert!(
+        text.contains("\r\nContent-Length: 13\r\n\r\nv=0\r\nlonger\r\n"),
+        "{text}"
+    );
     assert!(text.starts_with("INVITE sip:service@10.77.2.2:5060 SIP/2.0\r\nVia:"));
     let m = parse(text.as_bytes()).unwrap();
     assert_eq!(m.body, b"v=0\r\nlonger\r\n");

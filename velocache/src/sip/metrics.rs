@@ -29,7 +29,11 @@ impl Metrics {
             m.malformed.clone(),
         );
         registry.register("calls_active", "Calls in progress", m.calls_active.clone());
-        registry.register("calls_ended", "Calls ended, by outcome", m.calls_ended.clone());
+        registry.register(
+            "calls_ended",
+            "Calls ended, by outcome",
+            m.calls_ended.clone(),
+        );
         m
     }
 

@@ -63,7 +63,10 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
             cfg.media_interfaces.clone()
         };
         if interfaces.is_empty() {
-            warn!(service = "sip", "no media interfaces: RTP follows the stack, calls carry no media statistics");
+            warn!(
+                service = "sip",
+                "no media interfaces: RTP follows the stack, calls carry no media statistics"
+            );
             Arc::new(NoMediaPlane)
         } else {
             match FastPath::start(&FastPathConfig {
@@ -110,7 +113,11 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
     });
     let idle = Duration::from_secs(ctx.config.datapath.udp_idle_timeout_secs);
     Handlers {
-        tcp: Arc::new(SipTcp::new(observer.clone(), CONNECT_TIMEOUT, ctx.flows.clone())),
+        tcp: Arc::new(SipTcp::new(
+            observer.clone(),
+            CONNECT_TIMEOUT,
+            ctx.flows.clone(),
+        )),
         udp: Arc::new(SipUdp::new(observer, idle, ctx.flows.clone())),
     }
 }

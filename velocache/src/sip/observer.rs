@@ -290,7 +290,10 @@ impl Observer {
             .map(|f| {
                 let kind = if f.spec.rtcp { "rtcp" } else { "rtp" };
                 match f.spec.rewrite {
-                    Some(r) => format!("{kind} {}->{} => {}->{}", f.spec.from, f.spec.to, r.from, r.to),
+                    Some(r) => format!(
+                        "{kind} {}->{} => {}->{}",
+                        f.spec.from, f.spec.to, r.from, r.to
+                    ),
                     None => format!("{kind} {}->{}", f.spec.from, f.spec.to),
                 }
             })
@@ -369,7 +372,14 @@ impl Observer {
                 .collect();
             report::direction(&v)
         };
-        log_call(&call, outcome, now, !all.is_empty(), &dir(true), &dir(false));
+        log_call(
+            &call,
+            outcome,
+            now,
+            !all.is_empty(),
+            &dir(true),
+            &dir(false),
+        );
     }
 
     /// Periodic work: setup and RTP idle timeouts, orphaned kernel flows.
@@ -415,7 +425,11 @@ impl Observer {
                 .collect();
             let n = self.plane.expire_orphans(&known, idle_ns);
             if n > 0 {
-                info!(service = "sip", flows = n, "removed idle media flows no call owns (left by an earlier daemon)");
+                info!(
+                    service = "sip",
+                    flows = n,
+                    "removed idle media flows no call owns (left by an earlier daemon)"
+                );
             }
         }
     }

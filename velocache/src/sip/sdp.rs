@@ -86,8 +86,7 @@ fn conn_ip(c: &Option<SdpConnection>) -> Option<IpAddr> {
 /// The media streams an SDP body announces.
 pub fn parse(body: &[u8]) -> Result<Vec<MediaStream>, SdpError> {
     let text = std::str::from_utf8(body).map_err(|_| SdpError::NotUtf8)?;
-    let session =
-        webrtc_sdp::parse_sdp(text, false).map_err(|e| SdpError::Parse(e.to_string()))?;
+    let session = webrtc_sdp::parse_sdp(text, false).map_err(|e| SdpError::Parse(e.to_string()))?;
     let session_addr = conn_ip(session.get_connection());
     let mut out = Vec::new();
     for (index, m) in session.media.iter().enumerate() {
@@ -285,10 +284,16 @@ mod tests {
         let out = rewrite(&body, &with);
         assert!(out.contains("\r\nc=IN IP4 10.77.2.1\r\n"), "{out}");
         assert!(out.contains("\r\nm=audio 30000 RTP/AVP 8 101\r\n"), "{out}");
-        assert!(out.contains("\r\nm=video 0 RTP/AVP 31\r\n"), "rejected stream kept");
+        assert!(
+            out.contains("\r\nm=video 0 RTP/AVP 31\r\n"),
+            "rejected stream kept"
+        );
         assert!(out.contains("o=user1 53655765 2353687637 IN IP4 10.77.1.2\r\n"));
         assert!(out.contains("a=fmtp:101 0-11,16\r\n"));
-        assert!(out.contains("\r\na=rtcp:30001 IN IP4 10.77.2.1\r\nm=video"), "{out}");
+        assert!(
+            out.contains("\r\na=rtcp:30001 IN IP4 10.77.2.1\r\nm=video"),
+            "{out}"
+        );
         let again = parse(out.as_bytes()).unwrap();
         assert_eq!(again[0].addr, Some("10.77.2.1".parse().unwrap()));
         assert_eq!((again[0].port, again[0].rtcp_port), (30000, 30001));
