@@ -36,6 +36,7 @@ use std::{sync::Arc, time::Duration};
 use prometheus_client::registry::Registry;
 use tracing::{error, info, warn};
 
+pub use metrics::Metrics;
 pub use observer::{Hop, Observer, Settings};
 pub use tcp::SipTcp;
 pub use udp::SipUdp;
