@@ -21,6 +21,8 @@
 //! - [`servers`]: real servers (nginx, …) to put in a namespace, and process measurements.
 //! - [`xdp`]: veth settings XDP redirection needs (GRO on the receiving peers, no TX offload).
 //! - [`sipp`]: sipp scenarios (UAC with RTP, UAS answering or refusing) and its runs.
+//! - [`rtpload`]: the RTP load generator's packets, bench SIP and rtpengine's ng protocol
+//!   (the `rtp-load` binary runs them inside the lab).
 #![deny(missing_docs)]
 #![expect(
     clippy::disallowed_methods,
@@ -30,6 +32,7 @@
 pub mod daemon;
 pub mod lab;
 pub mod process;
+pub mod rtpload;
 pub mod servers;
 pub mod sipp;
 pub mod xdp;

@@ -7,7 +7,7 @@
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 
 use super::*;
-use crate::rtp::{FlowSpec, MediaPlane as _};
+use crate::rtp::FlowSpec;
 
 const XDP_PASS: u32 = 2;
 const SRC: &str = "192.0.2.10:6000";
@@ -102,7 +102,16 @@ fn learned_rtp_is_counted_with_gaps_duplicates_and_ssrc_changes() {
     let s = spec(false);
     fp.install(&[s]).unwrap();
     // 1 2 3 _ 5 5(dup) 6, then a new source.
-    for (seq, ssrc) in [(1, 7), (2, 7), (3, 7), (5, 7), (5, 7), (6, 7), (900, 8), (901, 8)] {
+    for (seq, ssrc) in [
+        (1, 7),
+        (2, 7),
+        (3, 7),
+        (5, 7),
+        (5, 7),
+        (6, 7),
+        (900, 8),
+        (901, 8),
+    ] {
         let f = frame(SRC, DST, seq, u32::from(seq) * 160, ssrc);
         let (action, out) = run(&fp, &f);
         // No ingress interface, so no route: counted, then passed as it came.
