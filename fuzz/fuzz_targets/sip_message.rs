@@ -1,9 +1,9 @@
 //! SIP parsing must turn any bytes into a message or an error, never a panic: the parser
 //! (rsip with compact-form normalisation and the scan fallback), TCP framing, and the body
-//! replacement anchoring uses.
+//! replacement and the Via/Contact rewriting anchoring uses.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use velocache::sip::message;
+use velocache::sip::{message, nat};
 
 fuzz_target!(|data: &[u8]| {
     let _ = message::parse(data);
@@ -15,4 +15,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = message::normalize_compact(text);
     }
+    // Anchoring's Via/Contact rewriting, out and back.
+    let relay = "192.0.2.1:40000";
+    let (out, orig) = nat::outgoing(data, relay, data.first().is_some_and(|b| *b != b'S'));
+    let _ = nat::incoming(out.as_deref().unwrap_or(data), relay, &orig, true);
+    let _ = nat::incoming(data, relay, &orig, false);
 });

@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
             client: "10.0.0.2:5060".parse().expect("literal address"),
             far: "192.0.2.2:5060".parse().expect("literal address"),
             transport: "udp",
+            relay: Some("192.0.2.1:40000".parse().expect("literal address")),
         };
         let _ = observer.on_message(chunk, hop);
     }

@@ -381,6 +381,7 @@ fn anchored_media_flows_end_to_end_through_gateway_ports() {
     let c = Call::setup("anchor_media = true\nanchor_port_min = 31000\nanchor_port_max = 31099\n");
     let _uas = c.uas(Answer::Accept, 1, "u1");
     let (tshark, file) = capture(&c.lab.origin, c.dir.path(), UAS_MEDIA);
+    let (tshark_sip, sip_file) = capture(&c.lab.origin, c.dir.path(), 5060);
     c.place(None, "u1");
     let call = c.record();
     std::thread::sleep(Duration::from_millis(300));

@@ -2,7 +2,8 @@
 //!
 //! SIP over UDP and TCP is intercepted by the classifier and relayed to its original
 //! destination unchanged (observation mode): no caching, no rewriting — except SDP bodies when
-//! `[sip] anchor_media` is on. Every message passes the [`Observer`], which logs one JSON line
+//! `[sip] anchor_media` is on (then, like the kernel's SIP NAT helper, the client's Via
+//! and Contact are pointed at the gateway too). Every message passes the [`Observer`], which logs one JSON line
 //! per message (`call_id`, `method` or `status`, `cseq`, `from`, `to`, `src`, `dst`,
 //! `transport`), keeps a record per call (setup time, post-dial delay, duration, final failure
 //! code and reason, who hung up) and per REGISTER transaction, and installs the media flows the
@@ -18,6 +19,7 @@
 //! - `sdp`: media streams of an SDP body; line-level rewriting for anchoring.
 //! - `dialog`: the call and REGISTER state machine (pure).
 //! - `media`: offer/answer → kernel flows; anchors and SDP replacements.
+//! - `nat`: Via/Contact/Request-URI rewriting for anchored (NAT'd) clients.
 //! - `observer`: the per-message pipeline, timeouts, call records.
 //! - `udp`, `tcp`: the relays that carry the messages past the observer.
 //! - `metrics`: `velocache_sip_*`.
@@ -26,6 +28,7 @@ pub mod dialog;
 mod media;
 pub mod message;
 mod metrics;
+pub mod nat;
 mod observer;
 pub mod sdp;
 mod tcp;

@@ -23,6 +23,7 @@ use super::{
     media::{CallMedia, PlannedFlow, local_ip_towards, plan, replacements},
     message::{self, SipMessage, StartLine},
     metrics::Metrics,
+    nat,
     sdp::{self, MediaStream},
 };
 use crate::rtp::{FlowStats, MediaPlane, PortPool, report};
@@ -51,6 +52,9 @@ pub struct Hop {
     pub far: SocketAddr,
     /// `udp` or `tcp`.
     pub transport: &'static str,
+    /// The gateway's own address on the far end's side of this signalling path (the relay
+    /// socket): where the far end answers and sends in-dialog requests.
+    pub relay: Option<SocketAddr>,
 }
 
 impl Hop {
@@ -73,6 +77,8 @@ struct State {
     media: HashMap<String, CallMedia>,
     /// Registrations by (client, registrar): until when the registrar may send to the client.
     bindings: HashMap<(SocketAddr, SocketAddr), Instant>,
+    /// With anchoring: the client's own Via/Contact per signalling path, to restore.
+    nat: HashMap<(SocketAddr, SocketAddr), nat::Original>,
     ticks: u64,
 }
 
@@ -99,6 +105,7 @@ impl Observer {
                 table: CallTable::new(settings.max_calls),
                 media: HashMap::new(),
                 bindings: HashMap::new(),
+                nat: HashMap::new(),
                 ticks: 0,
             }),
             settings,
@@ -204,6 +211,13 @@ impl Observer {
         {
             out = self.anchor(st, &call_id, streams, &hop, bytes, &msg);
         }
+        if self.settings.anchor
+            && let Some(relay) = hop.relay
+        {
+            out = self
+                .nat(st, &hop, relay, out.as_deref().unwrap_or(bytes), &msg)
+                .or(out);
+        }
         if change.media {
             self.reconcile(st, &call_id);
         }
@@ -256,6 +270,37 @@ impl Observer {
         let rewritten = sdp::rewrite(body, &reps);
         debug!(service = "sip", call_id, side = hop.from.name(), anchors = ?reps, "SDP anchored");
         message::with_body(bytes, rewritten.as_bytes())
+    }
+
+    /// Anchored signalling: the client's Via and Contact point at the relay on the way out
+    /// and are restored on the way in (`nat`).
+    fn nat(
+        &self,
+        st: &mut State,
+        hop: &Hop,
+        relay: SocketAddr,
+        bytes: &[u8],
+        msg: &SipMessage,
+    ) -> Option<Vec<u8>> {
+        let is_request = matches!(msg.start, StartLine::Request { .. });
+        let relay = relay.to_string();
+        match hop.from {
+            Side::Client => {
+                let (out, orig) = nat::outgoing(bytes, &relay, is_request);
+                let saved = st.nat.entry((hop.client, hop.far)).or_default();
+                if orig.via.is_some() {
+                    saved.via = orig.via;
+                }
+                if orig.contact.is_some() {
+                    saved.contact = orig.contact;
+                }
+                out
+            }
+            Side::Far => {
+                let saved = st.nat.get(&(hop.client, hop.far))?;
+                nat::incoming(bytes, &relay, saved, is_request)
+            }
+        }
     }
 
     /// Bring the kernel's flows in line with the call's current offer/answer.
@@ -427,6 +472,15 @@ impl Observer {
         }
         st.table.expire_registers(now, Duration::from_secs(64));
         st.bindings.retain(|_, until| *until > now);
+        let State {
+            nat,
+            table,
+            bindings,
+            ..
+        } = st;
+        nat.retain(|k, _| {
+            bindings.contains_key(k) || table.calls().any(|c| (c.client, c.far) == *k)
+        });
         if st.ticks % 10 == 0 {
             let known: Vec<_> = st
                 .media

@@ -75,6 +75,7 @@ async fn relay(observer: Arc<Observer>, conn: InterceptedTcp, timeout: Duration)
         }
     };
     let _ = upstream.set_nodelay(true);
+    let relay = upstream.local_addr().ok();
     let (cr, cw) = stream.into_split();
     let (ur, uw) = upstream.into_split();
     let hop = |from| Hop {
@@ -82,6 +83,7 @@ async fn relay(observer: Arc<Observer>, conn: InterceptedTcp, timeout: Duration)
         client: client.0,
         far: orig_dst.0,
         transport: "tcp",
+        relay,
     };
     let up = pump(cr, uw, observer.clone(), hop(Side::Client));
     let down = pump(ur, cw, observer, hop(Side::Far));

@@ -53,16 +53,9 @@ impl SipUdp {
 
 impl UdpHandler for SipUdp {
     fn on_datagram(&self, dgram: Datagram, replier: &Arc<UdpReplier>) {
-        let hop = Hop {
-            from: Side::Client,
-            client: dgram.client.0,
-            far: dgram.orig_dst.0,
-            transport: "udp",
-        };
-        let data = match self.observer.on_message(&dgram.data, hop) {
-            Some(rewritten) => Bytes::from(rewritten),
-            None => dgram.data,
-        };
+        // Observation happens in the session task, which knows the relay's own address (the
+        // anchoring rewrites need it) and keeps the order of each session's messages.
+        let data = dgram.data;
         let key = (dgram.client, dgram.orig_dst);
         let Ok(mut sessions) = self.sessions.lock() else {
             return;
@@ -139,11 +132,13 @@ async fn session(
         warn!(service = "sip", %orig_dst, error = %e, "cannot reach the original destination");
         return;
     }
-    let hop = Hop {
-        from: Side::Far,
+    let relay = upstream.local_addr().ok();
+    let hop = |from| Hop {
+        from,
         client: client.0,
         far: orig_dst.0,
         transport: "udp",
+        relay,
     };
     let mut buf = vec![0u8; 65_535];
     let mut deadline = tokio::time::Instant::now() + idle;
@@ -152,7 +147,9 @@ async fn session(
             msg = rx.recv() => {
                 let Some(data) = msg else { break };
                 deadline = tokio::time::Instant::now() + idle;
-                if let Err(e) = upstream.send(&data).await {
+                let out = observer.on_message(&data, hop(Side::Client));
+                let data = out.as_deref().unwrap_or(&data);
+                if let Err(e) = upstream.send(data).await {
                     debug!(service = "sip", error = %e, "upstream send failed");
                 }
             }
@@ -161,7 +158,7 @@ async fn session(
                 match got {
                     Ok(n) => {
                         let data = &buf[..n];
-                        let out = observer.on_message(data, hop);
+                        let out = observer.on_message(data, hop(Side::Far));
                         let data = out.as_deref().unwrap_or(data);
                         if let Err(e) = replier.send(orig_dst, client, data).await {
                             debug!(service = "sip", error = %e, "reply to client failed");
