@@ -386,12 +386,40 @@ fn anchored_media_flows_end_to_end_through_gateway_ports() {
     let call = c.record();
     std::thread::sleep(Duration::from_millis(300));
     tshark.signal(nix::sys::signal::Signal::SIGINT);
-    drop(tshark);
+    tshark_sip.signal(nix::sys::signal::Signal::SIGINT);
+    drop((tshark, tshark_sip));
     assert_eq!(call["outcome"], "completed", "{call}");
     assert_eq!(call["up_packets"], G711A_PACKETS, "{call}");
     assert_eq!(
         call["down_packets"], G711A_PACKETS,
         "echoed back through the anchor: {call}"
+    );
+    // Like the kernel's SIP NAT helper: the far end saw the gateway in Via, Contact and SDP.
+    let invite = String::from_utf8_lossy(
+        &std::process::Command::new("tshark")
+            .args([
+                "-r",
+                &sip_file.display().to_string(),
+                "-Y",
+                "sip.Method == \"INVITE\"",
+                "-T",
+                "fields",
+                "-e",
+                "sip.Via",
+                "-e",
+                "sip.Contact",
+                "-e",
+                "sdp.connection_info",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    assert!(invite.contains(addr::GW_WAN), "{invite}");
+    assert!(
+        !invite.contains(addr::CLIENT),
+        "client address leaked in signalling: {invite}"
     );
     assert!(
         call["down_fast_path_packets"].as_u64().unwrap() >= G711A_PACKETS - 1,
