@@ -516,3 +516,41 @@ fn clean_stop_detaches_the_fast_path() {
     c.daemon
         .wait_for_log(WAIT, |l| l["message"] == "RTP fast path detached");
 }
+
+#[test]
+fn pinned_flow_maps_survive_a_killed_daemon_and_a_clean_stop_removes_them() {
+    require_tools(&["mount", "umount"]);
+    // A bpffs of the test's own, mounted before the daemons start so their mount namespaces
+    // (made by `ip netns exec`) see it.
+    let bpffs = tempfile::tempdir().unwrap();
+    let mnt = bpffs.path().display().to_string();
+    let out = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", &mnt])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount bpffs: {out:?}");
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let pins = bpffs.path().join("velocache");
+    let extra = format!("pin_dir = \"{}\"\n", pins.display());
+    let mut c = Call::setup(&extra);
+    for m in ["RTP_FLOWS", "RTP_COUNTERS", "RTP_QUALITY"] {
+        assert!(pins.join(m).exists(), "{m} not pinned");
+    }
+    c.daemon.kill9();
+    assert!(
+        pins.join("RTP_FLOWS").exists(),
+        "pins outlive a killed daemon"
+    );
+
+    let mut second = Daemon::start(&c.lab, &config(&extra));
+    let attached = second.wait_for_log(WAIT, |l| l["message"] == "RTP fast path attached");
+    assert_eq!(attached["reused_pinned_maps"], 3, "{attached}");
+    assert!(second.stop().success());
+    assert!(!pins.exists(), "a clean stop removes the pins");
+}
