@@ -19,6 +19,10 @@
 //! - [`process`]: [`Background`], a child process killed on drop, with captured output.
 //! - [`daemon`]: [`Daemon`], the velocache daemon in `gw`, with its JSON log.
 //! - [`servers`]: real servers (nginx, …) to put in a namespace, and process measurements.
+//! - [`xdp`]: veth settings XDP redirection needs (GRO on the receiving peers, no TX offload).
+//! - [`sipp`]: sipp scenarios (UAC with RTP, UAS answering or refusing) and its runs.
+//! - [`rtpload`]: the RTP load generator's packets, bench SIP and rtpengine's ng protocol
+//!   (the `rtp-load` binary runs them inside the lab).
 #![deny(missing_docs)]
 #![expect(
     clippy::disallowed_methods,
@@ -28,7 +32,10 @@
 pub mod daemon;
 pub mod lab;
 pub mod process;
+pub mod rtpload;
 pub mod servers;
+pub mod sipp;
+pub mod xdp;
 
 pub use daemon::{Daemon, set_velocache_bin, velocache_bin};
 pub use lab::{Lab, Ns, addr, cleanup_live, cleanup_stale, require_tools};

@@ -14,8 +14,11 @@
 //! - [`Verdict`]: the one numbered list of classifier outcomes; the per-CPU `COUNTERS` array is
 //!   indexed by `service * VERDICT_COUNT + verdict` (see [`counter_index`]).
 //! - [`ClassifierConfig`]: the single-entry `CONFIG` array (mark, switches).
+//! - [`rtp`]: the RTP fast path's flow keys, actions, counters and RTP quality state.
 #![no_std]
 #![deny(missing_docs)]
+
+pub mod rtp;
 
 /// IP protocol number of TCP, as it appears in [`PortKey::proto`].
 pub const IPPROTO_TCP: u8 = 6;

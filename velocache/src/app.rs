@@ -149,7 +149,6 @@ fn handlers_for(
     ctx: &ServiceContext,
     registry: &mut Registry,
 ) -> Result<Handlers, AppError> {
-    let _ = registry;
     Ok(match service {
         Service::Http => ctx.passthrough(service),
         Service::Https => {
@@ -168,7 +167,7 @@ fn handlers_for(
             }
         }
         Service::Dns => ctx.passthrough(service),
-        Service::Sip => ctx.passthrough(service),
+        Service::Sip => crate::sip::handlers(ctx, registry),
     })
 }
 

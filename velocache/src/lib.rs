@@ -9,6 +9,8 @@
 //! - [`datapath`]: kernel programs, their maps and counters, policy routing.
 //! - [`net`]: transparent listeners, original destinations, the handler seam.
 //! - [`passthrough`]: splice and relay to the original destination.
+//! - [`sip`]: SIP observation (messages, calls, REGISTERs) and media learning.
+//! - [`rtp`]: the RTP fast path's userspace side: kernel flow maps, anchors, media reports.
 //! - [`rules`]: the operator's `rules.toml`, facts in, decision out.
 //! - [`config`]: typed, layered configuration with `validate()`.
 //! - [`tls`]: HTTPS — SNI splice, interception with a local CA.
@@ -24,6 +26,8 @@ pub mod datapath;
 pub mod flow;
 pub mod net;
 pub mod passthrough;
+pub mod rtp;
 pub mod rules;
+pub mod sip;
 pub mod telemetry;
 pub mod tls;

@@ -10,4 +10,5 @@
 mod config;
 mod datapath;
 mod https;
+mod sip;
 mod util;

@@ -295,7 +295,30 @@ service_section!(
 );
 service_section!(
     /// `[sip]`
-    SipConfig, Sip, [Udp, Tcp], 5060, 15060, {}
+    SipConfig, Sip, [Udp, Tcp], 5060, 15060, {
+        /// Relay learned RTP/RTCP flows in the kernel (XDP) instead of the stack.
+        media_fast_path: bool = true,
+        /// Interfaces the RTP fast path is attached to. Empty: `[datapath] lan_interfaces`
+        /// only (then media from the WAN side is forwarded by the stack). List the WAN side too.
+        media_interfaces: Vec<String> = Vec::new(),
+        /// Media anchoring for NAT'd clients: SDP addresses become gateway ports from the range
+        /// below, and the kernel rewrites RTP/RTCP to the real peer (rtpengine's job).
+        anchor_media: bool = false,
+        /// First port of the anchoring range (even; RTP on even ports, RTCP on the next one).
+        anchor_port_min: u16 = 30000,
+        /// Last port of the anchoring range.
+        anchor_port_max: u16 = 39999,
+        /// A call whose media flows all saw no packet for this long is ended (`rtp_timeout`)
+        /// and its kernel flows removed.
+        rtp_idle_timeout_secs: u64 = 30,
+        /// An INVITE that gets no final answer for this long is dropped from the call table.
+        setup_timeout_secs: u64 = 180,
+        /// Calls tracked at once; beyond it new calls are forwarded but not recorded.
+        max_calls: usize = 10_000,
+        /// bpffs directory where the fast path's maps are pinned so learned flows survive a
+        /// daemon restart. Not on bpffs: no pinning (flows die with the daemon).
+        pin_dir: PathBuf = PathBuf::from("/sys/fs/bpf/velocache"),
+    }
 );
 
 /// A validation failure: the dotted key it concerns and why.
@@ -382,6 +405,34 @@ impl Config {
                 "datapath.udp_idle_timeout_secs",
                 "must be at least 1",
             ));
+        }
+
+        let sip = &self.sip;
+        if sip.anchor_port_min == 0
+            || !sip.anchor_port_min.is_multiple_of(2)
+            || sip.anchor_port_max <= sip.anchor_port_min
+        {
+            return Err(Invalid::new(
+                "sip.anchor_port_min",
+                "must be an even, non-zero port below `anchor_port_max`",
+            ));
+        }
+        if sip.rtp_idle_timeout_secs == 0 {
+            return Err(Invalid::new(
+                "sip.rtp_idle_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if sip.setup_timeout_secs == 0 {
+            return Err(Invalid::new("sip.setup_timeout_secs", "must be at least 1"));
+        }
+        for (i, name) in sip.media_interfaces.iter().enumerate() {
+            if name.is_empty() || name.len() > 15 || name.contains('/') {
+                return Err(Invalid::new(
+                    format!("sip.media_interfaces[{i}]"),
+                    format!("`{name}` is not a valid interface name"),
+                ));
+            }
         }
 
         // One owner per (transport, port) and per listener port.

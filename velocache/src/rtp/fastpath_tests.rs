@@ -1,0 +1,163 @@
+//! The XDP program fed crafted frames through `BPF_PROG_TEST_RUN`: no interface, no network.
+//!
+//! Test runs happen in this process's network namespace with no ingress interface, so the FIB
+//! lookup never succeeds and every learned frame is passed (unmodified) after being counted —
+//! exactly the path a frame takes when its neighbour is not resolved yet. Redirection and
+//! address rewriting are exercised in the namespace lab (`tests/integration/sip.rs`).
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+
+use super::*;
+use crate::rtp::FlowSpec;
+
+const XDP_PASS: u32 = 2;
+const SRC: &str = "192.0.2.10:6000";
+const DST: &str = "198.51.100.20:7000";
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Ethernet + IPv4 + UDP + RTP (PCMA, 160 bytes of payload).
+fn frame(src: &str, dst: &str, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+    let src: std::net::SocketAddrV4 = src.parse().unwrap();
+    let dst: std::net::SocketAddrV4 = dst.parse().unwrap();
+    let payload = 12 + 160;
+    let mut f = vec![0u8; 14];
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let tot = (20 + 8 + payload) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&tot.to_be_bytes());
+    ip.extend_from_slice(&src.ip().octets());
+    ip.extend_from_slice(&dst.ip().octets());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&src.port().to_be_bytes());
+    f.extend_from_slice(&dst.port().to_be_bytes());
+    f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&[0x80, 8]);
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ts.to_be_bytes());
+    f.extend_from_slice(&ssrc.to_be_bytes());
+    f.extend_from_slice(&[0xd5; 160]);
+    f
+}
+
+fn run(fp: &FastPath, data: &[u8]) -> (u32, Vec<u8>) {
+    let ebpf = fp.ebpf.lock().unwrap();
+    let prog: &Xdp = ebpf.program(RTP_PROGRAM).unwrap().try_into().unwrap();
+    let mut out = vec![0u8; data.len() + 64];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(data),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .unwrap();
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+fn spec(rtcp: bool) -> FlowSpec {
+    FlowSpec {
+        from: SRC.parse().unwrap(),
+        to: DST.parse().unwrap(),
+        rewrite: None,
+        clock_rate: 8000,
+        rtcp,
+        srtp: false,
+    }
+}
+
+fn fast_path() -> Option<FastPath> {
+    if !is_root() {
+        eprintln!("skipped: loading BPF programs needs root (cargo xtask test runs as root)");
+        return None;
+    }
+    Some(
+        FastPath::start(&FastPathConfig {
+            interfaces: Vec::new(),
+            pin_dir: None,
+        })
+        .unwrap(),
+    )
+}
+
+#[test]
+fn frames_of_unlearned_flows_pass_untouched_and_uncounted() {
+    let Some(fp) = fast_path() else { return };
+    let f = frame(SRC, DST, 1, 160, 7);
+    let (action, out) = run(&fp, &f);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(out, f);
+    assert!(fp.stats(&spec(false)).is_none());
+    // Runts and non-IP frames too.
+    for bad in [&f[..20], &f[..40], &[0u8; 60][..]] {
+        assert_eq!(run(&fp, bad).0, XDP_PASS);
+    }
+}
+
+#[test]
+fn learned_rtp_is_counted_with_gaps_duplicates_and_ssrc_changes() {
+    let Some(fp) = fast_path() else { return };
+    let s = spec(false);
+    fp.install(&[s]).unwrap();
+    // 1 2 3 _ 5 5(dup) 6, then a new source.
+    for (seq, ssrc) in [
+        (1, 7),
+        (2, 7),
+        (3, 7),
+        (5, 7),
+        (5, 7),
+        (6, 7),
+        (900, 8),
+        (901, 8),
+    ] {
+        let f = frame(SRC, DST, seq, u32::from(seq) * 160, ssrc);
+        let (action, out) = run(&fp, &f);
+        // No ingress interface, so no route: counted, then passed as it came.
+        assert_eq!(action, XDP_PASS);
+        assert_eq!(out, f, "a passed frame is never modified");
+    }
+    let st = fp.stats(&s).unwrap();
+    assert_eq!(st.counters.packets, 8);
+    assert_eq!(st.counters.bytes, 8 * (20 + 8 + 12 + 160));
+    assert_eq!(st.counters.passed, 8);
+    assert_eq!(st.counters.redirected, 0);
+    assert!(st.counters.last_seen_ns > 0);
+    let q = st.quality;
+    assert_eq!(q.duplicates, 1);
+    assert_eq!(q.ssrc_changes, 1);
+    assert_eq!(q.expected(), 6 + 2);
+    assert_eq!(q.lost(), 1);
+    assert_eq!(q.ssrc, 8);
+
+    fp.remove(&[s]);
+    assert!(fp.stats(&s).is_none());
+    assert_eq!(fp.installed(), 0);
+}
+
+#[test]
+fn rtcp_flows_are_counted_without_rtp_tracking() {
+    let Some(fp) = fast_path() else { return };
+    let s = spec(true);
+    fp.install(&[s]).unwrap();
+    run(&fp, &frame(SRC, DST, 1, 160, 7));
+    let st = fp.stats(&s).unwrap();
+    assert_eq!(st.counters.packets, 1);
+    assert_eq!(st.quality.started, 0);
+}
+
+#[test]
+fn reinstalling_a_flow_keeps_its_counters_and_orphans_expire() {
+    let Some(fp) = fast_path() else { return };
+    let s = spec(false);
+    fp.install(&[s]).unwrap();
+    run(&fp, &frame(SRC, DST, 1, 160, 7));
+    fp.install(&[s]).unwrap();
+    assert_eq!(fp.stats(&s).unwrap().counters.packets, 1);
+    // Known flows are never orphans; unknown ones are once idle.
+    assert_eq!(fp.expire_orphans(&[s], 0), 0);
+    assert_eq!(fp.expire_orphans(&[], u64::MAX), 0);
+    assert_eq!(fp.expire_orphans(&[], 0), 1);
+    assert_eq!(fp.installed(), 0);
+}

@@ -1,0 +1,127 @@
+//! SIP: observe every call's signalling, learn its media, and hand the media to the kernel.
+//!
+//! SIP over UDP and TCP is intercepted by the classifier and relayed to its original
+//! destination unchanged (observation mode): no caching, no rewriting — except SDP bodies when
+//! `[sip] anchor_media` is on (then, like the kernel's SIP NAT helper, the client's Via
+//! and Contact are pointed at the gateway too). Every message passes the [`Observer`], which logs one JSON line
+//! per message (`call_id`, `method` or `status`, `cseq`, `from`, `to`, `src`, `dst`,
+//! `transport`), keeps a record per call (setup time, post-dial delay, duration, final failure
+//! code and reason, who hung up) and per REGISTER transaction, and installs the media flows the
+//! offer/answer negotiated into the RTP fast path (`crate::rtp`) when the call is answered. When
+//! the call ends (BYE, CANCEL, failure, RTP idle timeout) the flows are removed and the record
+//! is logged with per-direction media statistics (packets, loss %, jitter ms, MOS).
+//!
+//! Malformed SIP or SDP is logged and forwarded untouched: observation must never break a call.
+//!
+//! # Layout
+//! - `message`: rsip parsing with compact-form normalisation, a header-scan fallback, and
+//!   `Content-Length` framing.
+//! - `sdp`: media streams of an SDP body; line-level rewriting for anchoring.
+//! - `dialog`: the call and REGISTER state machine (pure).
+//! - `media`: offer/answer → kernel flows; anchors and SDP replacements.
+//! - `nat`: Via/Contact/Request-URI rewriting for anchored (NAT'd) clients.
+//! - `observer`: the per-message pipeline, timeouts, call records.
+//! - `udp`, `tcp`: the relays that carry the messages past the observer.
+//! - `metrics`: `velocache_sip_*`.
+
+pub mod dialog;
+mod media;
+pub mod message;
+mod metrics;
+pub mod nat;
+mod observer;
+pub mod sdp;
+mod tcp;
+mod udp;
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::registry::Registry;
+use tracing::{error, info, warn};
+
+pub use metrics::Metrics;
+pub use observer::{Hop, Observer, Settings};
+pub use tcp::SipTcp;
+pub use udp::SipUdp;
+
+use crate::{
+    app::{Handlers, ServiceContext},
+    rtp::{FastPath, FastPathConfig, MediaPlane, NoMediaPlane, PortPool},
+};
+
+/// How long the gateway waits for a SIP peer to accept a TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often timeouts are checked.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The SIP service's handlers: observation relays for UDP and TCP, the RTP fast path, and the
+/// periodic timeout task. Everything is torn down (records of calls in progress logged, kernel
+/// flows removed, XDP detached, pins removed) when the daemon drops the handlers at shutdown.
+pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
+    let cfg = &ctx.config.sip;
+    let metrics = metrics::Metrics::register(registry);
+    let plane: Arc<dyn MediaPlane> = if cfg.media_fast_path {
+        let interfaces = if cfg.media_interfaces.is_empty() {
+            ctx.config.datapath.lan_interfaces.clone()
+        } else {
+            cfg.media_interfaces.clone()
+        };
+        if interfaces.is_empty() {
+            warn!(
+                service = "sip",
+                "no media interfaces: RTP follows the stack, calls carry no media statistics"
+            );
+            Arc::new(NoMediaPlane)
+        } else {
+            match FastPath::start(&FastPathConfig {
+                interfaces,
+                pin_dir: Some(cfg.pin_dir.clone()),
+            }) {
+                Ok(fp) => Arc::new(fp),
+                Err(e) => {
+                    // Observation still works; media simply follows the stack.
+                    error!(service = "sip", error = %e, "RTP fast path unavailable; media follows the stack");
+                    Arc::new(NoMediaPlane)
+                }
+            }
+        }
+    } else {
+        info!(service = "sip", "RTP fast path off by configuration");
+        Arc::new(NoMediaPlane)
+    };
+    let ports = cfg
+        .anchor_media
+        .then(|| PortPool::new(cfg.anchor_port_min, cfg.anchor_port_max));
+    let observer = Arc::new(Observer::new(
+        Settings {
+            anchor: cfg.anchor_media,
+            rtp_idle: Duration::from_secs(cfg.rtp_idle_timeout_secs),
+            setup_timeout: Duration::from_secs(cfg.setup_timeout_secs),
+            max_calls: cfg.max_calls,
+        },
+        plane,
+        ports,
+        metrics,
+    ));
+    // The task holds only a weak reference: it ends when the daemon drops the handlers.
+    let weak = Arc::downgrade(&observer);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tick.tick().await;
+            match weak.upgrade() {
+                Some(o) => o.tick(),
+                None => return,
+            }
+        }
+    });
+    let idle = Duration::from_secs(ctx.config.datapath.udp_idle_timeout_secs);
+    Handlers {
+        tcp: Arc::new(SipTcp::new(
+            observer.clone(),
+            CONNECT_TIMEOUT,
+            ctx.flows.clone(),
+        )),
+        udp: Arc::new(SipUdp::new(observer, idle, ctx.flows.clone())),
+    }
+}

@@ -1,0 +1,599 @@
+//! The observer: every SIP message the relays carry passes through [`Observer::on_message`]
+//! on its way, in the order it travels.
+//!
+//! Per message: parse (a failure is logged and the bytes go on untouched), log one JSON line,
+//! feed the call table, and act on what changed — install or update the call's media flows in
+//! the kernel when it is answered or re-negotiated, remove them and log the call record with
+//! its media statistics when it ends. With anchoring on, a message carrying SDP comes back
+//! rewritten (gateway anchor ports instead of the endpoints' own). A periodic [`Observer::tick`]
+//! ends calls whose media went silent or whose INVITE was never answered, and removes kernel
+//! flows nobody owns (left by a daemon that died).
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{
+    dialog::{Call, CallTable, Outcome, Side},
+    media::{CallMedia, PlannedFlow, local_ip_towards, plan, replacements},
+    message::{self, SipMessage, StartLine},
+    metrics::Metrics,
+    nat,
+    sdp::{self, MediaStream},
+};
+use crate::rtp::{FlowStats, MediaPlane, PortPool, report};
+
+/// How the observer behaves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Rewrite SDP to gateway anchor ports.
+    pub anchor: bool,
+    /// End calls whose media is silent this long.
+    pub rtp_idle: Duration,
+    /// Forget INVITEs unanswered this long.
+    pub setup_timeout: Duration,
+    /// Calls tracked at once.
+    pub max_calls: usize,
+}
+
+/// One hop of one message: which side sent it, and the two signalling endpoints.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop {
+    /// The sender's side.
+    pub from: Side,
+    /// The LAN client's address.
+    pub client: SocketAddr,
+    /// The original destination.
+    pub far: SocketAddr,
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    /// The gateway's own address on the far end's side of this signalling path (the relay
+    /// socket): where the far end answers and sends in-dialog requests.
+    pub relay: Option<SocketAddr>,
+}
+
+impl Hop {
+    fn src(&self) -> SocketAddr {
+        match self.from {
+            Side::Client => self.client,
+            Side::Far => self.far,
+        }
+    }
+    fn dst(&self) -> SocketAddr {
+        match self.from {
+            Side::Client => self.far,
+            Side::Far => self.client,
+        }
+    }
+}
+
+struct State {
+    table: CallTable,
+    media: HashMap<String, CallMedia>,
+    /// Registrations by (client, registrar): until when the registrar may send to the client.
+    bindings: HashMap<(SocketAddr, SocketAddr), Instant>,
+    /// With anchoring: the client's own Via/Contact per signalling path, to restore.
+    nat: HashMap<(SocketAddr, SocketAddr), nat::Original>,
+    ticks: u64,
+}
+
+/// Shared by the UDP and TCP relays of the SIP service.
+pub struct Observer {
+    settings: Settings,
+    state: Mutex<State>,
+    plane: Arc<dyn MediaPlane>,
+    ports: Option<Arc<PortPool>>,
+    metrics: Metrics,
+}
+
+impl Observer {
+    /// An observer that installs media into `plane` and anchors with `ports` (when
+    /// `settings.anchor`).
+    pub fn new(
+        settings: Settings,
+        plane: Arc<dyn MediaPlane>,
+        ports: Option<Arc<PortPool>>,
+        metrics: Metrics,
+    ) -> Self {
+        Observer {
+            state: Mutex::new(State {
+                table: CallTable::new(settings.max_calls),
+                media: HashMap::new(),
+                bindings: HashMap::new(),
+                nat: HashMap::new(),
+                ticks: 0,
+            }),
+            settings,
+            plane,
+            ports,
+            metrics,
+        }
+    }
+
+    /// Calls in progress.
+    pub fn calls(&self) -> usize {
+        self.state.lock().map(|s| s.table.len()).unwrap_or(0)
+    }
+
+    /// Whether a call or a live registration between `client` and `far` still needs the
+    /// signalling path (the UDP relay keeps its session open while it does).
+    pub fn keeps(&self, client: SocketAddr, far: SocketAddr) -> bool {
+        let Ok(st) = self.state.lock() else {
+            return false;
+        };
+        st.table.calls().any(|c| c.client == client && c.far == far)
+            || st
+                .bindings
+                .get(&(client, far))
+                .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// Observe one message. `Some(bytes)`: forward these instead (anchoring rewrote the SDP);
+    /// `None`: forward the original unchanged.
+    pub fn on_message(&self, bytes: &[u8], hop: Hop) -> Option<Vec<u8>> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            // RFC 5626 keep-alives.
+            return None;
+        }
+        let msg = match message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.malformed.inc();
+                let head: String = String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                warn!(service = "sip", src = %hop.src(), dst = %hop.dst(), transport = hop.transport,
+                    bytes = bytes.len(), error = %e, start = %head,
+                    "malformed SIP message forwarded untouched");
+                return None;
+            }
+        };
+        self.metrics.messages.inc();
+        log_message(&msg, &hop);
+        let streams = if msg.has_sdp() {
+            match sdp::parse(&msg.body) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(service = "sip", call_id = msg.call_id.as_deref().unwrap_or(""),
+                        error = %e, "malformed SDP: media not learned, message forwarded untouched");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let now = Instant::now();
+        let Ok(mut guard) = self.state.lock() else {
+            return None;
+        };
+        let st = &mut *guard;
+        let change = st.table.on_message(
+            &msg,
+            streams.clone(),
+            hop.from,
+            hop.client,
+            hop.far,
+            hop.transport,
+            now,
+        );
+        if let Some((reg, code, reason)) = change.registered {
+            info!(service = "sip", call_id = msg.call_id.as_deref().unwrap_or(""),
+                aor = %reg.aor, client = %hop.client, registrar = %hop.far,
+                status = code, reason = %reason, expires = reg.expires,
+                duration_ms = now.duration_since(reg.at).as_millis() as u64,
+                result = if (200..300).contains(&code) { "registered" } else { "rejected" },
+                "register");
+            if (200..300).contains(&code) {
+                let secs = u64::from(reg.expires.unwrap_or(3600));
+                if secs == 0 {
+                    st.bindings.remove(&(hop.client, hop.far));
+                } else {
+                    st.bindings
+                        .insert((hop.client, hop.far), now + Duration::from_secs(secs));
+                }
+            }
+        }
+        let call_id = msg.call_id.clone()?;
+        if change.new_call {
+            self.metrics.calls_active.inc();
+        }
+        let mut out = None;
+        if self.settings.anchor
+            && change.ended.is_none()
+            && let Some(streams) = &streams
+            && st.table.get(&call_id).is_some()
+        {
+            out = self.anchor(st, &call_id, streams, &hop, bytes, &msg);
+        }
+        if self.settings.anchor
+            && let Some(relay) = hop.relay
+        {
+            out = self
+                .nat(st, &hop, relay, out.as_deref().unwrap_or(bytes), &msg)
+                .or(out);
+        }
+        if change.media {
+            self.reconcile(st, &call_id);
+        }
+        if let Some(outcome) = change.ended {
+            self.finish(st, &call_id, outcome, now);
+        }
+        out
+    }
+
+    /// Allocate anchors for the sender's streams and rewrite the SDP to announce them.
+    fn anchor(
+        &self,
+        st: &mut State,
+        call_id: &str,
+        streams: &[MediaStream],
+        hop: &Hop,
+        bytes: &[u8],
+        msg: &SipMessage,
+    ) -> Option<Vec<u8>> {
+        let ports = self.ports.as_ref()?;
+        let media = st.media.entry(call_id.to_string()).or_default();
+        if media.gateway_ips.is_none() {
+            media.gateway_ips = Some((
+                local_ip_towards(hop.client.ip())?,
+                local_ip_towards(hop.far.ip())?,
+            ));
+        }
+        for s in streams
+            .iter()
+            .filter(|s| s.port != 0 && s.addr.is_some_and(|a| a.is_ipv4()))
+        {
+            if media.anchors.contains_key(&(hop.from, s.index)) {
+                continue;
+            }
+            match ports.allocate() {
+                Ok(a) => {
+                    media.anchors.insert((hop.from, s.index), a);
+                }
+                Err(e) => {
+                    warn!(service = "sip", call_id, error = %e, "media not anchored");
+                    return None;
+                }
+            }
+        }
+        let reps = replacements(streams, hop.from, media);
+        if reps.is_empty() {
+            return None;
+        }
+        let body = std::str::from_utf8(&msg.body).ok()?;
+        let rewritten = sdp::rewrite(body, &reps);
+        debug!(service = "sip", call_id, side = hop.from.name(), anchors = ?reps, "SDP anchored");
+        message::with_body(bytes, rewritten.as_bytes())
+    }
+
+    /// Anchored signalling: the client's Via and Contact point at the relay on the way out
+    /// and are restored on the way in (`nat`).
+    fn nat(
+        &self,
+        st: &mut State,
+        hop: &Hop,
+        relay: SocketAddr,
+        bytes: &[u8],
+        msg: &SipMessage,
+    ) -> Option<Vec<u8>> {
+        let is_request = matches!(msg.start, StartLine::Request { .. });
+        let relay = relay.to_string();
+        match hop.from {
+            Side::Client => {
+                let (out, orig) = nat::outgoing(bytes, &relay, is_request);
+                let saved = st.nat.entry((hop.client, hop.far)).or_default();
+                if orig.via.is_some() {
+                    saved.via = orig.via;
+                }
+                if orig.contact.is_some() {
+                    saved.contact = orig.contact;
+                }
+                out
+            }
+            Side::Far => {
+                let saved = st.nat.get(&(hop.client, hop.far))?;
+                nat::incoming(bytes, &relay, saved, is_request)
+            }
+        }
+    }
+
+    /// Bring the kernel's flows in line with the call's current offer/answer.
+    fn reconcile(&self, st: &mut State, call_id: &str) {
+        let State { table, media, .. } = st;
+        let Some(call) = table.get(call_id) else {
+            return;
+        };
+        let m = media.entry(call_id.to_string()).or_default();
+        let planned = plan(call, m, self.settings.anchor);
+        let (kept, gone): (Vec<PlannedFlow>, Vec<PlannedFlow>) = m
+            .flows
+            .drain(..)
+            .partition(|f| planned.iter().any(|p| p.spec == f.spec));
+        drop(kept);
+        for f in &gone {
+            if let Some(s) = self.plane.stats(&f.spec) {
+                m.finished.push((f.clone(), s));
+            }
+        }
+        let gone_specs: Vec<_> = gone.iter().map(|f| f.spec).collect();
+        self.plane.remove(&gone_specs);
+        let specs: Vec<_> = planned.iter().map(|f| f.spec).collect();
+        if let Err(e) = self.plane.install(&specs) {
+            warn!(service = "sip", call_id, error = %e, "media flows not installed; media follows the stack");
+        }
+        if m.installed_at_ns == 0 {
+            m.installed_at_ns = self.plane.now_ns();
+        }
+        let list: Vec<String> = planned
+            .iter()
+            .map(|f| {
+                let kind = if f.spec.rtcp { "rtcp" } else { "rtp" };
+                match f.spec.rewrite {
+                    Some(r) => format!(
+                        "{kind} {}->{} => {}->{}",
+                        f.spec.from, f.spec.to, r.from, r.to
+                    ),
+                    None => format!("{kind} {}->{}", f.spec.from, f.spec.to),
+                }
+            })
+            .collect();
+        info!(service = "sip", call_id, flows = planned.len(), anchored = self.settings.anchor,
+            learned = %list.join(", "), "media flows installed");
+        if self.settings.anchor {
+            self.restart_relays(call, m);
+        }
+        m.flows = planned;
+    }
+
+    fn restart_relays(&self, call: &Call, m: &mut CallMedia) {
+        if let Some(t) = m.relay.take() {
+            t.cancel();
+        }
+        let token = CancellationToken::new();
+        let (Some(client), Some(far)) = (call.media_of(Side::Client), call.media_of(Side::Far))
+        else {
+            return;
+        };
+        for c in client.iter().filter(|s| s.port != 0) {
+            let Some(f) = far.iter().find(|f| f.index == c.index && f.port != 0) else {
+                continue;
+            };
+            let (Some(c_ip), Some(f_ip)) = (c.addr, f.addr) else {
+                continue;
+            };
+            let (Some(a_client), Some(a_far)) = (
+                m.anchors.get(&(Side::Client, c.index)),
+                m.anchors.get(&(Side::Far, c.index)),
+            ) else {
+                continue;
+            };
+            // The client sends to the far end's anchor; the far end to the client's.
+            a_far.relay(
+                a_client,
+                (
+                    SocketAddr::new(c_ip, c.port),
+                    SocketAddr::new(c_ip, c.rtcp_port),
+                ),
+                (
+                    SocketAddr::new(f_ip, f.port),
+                    SocketAddr::new(f_ip, f.rtcp_port),
+                ),
+                token.clone(),
+            );
+        }
+        m.relay = Some(token);
+    }
+
+    /// End a call: collect its media statistics, remove its flows, log the record.
+    fn finish(&self, st: &mut State, call_id: &str, outcome: Outcome, now: Instant) {
+        let Some(call) = st.table.take(call_id) else {
+            return;
+        };
+        let mut m = st.media.remove(call_id).unwrap_or_default();
+        self.metrics.calls_active.dec();
+        self.metrics.ended(outcome).inc();
+        let mut all = std::mem::take(&mut m.finished);
+        for f in &m.flows {
+            let s = self.plane.stats(&f.spec).unwrap_or_default();
+            all.push((f.clone(), s));
+        }
+        let specs: Vec<_> = m.flows.iter().map(|f| f.spec).collect();
+        self.plane.remove(&specs);
+        drop(m);
+        for (f, s) in &all {
+            log_stream(&call, f, s);
+        }
+        let dir = |up: bool| {
+            let v: Vec<(FlowStats, u32, Option<&str>)> = all
+                .iter()
+                .filter(|(f, _)| f.up == up && !f.spec.rtcp)
+                .map(|(f, s)| (*s, f.spec.clock_rate, f.codec.as_deref()))
+                .collect();
+            report::direction(&v)
+        };
+        log_call(
+            &call,
+            outcome,
+            now,
+            !all.is_empty(),
+            &dir(true),
+            &dir(false),
+        );
+    }
+
+    /// Periodic work: setup and RTP idle timeouts, orphaned kernel flows.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let now_ns = self.plane.now_ns();
+        let Ok(mut guard) = self.state.lock() else {
+            return;
+        };
+        let st = &mut *guard;
+        st.ticks += 1;
+        for id in st.table.expire(now, self.settings.setup_timeout) {
+            self.finish(st, &id, Outcome::SetupTimeout, now);
+        }
+        let idle_ns = self.settings.rtp_idle.as_nanos() as u64;
+        // Reading every flow's counters is a syscall per flow: with long idle timeouts a
+        // coarser check is as good and costs a fifth.
+        let every = if self.settings.rtp_idle > Duration::from_secs(10) {
+            5
+        } else {
+            1
+        };
+        let silent: Vec<String> = if st.ticks % every != 0 {
+            Vec::new()
+        } else {
+            st.media
+                .iter()
+                .filter(|(_, m)| !m.flows.is_empty())
+                .filter(|(_, m)| {
+                    let last = m
+                        .flows
+                        .iter()
+                        .filter_map(|f| self.plane.stats(&f.spec))
+                        .map(|s| s.counters.last_seen_ns)
+                        .max()
+                        .unwrap_or(0)
+                        .max(m.installed_at_ns);
+                    now_ns.saturating_sub(last) > idle_ns
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in silent {
+            self.finish(st, &id, Outcome::RtpTimeout, now);
+        }
+        st.table.expire_registers(now, Duration::from_secs(64));
+        st.bindings.retain(|_, until| *until > now);
+        let State {
+            nat,
+            table,
+            bindings,
+            ..
+        } = st;
+        nat.retain(|k, _| {
+            bindings.contains_key(k) || table.calls().any(|c| (c.client, c.far) == *k)
+        });
+        if st.ticks % 10 == 0 {
+            let known: Vec<_> = st
+                .media
+                .values()
+                .flat_map(|m| m.flows.iter().map(|f| f.spec))
+                .collect();
+            let n = self.plane.expire_orphans(&known, idle_ns);
+            if n > 0 {
+                info!(
+                    service = "sip",
+                    flows = n,
+                    "removed idle media flows no call owns (left by an earlier daemon)"
+                );
+            }
+        }
+    }
+
+    /// End every call (daemon stopping): records are logged, kernel flows removed.
+    pub fn shutdown(&self) {
+        let now = Instant::now();
+        if let Ok(mut guard) = self.state.lock() {
+            let st = &mut *guard;
+            let ids: Vec<String> = st.table.calls().map(|c| c.call_id.clone()).collect();
+            for id in ids {
+                self.finish(st, &id, Outcome::Shutdown, now);
+            }
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn log_message(msg: &SipMessage, hop: &Hop) {
+    let call_id = msg.call_id.as_deref().unwrap_or("");
+    let cseq = msg
+        .cseq
+        .as_ref()
+        .map(|(n, m)| format!("{n} {m}"))
+        .unwrap_or_default();
+    let from = msg.from.as_ref().map(|p| p.uri.as_str()).unwrap_or("");
+    let to = msg.to.as_ref().map(|p| p.uri.as_str()).unwrap_or("");
+    let (src, dst) = (hop.src().to_string(), hop.dst().to_string());
+    match &msg.start {
+        StartLine::Request { method, uri } => {
+            info!(service = "sip", call_id, method = %method, uri = %uri, cseq = %cseq,
+                from, to, src = %src, dst = %dst, transport = hop.transport,
+                parser = msg.parser, "sip");
+        }
+        StartLine::Response { code, reason } => {
+            info!(service = "sip", call_id, status = *code, reason = %reason, cseq = %cseq,
+                from, to, src = %src, dst = %dst, transport = hop.transport,
+                parser = msg.parser, "sip");
+        }
+    }
+}
+
+fn log_stream(call: &Call, f: &PlannedFlow, s: &FlowStats) {
+    let q = &s.quality;
+    let r = report::direction(&[(*s, f.spec.clock_rate, f.codec.as_deref())]);
+    info!(service = "sip", call_id = %call.call_id,
+        direction = if f.up { "up" } else { "down" },
+        kind = if f.spec.rtcp { "rtcp" } else { "rtp" },
+        media = %f.kind, index = f.index as u64,
+        src = %f.spec.from, dst = %f.spec.to,
+        rewritten_to = f.spec.rewrite.map(|r| r.to.to_string()),
+        codec = f.codec.as_deref(),
+        packets = s.counters.packets, bytes = s.counters.bytes,
+        fast_path_packets = s.counters.redirected, passed_to_stack = s.counters.passed,
+        expected = q.expected(), lost = q.lost(), loss_pct = r.loss_pct,
+        jitter_ms = r.jitter_ms, max_jitter_ms = r.max_jitter_ms,
+        ssrc = format!("0x{:08x}", q.ssrc), ssrc_changes = q.ssrc_changes,
+        duplicates = q.duplicates, late = q.late, srtp = f.spec.srtp,
+        "rtp stream");
+}
+
+fn log_call(
+    call: &Call,
+    outcome: Outcome,
+    now: Instant,
+    has_media: bool,
+    up: &report::DirectionReport,
+    down: &report::DirectionReport,
+) {
+    let ms = |d: Duration| d.as_millis() as u64;
+    let setup_ms = call.answered_at.map(|a| ms(a - call.invited_at));
+    let pdd_ms = call.early_at.map(|a| ms(a - call.invited_at));
+    let duration_ms = call.answered_at.map(|a| ms(now.duration_since(a)));
+    let (status, reason) = match &call.final_status {
+        Some((c, r)) => (Some(*c), Some(r.as_str())),
+        None => (None, None),
+    };
+    let (up, down) = if has_media {
+        (Some(up), Some(down))
+    } else {
+        (None, None)
+    };
+    info!(service = "sip", call_id = %call.call_id, from = %call.from, to = %call.to,
+        caller = call.caller.name(), client = %call.client, far = %call.far,
+        transport = call.transport, outcome = outcome.name(), status, reason,
+        ended_by = call.ended_by.as_deref(), setup_ms, pdd_ms, duration_ms,
+        total_ms = ms(now.duration_since(call.invited_at)), reinvites = call.reinvites,
+        up_packets = up.map(|r| r.packets), up_lost = up.map(|r| r.lost),
+        up_loss_pct = up.map(|r| r.loss_pct), up_jitter_ms = up.map(|r| r.jitter_ms),
+        up_mos = up.and_then(|r| r.mos), up_fast_path_packets = up.map(|r| r.fast_path_packets),
+        up_ssrc_changes = up.map(|r| r.ssrc_changes),
+        down_packets = down.map(|r| r.packets), down_lost = down.map(|r| r.lost),
+        down_loss_pct = down.map(|r| r.loss_pct), down_jitter_ms = down.map(|r| r.jitter_ms),
+        down_mos = down.and_then(|r| r.mos),
+        down_fast_path_packets = down.map(|r| r.fast_path_packets),
+        down_ssrc_changes = down.map(|r| r.ssrc_changes),
+        "call");
+}
