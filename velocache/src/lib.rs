@@ -10,6 +10,7 @@
 //! - [`net`]: transparent listeners, original destinations, the handler seam.
 //! - [`passthrough`]: splice and relay to the original destination.
 //! - [`rules`]: the operator's `rules.toml`, facts in, decision out.
+//! - [`cache`]: the HTTP object store (io_uring disk store, RFC 9111 policy, collapsed forwarding).
 //! - [`config`]: typed, layered configuration with `validate()`.
 //! - [`tls`]: HTTPS — SNI splice, interception with a local CA.
 //! - [`telemetry`]: JSON / pretty logs.
@@ -19,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod datapath;
 pub mod flow;
