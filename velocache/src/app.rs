@@ -146,9 +146,8 @@ fn handlers_for(
     ctx: &ServiceContext,
     registry: &mut Registry,
 ) -> Result<Handlers, AppError> {
-    let _ = registry;
     Ok(match service {
-        Service::Http => ctx.passthrough(service),
+        Service::Http => crate::http::handlers(ctx, registry),
         Service::Https => {
             let shared = Arc::new(TlsShared::new(&ctx.config)?);
             let tls = Arc::new(TlsService::new(
