@@ -497,7 +497,8 @@ async fn content_addressed_objects_are_verified() {
     let bad = format!("/v2/lib/blobs/sha256:{}", "0".repeat(64));
     s.origin.route(&bad, cacheable(blob(5000)));
     // The first client's transfer is cut when verification fails at the end.
-    let _ = tokio::spawn(get(s.proxy_addr, &bad)).await;
+    let (addr, b) = (s.proxy_addr, bad.clone());
+    let _ = tokio::spawn(async move { get(addr, &b).await }).await;
     settle().await;
     assert_eq!(
         get(s.proxy_addr, &bad).await.headers["x-cache-status"],
