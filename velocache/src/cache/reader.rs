@@ -142,16 +142,10 @@ impl ObjectReader {
             }
 
             // 2. A fill in progress.
+            // The fill this reader follows, until its end has been seen; else the current one.
             let fill = match &self.sub {
-                Some((f, _))
-                    if self
-                        .fills
-                        .current(&self.id)
-                        .is_some_and(|c| Arc::ptr_eq(&c, f)) =>
-                {
-                    Some(f.clone())
-                }
-                _ => self.fills.current(&self.id),
+                Some((f, _)) => Some(f.clone()),
+                None => self.fills.current(&self.id),
             };
             if let Some(fill) = fill {
                 if !self
