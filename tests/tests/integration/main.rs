@@ -9,5 +9,6 @@
 
 mod config;
 mod datapath;
+mod http;
 mod https;
 mod util;

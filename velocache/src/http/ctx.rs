@@ -99,6 +99,7 @@ impl Ctx {
             bytes: 0,
             complete: false,
             error: None,
+            expected: None,
             metrics,
         }
     }
@@ -115,6 +116,8 @@ pub struct AccessLog {
     pub complete: bool,
     /// Why the body broke off.
     pub error: Option<String>,
+    /// The body length announced (`Content-Length`), if any.
+    pub expected: Option<u64>,
     metrics: Arc<Metrics>,
 }
 
@@ -141,7 +144,7 @@ impl Drop for AccessLog {
             rule = c.rule.as_deref().unwrap_or(""),
             collapsed = c.collapsed,
             not_stored = c.not_stored.unwrap_or(""),
-            complete = self.complete,
+            complete = self.complete || self.expected == Some(self.bytes),
             error = self.error.as_deref().unwrap_or(""),
             "request"
         );

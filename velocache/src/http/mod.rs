@@ -21,6 +21,7 @@ mod ctx;
 mod error;
 mod headers;
 mod hostnames;
+mod metered;
 mod metrics;
 mod proxy;
 mod upgrade;
@@ -163,18 +164,37 @@ impl HttpService {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        self.proxy
-            .clone()
-            .serve(
-                io,
-                Conn {
-                    scheme,
-                    client,
-                    orig_dst,
-                },
-            )
-            .await;
+        serve_logged(
+            self.proxy.clone(),
+            io,
+            Conn {
+                scheme,
+                client,
+                orig_dst,
+            },
+        )
+        .await;
     }
+}
+
+/// Serve a connection and end it with the `flow` line every intercepted flow gets.
+async fn serve_logged<S>(proxy: Arc<Proxy>, io: S, conn: Conn)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let started = std::time::Instant::now();
+    let (io, counts) = metered::Metered::new(io);
+    proxy.serve(io, conn).await;
+    info!(
+        service = conn.scheme.service_name(),
+        client = %conn.client,
+        orig_dst = %conn.orig_dst,
+        transport = "tcp",
+        bytes_up = counts.up.load(std::sync::atomic::Ordering::Relaxed),
+        bytes_down = counts.down.load(std::sync::atomic::Ordering::Relaxed),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "flow"
+    );
 }
 
 impl TcpHandler for HttpService {
@@ -187,16 +207,12 @@ impl TcpHandler for HttpService {
                 client,
                 orig_dst,
             } = conn;
-            proxy
-                .serve(
-                    stream,
-                    Conn {
-                        scheme: Scheme::Http,
-                        client,
-                        orig_dst,
-                    },
-                )
-                .await;
+            let conn = Conn {
+                scheme: Scheme::Http,
+                client,
+                orig_dst,
+            };
+            serve_logged(proxy, stream, conn).await;
             drop(guard);
         });
     }

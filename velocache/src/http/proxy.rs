@@ -131,7 +131,16 @@ impl Proxy {
         };
         let (mut parts, body) = resp.into_parts();
         self.phases.response_filter(&ctx, &mut parts);
-        let log = ctx.into_log(parts.status.as_u16(), self.metrics.clone());
+        let mut log = ctx.into_log(parts.status.as_u16(), self.metrics.clone());
+        log.expected = if ctx_head_only(&parts) {
+            Some(0)
+        } else {
+            parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        };
         Response::from_parts(parts, boxed(Logged::new(body, log)))
     }
 
@@ -327,6 +336,13 @@ impl Proxy {
         );
         Response::from_parts(parts, boxed(body))
     }
+}
+
+/// Responses that never have a body.
+fn ctx_head_only(parts: &response::Parts) -> bool {
+    parts.status == StatusCode::NOT_MODIFIED
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status.is_informational()
 }
 
 /// 403 for a `deny` rule: short, plain, and says which rule.
