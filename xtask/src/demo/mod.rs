@@ -14,6 +14,7 @@ use velocache_tests::{Background, Daemon, Lab, addr};
 
 use crate::{setup, util};
 
+mod http;
 mod passthrough;
 
 /// What a part's setup returns: the servers it started (kept alive for the whole demo) and
@@ -31,7 +32,7 @@ pub struct Part {
 }
 
 /// The parts, in the order they run.
-const PARTS: &[Part] = &[passthrough::PART];
+const PARTS: &[Part] = &[passthrough::PART, http::PART];
 
 /// What a part's `run` gets: the lab, the daemon, and printing helpers.
 pub struct Demo<'a> {
