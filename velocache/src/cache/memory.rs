@@ -13,11 +13,14 @@ use super::{
 
 type SliceKey = (ObjectId, u64, u64);
 
+/// Slices being written, readable by those who ask.
+type Partials = Arc<Mutex<HashMap<SliceKey, Arc<Mutex<Vec<u8>>>>>>;
+
 /// Objects in RAM.
 pub struct MemoryStorage {
     index: Index,
     slices: Arc<Mutex<HashMap<SliceKey, Bytes>>>,
-    partial: Arc<Mutex<HashMap<SliceKey, Arc<Mutex<Vec<u8>>>>>>,
+    partial: Partials,
     this: std::sync::Weak<MemoryStorage>,
 }
 

@@ -167,7 +167,7 @@ impl ObjectReader {
                         self.meta = m.clone();
                         continue;
                     }
-                    if let Some(data) = self.from_fill(&st, idx, limit).await? {
+                    if let Some(data) = self.read_from_fill(&st, idx, limit).await? {
                         return Ok(Some(data));
                     }
                 }
@@ -241,7 +241,7 @@ impl ObjectReader {
     }
 
     /// Bytes at `pos` from a fill's published chunk or its written part.
-    async fn from_fill(
+    async fn read_from_fill(
         &mut self,
         st: &FillState,
         idx: u64,

@@ -18,7 +18,7 @@ use super::{
     body::{data_stream, empty, from_stream, full},
     ctx::{CacheStatus, Ctx},
     headers::{add_via, strip_hop_by_hop},
-    proxy::Proxy,
+    proxy::{Proxy, Verdict},
 };
 use crate::cache::{
     CacheError, KeyInput, ObjectId, ObjectKey, ObjectMeta, Storage,
@@ -308,12 +308,12 @@ async fn fetch_as_writer(
     )
     .map_err(|r| r.as_str());
     match proxy.content_type_verdict(ctx, &rparts.headers) {
-        Err(deny) => {
+        Verdict::Deny(rule) => {
             permit.finish(FillEnd::NotStored);
-            return Ok(deny);
+            return Ok(super::proxy::deny_response(&rule));
         }
-        Ok(false) if verdict.is_ok() => verdict = Err("rule"),
-        Ok(_) => {}
+        Verdict::DontStore if verdict.is_ok() => verdict = Err("rule"),
+        _ => {}
     }
     if verdict.is_ok() {
         if unusable_partial {

@@ -37,7 +37,7 @@ pub use body::Body;
 pub use ctx::{CacheStatus, Conn, Ctx};
 pub use error::{ProxyError, Side};
 pub use headers::{check_host, strip_hop_by_hop};
-pub use proxy::{NoPhases, Phases, Proxy, Settings};
+pub use proxy::{NoPhases, Phases, Proxy, Settings, Verdict};
 
 use crate::{
     app::{Handlers, ServiceContext},

@@ -46,6 +46,17 @@ pub trait Phases: Send + Sync + 'static {
     fn response_filter(&self, _ctx: &Ctx, _resp: &mut response::Parts) {}
 }
 
+/// What the rules say once the response's content type is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Store it (by HTTP's rules).
+    Store,
+    /// Do not store it.
+    DontStore,
+    /// Answer 403 instead (the rule's name).
+    Deny(String),
+}
+
 /// No hooks.
 pub struct NoPhases;
 
@@ -255,15 +266,10 @@ impl Proxy {
         None
     }
 
-    /// Rules that look at the response's content type, once it is known: `Err(response)` to
-    /// send instead (deny), `Ok(false)` when a rule forbids storing.
-    pub(super) fn content_type_verdict(
-        &self,
-        ctx: &mut Ctx,
-        resp: &http::HeaderMap,
-    ) -> Result<bool, Response<Body>> {
+    /// Rules that look at the response's content type, once it is known.
+    pub(super) fn content_type_verdict(&self, ctx: &mut Ctx, resp: &http::HeaderMap) -> Verdict {
         if !ctx.content_type_pending {
-            return Ok(true);
+            return Verdict::Store;
         }
         let ct = resp
             .get(header::CONTENT_TYPE)
@@ -278,20 +284,23 @@ impl Proxy {
             content_type: Some(ct),
         };
         let Some(d) = rules.evaluate(&facts) else {
-            return Ok(true);
+            return Verdict::Store;
         };
         ctx.rule = Some(d.rule.name.clone());
         ctx.action = Some(d.action);
         ctx.ttl_override = d.ttl_override.map(|t| t.as_secs());
         match d.action {
-            Action::Deny => Err(deny_response(&d.rule.name)),
-            Action::Cache => Ok(true),
-            Action::Passthrough | Action::InterceptNoCache => Ok(false),
+            Action::Deny => Verdict::Deny(d.rule.name.clone()),
+            Action::Cache => Verdict::Store,
+            Action::Passthrough | Action::InterceptNoCache => Verdict::DontStore,
         }
     }
 
     fn content_type_deny(&self, ctx: &mut Ctx, resp: &http::HeaderMap) -> Option<Response<Body>> {
-        self.content_type_verdict(ctx, resp).err()
+        match self.content_type_verdict(ctx, resp) {
+            Verdict::Deny(rule) => Some(deny_response(&rule)),
+            _ => None,
+        }
     }
 
     /// Phase 4: what the origin may see of a client's request.

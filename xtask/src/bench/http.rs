@@ -54,10 +54,11 @@ pub fn run(seconds: u64) -> Result<()> {
     let lab = Lab::new();
     let _origin = origin(&lab.origin, www.path(), work.path())?;
 
-    let mut all = Vec::new();
-    all.push(velocache(&lab, seconds)?);
-    all.push(nginx(&lab, seconds, work.path())?);
-    all.push(squid(&lab, seconds, work.path())?);
+    let all = vec![
+        velocache(&lab, seconds)?,
+        nginx(&lab, seconds, work.path())?,
+        squid(&lab, seconds, work.path())?,
+    ];
 
     println!(
         "\nbench http: wrk from `client`, every request a cache hit, {seconds} s per run (origin: nginx in `origin`)"
