@@ -46,6 +46,8 @@ pub enum NotStorable {
     Authorization,
     /// `Vary: *`.
     VaryStar,
+    /// `Set-Cookie` without `public` or a rule: one client's cookie must not reach others.
+    SetCookie,
     /// A status code this cache does not store.
     Status,
     /// No freshness, no validator, no rule: it could never be reused.
@@ -62,6 +64,7 @@ impl NotStorable {
             NotStorable::Private => "private",
             NotStorable::Authorization => "authorization",
             NotStorable::VaryStar => "vary *",
+            NotStorable::SetCookie => "set-cookie",
             NotStorable::Status => "status",
             NotStorable::Unusable => "no freshness or validator",
         }
@@ -111,6 +114,11 @@ pub fn storable(
     }
     if vary_names(resp).is_none() {
         return Err(NotStorable::VaryStar);
+    }
+    // RFC 9111 would allow it; nginx and Varnish refuse it by default, and so do we: a stored
+    // Set-Cookie is one client's session handed to the next.
+    if resp.contains_key(header::SET_COOKIE) && !cc.public && rule_ttl.is_none() {
+        return Err(NotStorable::SetCookie);
     }
     let s = status.as_u16();
     let explicit = explicit_freshness(&cc, resp);

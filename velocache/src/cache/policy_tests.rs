@@ -74,6 +74,19 @@ fn storable_needs_get_and_respects_no_store_private_and_authorization() {
 }
 
 #[test]
+fn set_cookie_is_stored_only_when_public_or_ruled() {
+    let get = |r: &HeaderMap, ttl| storable(&Method::GET, &h(&[]), OK, r, ttl);
+    let r = h(&[("cache-control", "max-age=60"), ("set-cookie", "s=1")]);
+    assert_eq!(get(&r, None), Err(NotStorable::SetCookie));
+    assert_eq!(get(&r, Some(60)), Ok(()));
+    let r = h(&[
+        ("cache-control", "public, max-age=60"),
+        ("set-cookie", "s=1"),
+    ]);
+    assert_eq!(get(&r, None), Ok(()));
+}
+
+#[test]
 fn storable_status_codes_and_usefulness() {
     let fresh = h(&[("cache-control", "max-age=60")]);
     let get = |s: u16, r: &HeaderMap, ttl| {

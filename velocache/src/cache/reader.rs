@@ -47,6 +47,7 @@ pub struct ObjectReader {
     open: Option<(u64, bool, Arc<dyn SliceReader>)>,
     sub: Option<(Arc<Fill>, watch::Receiver<FillState>)>,
     fetched: Vec<u64>,
+    ahead: Option<(u64, tokio::task::JoinHandle<Result<Bytes, CacheError>>)>,
 }
 
 impl ObjectReader {
@@ -74,6 +75,7 @@ impl ObjectReader {
             open: None,
             sub: None,
             fetched: Vec::new(),
+            ahead: None,
         }
     }
 
@@ -121,10 +123,21 @@ impl ObjectReader {
                 }
                 let want = ((limit - self.pos) as usize).min(READ_CHUNK);
                 let r = self.open.as_ref().map(|(_, _, r)| r.clone());
-                let data = match r {
-                    Some(r) => r.read(self.pos - idx * s, want).await?,
-                    None => Bytes::new(),
+                let ahead = self.ahead.take().filter(|(p, _)| *p == self.pos);
+                let data = match (ahead, &r) {
+                    (Some((_, h)), _) => h.await.map_err(|_| CacheError::Closed)??,
+                    (None, Some(r)) => r.read(self.pos - idx * s, want).await?,
+                    (None, None) => Bytes::new(),
                 };
+                // Read the next chunk of this slice while this one is being sent.
+                let next = self.pos + data.len() as u64;
+                if let Some(r) = r
+                    && data.len() == want
+                    && next < limit
+                {
+                    let want = ((limit - next) as usize).min(READ_CHUNK);
+                    self.ahead = Some((next, tokio::spawn(r.read(next - idx * s, want))));
+                }
                 if data.is_empty() {
                     // At the end of a body whose length was learnt after this reader started?
                     if self.meta.len.is_none()

@@ -1,6 +1,6 @@
 //! The proxy and its phases, in the order a request meets them (pingora's phase order):
 //!
-//! 1. `request_filter` — loop check, the operator's [`Phases`] hook, rules (`deny` answers
+//! 1. `request_filter` — the [`Phases`] hook, rules (`deny` answers
 //!    403 here), the `Host` check. A filter that answers ends the request (pingora's
 //!    `Ok(true)`; here `Some(response)`).
 //! 2. upgrade requests (WebSocket) are relayed as a tunnel;
@@ -24,7 +24,7 @@ use super::{
     body::{Logged, boxed, full},
     cached::HttpCache,
     ctx::{CacheStatus, Conn, Ctx, trace_id},
-    headers::{HostCheck, add_via, check_host, is_upgrade, strip_hop_by_hop, via_loop},
+    headers::{HostCheck, add_via, check_host, is_upgrade, strip_hop_by_hop},
     hostnames::HostNames,
     metrics::Metrics,
     upstream::Upstream,
@@ -222,13 +222,6 @@ impl Proxy {
 
     /// Phase 1.
     fn request_filter(&self, ctx: &mut Ctx, parts: &request::Parts) -> Option<Response<Body>> {
-        if via_loop(&parts.headers, &self.settings.via) {
-            warn!(trace_id = %ctx.trace_id, host = %ctx.host, "request came back through this gateway (Via loop)");
-            return Some(error_response(
-                StatusCode::LOOP_DETECTED,
-                "request loop through this gateway",
-            ));
-        }
         if let Some(r) = self.phases.request_filter(ctx, parts) {
             return Some(r);
         }
