@@ -8,7 +8,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -24,6 +24,10 @@ struct Route {
     etag: Option<String>,
     /// Pause before the body.
     delay_ms: u64,
+    /// Send the body chunked (no Content-Length), in this many pieces.
+    chunked: usize,
+    /// Answer `Upgrade: echo` with 101 and echo bytes back.
+    echo_upgrade: bool,
 }
 
 #[derive(Default)]
@@ -50,7 +54,13 @@ impl Origin {
     }
 }
 
-async fn answer(origin: Arc<Origin>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+type OBody = BoxBody<Bytes, std::convert::Infallible>;
+
+fn ofull(b: Bytes) -> OBody {
+    Full::new(b).boxed()
+}
+
+async fn answer(origin: Arc<Origin>, mut req: Request<hyper::body::Incoming>) -> Response<OBody> {
     let path = req.uri().path().to_string();
     *origin.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
     origin
@@ -60,7 +70,7 @@ async fn answer(origin: Arc<Origin>, req: Request<hyper::body::Incoming>) -> Res
         .insert(path.clone(), req.headers().clone());
     let route = origin.routes.lock().unwrap().get(&path).cloned();
     let Some(r) = route else {
-        let mut resp = Response::new(Full::new(Bytes::from_static(b"nope")));
+        let mut resp = Response::new(ofull(Bytes::from_static(b"nope")));
         *resp.status_mut() = StatusCode::NOT_FOUND;
         return resp;
     };
@@ -74,7 +84,7 @@ async fn answer(origin: Arc<Origin>, req: Request<hyper::body::Incoming>) -> Res
     if let Some(tag) = &r.etag {
         b = b.header("etag", tag.as_str());
         if req.headers().get("if-none-match").map(|v| v.as_bytes()) == Some(tag.as_bytes()) {
-            return b.status(304).body(Full::new(Bytes::new())).unwrap();
+            return b.status(304).body(ofull(Bytes::new())).unwrap();
         }
     }
     // Ranges, for slice fetches.
@@ -87,12 +97,36 @@ async fn answer(origin: Arc<Origin>, req: Request<hyper::body::Incoming>) -> Res
         return b
             .status(206)
             .header("content-range", span.content_range(r.body.len() as u64))
-            .body(Full::new(
-                r.body.slice(span.start as usize..span.end as usize),
-            ))
+            .body(ofull(r.body.slice(span.start as usize..span.end as usize)))
             .unwrap();
     }
-    b.body(Full::new(r.body.clone())).unwrap()
+    if r.echo_upgrade {
+        let up = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(u) = up.await {
+                let (mut rd, mut wr) = tokio::io::split(TokioIo::new(u));
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+            }
+        });
+        return b
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(ofull(Bytes::new()))
+            .unwrap();
+    }
+    if r.chunked > 0 {
+        let size = r.body.len().div_ceil(r.chunked).max(1);
+        let chunks: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = r
+            .body
+            .chunks(size)
+            .map(|c| Ok(http_body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        return b
+            .body(StreamBody::new(futures::stream::iter(chunks)).boxed())
+            .unwrap();
+    }
+    b.body(ofull(r.body.clone())).unwrap()
 }
 
 struct Setup {
@@ -116,6 +150,7 @@ async fn setup(rules: &str, tweak: impl FnOnce(&mut HttpConfig)) -> Setup {
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
                     .await;
             });
         }
@@ -507,4 +542,54 @@ async fn content_addressed_objects_are_verified() {
         2,
         "an unverified object was served from the cache"
     );
+}
+
+#[tokio::test]
+async fn chunked_bodies_of_unknown_length_are_stored_and_served() {
+    let s = setup("", |_| {}).await;
+    let mut r = cacheable(blob(200_000));
+    r.chunked = 7;
+    s.origin.route("/chunked", r);
+    let a = get(s.proxy_addr, "/chunked").await;
+    assert_eq!(a.body, blob(200_000));
+    assert!(!a.headers.contains_key("content-length"));
+    settle().await;
+    let b = get(s.proxy_addr, "/chunked").await;
+    assert_eq!(b.headers["x-cache-status"], "hit");
+    assert_eq!(b.headers["content-length"], "200000");
+    assert_eq!(b.body, blob(200_000));
+    assert_eq!(s.origin.hits("/chunked"), 1);
+}
+
+#[tokio::test]
+async fn upgrades_are_tunnelled() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = setup("", |_| {}).await;
+    s.origin.route(
+        "/ws",
+        Route {
+            status: 200,
+            echo_upgrade: true,
+            ..Default::default()
+        },
+    );
+    let tcp = TcpStream::connect(s.proxy_addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let req = Request::builder()
+        .uri("/ws")
+        .header("host", "origin.test")
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    let mut io = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    io.write_all(b"ping through the tunnel").await.unwrap();
+    let mut buf = [0u8; 23];
+    io.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping through the tunnel");
 }
