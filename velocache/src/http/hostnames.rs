@@ -11,6 +11,7 @@ use moka::sync::Cache;
 use tracing::{debug, warn};
 
 /// Names checked recently.
+#[derive(Clone)]
 pub struct HostNames {
     seen: Cache<(String, IpAddr), ()>,
 }

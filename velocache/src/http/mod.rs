@@ -38,6 +38,7 @@ pub use ctx::{CacheStatus, Conn, Ctx};
 pub use error::{ProxyError, Side};
 pub use headers::{check_host, strip_hop_by_hop};
 pub use proxy::{NoPhases, Phases, Proxy, Settings, Verdict};
+pub use upstream::{OriginClient, Upstream};
 
 use crate::{
     app::{Handlers, ServiceContext},
@@ -123,11 +124,11 @@ pub fn proxy_with_storage(
         },
         rules,
         cache,
-        upstream: upstream::Upstream::new(
+        upstream: Arc::new(upstream::Upstream::new(
             Duration::from_millis(config.connect_timeout_ms),
             Duration::from_secs(config.upstream_idle_secs),
             Duration::from_millis(config.response_timeout_ms),
-        ),
+        )),
         metrics,
         hosts: hostnames::HostNames::default(),
         phases,

@@ -27,7 +27,7 @@ use super::{
     headers::{HostCheck, add_via, check_host, is_upgrade, strip_hop_by_hop},
     hostnames::HostNames,
     metrics::Metrics,
-    upstream::Upstream,
+    upstream::OriginClient,
 };
 use crate::{
     cache::{cache_control::CacheControl, policy::Heuristic},
@@ -86,13 +86,32 @@ pub struct Proxy {
     pub(super) settings: Settings,
     pub(super) rules: Rules,
     pub(super) cache: Option<Arc<HttpCache>>,
-    pub(super) upstream: Upstream,
+    pub(super) upstream: Arc<dyn OriginClient>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) hosts: HostNames,
     pub(super) phases: Arc<dyn Phases>,
 }
 
 impl Proxy {
+    /// The same proxy — settings, rules, cache, metrics — sending to origins through
+    /// `origin` and with other hooks: what the TLS layer uses for decrypted HTTPS, so that an
+    /// object fetched over HTTP and over HTTPS is stored once.
+    pub fn with_origin(
+        &self,
+        origin: Arc<dyn OriginClient>,
+        phases: Arc<dyn Phases>,
+    ) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            settings: self.settings.clone(),
+            rules: self.rules.clone(),
+            cache: self.cache.clone(),
+            upstream: origin,
+            metrics: self.metrics.clone(),
+            hosts: self.hosts.clone(),
+            phases,
+        })
+    }
+
     /// Serve HTTP/1.1 on `io` — an intercepted TCP stream, or a stream the TLS layer has
     /// decrypted — until the client closes it.
     pub async fn serve<S>(self: Arc<Self>, io: S, conn: Conn)

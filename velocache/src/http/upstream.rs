@@ -15,7 +15,20 @@ use hyper_util::{
 
 use super::{Body, ProxyError};
 
-/// The origin side of the proxy.
+/// Sends requests to origins. The plain-HTTP pool ([`Upstream`]) is the default; the TLS layer
+/// supplies one that speaks TLS to the original destination, and gets the same proxy, cache
+/// and rules through [`super::Proxy::with_origin`].
+pub trait OriginClient: Send + Sync + 'static {
+    /// Send `req` (origin-form URI, headers already filtered) to `orig_dst`.
+    fn send(
+        &self,
+        orig_dst: SocketAddr,
+        req: Request<Body>,
+    ) -> futures::future::BoxFuture<'static, Result<Response<Incoming>, ProxyError>>;
+}
+
+/// The origin side of the proxy for plain HTTP.
+#[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
     response_timeout: Duration,
@@ -42,7 +55,7 @@ impl Upstream {
     }
 
     /// Send `req` (origin-form URI, headers already filtered) to `orig_dst`.
-    pub async fn send(
+    pub async fn request(
         &self,
         orig_dst: SocketAddr,
         mut req: Request<Body>,
@@ -71,5 +84,16 @@ impl Upstream {
                 ms: self.response_timeout.as_millis() as u64,
             }),
         }
+    }
+}
+
+impl OriginClient for Upstream {
+    fn send(
+        &self,
+        orig_dst: SocketAddr,
+        req: Request<Body>,
+    ) -> futures::future::BoxFuture<'static, Result<Response<Incoming>, ProxyError>> {
+        let this = self.clone();
+        Box::pin(async move { this.request(orig_dst, req).await })
     }
 }
