@@ -70,6 +70,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             COUNTS[path] = COUNTS.get(path, 0) + 1
             LAST[path] = {k.lower(): v for k, v in self.headers.items()}
+            # The address the request arrived at (tests check where the gateway sent it).
+            LAST[path]["__local"] = self.connection.getsockname()[0]
 
     def serve(self, head):
         path = self.path.split("?")[0]

@@ -529,3 +529,38 @@ fn http_an_object_over_1_gib_fills_the_cache_in_bounded_memory() {
     );
     assert!(rss < 100 * 1024, "peak RSS {rss} KiB");
 }
+
+#[test]
+fn http_a_host_that_names_another_server_is_logged_and_sent_to_the_original_destination() {
+    require_tools(&["curl", "python3"]);
+    let lab = Lab::new();
+    let origin = Origin::start(&lab);
+    origin.file("h.txt", 100);
+    let daemon = Daemon::start(&lab, "");
+    let size = curl(
+        &lab,
+        &[
+            "-H",
+            &format!("Host: {}", addr::ORIGIN2),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &url("/h.txt"),
+        ],
+    );
+    assert_eq!(size, "100");
+    let warn = daemon.wait_for_log(WAIT, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Host does not match the original destination"))
+    });
+    assert_eq!(warn["host"], addr::ORIGIN2);
+    assert_eq!(warn["orig_dst"], format!("{}:80", addr::ORIGIN));
+    // The origin got it on the address the client connected to, not the one Host names.
+    let local = origin.last("/h.txt")["__local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(local.ends_with(addr::ORIGIN), "{local}");
+}
