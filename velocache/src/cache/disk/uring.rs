@@ -387,8 +387,9 @@ impl Ring {
                 reply,
             } => {
                 let len = len.min(u32::MAX as usize);
-                let mut buf = BytesMut::zeroed(len);
-                let (raw, ptr) = (fd.as_raw_fd(), buf.as_mut_ptr());
+                // Not zeroed: the kernel fills it, and only what it reports is exposed.
+                let mut buf = BytesMut::with_capacity(len);
+                let (raw, ptr) = (fd.as_raw_fd(), buf.spare_capacity_mut().as_mut_ptr().cast::<u8>());
                 let id = self.slot(InFlight::Read {
                     _fd: fd,
                     buf,
@@ -521,7 +522,10 @@ impl Ring {
                 }
                 InFlight::Read { mut buf, reply, .. } => {
                     let _ = reply.send(result.map(|n| {
-                        buf.truncate(n);
+                        let n = n.min(buf.capacity());
+                        // SAFETY: the read completed and the kernel wrote exactly `n` bytes at
+                        // the start of the buffer's spare capacity.
+                        unsafe { buf.set_len(n) };
                         buf.freeze()
                     }));
                 }
