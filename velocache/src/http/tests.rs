@@ -593,3 +593,35 @@ async fn upgrades_are_tunnelled() {
     io.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"ping through the tunnel");
 }
+
+#[test]
+fn http_config_is_validated() {
+    use crate::config::Config;
+    assert!(Config::default().validate().is_ok());
+    let bad = |f: &dyn Fn(&mut Config), key: &str| {
+        let mut c = Config::default();
+        f(&mut c);
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, key, "{}", e.reason);
+    };
+    bad(&|c| c.http.slice_bytes = 1000, "http.slice_bytes");
+    bad(
+        &|c| c.http.cache_max_bytes = 1 << 16,
+        "http.cache_max_bytes",
+    );
+    bad(
+        &|c| c.http.max_object_bytes = u64::MAX,
+        "http.max_object_bytes",
+    );
+    bad(&|c| c.http.lock_wait_ms = 0, "http.lock_wait_ms");
+    bad(&|c| c.http.uring_entries = 100, "http.uring_entries");
+    bad(&|c| c.http.via = "has space".into(), "http.via");
+    bad(
+        &|c| c.http.heuristic_percent = 101,
+        "http.heuristic_percent",
+    );
+    bad(
+        &|c| c.http.memory_object_max_bytes = c.http.memory_cache_bytes + 1,
+        "http.memory_object_max_bytes",
+    );
+}

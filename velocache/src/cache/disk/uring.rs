@@ -389,7 +389,10 @@ impl Ring {
                 let len = len.min(u32::MAX as usize);
                 // Not zeroed: the kernel fills it, and only what it reports is exposed.
                 let mut buf = BytesMut::with_capacity(len);
-                let (raw, ptr) = (fd.as_raw_fd(), buf.spare_capacity_mut().as_mut_ptr().cast::<u8>());
+                let (raw, ptr) = (
+                    fd.as_raw_fd(),
+                    buf.spare_capacity_mut().as_mut_ptr().cast::<u8>(),
+                );
                 let id = self.slot(InFlight::Read {
                     _fd: fd,
                     buf,
