@@ -564,3 +564,30 @@ fn http_a_host_that_names_another_server_is_logged_and_sent_to_the_original_dest
         .to_string();
     assert!(local.ends_with(addr::ORIGIN), "{local}");
 }
+
+#[test]
+fn http_a_cache_directory_removed_under_the_daemon_heals() {
+    require_tools(&["curl", "python3", "sha256sum"]);
+    let lab = Lab::new();
+    let origin = Origin::start(&lab);
+    let want = origin.file("heal.bin", 2 << 20);
+    origin.route(
+        "/heal.bin",
+        json!({"headers": {"Cache-Control": "max-age=600"}}),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&lab, &with_cache_dir(cache.path(), ""));
+    assert_eq!(fetch_sha(&lab, "/heal.bin"), want);
+    wait_requests(&daemon, "/heal.bin", 1);
+    std::fs::remove_dir_all(cache.path()).unwrap();
+    // The index still lists the object; its files are gone: fetched again, stored again.
+    assert_eq!(fetch_sha(&lab, "/heal.bin"), want);
+    let lines = wait_requests(&daemon, "/heal.bin", 2);
+    assert_eq!(lines[1]["complete"], true);
+    // One range request per vanished slice.
+    let fetched = origin.count("/heal.bin");
+    assert!(fetched >= 2, "{fetched}");
+    assert_eq!(fetch_sha(&lab, "/heal.bin"), want);
+    assert_eq!(cache_of(&wait_requests(&daemon, "/heal.bin", 3))[2], "hit");
+    assert_eq!(origin.count("/heal.bin"), fetched);
+}

@@ -134,6 +134,23 @@ impl Index {
         true
     }
 
+    /// Forget one slice (its file vanished).
+    pub fn drop_slice(&self, id: &ObjectId, version: u64, idx: u64, len: u64) {
+        let mut g = self.inner.lock();
+        let Some(e) = g.map.get_mut(id) else { return };
+        if e.meta.version != version || !e.present.contains(idx) {
+            return;
+        }
+        let mut kept = SliceSet::default();
+        for i in e.present.iter().filter(|&i| i != idx) {
+            kept.insert(i);
+        }
+        e.present = kept;
+        let n = len.min(e.bytes);
+        e.bytes -= n;
+        g.bytes -= n;
+    }
+
     /// Forget an object.
     pub fn remove(&self, id: &ObjectId) -> Option<Dropped> {
         let mut g = self.inner.lock();

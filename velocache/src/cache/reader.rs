@@ -114,11 +114,13 @@ impl ObjectReader {
             // 1. A committed slice.
             if self.storage.has_slice(&self.id, version, idx) {
                 if !matches!(&self.open, Some((i, true, _)) if *i == idx) {
-                    let r = self
-                        .storage
-                        .open_slice(self.id, version, idx)
-                        .await?
-                        .ok_or(CacheError::Missing { slice: idx })?;
+                    let Some(r) = self.storage.open_slice(self.id, version, idx).await? else {
+                        // Its file vanished (the store forgot it): fetch it like any missing one.
+                        if self.storage.has_slice(&self.id, version, idx) {
+                            return Err(CacheError::Missing { slice: idx });
+                        }
+                        continue;
+                    };
                     self.open = Some((idx, true, r));
                 }
                 let want = ((limit - self.pos) as usize).min(READ_CHUNK);

@@ -153,27 +153,61 @@ impl DiskStorage {
 
     async fn ensure_dir(&self, id: &ObjectId) -> Result<PathBuf, CacheError> {
         let dir = self.object_dir(id);
+        let mut chain = vec![dir.clone()];
         if let Some(parent) = dir.parent() {
-            let c = cpath(parent).map_err(io_err("mkdir", parent))?;
-            self.ring.mkdir(c).await.map_err(io_err("mkdir", parent))?;
+            chain.insert(0, parent.to_path_buf());
         }
-        let c = cpath(&dir).map_err(io_err("mkdir", &dir))?;
-        self.ring.mkdir(c).await.map_err(io_err("mkdir", &dir))?;
+        if let Err(CacheError::Io { source, .. }) = self.mkdirs(&chain).await
+            && source.kind() == std::io::ErrorKind::NotFound
+        {
+            // The cache directory was removed under us: recreate it.
+            warn!(cache_dir = %self.root.display(), "cache directory vanished; recreating it");
+            let mut all: Vec<PathBuf> = self.root.ancestors().map(Path::to_path_buf).collect();
+            all.reverse();
+            all.extend([self.root.join("tmp"), self.root.join("objects")]);
+            all.extend(chain);
+            self.mkdirs(&all).await?;
+        }
         Ok(dir)
+    }
+
+    async fn mkdirs(&self, dirs: &[PathBuf]) -> Result<(), CacheError> {
+        for d in dirs {
+            let c = cpath(d).map_err(io_err("mkdir", d))?;
+            self.ring.mkdir(c).await.map_err(io_err("mkdir", d))?;
+        }
+        Ok(())
+    }
+
+    /// Create a temporary file, recreating the directories if they vanished.
+    async fn create_tmp(
+        &self,
+        id: &ObjectId,
+        tmp: &Path,
+    ) -> Result<Arc<std::os::fd::OwnedFd>, CacheError> {
+        let open = || async {
+            self.ring
+                .open(
+                    cpath(tmp).map_err(io_err("create", tmp))?,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                    0o644,
+                )
+                .await
+                .map_err(io_err("create", tmp))
+        };
+        match open().await {
+            Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                self.ensure_dir(id).await?;
+                open().await
+            }
+            other => other,
+        }
     }
 
     async fn write_meta(&self, id: ObjectId, meta: &ObjectMeta) -> Result<(), CacheError> {
         let dir = self.ensure_dir(&id).await?;
         let tmp = self.tmp_path(&format!("meta.{}", id.hex()));
-        let fd = self
-            .ring
-            .open(
-                cpath(&tmp).map_err(io_err("open", &tmp))?,
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                0o644,
-            )
-            .await
-            .map_err(io_err("create", &tmp))?;
+        let fd = self.create_tmp(&id, &tmp).await?;
         let result = async {
             self.ring
                 .write(fd.clone(), 0, Bytes::from(meta.to_json()))
@@ -406,6 +440,7 @@ impl Storage for DiskStorage {
         let committed = self.index.has_slice(&id, version, idx);
         let path = self.slice_path(&id, version, idx);
         let partial = self.partial.lock().get(&(id, version, idx)).cloned();
+        let this = self.this.upgrade();
         Box::pin(async move {
             if !committed {
                 return Ok(partial
@@ -423,7 +458,15 @@ impl Storage for DiskStorage {
                     Arc::new(DiskReader { ring, fd, path }) as Arc<dyn SliceReader>
                 )),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    warn!(path = %path.display(), "indexed slice missing on disk");
+                    warn!(path = %path.display(), "indexed slice missing on disk; forgetting it");
+                    if let Some(this) = &this {
+                        let len = this
+                            .index
+                            .lookup(&id)
+                            .and_then(|s| s.meta.slice_len(idx))
+                            .unwrap_or(0);
+                        this.index.drop_slice(&id, version, idx, len);
+                    }
                     Ok(partial
                         .map(|fd| Arc::new(DiskReader { ring, fd, path }) as Arc<dyn SliceReader>))
                 }
@@ -446,15 +489,7 @@ impl Storage for DiskStorage {
         let tmp = self.tmp_path(&format!("{}.{version:016x}.{idx}", id.hex()));
         Box::pin(async move {
             let store = this.ok_or(CacheError::Closed)?;
-            let fd = store
-                .ring
-                .open(
-                    cpath(&tmp).map_err(io_err("create", &tmp))?,
-                    libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
-                    0o644,
-                )
-                .await
-                .map_err(io_err("create", &tmp))?;
+            let fd = store.create_tmp(&id, &tmp).await?;
             let key = (id, version, idx);
             store.partial.lock().insert(key, fd.clone());
             store.index.pin(&id);
