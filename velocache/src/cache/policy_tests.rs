@@ -1,3 +1,4 @@
+//! RFC 9111 decisions against hand-built header sets.
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::*;

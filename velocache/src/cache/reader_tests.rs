@@ -1,3 +1,4 @@
+//! Readers over stored, growing, partial, stalled and failed objects (in-memory store).
 use std::sync::{
     Arc,
     atomic::{AtomicUsize, Ordering},

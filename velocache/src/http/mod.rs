@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //! - `proxy`: [`Proxy`], the phases, the [`Phases`] hook trait.
-//! - `cached`: lookup, hit, revalidation, miss, collapsed forwarding, missing-slice fetches.
+//! - `cached`: lookup, hit, revalidation, miss, collapsed forwarding.
+//! - `serve`: responses from the cache (304, 206/416, HEAD, RAM tier), missing-slice fetches.
 //! - `upstream`: origin connections; `upgrade`: WebSocket tunnels.
 //! - `headers`: hop-by-hop, `Via`, `Host` checks; `hostnames`: the background DNS check.
 //! - `body`, `ctx`, `metrics`, `error`: bodies, per-request state and log, counters, errors.
@@ -24,6 +25,7 @@ mod hostnames;
 mod metered;
 mod metrics;
 mod proxy;
+mod serve;
 mod upgrade;
 mod upstream;
 
