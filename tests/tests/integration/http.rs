@@ -591,3 +591,41 @@ fn http_a_cache_directory_removed_under_the_daemon_heals() {
     assert_eq!(cache_of(&wait_requests(&daemon, "/heal.bin", 3))[2], "hit");
     assert_eq!(origin.count("/heal.bin"), fetched);
 }
+
+#[test]
+fn http_a_download_continues_into_the_cache_when_its_client_goes_away() {
+    require_tools(&["curl", "python3", "sha256sum"]);
+    let lab = Lab::new();
+    let origin = Origin::start(&lab);
+    let want = origin.file("left.bin", 16 << 20);
+    origin.route(
+        "/left.bin",
+        json!({"headers": {"Cache-Control": "max-age=600"}, "rate": 8 << 20}),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&lab, &with_cache_dir(cache.path(), ""));
+    // The client gives up after a second, long before the 2 s download ends.
+    let out = lab.client.run(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "1",
+        "-o",
+        "/dev/null",
+        &url("/left.bin"),
+    ]);
+    assert!(!out.status.success(), "the download was expected to be cut");
+    let line = wait_requests(&daemon, "/left.bin", 1);
+    assert_eq!(line[0]["complete"], false);
+    let end = Instant::now() + WAIT;
+    while count_slices(cache.path()) < 16 {
+        assert!(
+            Instant::now() < end,
+            "the download did not go on into the cache"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(fetch_sha(&lab, "/left.bin"), want);
+    assert_eq!(cache_of(&wait_requests(&daemon, "/left.bin", 2))[1], "hit");
+    assert_eq!(origin.count("/left.bin"), 1);
+}
