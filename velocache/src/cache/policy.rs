@@ -5,6 +5,7 @@
 //! - [`initial_age`] / [`current_age`]: the `Age` arithmetic (§4.2.3).
 //! - [`evaluate`]: can a stored response answer this request now — fresh, stale but usable
 //!   while revalidating (RFC 5861), or must it be revalidated (§4.2.4, §5.2)?
+//! - [`stale_if_error`]: may it answer when the origin fails (RFC 5861)?
 //! - [`vary_capture`] / [`vary_matches`]: secondary keys (§4.1).
 //! - [`conditional_headers`], [`merge_304`]: revalidation with the origin (§4.3).
 //! - [`client_not_modified`]: answering the client's own conditional request (RFC 9110 §13).
@@ -239,6 +240,17 @@ pub fn evaluate(meta: &ObjectMeta, req: &HeaderMap, now: u64) -> Usable {
         return Usable::StaleWhileRevalidate;
     }
     Usable::Revalidate
+}
+
+/// RFC 5861 `stale-if-error`: may a stale stored response answer when the origin fails
+/// (errors, or answers 5xx)? Never for `must-revalidate`, `proxy-revalidate` or `no-cache`.
+pub fn stale_if_error(meta: &ObjectMeta, now: u64) -> bool {
+    let cc = CacheControl::from_headers(&meta.headers);
+    if cc.must_revalidate || cc.proxy_revalidate || cc.no_cache {
+        return false;
+    }
+    let staleness = current_age(meta, now).saturating_sub(meta.lifetime);
+    cc.stale_if_error.is_some_and(|window| staleness <= window)
 }
 
 /// The header names a response varies on, lower-case; `None` for `Vary: *`.

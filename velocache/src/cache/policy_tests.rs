@@ -403,3 +403,15 @@ fn hop_by_hop_names() {
     }
     assert!(!is_hop_by_hop(&http::header::CONTENT_TYPE));
 }
+
+#[test]
+fn stale_if_error_window() {
+    let (m, now) = meta_with("max-age=10, stale-if-error=60", 10, 30);
+    assert!(stale_if_error(&m, now));
+    let (m, now) = meta_with("max-age=10, stale-if-error=60", 10, 80);
+    assert!(!stale_if_error(&m, now));
+    let (m, now) = meta_with("max-age=10, must-revalidate, stale-if-error=60", 10, 30);
+    assert!(!stale_if_error(&m, now));
+    let (m, now) = meta_with("max-age=10", 10, 30);
+    assert!(!stale_if_error(&m, now));
+}

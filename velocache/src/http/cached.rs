@@ -238,11 +238,26 @@ async fn fetch_as_writer(
         Ok(r) => r,
         Err(e) => {
             permit.finish(FillEnd::Failed(e.to_string().into()));
+            if let Some(old) = stale
+                && policy::stale_if_error(&old, unix_now())
+            {
+                warn!(trace_id = %ctx.trace_id, error = %e, "origin failed; serving the stored response (stale-if-error)");
+                ctx.cache = CacheStatus::Stale;
+                return serve(proxy, cache, ctx, &parts, &key, old).await;
+            }
             return Err(e);
         }
     };
     let response_time = unix_now();
     let status = resp.status();
+    if status.is_server_error()
+        && let Some(old) = &stale
+        && policy::stale_if_error(old, response_time)
+    {
+        permit.finish(FillEnd::NotStored);
+        ctx.cache = CacheStatus::Stale;
+        return serve(proxy, cache, ctx, &parts, &key, old.clone()).await;
+    }
 
     if status == StatusCode::NOT_MODIFIED
         && let Some(old) = &stale

@@ -625,3 +625,32 @@ fn http_config_is_validated() {
         "http.memory_object_max_bytes",
     );
 }
+
+#[tokio::test]
+async fn stale_if_error_answers_when_the_origin_fails() {
+    let s = setup("", |_| {}).await;
+    s.origin.route(
+        "/sie",
+        Route {
+            status: 200,
+            headers: vec![("cache-control", "max-age=0, stale-if-error=600".into())],
+            body: blob(100),
+            etag: Some("\"s\"".into()),
+            ..Default::default()
+        },
+    );
+    get(s.proxy_addr, "/sie").await;
+    settle().await;
+    s.origin.route(
+        "/sie",
+        Route {
+            status: 503,
+            body: Bytes::from_static(b"down"),
+            ..Default::default()
+        },
+    );
+    let r = get(s.proxy_addr, "/sie").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["x-cache-status"], "stale");
+    assert_eq!(r.body, blob(100));
+}
