@@ -344,6 +344,11 @@ impl Ring {
             // Queue full: hand what is queued to the kernel, then retry.
             if let Err(e) = self.ring.submit() {
                 error!(error = %e, "io_uring submit failed");
+                // Never leave a caller waiting for an operation the kernel will not see.
+                self.complete(
+                    entry.get_user_data(),
+                    -e.raw_os_error().unwrap_or(libc::EIO),
+                );
                 return;
             }
         }
@@ -505,55 +510,60 @@ impl Ring {
                 self.arm_wake();
                 continue;
             }
-            let Some(f) = self.slots.get_mut(id as usize).and_then(Option::take) else {
-                continue;
-            };
-            self.in_flight -= 1;
-            self.free.push(id as usize);
-            let result = if res < 0 {
-                Err(io::Error::from_raw_os_error(-res))
-            } else {
-                Ok(res as usize)
-            };
-            match f {
-                InFlight::Open { reply, .. } => {
-                    let _ = reply.send(result.map(|fd| {
-                        // SAFETY: a successful openat completion's result is a new descriptor
-                        // owned by nobody else.
-                        unsafe { OwnedFd::from_raw_fd(fd as i32) }
-                    }));
+            self.complete(id, res);
+        }
+    }
+
+    /// Answer the operation registered under `id` with the kernel's result `res`.
+    fn complete(&mut self, id: u64, res: i32) {
+        let Some(f) = self.slots.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
+        self.in_flight -= 1;
+        self.free.push(id as usize);
+        let result = if res < 0 {
+            Err(io::Error::from_raw_os_error(-res))
+        } else {
+            Ok(res as usize)
+        };
+        match f {
+            InFlight::Open { reply, .. } => {
+                let _ = reply.send(result.map(|fd| {
+                    // SAFETY: a successful openat completion's result is a new descriptor
+                    // owned by nobody else.
+                    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+                }));
+            }
+            InFlight::Read { mut buf, reply, .. } => {
+                let _ = reply.send(result.map(|n| {
+                    let n = n.min(buf.capacity());
+                    // SAFETY: the read completed and the kernel wrote exactly `n` bytes at
+                    // the start of the buffer's spare capacity.
+                    unsafe { buf.set_len(n) };
+                    buf.freeze()
+                }));
+            }
+            InFlight::Write {
+                fd,
+                offset,
+                data,
+                reply,
+            } => match result {
+                Ok(0) => {
+                    let _ = reply.send(Err(io::ErrorKind::WriteZero.into()));
                 }
-                InFlight::Read { mut buf, reply, .. } => {
-                    let _ = reply.send(result.map(|n| {
-                        let n = n.min(buf.capacity());
-                        // SAFETY: the read completed and the kernel wrote exactly `n` bytes at
-                        // the start of the buffer's spare capacity.
-                        unsafe { buf.set_len(n) };
-                        buf.freeze()
-                    }));
+                Ok(n) if n < data.len() => {
+                    self.start_write(fd, offset + n as u64, data.slice(n..), reply)
                 }
-                InFlight::Write {
-                    fd,
-                    offset,
-                    data,
-                    reply,
-                } => match result {
-                    Ok(0) => {
-                        let _ = reply.send(Err(io::ErrorKind::WriteZero.into()));
-                    }
-                    Ok(n) if n < data.len() => {
-                        self.start_write(fd, offset + n as u64, data.slice(n..), reply)
-                    }
-                    Ok(_) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                },
-                InFlight::Unit { reply, .. } => {
-                    let _ = reply.send(result.map(|_| ()));
+                Ok(_) => {
+                    let _ = reply.send(Ok(()));
                 }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            InFlight::Unit { reply, .. } => {
+                let _ = reply.send(result.map(|_| ()));
             }
         }
     }
