@@ -213,12 +213,9 @@ impl DiskStorage {
                 .write(fd.clone(), 0, Bytes::from(meta.to_json()))
                 .await
                 .map_err(io_err("write", &tmp))?;
-            if self.fsync {
-                self.ring
-                    .sync(fd.clone())
-                    .await
-                    .map_err(io_err("fdatasync", &tmp))?;
-            }
+            // No fdatasync here: it would delay every miss's first byte, and consistency does
+            // not need it — a metadata file torn by a power cut does not parse, and the object
+            // is then dropped at start like any damaged one.
             let to = dir.join("meta");
             self.ring
                 .rename(
