@@ -175,9 +175,8 @@ async fn fetch(
                     } else {
                         "the other download is not stored"
                     });
-                    proxy
-                        .forward(ctx, without_conditionals(parts.clone(), false), empty())
-                        .await
+                    // Nothing is stored on this path: the client's request goes as it is.
+                    proxy.forward(ctx, parts, empty()).await
                 }
             }
         }
