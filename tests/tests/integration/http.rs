@@ -629,3 +629,45 @@ fn http_a_download_continues_into_the_cache_when_its_client_goes_away() {
     assert_eq!(cache_of(&wait_requests(&daemon, "/left.bin", 2))[1], "hit");
     assert_eq!(origin.count("/left.bin"), 1);
 }
+
+#[test]
+fn http_size_limits_evict_least_recently_used_and_skip_oversized_objects() {
+    require_tools(&["curl", "python3", "sha256sum"]);
+    let lab = Lab::new();
+    let origin = Origin::start(&lab);
+    for name in ["o1.bin", "o2.bin", "o3.bin"] {
+        origin.file(name, 1_500_000);
+        origin.route(
+            &format!("/{name}"),
+            json!({"headers": {"Cache-Control": "max-age=600"}}),
+        );
+    }
+    let big = origin.file("big.bin", 3 << 20);
+    origin.route(
+        "/big.bin",
+        json!({"headers": {"Cache-Control": "max-age=600"}}),
+    );
+    let daemon = Daemon::start(
+        &lab,
+        "[http]\ncache_max_bytes = 4194304\nmax_object_bytes = 2097152\n",
+    );
+    // Larger than max_object_bytes: relayed, never stored.
+    for _ in 0..2 {
+        assert_eq!(fetch_sha(&lab, "/big.bin"), big);
+    }
+    let lines = wait_requests(&daemon, "/big.bin", 2);
+    assert_eq!(cache_of(&lines), ["miss", "miss"]);
+    assert_eq!(lines[0]["not_stored"], "larger than max_object_bytes");
+    // Three 1.5 MB objects do not fit in 4 MiB: o1, used least recently, is evicted.
+    for p in ["/o1.bin", "/o2.bin", "/o3.bin"] {
+        curl(&lab, &["-o", "/dev/null", &url(p)]);
+        wait_requests(&daemon, p, 1);
+    }
+    for p in ["/o3.bin", "/o1.bin"] {
+        curl(&lab, &["-o", "/dev/null", &url(p)]);
+    }
+    assert_eq!(cache_of(&wait_requests(&daemon, "/o3.bin", 2))[1], "hit");
+    assert_eq!(cache_of(&wait_requests(&daemon, "/o1.bin", 2))[1], "miss");
+    assert_eq!(origin.count("/o1.bin"), 2);
+    assert_eq!(origin.count("/o3.bin"), 1);
+}
