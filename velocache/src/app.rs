@@ -150,7 +150,7 @@ fn handlers_for(
     registry: &mut Registry,
 ) -> Result<Handlers, AppError> {
     Ok(match service {
-        Service::Http => ctx.passthrough(service),
+        Service::Http => crate::http::handlers(ctx, registry),
         Service::Https => {
             let Some(shared) = ctx.tls.clone() else {
                 return Ok(ctx.passthrough(service));

@@ -12,7 +12,9 @@
 //! - [`sip`]: SIP observation (messages, calls, REGISTERs) and media learning.
 //! - [`rtp`]: the RTP fast path's userspace side: kernel flow maps, anchors, media reports.
 //! - [`rules`]: the operator's `rules.toml`, facts in, decision out.
+//! - [`cache`]: the HTTP object store (io_uring disk store, RFC 9111 policy, collapsed forwarding).
 //! - [`config`]: typed, layered configuration with `validate()`.
+//! - [`http`]: the transparent HTTP/1.1 caching proxy (phases, upstream pool, access log).
 //! - [`tls`]: HTTPS — SNI splice, interception with a local CA.
 //! - [`telemetry`]: JSON / pretty logs.
 //! - [`flow`]: flows in progress, for graceful shutdown.
@@ -21,9 +23,11 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod datapath;
 pub mod flow;
+pub mod http;
 pub mod net;
 pub mod passthrough;
 pub mod rtp;

@@ -9,6 +9,7 @@
 
 mod config;
 mod datapath;
+mod http;
 mod https;
 mod sip;
 mod util;

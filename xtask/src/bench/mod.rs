@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use crate::{setup, util};
 
 mod datapath;
+mod http;
 mod rtp;
 pub mod wrk;
 
@@ -20,7 +21,8 @@ pub fn run(name: &str, seconds: u64) -> Result<()> {
     match name {
         "datapath" => datapath::run(seconds),
         "rtp" => rtp::run(seconds),
-        other => bail!("unknown benchmark `{other}` (known: datapath, rtp)"),
+        "http" => http::run(seconds),
+        other => bail!("unknown benchmark `{other}` (known: datapath, http, rtp)"),
     }
 }
 

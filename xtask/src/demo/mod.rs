@@ -14,6 +14,7 @@ use velocache_tests::{Background, Daemon, Lab, addr};
 
 use crate::{setup, util};
 
+mod http;
 mod passthrough;
 mod sip;
 
@@ -32,7 +33,7 @@ pub struct Part {
 }
 
 /// The parts, in the order they run.
-const PARTS: &[Part] = &[passthrough::PART, sip::PART];
+const PARTS: &[Part] = &[passthrough::PART, http::PART, sip::PART];
 
 /// What a part's `run` gets: the lab, the daemon, and printing helpers.
 pub struct Demo<'a> {

@@ -1,0 +1,275 @@
+//! Collapsed forwarding: one writer per object, everyone else reads what it writes.
+//!
+//! [`Fills::acquire`] hands the first caller for an object a [`FillPermit`] (it fetches from
+//! the origin and writes the store) and every later caller the [`Fill`] in progress (they wait
+//! for its response headers, then read its slices as they are written — the growing file).
+//! Progress is published through a `watch` channel: the response's metadata, how far the
+//! written bytes reach, the latest chunk (so a reader that keeps up takes it from memory
+//! instead of the disk), and how the fill ended.
+//!
+//! Two timeouts keep one stalled origin from hanging every client (pingora-cache's lock has
+//! the same pair): a fill that has made no progress for `lock_age` no longer blocks anyone —
+//! the next caller gets a fresh permit; a reader waits at most `wait` for headers or for the
+//! next bytes, then gives up on the fill.
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::{ObjectId, ObjectMeta};
+
+/// How a fill ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FillEnd {
+    /// Everything it set out to write is committed.
+    Complete,
+    /// The origin's response is not stored: readers go to the origin themselves.
+    NotStored,
+    /// It broke off (origin error, disk error, verification failure, abandoned).
+    Failed(Arc<str>),
+}
+
+/// What readers of a fill can see.
+#[derive(Debug, Clone, Default)]
+pub struct FillState {
+    /// The response's metadata, once the origin answered and it is being stored.
+    pub meta: Option<Arc<ObjectMeta>>,
+    /// First byte this fill writes.
+    pub start: u64,
+    /// Bytes from `start` up to here are written (readable through the store).
+    pub written: u64,
+    /// The latest chunk and its offset.
+    pub chunk: Option<(u64, Bytes)>,
+    /// Set when the fill is over.
+    pub end: Option<FillEnd>,
+}
+
+/// A fill in progress.
+pub struct Fill {
+    /// The object.
+    pub id: ObjectId,
+    state: watch::Sender<FillState>,
+    progress: Mutex<Instant>,
+}
+
+impl Fill {
+    /// Watch its progress.
+    pub fn subscribe(&self) -> watch::Receiver<FillState> {
+        self.state.subscribe()
+    }
+
+    /// The state now.
+    pub fn state(&self) -> FillState {
+        self.state.borrow().clone()
+    }
+
+    /// Wait up to `limit` for the response metadata, or for the fill to end without it.
+    /// `None` on timeout.
+    pub async fn wait_headers(&self, limit: Duration) -> Option<FillState> {
+        let mut rx = self.subscribe();
+        let wait = rx.wait_for(|s| s.meta.is_some() || s.end.is_some());
+        match tokio::time::timeout(limit, wait).await {
+            Ok(Ok(s)) => Some(s.clone()),
+            Ok(Err(_)) => Some(self.state()),
+            Err(_) => None,
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.progress.lock().elapsed()
+    }
+}
+
+/// The right to fill an object; dropping it unfinished fails the fill.
+pub struct FillPermit {
+    fill: Arc<Fill>,
+    fills: Arc<Fills>,
+    finished: bool,
+}
+
+impl FillPermit {
+    /// The fill readers see.
+    pub fn fill(&self) -> &Arc<Fill> {
+        &self.fill
+    }
+
+    /// Publish the metadata being stored and where writing starts.
+    pub fn set_meta(&self, meta: Arc<ObjectMeta>, start: u64) {
+        *self.fill.progress.lock() = Instant::now();
+        self.fill.state.send_modify(|s| {
+            s.meta = Some(meta);
+            s.start = start;
+            s.written = start;
+        });
+    }
+
+    /// Replace the metadata (a length learnt at the end, a verification).
+    pub fn update_meta(&self, meta: Arc<ObjectMeta>) {
+        self.fill.state.send_modify(|s| s.meta = Some(meta));
+    }
+
+    /// Bytes up to `written` are readable; `chunk` is the latest one.
+    pub fn progress(&self, written: u64, chunk: Option<(u64, Bytes)>) {
+        *self.fill.progress.lock() = Instant::now();
+        self.fill.state.send_modify(|s| {
+            s.written = written;
+            s.chunk = chunk;
+        });
+    }
+
+    /// End the fill.
+    pub fn finish(mut self, end: FillEnd) {
+        self.end(end);
+    }
+
+    fn end(&mut self, end: FillEnd) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.fill.state.send_modify(|s| {
+            s.end = Some(end);
+            s.chunk = None;
+        });
+        let mut map = self.fills.map.lock();
+        if map
+            .get(&self.fill.id)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.fill))
+        {
+            map.remove(&self.fill.id);
+        }
+    }
+}
+
+impl Drop for FillPermit {
+    fn drop(&mut self) {
+        self.end(FillEnd::Failed("the fill was abandoned".into()));
+    }
+}
+
+/// Result of [`Fills::acquire`].
+pub enum Acquired {
+    /// You fill it.
+    Writer(FillPermit),
+    /// Someone else is filling it.
+    Reader(Arc<Fill>),
+}
+
+/// Fills in progress, by object.
+pub struct Fills {
+    map: Mutex<HashMap<ObjectId, Arc<Fill>>>,
+    lock_age: Duration,
+}
+
+impl Fills {
+    /// A registry whose fills stop blocking others after `lock_age` without progress.
+    pub fn new(lock_age: Duration) -> Arc<Fills> {
+        Arc::new(Fills {
+            map: Mutex::new(HashMap::new()),
+            lock_age,
+        })
+    }
+
+    /// Become the writer of `id`, or join the fill in progress.
+    pub fn acquire(self: &Arc<Self>, id: ObjectId) -> Acquired {
+        let mut map = self.map.lock();
+        if let Some(f) = map.get(&id) {
+            let idle = f.idle_for();
+            if idle < self.lock_age {
+                return Acquired::Reader(f.clone());
+            }
+            warn!(object = %id, idle_ms = idle.as_millis() as u64, "a fill made no progress for the lock age; starting another");
+        }
+        let fill = Arc::new(Fill {
+            id,
+            state: watch::channel(FillState::default()).0,
+            progress: Mutex::new(Instant::now()),
+        });
+        map.insert(id, fill.clone());
+        Acquired::Writer(FillPermit {
+            fill,
+            fills: self.clone(),
+            finished: false,
+        })
+    }
+
+    /// The fill in progress for `id`.
+    pub fn current(&self, id: &ObjectId) -> Option<Arc<Fill>> {
+        self.map.lock().get(id).cloned()
+    }
+
+    /// Fills in progress.
+    pub fn active(&self) -> usize {
+        self.map.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::meta::sample;
+
+    #[tokio::test]
+    async fn one_writer_many_readers() {
+        let fills = Fills::new(Duration::from_secs(60));
+        let id = ObjectId([1; 16]);
+        let Acquired::Writer(permit) = fills.acquire(id) else {
+            panic!("first caller must write")
+        };
+        let Acquired::Reader(fill) = fills.acquire(id) else {
+            panic!("second caller must read")
+        };
+        let waiter = tokio::spawn({
+            let fill = fill.clone();
+            async move { fill.wait_headers(Duration::from_secs(10)).await }
+        });
+        permit.set_meta(Arc::new(sample(Some(10), 1 << 20)), 0);
+        let st = waiter.await.unwrap().unwrap();
+        assert!(st.meta.is_some());
+        permit.progress(5, Some((0, Bytes::from_static(b"hello"))));
+        assert_eq!(fill.state().written, 5);
+        permit.finish(FillEnd::Complete);
+        assert_eq!(fill.state().end, Some(FillEnd::Complete));
+        assert!(fills.current(&id).is_none());
+        assert!(matches!(fills.acquire(id), Acquired::Writer(_)));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_fill_fails_and_frees_the_lock() {
+        let fills = Fills::new(Duration::from_secs(60));
+        let id = ObjectId([2; 16]);
+        let Acquired::Writer(permit) = fills.acquire(id) else {
+            panic!()
+        };
+        let Acquired::Reader(fill) = fills.acquire(id) else {
+            panic!()
+        };
+        drop(permit);
+        assert!(matches!(fill.state().end, Some(FillEnd::Failed(_))));
+        assert_eq!(fills.active(), 0);
+    }
+
+    #[tokio::test]
+    async fn waiters_time_out_and_stale_locks_are_taken_over() {
+        let fills = Fills::new(Duration::from_millis(30));
+        let id = ObjectId([3; 16]);
+        let Acquired::Writer(_stalled) = fills.acquire(id) else {
+            panic!()
+        };
+        let Acquired::Reader(fill) = fills.acquire(id) else {
+            panic!()
+        };
+        assert!(fill.wait_headers(Duration::from_millis(10)).await.is_none());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(
+            matches!(fills.acquire(id), Acquired::Writer(_)),
+            "a lock older than lock_age must not block"
+        );
+    }
+}

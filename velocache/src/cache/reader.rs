@@ -1,0 +1,317 @@
+//! Reading an object's bytes for a response: committed slices from the store, the rest from
+//! the fill writing them (the growing file), and fills started on demand for what is missing.
+//!
+//! An [`ObjectReader`] walks `[pos, end)` of one version of an object in chunks. For each
+//! position it takes, in order: a committed slice; the latest chunk a fill published (when the
+//! reader keeps up, no disk read at all); the part a fill has written so far (its temporary
+//! file); and if no fill covers the position, asks its [`RangeFetcher`] to start one for the
+//! run of missing slices — so a Range request for an object partly stored fetches only what it
+//! lacks. A fill that makes no progress for `wait` ends the response with an error rather than
+//! hanging it.
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::{
+    CacheError, ObjectId, ObjectMeta, SliceReader, Storage,
+    lock::{Fill, FillEnd, FillState, Fills},
+};
+
+/// Starts fills for missing slices (the HTTP layer: a `Range` request to the origin).
+pub trait RangeFetcher: Send + Sync {
+    /// Make sure slices `first..last` of `meta`'s version are being fetched; return the fill
+    /// doing it (a new one, or one already in progress). `None`: cannot (origin unreachable…).
+    fn fetch(
+        &self,
+        id: ObjectId,
+        meta: Arc<ObjectMeta>,
+        first: u64,
+        last: u64,
+    ) -> Option<Arc<Fill>>;
+}
+
+/// Largest chunk read from the store at once.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+/// Reads `[pos, end)` of one object version.
+pub struct ObjectReader {
+    storage: Arc<dyn Storage>,
+    fills: Arc<Fills>,
+    fetcher: Option<Arc<dyn RangeFetcher>>,
+    id: ObjectId,
+    meta: Arc<ObjectMeta>,
+    pos: u64,
+    end: Option<u64>,
+    wait: Duration,
+    open: Option<(u64, bool, Arc<dyn SliceReader>)>,
+    sub: Option<(Arc<Fill>, watch::Receiver<FillState>)>,
+    fetched: Vec<u64>,
+    ahead: Option<(u64, tokio::task::JoinHandle<Result<Bytes, CacheError>>)>,
+}
+
+impl ObjectReader {
+    /// A reader of `[start, end)` (`end` `None`: to the object's end, which a fill may learn).
+    #[expect(clippy::too_many_arguments, reason = "a constructor of plain parts")]
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        fills: Arc<Fills>,
+        fetcher: Option<Arc<dyn RangeFetcher>>,
+        id: ObjectId,
+        meta: Arc<ObjectMeta>,
+        start: u64,
+        end: Option<u64>,
+        wait: Duration,
+    ) -> ObjectReader {
+        ObjectReader {
+            storage,
+            fills,
+            fetcher,
+            id,
+            meta,
+            pos: start,
+            end,
+            wait,
+            open: None,
+            sub: None,
+            fetched: Vec::new(),
+            ahead: None,
+        }
+    }
+
+    fn end(&self) -> Option<u64> {
+        match (self.end, self.meta.len) {
+            (Some(e), Some(l)) => Some(e.min(l)),
+            (e, l) => e.or(l),
+        }
+    }
+
+    /// The next chunk; `None` at the end.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, CacheError>> {
+        match self.step().await {
+            Ok(Some(b)) => Some(Ok(b)),
+            Ok(None) => None,
+            Err(e) => {
+                // End the stream after an error.
+                self.end = Some(self.pos);
+                Some(Err(e))
+            }
+        }
+    }
+
+    async fn step(&mut self) -> Result<Option<Bytes>, CacheError> {
+        let s = self.meta.slice_bytes;
+        let version = self.meta.version;
+        loop {
+            let end = self.end();
+            if end.is_some_and(|e| self.pos >= e) {
+                return Ok(None);
+            }
+            let idx = self.pos / s;
+            let slice_end = (idx + 1) * s;
+            let limit = end.map_or(slice_end, |e| e.min(slice_end));
+
+            // 1. A committed slice.
+            if self.storage.has_slice(&self.id, version, idx) {
+                if !matches!(&self.open, Some((i, true, _)) if *i == idx) {
+                    let Some(r) = self.storage.open_slice(self.id, version, idx).await? else {
+                        // Its file vanished (the store forgot it): fetch it like any missing one.
+                        if self.storage.has_slice(&self.id, version, idx) {
+                            return Err(CacheError::Missing { slice: idx });
+                        }
+                        continue;
+                    };
+                    self.open = Some((idx, true, r));
+                }
+                let want = ((limit - self.pos) as usize).min(READ_CHUNK);
+                let r = self.open.as_ref().map(|(_, _, r)| r.clone());
+                let ahead = self.ahead.take().filter(|(p, _)| *p == self.pos);
+                let data = match (ahead, &r) {
+                    (Some((_, h)), _) => h.await.map_err(|_| CacheError::Closed)??,
+                    (None, Some(r)) => r.read(self.pos - idx * s, want).await?,
+                    (None, None) => Bytes::new(),
+                };
+                // Read the next chunk of this slice while this one is being sent.
+                let next = self.pos + data.len() as u64;
+                if let Some(r) = r
+                    && data.len() == want
+                    && next < limit
+                {
+                    let want = ((limit - next) as usize).min(READ_CHUNK);
+                    self.ahead = Some((next, tokio::spawn(r.read(next - idx * s, want))));
+                }
+                if data.is_empty() {
+                    // At the end of a body whose length was learnt after this reader started?
+                    if self.meta.len.is_none()
+                        && let Some(snap) = self.storage.lookup(&self.id)
+                        && snap.meta.version == version
+                        && snap.meta.len.is_some()
+                    {
+                        self.meta = snap.meta;
+                        continue;
+                    }
+                    return Err(CacheError::Missing { slice: idx });
+                }
+                self.pos += data.len() as u64;
+                return Ok(Some(data));
+            }
+
+            // 2. A fill in progress.
+            // The fill this reader follows, until its end has been seen; else the current one.
+            let fill = match &self.sub {
+                Some((f, _)) => Some(f.clone()),
+                None => self.fills.current(&self.id),
+            };
+            if let Some(fill) = fill {
+                if !self
+                    .sub
+                    .as_ref()
+                    .is_some_and(|(f, _)| Arc::ptr_eq(f, &fill))
+                {
+                    let rx = fill.subscribe();
+                    self.sub = Some((fill.clone(), rx));
+                }
+                let st = match &mut self.sub {
+                    Some((_, rx)) => rx.borrow_and_update().clone(),
+                    None => FillState::default(),
+                };
+                if let Some(m) = &st.meta
+                    && m.version == version
+                {
+                    if self.meta.len.is_none() && m.len.is_some() {
+                        self.meta = m.clone();
+                        continue;
+                    }
+                    if let Some(data) = self.read_from_fill(&st, idx, limit).await? {
+                        return Ok(Some(data));
+                    }
+                }
+                match &st.end {
+                    Some(FillEnd::Complete) => {
+                        // Its slices are committed now (or it covered other slices).
+                        if let Some(m) = &st.meta
+                            && m.version == version
+                        {
+                            self.meta = m.clone();
+                        }
+                        self.sub = None;
+                        if self.storage.has_slice(&self.id, version, idx)
+                            || self.end().is_some_and(|e| self.pos >= e)
+                        {
+                            continue;
+                        }
+                    }
+                    Some(FillEnd::Failed(why)) if covers(&st, version, self.pos) => {
+                        return Err(CacheError::Origin(why.to_string()));
+                    }
+                    Some(_) => {
+                        self.sub = None;
+                    }
+                    None => {
+                        // Wait for more.
+                        if let Some((_, rx)) = &mut self.sub {
+                            match tokio::time::timeout(self.wait, rx.changed()).await {
+                                Ok(Ok(())) => continue,
+                                Ok(Err(_)) => {
+                                    self.sub = None;
+                                    continue;
+                                }
+                                Err(_) => {
+                                    return Err(CacheError::Stalled {
+                                        waited_ms: self.wait.as_millis() as u64,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+                if self.fills.current(&self.id).is_some() {
+                    continue;
+                }
+            }
+
+            // 3. Nobody is writing it: fetch the run of missing slices.
+            if self.fetched.contains(&idx) {
+                return Err(CacheError::Missing { slice: idx });
+            }
+            let Some(fetcher) = self.fetcher.clone() else {
+                return Err(CacheError::Missing { slice: idx });
+            };
+            let Some(end) = self.end() else {
+                return Err(CacheError::Missing { slice: idx });
+            };
+            let last_needed = (end - 1) / s;
+            let mut last = idx + 1;
+            while last <= last_needed && !self.storage.has_slice(&self.id, version, last) {
+                last += 1;
+            }
+            self.fetched.push(idx);
+            if fetcher
+                .fetch(self.id, self.meta.clone(), idx, last)
+                .is_none()
+            {
+                return Err(CacheError::Missing { slice: idx });
+            }
+        }
+    }
+
+    /// Bytes at `pos` from a fill's published chunk or its written part.
+    async fn read_from_fill(
+        &mut self,
+        st: &FillState,
+        idx: u64,
+        limit: u64,
+    ) -> Result<Option<Bytes>, CacheError> {
+        let s = self.meta.slice_bytes;
+        if let Some((at, chunk)) = &st.chunk {
+            let chunk_end = at + chunk.len() as u64;
+            if *at <= self.pos && self.pos < chunk_end {
+                let from = (self.pos - at) as usize;
+                let to = (limit.min(chunk_end) - at) as usize;
+                let data = chunk.slice(from..to);
+                self.pos += data.len() as u64;
+                return Ok(Some(data));
+            }
+        }
+        if st.start <= self.pos && self.pos < st.written {
+            if !matches!(&self.open, Some((i, false, _)) if *i == idx) {
+                let Some(r) = self
+                    .storage
+                    .open_slice(self.id, self.meta.version, idx)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                self.open = Some((idx, false, r));
+            }
+            let want = ((limit.min(st.written) - self.pos) as usize).min(READ_CHUNK);
+            let r = self.open.as_ref().map(|(_, _, r)| r.clone());
+            let data = match r {
+                Some(r) => r.read(self.pos - idx * s, want).await?,
+                None => Bytes::new(),
+            };
+            if data.is_empty() {
+                return Ok(None);
+            }
+            self.pos += data.len() as u64;
+            return Ok(Some(data));
+        }
+        Ok(None)
+    }
+
+    /// Turn into a stream of chunks.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, CacheError>> + Send {
+        futures::stream::unfold(
+            self,
+            |mut r| async move { r.next_chunk().await.map(|c| (c, r)) },
+        )
+    }
+}
+
+fn covers(st: &FillState, version: u64, pos: u64) -> bool {
+    st.meta.as_ref().is_some_and(|m| m.version == version) && st.start <= pos
+}
+
+#[cfg(test)]
+#[path = "reader_tests.rs"]
+mod tests;

@@ -1,0 +1,225 @@
+//! The transparent HTTP/1.1 caching proxy for intercepted TCP 80 (and, through
+//! [`Proxy::serve`], for HTTPS the TLS layer has decrypted).
+//!
+//! A connection enters as any `AsyncRead + AsyncWrite` stream with its scheme, [`ClientAddr`]
+//! and [`OrigDstAddr`]; hyper parses requests; each runs through the phases of `proxy` —
+//! rules, `Host` check, cache (`cached`, backed by `crate::cache`), upstream pool (`upstream`)
+//! keyed by the original destination, which every request goes to whatever its `Host` says —
+//! and leaves as a response whose body streams from the origin, the disk or RAM. Each request
+//! ends with one JSON access-log line (`ctx`) and updates the metrics (`metrics`).
+//!
+//! # Layout
+//! - `proxy`: [`Proxy`], the phases, the [`Phases`] hook trait.
+//! - `cached`: lookup, hit, revalidation, miss, collapsed forwarding.
+//! - `serve`: responses from the cache (304, 206/416, HEAD, RAM tier), missing-slice fetches.
+//! - `upstream`: origin connections; `upgrade`: WebSocket tunnels.
+//! - `headers`: hop-by-hop, `Via`, `Host` checks; `hostnames`: the background DNS check.
+//! - `body`, `ctx`, `metrics`, `error`: bodies, per-request state and log, counters, errors.
+
+mod body;
+mod cached;
+mod ctx;
+mod error;
+mod headers;
+mod hostnames;
+mod metered;
+mod metrics;
+mod proxy;
+mod serve;
+mod upgrade;
+mod upstream;
+
+use std::{sync::Arc, time::Duration};
+
+use http::HeaderValue;
+use prometheus_client::registry::Registry;
+use tracing::{info, warn};
+
+pub use body::Body;
+pub use ctx::{CacheStatus, Conn, Ctx};
+pub use error::{ProxyError, Side};
+pub use headers::{check_host, strip_hop_by_hop};
+pub use proxy::{NoPhases, Phases, Proxy, Settings, Verdict};
+pub use upstream::{OriginClient, Upstream};
+
+use crate::{
+    app::{Handlers, ServiceContext},
+    cache::{DiskStorage, Storage, policy::Heuristic},
+    config::HttpConfig,
+    flow::FlowTracker,
+    net::{ClientAddr, InterceptedTcp, OrigDstAddr, TcpHandler},
+};
+
+/// The scheme a connection's requests were sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS, decrypted by the TLS layer.
+    Https,
+}
+
+/// Build the proxy from `[http]`: the disk store (or none, when `cache = false` or the store
+/// cannot be opened — then the proxy forwards without storing), the upstream pool, metrics.
+pub fn build_proxy(
+    config: &HttpConfig,
+    state_dir: &std::path::Path,
+    rules: crate::rules::Rules,
+    registry: &mut Registry,
+    phases: Arc<dyn Phases>,
+) -> Arc<Proxy> {
+    let cache: Option<Arc<dyn Storage>> = if config.cache {
+        let dir = config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join("http-cache"));
+        match DiskStorage::open(
+            &dir,
+            config.cache_max_bytes,
+            config.uring_entries,
+            config.fsync,
+        ) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                warn!(service = "http", cache_dir = %dir.display(), error = %e,
+                    "the disk cache cannot be opened; proxying without storing");
+                None
+            }
+        }
+    } else {
+        info!(service = "http", "caching is off ([http] cache = false)");
+        None
+    };
+    proxy_with_storage(config, cache, rules, registry, phases)
+}
+
+/// Build the proxy over a given store (`None`: never store).
+pub fn proxy_with_storage(
+    config: &HttpConfig,
+    storage: Option<Arc<dyn Storage>>,
+    rules: crate::rules::Rules,
+    registry: &mut Registry,
+    phases: Arc<dyn Phases>,
+) -> Arc<Proxy> {
+    let metrics = Arc::new(metrics::Metrics::register(registry));
+    let cache = storage.map(|storage| {
+        metrics.store(storage.usage());
+        Arc::new(cached::HttpCache::new(
+            storage,
+            Duration::from_millis(config.lock_age_ms),
+            config.memory_cache_bytes,
+        ))
+    });
+    Arc::new(Proxy {
+        settings: Settings {
+            via: HeaderValue::from_str(&config.via)
+                .unwrap_or_else(|_| HeaderValue::from_static("velocache")),
+            lock_wait: Duration::from_millis(config.lock_wait_ms),
+            max_object_bytes: config.max_object_bytes,
+            slice_bytes: config.slice_bytes,
+            memory_object_max_bytes: config.memory_object_max_bytes,
+            heuristic: Heuristic {
+                percent: config.heuristic_percent,
+                max_secs: config.heuristic_max_secs,
+            },
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        },
+        rules,
+        cache,
+        upstream: Arc::new(upstream::Upstream::new(
+            Duration::from_millis(config.connect_timeout_ms),
+            Duration::from_secs(config.upstream_idle_secs),
+            Duration::from_millis(config.response_timeout_ms),
+        )),
+        metrics,
+        hosts: hostnames::HostNames::default(),
+        phases,
+    })
+}
+
+/// The HTTP service's handlers (`app::handlers_for`).
+pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
+    let proxy = build_proxy(
+        &ctx.config.http,
+        &ctx.config.daemon.state_dir,
+        ctx.rules.clone(),
+        registry,
+        Arc::new(NoPhases),
+    );
+    Handlers {
+        tcp: Arc::new(HttpService {
+            proxy,
+            flows: ctx.flows.clone(),
+        }),
+        udp: ctx.passthrough(velocache_common::Service::Http).udp,
+    }
+}
+
+/// Intercepted TCP 80 connections into the proxy.
+pub struct HttpService {
+    proxy: Arc<Proxy>,
+    flows: FlowTracker,
+}
+
+impl HttpService {
+    /// Serve one stream (plain, or decrypted by the TLS layer).
+    pub async fn serve<S>(&self, io: S, scheme: Scheme, client: ClientAddr, orig_dst: OrigDstAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        serve_logged(
+            self.proxy.clone(),
+            io,
+            Conn {
+                scheme,
+                client,
+                orig_dst,
+            },
+        )
+        .await;
+    }
+}
+
+/// Serve a connection and end it with the `flow` line every intercepted flow gets.
+async fn serve_logged<S>(proxy: Arc<Proxy>, io: S, conn: Conn)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let started = std::time::Instant::now();
+    let (io, counts) = metered::Metered::new(io);
+    proxy.serve(io, conn).await;
+    info!(
+        service = conn.scheme.service_name(),
+        client = %conn.client,
+        orig_dst = %conn.orig_dst,
+        transport = "tcp",
+        bytes_up = counts.up.load(std::sync::atomic::Ordering::Relaxed),
+        bytes_down = counts.down.load(std::sync::atomic::Ordering::Relaxed),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "flow"
+    );
+}
+
+impl TcpHandler for HttpService {
+    fn on_connection(&self, conn: InterceptedTcp) {
+        let guard = self.flows.start();
+        let proxy = self.proxy.clone();
+        tokio::spawn(async move {
+            let InterceptedTcp {
+                stream,
+                client,
+                orig_dst,
+            } = conn;
+            let conn = Conn {
+                scheme: Scheme::Http,
+                client,
+                orig_dst,
+            };
+            serve_logged(proxy, stream, conn).await;
+            drop(guard);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,656 @@
+//! The proxy against a real in-process origin (hyper on loopback), with the in-memory store.
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+use crate::{cache::MemoryStorage, config::HttpConfig, rules::RuleSet};
+
+#[derive(Clone, Default)]
+struct Route {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+    /// Answer `If-None-Match` with 304 when it matches this.
+    etag: Option<String>,
+    /// Pause before the body.
+    delay_ms: u64,
+    /// Send the body chunked (no Content-Length), in this many pieces.
+    chunked: usize,
+    /// Answer `Upgrade: echo` with 101 and echo bytes back.
+    echo_upgrade: bool,
+}
+
+#[derive(Default)]
+struct Origin {
+    routes: Mutex<HashMap<String, Route>>,
+    hits: Mutex<HashMap<String, usize>>,
+    last: Mutex<HashMap<String, HeaderMap>>,
+}
+
+impl Origin {
+    fn route(&self, path: &str, r: Route) {
+        self.routes.lock().unwrap().insert(path.to_string(), r);
+    }
+    fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+    fn last(&self, path: &str) -> HeaderMap {
+        self.last
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+type OBody = BoxBody<Bytes, std::convert::Infallible>;
+
+fn ofull(b: Bytes) -> OBody {
+    Full::new(b).boxed()
+}
+
+async fn answer(origin: Arc<Origin>, mut req: Request<hyper::body::Incoming>) -> Response<OBody> {
+    let path = req.uri().path().to_string();
+    *origin.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    origin
+        .last
+        .lock()
+        .unwrap()
+        .insert(path.clone(), req.headers().clone());
+    let route = origin.routes.lock().unwrap().get(&path).cloned();
+    let Some(r) = route else {
+        let mut resp = Response::new(ofull(Bytes::from_static(b"nope")));
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+        return resp;
+    };
+    if r.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(r.delay_ms)).await;
+    }
+    let mut b = Response::builder().status(r.status);
+    for (k, v) in &r.headers {
+        b = b.header(*k, v.as_str());
+    }
+    if let Some(tag) = &r.etag {
+        b = b.header("etag", tag.as_str());
+        if req.headers().get("if-none-match").map(|v| v.as_bytes()) == Some(tag.as_bytes()) {
+            return b.status(304).body(ofull(Bytes::new())).unwrap();
+        }
+    }
+    // Ranges, for slice fetches.
+    if let Some(range) = req
+        .headers()
+        .get("range")
+        .and_then(|v| crate::cache::range::RangeRequest::parse(v.as_bytes()))
+        && let crate::cache::range::Resolved::Partial(span) = range.resolve(r.body.len() as u64)
+    {
+        return b
+            .status(206)
+            .header("content-range", span.content_range(r.body.len() as u64))
+            .body(ofull(r.body.slice(span.start as usize..span.end as usize)))
+            .unwrap();
+    }
+    if r.echo_upgrade {
+        let up = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(u) = up.await {
+                let (mut rd, mut wr) = tokio::io::split(TokioIo::new(u));
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+            }
+        });
+        return b
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(ofull(Bytes::new()))
+            .unwrap();
+    }
+    if r.chunked > 0 {
+        let size = r.body.len().div_ceil(r.chunked).max(1);
+        let chunks: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = r
+            .body
+            .chunks(size)
+            .map(|c| Ok(http_body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        return b
+            .body(StreamBody::new(futures::stream::iter(chunks)).boxed())
+            .unwrap();
+    }
+    b.body(ofull(r.body.clone())).unwrap()
+}
+
+struct Setup {
+    origin: Arc<Origin>,
+    proxy_addr: SocketAddr,
+}
+
+async fn setup(rules: &str, tweak: impl FnOnce(&mut HttpConfig)) -> Setup {
+    let origin = Arc::new(Origin::default());
+    let ol = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_addr = ol.local_addr().unwrap();
+    let o = origin.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = ol.accept().await.unwrap();
+            let o = o.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let o = o.clone();
+                    async move { Ok::<_, std::convert::Infallible>(answer(o, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    let mut cfg = HttpConfig {
+        slice_bytes: 64 << 10,
+        memory_object_max_bytes: 1024,
+        lock_wait_ms: 5_000,
+        ..HttpConfig::default()
+    };
+    tweak(&mut cfg);
+    let rules = crate::rules::Rules::from_set(RuleSet::parse(rules, "test").unwrap());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let proxy = proxy_with_storage(
+        &cfg,
+        Some(MemoryStorage::new(64 << 20)),
+        rules,
+        &mut registry,
+        Arc::new(NoPhases),
+    );
+    let pl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = pl.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, peer) = pl.accept().await.unwrap();
+            let p = proxy.clone();
+            tokio::spawn(p.serve(
+                s,
+                Conn {
+                    scheme: Scheme::Http,
+                    client: ClientAddr(peer),
+                    orig_dst: OrigDstAddr(origin_addr),
+                },
+            ));
+        }
+    });
+    Setup { origin, proxy_addr }
+}
+
+struct Got {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "origin.test");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(b.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Got {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Got {
+    send(addr, "GET", path, &[]).await
+}
+
+fn blob(len: usize) -> Bytes {
+    Bytes::from((0..len).map(|i| (i % 253) as u8).collect::<Vec<_>>())
+}
+
+fn cacheable(body: Bytes) -> Route {
+    Route {
+        status: 200,
+        headers: vec![("cache-control", "max-age=3600".into())],
+        body,
+        ..Default::default()
+    }
+}
+
+/// Wait until the store holds `path` completely (fills finish after the response).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn miss_then_hit_small_and_large() {
+    let s = setup("", |_| {}).await;
+    for (path, len) in [("/small", 500usize), ("/large", 300_000)] {
+        s.origin.route(path, cacheable(blob(len)));
+        let a = get(s.proxy_addr, path).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body, blob(len));
+        assert_eq!(a.headers["x-cache-status"], "miss");
+        settle().await;
+        let b = get(s.proxy_addr, path).await;
+        assert_eq!(b.body, blob(len));
+        assert_eq!(b.headers["x-cache-status"], "hit");
+        assert_eq!(b.headers["content-length"], len.to_string());
+        assert!(b.headers.contains_key("age"));
+        assert!(b.headers["via"].to_str().unwrap().contains("velocache"));
+        assert_eq!(s.origin.hits(path), 1, "{path}");
+    }
+    // The origin saw our Via and no hop-by-hop headers.
+    assert!(s.origin.last("/small").contains_key("via"));
+}
+
+#[tokio::test]
+async fn no_store_private_and_authorization_are_never_stored() {
+    let s = setup("", |_| {}).await;
+    for (path, cc) in [("/ns", "no-store"), ("/pv", "private, max-age=60")] {
+        s.origin.route(
+            path,
+            Route {
+                status: 200,
+                headers: vec![("cache-control", cc.into())],
+                body: blob(100),
+                ..Default::default()
+            },
+        );
+        for _ in 0..2 {
+            assert_eq!(get(s.proxy_addr, path).await.body, blob(100));
+            settle().await;
+        }
+        assert_eq!(s.origin.hits(path), 2, "{path}");
+    }
+    s.origin.route("/auth", cacheable(blob(10)));
+    for _ in 0..2 {
+        send(
+            s.proxy_addr,
+            "GET",
+            "/auth",
+            &[("authorization", "Basic eA==")],
+        )
+        .await;
+    }
+    assert_eq!(s.origin.hits("/auth"), 2);
+}
+
+#[tokio::test]
+async fn revalidation_with_304_merges_headers() {
+    let s = setup("", |_| {}).await;
+    s.origin.route(
+        "/r",
+        Route {
+            status: 200,
+            headers: vec![("cache-control", "max-age=0".into()), ("x-v", "1".into())],
+            body: blob(2000),
+            etag: Some("\"e1\"".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        get(s.proxy_addr, "/r").await.headers["x-cache-status"],
+        "miss"
+    );
+    settle().await;
+    s.origin.route(
+        "/r",
+        Route {
+            status: 200,
+            headers: vec![("cache-control", "max-age=0".into()), ("x-v", "2".into())],
+            body: blob(2000),
+            etag: Some("\"e1\"".into()),
+            ..Default::default()
+        },
+    );
+    let b = get(s.proxy_addr, "/r").await;
+    assert_eq!(b.headers["x-cache-status"], "revalidated");
+    assert_eq!(b.headers["x-v"], "2", "304 headers merged");
+    assert_eq!(b.body, blob(2000));
+    assert_eq!(s.origin.last("/r")["if-none-match"], "\"e1\"");
+    assert_eq!(s.origin.hits("/r"), 2);
+}
+
+#[tokio::test]
+async fn ranges_heads_and_conditionals_from_the_cache() {
+    let s = setup("", |_| {}).await;
+    let mut r = cacheable(blob(200_000));
+    r.etag = Some("\"b\"".into());
+    s.origin.route("/b", r);
+    get(s.proxy_addr, "/b").await;
+    settle().await;
+    let p = send(
+        s.proxy_addr,
+        "GET",
+        "/b",
+        &[("range", "bytes=100000-100099")],
+    )
+    .await;
+    assert_eq!(p.status, 206);
+    assert_eq!(p.headers["content-range"], "bytes 100000-100099/200000");
+    assert_eq!(p.body, blob(200_000).slice(100_000..100_100));
+    let p = send(s.proxy_addr, "GET", "/b", &[("range", "bytes=-10")]).await;
+    assert_eq!(p.body, blob(200_000).slice(199_990..));
+    let p = send(s.proxy_addr, "GET", "/b", &[("range", "bytes=300000-")]).await;
+    assert_eq!(p.status, 416);
+    assert_eq!(p.headers["content-range"], "bytes */200000");
+    let h = send(s.proxy_addr, "HEAD", "/b", &[]).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.headers["content-length"], "200000");
+    assert!(h.body.is_empty());
+    let c = send(s.proxy_addr, "GET", "/b", &[("if-none-match", "\"b\"")]).await;
+    assert_eq!(c.status, 304);
+    assert_eq!(s.origin.hits("/b"), 1);
+}
+
+#[tokio::test]
+async fn a_range_miss_fetches_only_the_slices_it_needs() {
+    let s = setup("", |_| {}).await;
+    let mut r = cacheable(blob(1_000_000));
+    r.etag = Some("\"big\"".into());
+    s.origin.route("/big", r);
+    // Unknown object, Range far in: fetched from that slice on.
+    let p = send(
+        s.proxy_addr,
+        "GET",
+        "/big",
+        &[("range", "bytes=700000-700009")],
+    )
+    .await;
+    assert_eq!(p.status, 206);
+    assert_eq!(p.body, blob(1_000_000).slice(700_000..700_010));
+    let first = s.origin.last("/big");
+    assert_eq!(
+        first["range"],
+        format!("bytes={}-", 700_000 / 65536 * 65536)
+    );
+    settle().await;
+    // A full read fetches the missing head only, as a bounded range.
+    let full = get(s.proxy_addr, "/big").await;
+    assert_eq!(full.body, blob(1_000_000));
+    assert_eq!(s.origin.hits("/big"), 2);
+    assert_eq!(
+        s.origin.last("/big")["range"],
+        format!("bytes=0-{}", 700_000 / 65536 * 65536 - 1)
+    );
+    settle().await;
+    assert_eq!(
+        get(s.proxy_addr, "/big").await.headers["x-cache-status"],
+        "hit"
+    );
+    assert_eq!(s.origin.hits("/big"), 2);
+}
+
+#[tokio::test]
+async fn vary_selects_variants() {
+    let s = setup("", |_| {}).await;
+    let mut r = cacheable(blob(10));
+    r.headers.push(("vary", "accept-language".into()));
+    s.origin.route("/v", r);
+    send(s.proxy_addr, "GET", "/v", &[("accept-language", "en")]).await;
+    settle().await;
+    let hit = send(s.proxy_addr, "GET", "/v", &[("accept-language", "en")]).await;
+    assert_eq!(hit.headers["x-cache-status"], "hit");
+    let other = send(s.proxy_addr, "GET", "/v", &[("accept-language", "fr")]).await;
+    assert_eq!(other.headers["x-cache-status"], "miss");
+    assert_eq!(s.origin.hits("/v"), 2);
+}
+
+#[tokio::test]
+async fn concurrent_clients_share_one_origin_fetch() {
+    let s = setup("", |_| {}).await;
+    let mut r = cacheable(blob(500_000));
+    r.delay_ms = 200;
+    s.origin.route("/slow", r);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(get(s.proxy_addr, "/slow")))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().body, blob(500_000));
+    }
+    assert_eq!(s.origin.hits("/slow"), 1);
+}
+
+#[tokio::test]
+async fn deny_rules_unsafe_methods_and_unknown_methods() {
+    let s = setup(
+        "[[rule]]\nname = \"no-ads\"\nmatch_path = \"/ads/*\"\naction = \"deny\"\n",
+        |_| {},
+    )
+    .await;
+    let d = get(s.proxy_addr, "/ads/x.js").await;
+    assert_eq!(d.status, 403);
+    assert!(d.body.len() < 100);
+    assert!(std::str::from_utf8(&d.body).unwrap().contains("no-ads"));
+    assert_eq!(s.origin.hits("/ads/x.js"), 0);
+
+    s.origin.route("/doc", cacheable(blob(50)));
+    get(s.proxy_addr, "/doc").await;
+    settle().await;
+    assert_eq!(
+        get(s.proxy_addr, "/doc").await.headers["x-cache-status"],
+        "hit"
+    );
+    // A successful POST invalidates; PUT/DELETE/OPTIONS/unknown pass through untouched.
+    let mut post = cacheable(blob(1));
+    post.status = 200;
+    s.origin.route("/doc", post);
+    assert_eq!(send(s.proxy_addr, "POST", "/doc", &[]).await.status, 200);
+    s.origin.route("/doc", cacheable(blob(50)));
+    assert_eq!(
+        get(s.proxy_addr, "/doc").await.headers["x-cache-status"],
+        "miss"
+    );
+    for m in ["PUT", "DELETE", "OPTIONS", "PURGE"] {
+        send(s.proxy_addr, m, "/other", &[]).await;
+    }
+    assert_eq!(s.origin.hits("/other"), 4);
+}
+
+#[tokio::test]
+async fn no_freshness_means_revalidate_unless_a_rule_says_otherwise() {
+    let s = setup(
+        "[[rule]]\nname = \"debs\"\nmatch_path = \"*.deb\"\naction = \"cache\"\nttl_override = \"1h\"\n",
+        |_| {},
+    )
+    .await;
+    for p in ["/a.txt", "/a.deb"] {
+        s.origin.route(
+            p,
+            Route {
+                status: 200,
+                headers: vec![],
+                body: blob(10),
+                etag: Some("\"x\"".into()),
+                ..Default::default()
+            },
+        );
+        get(s.proxy_addr, p).await;
+        settle().await;
+    }
+    assert_eq!(
+        get(s.proxy_addr, "/a.txt").await.headers["x-cache-status"],
+        "revalidated"
+    );
+    assert_eq!(
+        get(s.proxy_addr, "/a.deb").await.headers["x-cache-status"],
+        "hit"
+    );
+    assert_eq!(s.origin.hits("/a.txt"), 2);
+    assert_eq!(s.origin.hits("/a.deb"), 1);
+}
+
+#[tokio::test]
+async fn content_addressed_objects_are_verified() {
+    use sha2::Digest as _;
+    let s = setup(
+        "[[rule]]\nname = \"blobs\"\nmatch_path = \"/v2/*/blobs/*\"\naction = \"cache\"\nttl_override = \"1d\"\ncache_key = { content_addressed = \"sha256\" }\n",
+        |_| {},
+    )
+    .await;
+    let good = blob(100_000);
+    let digest = hex::encode(sha2::Sha256::digest(&good));
+    let path = format!("/v2/lib/blobs/sha256:{digest}");
+    s.origin.route(&path, cacheable(good.clone()));
+    assert_eq!(get(s.proxy_addr, &path).await.body, good);
+    settle().await;
+    assert_eq!(
+        get(s.proxy_addr, &path).await.headers["x-cache-status"],
+        "hit"
+    );
+    // Same digest under another repository name: the same object.
+    let other = format!("/v2/mirror/blobs/sha256:{digest}");
+    assert_eq!(
+        get(s.proxy_addr, &other).await.headers["x-cache-status"],
+        "hit"
+    );
+    // A body that does not match its digest is never served from the cache.
+    let bad = format!("/v2/lib/blobs/sha256:{}", "0".repeat(64));
+    s.origin.route(&bad, cacheable(blob(5000)));
+    // The first client's transfer is cut when verification fails at the end.
+    let (addr, b) = (s.proxy_addr, bad.clone());
+    let _ = tokio::spawn(async move { get(addr, &b).await }).await;
+    settle().await;
+    let b = bad.clone();
+    let _ = tokio::spawn(async move { get(addr, &b).await }).await;
+    assert_eq!(
+        s.origin.hits(&bad),
+        2,
+        "an unverified object was served from the cache"
+    );
+}
+
+#[tokio::test]
+async fn chunked_bodies_of_unknown_length_are_stored_and_served() {
+    let s = setup("", |_| {}).await;
+    let mut r = cacheable(blob(200_000));
+    r.chunked = 7;
+    s.origin.route("/chunked", r);
+    let a = get(s.proxy_addr, "/chunked").await;
+    assert_eq!(a.body, blob(200_000));
+    assert!(!a.headers.contains_key("content-length"));
+    settle().await;
+    let b = get(s.proxy_addr, "/chunked").await;
+    assert_eq!(b.headers["x-cache-status"], "hit");
+    assert_eq!(b.headers["content-length"], "200000");
+    assert_eq!(b.body, blob(200_000));
+    assert_eq!(s.origin.hits("/chunked"), 1);
+}
+
+#[tokio::test]
+async fn upgrades_are_tunnelled() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = setup("", |_| {}).await;
+    s.origin.route(
+        "/ws",
+        Route {
+            status: 200,
+            echo_upgrade: true,
+            ..Default::default()
+        },
+    );
+    let tcp = TcpStream::connect(s.proxy_addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let req = Request::builder()
+        .uri("/ws")
+        .header("host", "origin.test")
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    let mut io = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    io.write_all(b"ping through the tunnel").await.unwrap();
+    let mut buf = [0u8; 23];
+    io.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping through the tunnel");
+}
+
+#[test]
+fn http_config_is_validated() {
+    use crate::config::Config;
+    assert!(Config::default().validate().is_ok());
+    let bad = |f: &dyn Fn(&mut Config), key: &str| {
+        let mut c = Config::default();
+        f(&mut c);
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, key, "{}", e.reason);
+    };
+    bad(&|c| c.http.slice_bytes = 1000, "http.slice_bytes");
+    bad(
+        &|c| c.http.cache_max_bytes = 1 << 16,
+        "http.cache_max_bytes",
+    );
+    bad(
+        &|c| c.http.max_object_bytes = u64::MAX,
+        "http.max_object_bytes",
+    );
+    bad(&|c| c.http.lock_wait_ms = 0, "http.lock_wait_ms");
+    bad(&|c| c.http.uring_entries = 100, "http.uring_entries");
+    bad(&|c| c.http.via = "has space".into(), "http.via");
+    bad(
+        &|c| c.http.heuristic_percent = 101,
+        "http.heuristic_percent",
+    );
+    bad(
+        &|c| c.http.memory_object_max_bytes = c.http.memory_cache_bytes + 1,
+        "http.memory_object_max_bytes",
+    );
+}
+
+#[tokio::test]
+async fn stale_if_error_answers_when_the_origin_fails() {
+    let s = setup("", |_| {}).await;
+    s.origin.route(
+        "/sie",
+        Route {
+            status: 200,
+            headers: vec![("cache-control", "max-age=0, stale-if-error=600".into())],
+            body: blob(100),
+            etag: Some("\"s\"".into()),
+            ..Default::default()
+        },
+    );
+    get(s.proxy_addr, "/sie").await;
+    settle().await;
+    s.origin.route(
+        "/sie",
+        Route {
+            status: 503,
+            body: Bytes::from_static(b"down"),
+            ..Default::default()
+        },
+    );
+    let r = get(s.proxy_addr, "/sie").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["x-cache-status"], "stale");
+    assert_eq!(r.body, blob(100));
+}
