@@ -13,13 +13,17 @@
 //! - [`config`]: typed, layered configuration with `validate()`.
 //! - [`tls`]: HTTPS — SNI splice, interception with a local CA.
 //! - [`telemetry`]: JSON / pretty logs.
+//! - [`control`]: the admin API (Unix socket), metrics, reload, cache warm-up; [`cli`]: the
+//!   commands that talk to it.
 //! - [`flow`]: flows in progress, for graceful shutdown.
 //! - [`app`]: wiring and the shutdown order.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod datapath;
 pub mod flow;
 pub mod net;

@@ -1,0 +1,593 @@
+//! The commands that talk to a running daemon through its admin API (and `rules check`, which
+//! needs none): argument parsing (clap), the call, and the output — a table for people, the
+//! API's JSON with `--json` for scripts.
+//!
+//! # Exit codes (scripts can rely on them)
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | failure: the daemon refused or could not do it (bad rules file on reload, …) |
+//! | 2 | usage: bad arguments or a request the daemon called malformed |
+//! | 3 | the daemon is not running (no admin socket, nothing answers) |
+//! | 4 | not available / not found: the service is not enabled or not built in yet, or the entry does not exist |
+//! | 5 | permission denied: the admin socket is root-only, or the TCP token is wrong |
+//!
+//! The socket is found from `--socket`, else `--config FILE`'s `[daemon] run_dir`, else
+//! `/etc/velocache/velocache.toml`'s if that file exists, else the default
+//! `/run/velocache/admin.sock` (environment overrides such as `VELOCACHE_DAEMON__RUN_DIR` apply).
+//! `--connect HOST:PORT` uses the TCP listener instead, with the token from `--token-file` or
+//! `VELOCACHE_ADMIN_TOKEN`.
+
+mod render;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::{
+    config::{self, ConfigError},
+    control::{
+        Client, ClientError, Endpoint,
+        api::{
+            CaReport, CacheEntry, CacheListing, CacheQuery, CacheShow, CallsReport, ErrorKind,
+            PurgeReport, PurgeRequest, ReloadReport, RulesReloadReport, RulesReport, StatsReport,
+            StatusReport, StopReport, WarmReport, WarmRequest, paths,
+        },
+        socket_path,
+    },
+    rules::{RuleSet, RulesError},
+};
+
+/// Exit codes.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The operation failed.
+    pub const FAILED: u8 = 1;
+    /// Bad arguments (also clap's code for usage errors).
+    pub const USAGE: u8 = 2;
+    /// The daemon is not running.
+    pub const NOT_RUNNING: u8 = 3;
+    /// The service is not available, or the entry was not found.
+    pub const NOT_AVAILABLE: u8 = 4;
+    /// Permission denied.
+    pub const PERMISSION: u8 = 5;
+}
+
+/// The configuration file the CLI reads to find the socket when none is given.
+pub const DEFAULT_CONFIG: &str = "/etc/velocache/velocache.toml";
+
+/// How to reach the daemon and how to print, for every admin command.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalOpts {
+    /// Configuration file (the daemon's for `run`; for other commands, where to find the socket).
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// The daemon's admin socket (default: `<run_dir>/admin.sock` of the configuration).
+    #[arg(long, value_name = "PATH", global = true, env = "VELOCACHE_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Use the TCP admin listener at HOST:PORT instead of the socket.
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    pub connect: Option<String>,
+    /// File holding the bearer token for `--connect` (else `VELOCACHE_ADMIN_TOKEN`).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Print JSON (the admin API's own answer) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Give up on the daemon after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30, global = true)]
+    pub timeout: u64,
+}
+
+/// Commands answered by the running daemon (plus `rules check`).
+#[derive(Subcommand, Debug, Clone)]
+pub enum AdminCommand {
+    /// Per service: intercepted flows, kernel counters, the service's own counters (hits,
+    /// misses, bytes, …); warm-up progress.
+    Stats,
+    /// The HTTP cache.
+    Cache {
+        /// What to do.
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// The operator's rules.
+    Rules {
+        /// What to do.
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// The daemon itself.
+    Service {
+        /// What to do.
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// SIP calls in progress and recently ended, with media statistics.
+    Calls,
+    /// The local CA of HTTPS interception.
+    Ca {
+        /// What to do.
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Print the Prometheus metrics (OpenMetrics text) the daemon serves at `/metrics`.
+    Metrics,
+}
+
+/// `velocache cache …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum CacheCommand {
+    /// List cached objects (all, or those matching a URL or glob).
+    Ls {
+        /// A URL or a glob (`*` matches any run of characters, `/` included).
+        pattern: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one cached object.
+    Show {
+        /// Its URL.
+        url: String,
+    },
+    /// Remove objects: one URL, or every URL a glob matches.
+    Purge {
+        /// A URL or a glob (`*` matches any run of characters, `/` included).
+        pattern: String,
+    },
+    /// Fetch URLs into the cache now (default: the rules file's `warmup_urls`).
+    Warm {
+        /// URLs to fetch.
+        urls: Vec<String>,
+        /// Return once the fetches started instead of when they are done.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+/// `velocache rules …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum RulesCommand {
+    /// Check a rules file without a daemon; exit 1 with `FILE:LINE: reason` if it is bad.
+    Check {
+        /// The rules file.
+        file: PathBuf,
+    },
+    /// Re-read the daemon's rules file (a bad file keeps the rules in force; exit 1).
+    Reload,
+    /// The rules in force, in evaluation order.
+    Show,
+}
+
+/// `velocache service …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum ServiceCommand {
+    /// Whether the daemon runs (exit 0) or not (exit 3), and what it runs with.
+    Status,
+    /// Re-read configuration and rules without dropping flows (like SIGHUP).
+    Reload,
+    /// Stop gracefully (like SIGTERM): new flows pass untouched, flows in progress may finish.
+    Stop {
+        /// Return once the daemon accepted the request instead of when it has exited.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+/// `velocache ca …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum CaCommand {
+    /// Print the CA certificate (PEM) for clients to trust.
+    Export,
+    /// Generate a new CA (clients must trust the new certificate); print it.
+    Rotate,
+}
+
+/// Why a command failed; [`CliError::exit_code`] is what the process returns.
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// The admin API call failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The configuration (to find the socket) did not load.
+    #[error("reading the configuration to find the admin socket: {0} (or pass --socket)")]
+    Config(#[source] ConfigError),
+    /// A rules file is invalid.
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    /// The daemon did it, but reported a failure (a refused file on reload, …).
+    #[error("{0}")]
+    Failed(String),
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// The async runtime did not start.
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Client(ClientError::NotRunning { .. }) => exit::NOT_RUNNING,
+            CliError::Client(ClientError::PermissionDenied { .. }) => exit::PERMISSION,
+            CliError::Client(ClientError::Api { body, .. }) => match body.kind {
+                ErrorKind::NotAvailable | ErrorKind::NotFound => exit::NOT_AVAILABLE,
+                ErrorKind::Unauthorized => exit::PERMISSION,
+                ErrorKind::BadRequest => exit::USAGE,
+                ErrorKind::NoSuchEndpoint | ErrorKind::Failed => exit::FAILED,
+            },
+            CliError::Client(ClientError::Protocol { .. }) => exit::FAILED,
+            CliError::Config(_) | CliError::Rules(_) | CliError::Failed(_) => exit::FAILED,
+            CliError::Runtime(_) => exit::FAILED,
+            CliError::Usage(_) => exit::USAGE,
+        }
+    }
+
+    /// A short machine-readable kind, for `--json` error output.
+    pub fn kind(&self) -> &'static str {
+        match self.exit_code() {
+            exit::NOT_RUNNING => "not_running",
+            exit::PERMISSION => "permission_denied",
+            exit::NOT_AVAILABLE => match self {
+                CliError::Client(ClientError::Api { body, .. })
+                    if body.kind == ErrorKind::NotFound =>
+                {
+                    "not_found"
+                }
+                _ => "not_available",
+            },
+            exit::USAGE => "usage",
+            _ => "failed",
+        }
+    }
+}
+
+/// Run an admin command; prints its output and returns the exit code.
+pub fn run(command: AdminCommand, opts: &GlobalOpts) -> u8 {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+        .and_then(|rt| rt.block_on(dispatch(command, opts)));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if opts.json {
+                let body = serde_json::json!({
+                    "error": e.to_string(),
+                    "kind": e.kind(),
+                    "exit_code": e.exit_code(),
+                });
+                println!("{body:#}");
+            }
+            eprintln!("velocache: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Where the admin API is, from the options (see the module docs).
+pub fn endpoint(opts: &GlobalOpts) -> Result<Endpoint, CliError> {
+    if let Some(addr) = &opts.connect {
+        let token = match &opts.token_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| CliError::Usage(format!("token file {}: {e}", f.display())))?,
+            None => std::env::var("VELOCACHE_ADMIN_TOKEN").map_err(|_| {
+                CliError::Usage("--connect needs --token-file or VELOCACHE_ADMIN_TOKEN".into())
+            })?,
+        };
+        return Ok(Endpoint::Tcp {
+            addr: addr.clone(),
+            token: token.trim().to_string(),
+        });
+    }
+    if let Some(s) = &opts.socket {
+        return Ok(Endpoint::Socket(s.clone()));
+    }
+    let file = opts.config.clone().or_else(|| {
+        let default = Path::new(DEFAULT_CONFIG);
+        default.exists().then(|| default.to_path_buf())
+    });
+    let cfg = config::load(file.as_deref()).map_err(CliError::Config)?;
+    Ok(Endpoint::Socket(socket_path(&cfg)))
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("velocache: error: rendering JSON: {e}"),
+    }
+}
+
+async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result<u8, CliError> {
+    // `rules check` needs no daemon.
+    if let AdminCommand::Rules {
+        command: RulesCommand::Check { file },
+    } = &command
+    {
+        return rules_check(file, opts.json);
+    }
+    let timeout = Duration::from_secs(opts.timeout.max(1));
+    let client = Client::new(endpoint(opts)?, timeout);
+    let json = opts.json;
+    match command {
+        AdminCommand::Stats => {
+            let stats: StatsReport = client.get(paths::STATS).await?;
+            if json {
+                print_json(&stats);
+            } else {
+                print!("{}", render::stats(&stats));
+            }
+        }
+        AdminCommand::Metrics => print!("{}", client.get_text(paths::METRICS).await?),
+        AdminCommand::Cache { command } => return cache(&client, command, opts).await,
+        AdminCommand::Rules { command } => return rules(&client, command, json).await,
+        AdminCommand::Service { command } => return service(&client, command, opts).await,
+        AdminCommand::Calls => {
+            let calls: CallsReport = client.get(paths::CALLS).await?;
+            if json {
+                print_json(&calls);
+            } else {
+                print!("{}", render::calls(&calls));
+            }
+        }
+        AdminCommand::Ca { command } => {
+            let ca: CaReport = match command {
+                CaCommand::Export => client.get(paths::CA).await?,
+                CaCommand::Rotate => client.post(paths::CA_ROTATE, &()).await?,
+            };
+            if json {
+                print_json(&ca);
+            } else {
+                print!("{}", ca.pem);
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn rules_check(file: &Path, json: bool) -> Result<u8, CliError> {
+    let set = RuleSet::load(file)?;
+    if json {
+        print_json(&serde_json::json!({
+            "file": file.display().to_string(),
+            "ok": true,
+            "rules": set.rules.len(),
+            "warmup_urls": set.warmup_urls.len(),
+        }));
+    } else {
+        println!(
+            "{}: ok, {} rules, {} warm-up URLs",
+            file.display(),
+            set.rules.len(),
+            set.warmup_urls.len()
+        );
+    }
+    Ok(exit::OK)
+}
+
+async fn cache(client: &Client, command: CacheCommand, opts: &GlobalOpts) -> Result<u8, CliError> {
+    let json = opts.json;
+    match command {
+        CacheCommand::Ls { pattern, limit } => {
+            let listing: CacheListing = client
+                .post(paths::CACHE_LIST, &CacheQuery { pattern, limit })
+                .await?;
+            if json {
+                print_json(&listing);
+            } else {
+                print!("{}", render::cache_listing(&listing));
+            }
+        }
+        CacheCommand::Show { url } => {
+            let entry: CacheEntry = client.post(paths::CACHE_SHOW, &CacheShow { url }).await?;
+            if json {
+                print_json(&entry);
+            } else {
+                print!("{}", render::cache_entry(&entry));
+            }
+        }
+        CacheCommand::Purge { pattern } => {
+            let report: PurgeReport = client
+                .post(paths::CACHE_PURGE, &PurgeRequest { pattern })
+                .await?;
+            if json {
+                print_json(&report);
+            } else {
+                println!(
+                    "purged {} objects ({}) matching {}",
+                    report.purged,
+                    render::bytes(report.bytes),
+                    report.pattern
+                );
+            }
+        }
+        CacheCommand::Warm { urls, no_wait } => {
+            // Warming may take as long as the downloads; the client's timeout is per call.
+            let client = Client::new(client.endpoint().clone(), Duration::from_secs(24 * 3600));
+            let report: WarmReport = client
+                .post(
+                    paths::CACHE_WARM,
+                    &WarmRequest {
+                        urls,
+                        wait: !no_wait,
+                    },
+                )
+                .await?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", render::warm(&report, no_wait));
+            }
+            if report.results.iter().any(|r| !r.ok) {
+                return Ok(exit::FAILED);
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn rules(client: &Client, command: RulesCommand, json: bool) -> Result<u8, CliError> {
+    match command {
+        RulesCommand::Check { file } => rules_check(&file, json),
+        RulesCommand::Show => {
+            let rules: RulesReport = client.get(paths::RULES).await?;
+            if json {
+                print_json(&rules);
+            } else {
+                print!("{}", render::rules(&rules));
+            }
+            Ok(exit::OK)
+        }
+        RulesCommand::Reload => {
+            let report: RulesReloadReport = client.post(paths::RULES_RELOAD, &()).await?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", render::rules_reload(&report));
+            }
+            Ok(if report.error.is_some() {
+                exit::FAILED
+            } else {
+                exit::OK
+            })
+        }
+    }
+}
+
+async fn service(
+    client: &Client,
+    command: ServiceCommand,
+    opts: &GlobalOpts,
+) -> Result<u8, CliError> {
+    let json = opts.json;
+    match command {
+        ServiceCommand::Status => {
+            let status: StatusReport = client.get(paths::STATUS).await?;
+            if json {
+                print_json(&status);
+            } else {
+                print!("{}", render::status(&status));
+            }
+            Ok(exit::OK)
+        }
+        ServiceCommand::Reload => {
+            let report: ReloadReport = client.post(paths::RELOAD, &()).await?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", render::reload(&report));
+            }
+            Ok(if report.ok() { exit::OK } else { exit::FAILED })
+        }
+        ServiceCommand::Stop { no_wait } => {
+            let report: StopReport = client.post(paths::STOP, &()).await?;
+            let stopped = if no_wait {
+                None
+            } else {
+                // Flows get the grace period, then the datapath is detached.
+                let limit = Duration::from_secs(report.grace_secs + 30);
+                Some(wait_stopped(client, limit).await)
+            };
+            if json {
+                print_json(&serde_json::json!({
+                    "stopping": report.stopping,
+                    "active_sessions": report.active_sessions,
+                    "grace_secs": report.grace_secs,
+                    "stopped": stopped,
+                }));
+            } else {
+                match stopped {
+                    None => println!(
+                        "stopping: {} flows get up to {} s to finish",
+                        report.active_sessions, report.grace_secs
+                    ),
+                    Some(true) => println!("stopped"),
+                    Some(false) => println!("still running; see the daemon's log"),
+                }
+            }
+            Ok(if stopped == Some(false) {
+                exit::FAILED
+            } else {
+                exit::OK
+            })
+        }
+    }
+}
+
+/// Poll until the daemon no longer answers.
+async fn wait_stopped(client: &Client, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        match client.get::<StatusReport>(paths::STATUS).await {
+            Err(ClientError::NotRunning { .. }) => return true,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::api::ErrorBody;
+
+    fn api(kind: ErrorKind) -> CliError {
+        CliError::Client(ClientError::Api {
+            status: 0,
+            body: ErrorBody {
+                error: String::new(),
+                kind,
+            },
+        })
+    }
+
+    #[test]
+    fn exit_codes_are_the_documented_ones() {
+        let not_running = CliError::Client(ClientError::NotRunning {
+            endpoint: "x".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        assert_eq!(not_running.exit_code(), 3);
+        assert_eq!(not_running.kind(), "not_running");
+        assert_eq!(api(ErrorKind::NotAvailable).exit_code(), 4);
+        assert_eq!(api(ErrorKind::NotFound).exit_code(), 4);
+        assert_eq!(api(ErrorKind::NotFound).kind(), "not_found");
+        assert_eq!(api(ErrorKind::BadRequest).exit_code(), 2);
+        assert_eq!(api(ErrorKind::Unauthorized).exit_code(), 5);
+        assert_eq!(api(ErrorKind::Failed).exit_code(), 1);
+        assert_eq!(CliError::Failed(String::new()).exit_code(), 1);
+    }
+
+    #[test]
+    fn the_socket_comes_from_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("v.toml");
+        std::fs::write(&cfg, "[daemon]\nrun_dir = \"/tmp/vc-run\"\n").unwrap();
+        let opts = GlobalOpts {
+            config: Some(cfg),
+            ..GlobalOpts::default()
+        };
+        match endpoint(&opts).unwrap() {
+            Endpoint::Socket(p) => assert_eq!(p, Path::new("/tmp/vc-run/admin.sock")),
+            e => panic!("{e:?}"),
+        }
+        let opts = GlobalOpts {
+            socket: Some("/x.sock".into()),
+            ..opts
+        };
+        match endpoint(&opts).unwrap() {
+            Endpoint::Socket(p) => assert_eq!(p, Path::new("/x.sock")),
+            e => panic!("{e:?}"),
+        }
+    }
+}
