@@ -37,6 +37,10 @@ const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "nghttp2-client",
     "debootstrap",
+    // The Prometheus project's own OpenMetrics parser checks `/metrics` in the lab tests.
+    "python3-prometheus-client",
+    // cargo-deb computes the .deb's library dependencies with dpkg-shlibdeps.
+    "dpkg-dev",
 ];
 
 /// Debian packages the benchmarks add.

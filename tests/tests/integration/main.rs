@@ -8,6 +8,7 @@
 )]
 
 mod config;
+mod control;
 mod datapath;
 mod https;
 mod util;

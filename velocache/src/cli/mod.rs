@@ -30,7 +30,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::{
-    config::{self, ConfigError},
+    config,
     control::{
         Client, ClientError, Endpoint,
         api::{
@@ -196,9 +196,6 @@ pub enum CliError {
     /// The admin API call failed.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// The configuration (to find the socket) did not load.
-    #[error("reading the configuration to find the admin socket: {0} (or pass --socket)")]
-    Config(#[source] ConfigError),
     /// A rules file is invalid.
     #[error(transparent)]
     Rules(#[from] RulesError),
@@ -226,7 +223,7 @@ impl CliError {
                 ErrorKind::NoSuchEndpoint | ErrorKind::Failed => exit::FAILED,
             },
             CliError::Client(ClientError::Protocol { .. }) => exit::FAILED,
-            CliError::Config(_) | CliError::Rules(_) | CliError::Failed(_) => exit::FAILED,
+            CliError::Rules(_) | CliError::Failed(_) => exit::FAILED,
             CliError::Runtime(_) => exit::FAILED,
             CliError::Usage(_) => exit::USAGE,
         }
@@ -297,8 +294,25 @@ pub fn endpoint(opts: &GlobalOpts) -> Result<Endpoint, CliError> {
         let default = Path::new(DEFAULT_CONFIG);
         default.exists().then(|| default.to_path_buf())
     });
-    let cfg = config::load(file.as_deref()).map_err(CliError::Config)?;
-    Ok(Endpoint::Socket(socket_path(&cfg)))
+    match config::load(file.as_deref()) {
+        Ok(cfg) => Ok(Endpoint::Socket(socket_path(&cfg))),
+        // An operator who just broke the file still needs to reach the daemon (to reload and
+        // read why it refuses): take `[daemon] run_dir` alone if the file still parses as TOML.
+        Err(e) => {
+            let run_dir = file
+                .as_deref()
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .and_then(|t| t.parse::<toml::Table>().ok())
+                .and_then(|t| Some(PathBuf::from(t.get("daemon")?.get("run_dir")?.as_str()?)));
+            let run_dir = run_dir.unwrap_or_else(|| config::DaemonConfig::default().run_dir);
+            let path = run_dir.join(crate::control::SOCKET_NAME);
+            eprintln!(
+                "velocache: warning: {e}; using the admin socket {}",
+                path.display()
+            );
+            Ok(Endpoint::Socket(path))
+        }
+    }
 }
 
 fn print_json<T: Serialize>(value: &T) {

@@ -159,7 +159,11 @@ impl ControlPlane {
     /// Reload configuration and rules; `trigger` names what asked (for the log and the report).
     pub async fn reload(&self, trigger: &str) -> ReloadReport {
         let _one = self.reload_lock.lock().await;
-        info!(trigger, file = ?self.config_file, "reloading configuration and rules");
+        info!(
+            trigger,
+            file = self.config_file.as_deref().map(|f| f.display().to_string()),
+            "reloading configuration and rules"
+        );
         let (config_report, switched_rules) = self.reload_config().await;
         let rules_report = match switched_rules {
             Some(r) => r,
@@ -201,7 +205,11 @@ impl ControlPlane {
         let file = self.rules.file().map(|f| f.display().to_string());
         match self.rules.reload() {
             Ok(set) => {
-                info!(file = ?file, rules = set.rules.len(), "rules reloaded");
+                info!(
+                    file = file.as_deref(),
+                    rules = set.rules.len(),
+                    "rules reloaded"
+                );
                 RulesReloadReport {
                     file,
                     rules: set.rules.len(),
@@ -210,7 +218,7 @@ impl ControlPlane {
             }
             Err(e) => {
                 let rules = self.rules.current().rules.len();
-                error!(file = ?file, error = %e, rules_in_force = rules,
+                error!(file = file.as_deref(), error = %e, rules_in_force = rules,
                     "rules reload refused; the rules in force stay");
                 RulesReloadReport {
                     file,
@@ -249,7 +257,11 @@ impl ControlPlane {
             let file = target.map(|f| f.display().to_string());
             match self.rules.switch_file(target) {
                 Ok(set) => {
-                    info!(file = ?file, rules = set.rules.len(), "rules file switched");
+                    info!(
+                        file = file.as_deref(),
+                        rules = set.rules.len(),
+                        "rules file switched"
+                    );
                     effective.rules.file = new.rules.file.clone();
                     rules_report = Some(RulesReloadReport {
                         file,
@@ -259,7 +271,7 @@ impl ControlPlane {
                 }
                 Err(e) => {
                     let rules = self.rules.current().rules.len();
-                    error!(file = ?file, error = %e, rules_in_force = rules,
+                    error!(file = file.as_deref(), error = %e, rules_in_force = rules,
                         "new rules file refused; the rules in force and their file stay");
                     rules_report = Some(RulesReloadReport {
                         file,
@@ -277,7 +289,7 @@ impl ControlPlane {
                  ({}: {}); restart to apply the new file",
                 v.key, v.reason
             );
-            error!(file = ?file, key = %v.key, reason = %v.reason, "{msg}");
+            error!(file = file.as_deref(), key = %v.key, reason = %v.reason, "{msg}");
             report.error = Some(msg);
             report.restart_required = self.restart_required_now();
             return (report, rules_report);
@@ -328,7 +340,7 @@ impl ControlPlane {
             .filter(|k| !is_live(k))
             .collect::<Vec<_>>();
         for key in restart.iter().filter(|k| changed.contains(k)) {
-            warn!(key = %key, file = ?file, "setting changed; it takes effect at the next restart");
+            warn!(key = %key, file = file.as_deref(), "setting changed; it takes effect at the next restart");
         }
         *self
             .restart_required
