@@ -10,5 +10,6 @@
 mod config;
 mod control;
 mod datapath;
+mod deploy;
 mod https;
 mod util;
