@@ -30,13 +30,8 @@ pub fn run(debug: bool) -> Result<PathBuf> {
     util::build_daemon(!debug)?;
     let deb = output(debug);
     let mut cmd = util::cargo();
-    cmd.current_dir(util::root()).args([
-        "deb",
-        "-p",
-        "velocache",
-        "--no-build",
-        "--output",
-    ]);
+    cmd.current_dir(util::root())
+        .args(["deb", "-p", "velocache", "--no-build", "--output"]);
     cmd.arg(&deb);
     if debug {
         // cargo-deb warns about the dev profile: this package is for tests, not for release.
@@ -59,7 +54,13 @@ pub fn check(deb: &std::path::Path) -> Result<()> {
             .arg("conffiles"),
     )?;
     let mut missing = Vec::new();
-    for want in ["Package: velocache", "conffiles", "postinst", "prerm", "postrm"] {
+    for want in [
+        "Package: velocache",
+        "conffiles",
+        "postinst",
+        "prerm",
+        "postrm",
+    ] {
         if !info.contains(want) {
             missing.push(format!("`{want}` in dpkg-deb --info"));
         }
