@@ -58,6 +58,7 @@ fn duration(secs: u64) -> String {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m{:02}s", s / 60, s % 60),
         s if s < 172_800 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
         s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
     }
 }
@@ -486,6 +487,8 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(duration(59), "59s");
         assert_eq!(duration(3700), "61m40s");
+        assert_eq!(duration(30 * 86_400), "30d");
+        assert_eq!(duration(3 * 86_400 + 7200), "3d02h");
         assert_eq!(number(3.0), "3");
         assert_eq!(number(0.25), "0.250");
     }
