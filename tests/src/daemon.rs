@@ -91,9 +91,29 @@ impl Daemon {
 
     /// Start the daemon with a complete configuration text and extra environment variables.
     pub fn start_with(lab: &Lab, dir: TempDir, config: String, env: &[(&str, &str)]) -> Daemon {
+        Self::start_wrapped(lab, dir, config, env, &[])
+    }
+
+    /// Like [`Daemon::start_with`], with the daemon's command line prefixed by `wrapper` (e.g.
+    /// `setpriv --bounding-set=…` to run it with only some capabilities).
+    pub fn start_wrapped(
+        lab: &Lab,
+        dir: TempDir,
+        config: String,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Daemon {
         let path = dir.path().join("velocache.toml");
         std::fs::write(&path, &config).unwrap_or_else(|e| panic!("writing config: {e}"));
-        let mut cmd = lab.gw.command(&velocache_bin().display().to_string());
+        let bin = velocache_bin().display().to_string();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = lab.gw.command(program);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => lab.gw.command(&bin),
+        };
         cmd.args(["run", "--config", &path.display().to_string(), "--log-format", "json"])
             .env("RUST_LOG", std::env::var("VELOCACHE_TEST_LOG").unwrap_or_else(|_| "debug,aya=info,aya_obj=info,rtnetlink=info,netlink_proto=info,hyper=info,h2=info,rustls=info".into()))
             .stdout(Stdio::null());

@@ -7,7 +7,18 @@
 //! (new flows then find no socket and fail open straight to their destination), flows in
 //! progress get `shutdown_grace_secs` to finish while the classifier still steers their packets,
 //! and only then are the programs detached and the routing removed.
-use std::{future::Future, sync::Arc, time::Duration};
+//!
+//! The control plane comes up last, when every service has registered its metrics and admin
+//! seams: the admin socket, `/metrics`, SIGHUP reloads, and the cache warm-up of the rules'
+//! `warmup_urls`. A stop through the admin API (`velocache service stop`) takes the same path
+//! as SIGTERM; the admin socket stays up while flows drain, so `service status` says
+//! `stopping`, and disappears when the daemon is gone.
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use prometheus_client::registry::Registry;
 use thiserror::Error;
@@ -17,6 +28,7 @@ use velocache_common::Service;
 
 use crate::{
     config::{Config, Intercept, Transport},
+    control::{AdminHub, AdminServer, ControlError, ControlPlane, PlaneMetrics, PlaneParts},
     datapath::{Counters, Datapath, DatapathError, InstanceError, InstanceLock},
     flow::FlowTracker,
     net::{
@@ -25,6 +37,7 @@ use crate::{
     },
     passthrough::{TcpSplice, UdpRelay},
     rules::{Rules, RulesError},
+    telemetry::LogControl,
     tls::{TlsError, TlsService, TlsShared},
 };
 
@@ -56,6 +69,9 @@ pub enum AppError {
     /// The TLS layer (CA, roots) could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The admin API could not start.
+    #[error(transparent)]
+    Control(#[from] ControlError),
 }
 
 /// How long the gateway waits for an original destination to accept a spliced connection.
@@ -118,7 +134,9 @@ pub struct Handlers {
 }
 
 /// What every service handler may use: the configuration, the live rules, the flow tracker,
-/// and (while handlers are being built) the metrics registry to register its counters in.
+/// the TLS layer, the admin hub, and (while handlers are being built) the metrics registry to
+/// register its counters in.
+#[derive(Clone)]
 pub struct ServiceContext {
     /// The whole configuration.
     pub config: Arc<Config>,
@@ -129,9 +147,23 @@ pub struct ServiceContext {
     /// The TLS layer (local CA, leaf certificates, upstream trust) when HTTPS is enabled; the
     /// HTTP proxy serves the CA page from it, the admin API exports and rotates the CA.
     pub tls: Option<Arc<TlsShared>>,
+    /// Where a service registers what it offers the admin API beyond metrics: the HTTP cache
+    /// (`ctx.admin.register_cache`, for `velocache cache …` and warm-up), the SIP observer
+    /// (`register_calls`, for `velocache calls`). Until one registers, the API answers "not
+    /// available" for it. See `control::seams`.
+    pub admin: AdminHub,
 }
 
 impl ServiceContext {
+    /// The context handed to `service`'s handlers: the same everything, with a flow tracker
+    /// that also counts the service's flows (`velocache_active_sessions{service}`).
+    pub fn for_service(&self, service: Service) -> ServiceContext {
+        ServiceContext {
+            flows: self.flows.scoped(service),
+            ..self.clone()
+        }
+    }
+
     /// Pass-through handlers for `service`: splice TCP, relay UDP.
     pub fn passthrough(&self, service: Service) -> Handlers {
         let idle = Duration::from_secs(self.config.datapath.udp_idle_timeout_secs);
@@ -171,8 +203,44 @@ fn handlers_for(
     })
 }
 
-/// Run the daemon until `shutdown` resolves.
+/// How the daemon was launched, beyond its configuration.
+#[derive(Default)]
+pub struct Launch {
+    /// The configuration file, re-read on reload (SIGHUP, `velocache service reload`).
+    pub config_file: Option<PathBuf>,
+    /// The log filter's reload handle (`[log] level` changes live).
+    pub log: Option<LogControl>,
+}
+
+/// The TCP destination ports intercepted by enabled services (for the TIME_WAIT reaper).
+pub fn intercepted_tcp_ports(config: &Config) -> Vec<u16> {
+    config
+        .intercepts()
+        .into_iter()
+        .filter(|i| i.enabled && i.transports.contains(&Transport::Tcp))
+        .flat_map(|i| i.ports)
+        .collect()
+}
+
+/// Run the daemon until `shutdown` resolves (or a stop is asked through the admin API).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    run_with(config, Launch::default(), shutdown).await
+}
+
+/// [`run`], with the configuration file and log handle that make reloads possible.
+pub async fn run_with(
+    config: Config,
+    launch: Launch,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    // Before anything else: SIGHUP's default action would end the daemon.
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot install the SIGHUP handler: reload through the admin API only");
+            None
+        }
+    };
     let _lock = InstanceLock::acquire()?;
     let rules = match &config.rules.file {
         Some(file) => {
@@ -188,11 +256,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     } else {
         None
     };
+    let hub = AdminHub::new();
+    if let Some(tls) = &tls {
+        hub.register_ca(tls.clone());
+    }
     let ctx = ServiceContext {
         config: config.clone(),
         rules: rules.clone(),
         flows: FlowTracker::new(),
         tls,
+        admin: hub.clone(),
     };
     let flows = ctx.flows.clone();
     let mut registry = Registry::with_prefix("velocache");
@@ -204,7 +277,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let service = bound.intercept.service;
         let handlers = handlers_for(
             service,
-            &ctx,
+            &ctx.for_service(service),
             registry.sub_registry_with_prefix(service.name()),
         )?;
         for listener in bound.tcp {
@@ -225,6 +298,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "service listening"
         );
     }
+    let kernel_counters = Arc::new(OnceLock::new());
+    crate::control::metrics::register_daemon_metrics(
+        &mut registry,
+        flows.clone(),
+        kernel_counters.clone(),
+        rules.clone(),
+    );
+    let plane_metrics = PlaneMetrics::register(&mut registry);
+    // Bound before the datapath so that a socket problem stops start-up with nothing attached.
+    let admin = AdminServer::bind(&config).await?;
 
     let datapath = if config.datapath.lan_interfaces.is_empty() {
         warn!("no [datapath] lan_interfaces configured: nothing will be intercepted");
@@ -233,6 +316,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(Datapath::start(&config.datapath, &config.intercepts()).await?)
     };
     if let Some(dp) = &datapath {
+        let _ = kernel_counters.set(dp.counters());
         let interval = config.daemon.stats_interval_secs;
         if interval > 0 {
             tasks.spawn(log_counters(
@@ -243,16 +327,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     tasks.spawn(expire_reply_sockets(replier.clone(), cancel.clone()));
-    let tcp_ports: Vec<u16> = config
-        .intercepts()
-        .into_iter()
-        .filter(|i| i.enabled && i.transports.contains(&Transport::Tcp))
-        .flat_map(|i| i.ports)
-        .collect();
-    let reaper = TimeWaitReaper::spawn(tcp_ports);
+    let reaper = TimeWaitReaper::spawn(intercepted_tcp_ports(&config));
+
+    let plane = ControlPlane::new(PlaneParts {
+        config: config.clone(),
+        config_file: launch.config_file,
+        rules,
+        flows: flows.clone(),
+        hub,
+        registry: Arc::new(registry),
+        datapath,
+        reaper: Some(reaper),
+        log: launch.log,
+        metrics: plane_metrics,
+    });
+    let admin_cancel = CancellationToken::new();
+    let admin_task = tokio::spawn(admin.serve(plane.clone(), admin_cancel.clone()));
+    let hangup_task = hangups.take().map(|mut hup| {
+        let plane = plane.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                info!(signal = "SIGHUP", "signal received");
+                plane.reload("SIGHUP").await;
+            }
+        })
+    });
+    plane.warm_rules_urls();
 
     info!(pid = std::process::id(), "velocache running");
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = plane.stop_requested() => {}
+    }
+    plane.request_stop();
     info!(
         active_flows = flows.active(),
         "shutting down: no new flows are intercepted"
@@ -260,18 +367,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
 
-    let grace = Duration::from_secs(config.daemon.shutdown_grace_secs);
+    let grace = Duration::from_secs(plane.config().daemon.shutdown_grace_secs);
     let left = flows.wait_idle(grace).await;
     if left > 0 {
         warn!(flows = left, "grace period over; remaining flows are cut");
     }
-    if let Some(dp) = datapath {
+    if let Some(task) = hangup_task {
+        task.abort();
+    }
+    if let Some(dp) = plane.take_datapath().await {
         if let Ok(snapshot) = dp.counters().snapshot() {
             log_snapshot(&snapshot);
         }
         dp.stop().await;
     }
-    drop(reaper);
+    if let Some(reaper) = plane.take_reaper() {
+        // Dropping joins the reaper thread (one period at most).
+        let _ = tokio::task::spawn_blocking(move || drop(reaper)).await;
+    }
+    admin_cancel.cancel();
+    let _ = admin_task.await;
     info!("velocache stopped");
     Ok(())
 }

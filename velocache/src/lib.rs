@@ -17,6 +17,8 @@
 //! - [`http`]: the transparent HTTP/1.1 caching proxy (phases, upstream pool, access log).
 //! - [`tls`]: HTTPS — SNI splice, interception with a local CA.
 //! - [`telemetry`]: JSON / pretty logs.
+//! - [`control`]: the admin API (Unix socket), metrics, reload, cache warm-up; [`cli`]: the
+//!   commands that talk to it.
 //! - [`flow`]: flows in progress, for graceful shutdown.
 //! - [`app`]: wiring and the shutdown order.
 #![deny(unsafe_code)]
@@ -24,7 +26,9 @@
 
 pub mod app;
 pub mod cache;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod datapath;
 pub mod flow;
 pub mod http;

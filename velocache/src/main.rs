@@ -1,28 +1,35 @@
-//! The `velocache` binary: the daemon (`run`) and the commands that inspect it.
+//! The `velocache` binary: the daemon (`run`), the commands that ask the running daemon
+//! (`stats`, `cache`, `rules`, `service`, `calls`, `ca`, `metrics`; see `velocache::cli` for
+//! their exit codes) and the ones that need no daemon (`config check`, `rules check`,
+//! `datapath show`).
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use velocache::config::{self, LogFormat};
+use velocache::{
+    cli::{self, AdminCommand, GlobalOpts, exit},
+    config::{self, LogFormat},
+};
 
 #[derive(Parser)]
 #[command(
     name = "velocache",
     version,
-    about = "Transparent caching gateway for Linux routers"
+    about = "Transparent caching gateway for Linux routers",
+    after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 daemon not running, \
+                  4 not available or not found, 5 permission denied."
 )]
 struct Cli {
+    #[command(flatten)]
+    global: GlobalOpts,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon.
+    /// Run the daemon (with `--config FILE`).
     Run {
-        /// Configuration file (TOML).
-        #[arg(long, short = 'c', value_name = "FILE")]
-        config: Option<PathBuf>,
         /// Log format; overrides `[log] format` and `VELOCACHE_ENV`.
         #[arg(long, value_enum)]
         log_format: Option<CliLogFormat>,
@@ -37,6 +44,8 @@ enum Command {
         #[command(subcommand)]
         command: DatapathCommand,
     },
+    #[command(flatten)]
+    Admin(AdminCommand),
 }
 
 #[derive(Subcommand)]
@@ -45,9 +54,6 @@ enum DatapathCommand {
     Show {
         /// Interfaces to inspect (default: all in this network namespace).
         interfaces: Vec<String>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -68,19 +74,23 @@ enum CliLogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // `{:#}` prints the whole cause chain on one line, without a backtrace.
-            eprintln!("velocache: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let code = match cli.command {
+        Command::Admin(command) => cli::run(command, &cli.global),
+        command => match dispatch(command, &cli.global) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                // `{:#}` prints the whole cause chain on one line, without a backtrace.
+                eprintln!("velocache: error: {e:#}");
+                exit::FAILED
+            }
+        },
+    };
+    ExitCode::from(code)
 }
 
-fn dispatch(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Run { config, log_format } => run(config, log_format),
+fn dispatch(command: Command, global: &GlobalOpts) -> Result<()> {
+    match command {
+        Command::Run { log_format } => run(global.config.clone(), log_format),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
@@ -91,10 +101,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Datapath {
-            command: DatapathCommand::Show { interfaces, json },
+            command: DatapathCommand::Show { interfaces },
         } => {
             let found = velocache::datapath::inspect(&interfaces);
-            if json {
+            if global.json {
                 println!("{}", serde_json::to_string_pretty(&found)?);
             } else {
                 println!(
@@ -123,7 +133,15 @@ fn dispatch(cli: Cli) -> Result<()> {
                 ))
             }
         }
+        Command::Admin(_) => unreachable_admin(),
     }
+}
+
+/// Admin commands are dispatched by `cli::run` before `dispatch` is called.
+fn unreachable_admin() -> Result<()> {
+    Err(anyhow::anyhow!(
+        "internal: admin command in the wrong dispatcher"
+    ))
 }
 
 fn run(config_path: Option<PathBuf>, log_format: Option<CliLogFormat>) -> Result<()> {
@@ -133,7 +151,7 @@ fn run(config_path: Option<PathBuf>, log_format: Option<CliLogFormat>) -> Result
         Some(CliLogFormat::Pretty) => LogFormat::Pretty,
         None => cfg.log.format,
     };
-    velocache::telemetry::init(format, &cfg.log.level)?;
+    let log = velocache::telemetry::init(format, &cfg.log.level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("velocache")
@@ -141,10 +159,16 @@ fn run(config_path: Option<PathBuf>, log_format: Option<CliLogFormat>) -> Result
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
-        velocache::app::run(cfg, shutdown).await.map_err(|e| {
-            tracing::error!(error = %e, "velocache failed");
-            anyhow::Error::from(e)
-        })
+        let launch = velocache::app::Launch {
+            config_file: config_path,
+            log: Some(log),
+        };
+        velocache::app::run_with(cfg, launch, shutdown)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "velocache failed");
+                anyhow::Error::from(e)
+            })
     })
 }
 

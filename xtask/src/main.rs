@@ -5,6 +5,7 @@
 //! - `demo`: bring the lab up, run the daemon, drive real clients, print what happened.
 //! - `bench`: side-by-side measurements against the peers VeloCache is compared with.
 //! - `lab`: bring the lab up and keep it until Ctrl-C (for poking at it by hand).
+//! - `package`: build the `.deb` (cargo-deb) and check its contents.
 #![expect(
     clippy::disallowed_methods,
     reason = "xtask is synchronous: blocking sleeps are what it needs"
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod lab;
+mod package;
 mod setup;
 mod test;
 mod util;
@@ -55,6 +57,12 @@ enum Command {
     },
     /// Bring the lab up with the daemon running and wait for Ctrl-C.
     Lab,
+    /// Build the .deb (cargo-deb) and check that it holds the binary, unit and configuration.
+    Package {
+        /// Package the debug build (for testing the packaging; releases use the default).
+        #[arg(long)]
+        debug: bool,
+    },
 }
 
 fn main() {
@@ -70,6 +78,7 @@ fn main() {
         Command::Demo => demo::run(),
         Command::Bench { name, seconds } => bench::run(&name, seconds),
         Command::Lab => lab::run(),
+        Command::Package { debug } => package::run(debug).map(|_| ()),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

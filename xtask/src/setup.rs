@@ -37,6 +37,10 @@ const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "nghttp2-client",
     "debootstrap",
+    // The Prometheus project's own OpenMetrics parser checks `/metrics` in the lab tests.
+    "python3-prometheus-client",
+    // cargo-deb computes the .deb's library dependencies with dpkg-shlibdeps.
+    "dpkg-dev",
 ];
 
 /// Debian packages the benchmarks add.
@@ -129,6 +133,13 @@ pub fn run(profile: Profile) -> Result<()> {
         installed.push("bpf-linker".into());
     }
 
+    if have("cargo-deb") {
+        present.push("cargo-deb".into());
+    } else {
+        ensure_cargo_deb()?;
+        installed.push("cargo-deb".into());
+    }
+
     println!("setup: already present: {}", present.join(", "));
     if installed.is_empty() {
         println!("setup: nothing to install");
@@ -136,6 +147,25 @@ pub fn run(profile: Profile) -> Result<()> {
         println!("setup: installed: {}", installed.join(", "));
     }
     Ok(())
+}
+
+/// cargo-deb builds the `.deb` (`cargo xtask package`).
+const CARGO_DEB_VERSION: &str = "^3";
+
+/// Install cargo-deb unless it is there.
+pub fn ensure_cargo_deb() -> Result<()> {
+    if have("cargo-deb") {
+        return Ok(());
+    }
+    println!("setup: installing cargo-deb");
+    util::run(util::cargo().args([
+        "install",
+        "cargo-deb",
+        "--locked",
+        "--version",
+        CARGO_DEB_VERSION,
+    ]))
+    .context("cannot install cargo-deb")
 }
 
 fn dpkg_installed(package: &str) -> bool {

@@ -73,9 +73,19 @@ pub fn run(filter: Option<&str>, lint: bool) -> Result<()> {
     // Lab integration tests against the debug daemon.
     match util::build_daemon(false) {
         Ok(bin) => {
+            // The .deb of this build, checked (`cargo xtask package --debug`); the deploy lab
+            // test installs and purges it in a Debian root.
+            let deb = crate::package::run(true);
+            tally.step("cargo xtask package --debug", deb.is_ok());
             let mut lab = util::cargo();
             lab.args(["test", "-p", "velocache-tests", "--test", "integration"])
                 .env("VELOCACHE_BIN", &bin);
+            match deb {
+                Ok(deb) => {
+                    lab.env("VELOCACHE_DEB", deb);
+                }
+                Err(e) => eprintln!("{e:#}"),
+            }
             if let Some(f) = filter {
                 lab.arg(f);
             }

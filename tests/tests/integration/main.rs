@@ -8,8 +8,10 @@
 )]
 
 mod config;
+mod control;
 mod datapath;
 mod http;
+mod deploy;
 mod https;
 mod sip;
 mod util;

@@ -35,7 +35,7 @@ use std::{
     sync::Arc,
 };
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 pub use model::{
     Action, CacheKeyOptions, Decision, Facts, HostPattern, Rule, RuleSet, TlsDecision,
@@ -43,19 +43,17 @@ pub use model::{
 pub use parse::RulesError;
 
 /// The live rule set, shared by every service; reads are lock-free, a reload swaps it whole.
+/// The file it comes from can change too (a configuration reload that names another file).
 #[derive(Clone)]
 pub struct Rules {
     current: Arc<ArcSwap<RuleSet>>,
-    file: Option<PathBuf>,
+    file: Arc<ArcSwapOption<PathBuf>>,
 }
 
 impl Rules {
     /// No rules at all (every service does its default).
     pub fn empty() -> Self {
-        Rules {
-            current: Arc::new(ArcSwap::from_pointee(RuleSet::default())),
-            file: None,
-        }
+        Self::from_set(RuleSet::default())
     }
 
     /// Load `file`; an error here stops start-up.
@@ -63,7 +61,7 @@ impl Rules {
         let set = RuleSet::load(file)?;
         Ok(Rules {
             current: Arc::new(ArcSwap::from_pointee(set)),
-            file: Some(file.to_path_buf()),
+            file: Arc::new(ArcSwapOption::from_pointee(file.to_path_buf())),
         })
     }
 
@@ -71,7 +69,7 @@ impl Rules {
     pub fn from_set(set: RuleSet) -> Self {
         Rules {
             current: Arc::new(ArcSwap::from_pointee(set)),
-            file: None,
+            file: Arc::new(ArcSwapOption::empty()),
         }
     }
 
@@ -81,17 +79,29 @@ impl Rules {
     }
 
     /// The file the rules come from, if any.
-    pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
+    pub fn file(&self) -> Option<PathBuf> {
+        self.file.load_full().map(|f| f.as_ref().clone())
     }
 
     /// Re-read the file. On error the rules in force stay as they are and the error is
     /// returned for the caller to log; on success the new set replaces the old one atomically.
     pub fn reload(&self) -> Result<Arc<RuleSet>, RulesError> {
-        let Some(file) = &self.file else {
+        let Some(file) = self.file.load_full() else {
             return Ok(self.current());
         };
-        let set = Arc::new(RuleSet::load(file)?);
+        let set = Arc::new(RuleSet::load(&file)?);
+        self.current.store(set.clone());
+        Ok(set)
+    }
+
+    /// Take the rules from another file (or none). Like [`Rules::reload`], a file that does not
+    /// load changes nothing: neither the rules in force nor the file they come from.
+    pub fn switch_file(&self, file: Option<&Path>) -> Result<Arc<RuleSet>, RulesError> {
+        let set = Arc::new(match file {
+            Some(f) => RuleSet::load(f)?,
+            None => RuleSet::default(),
+        });
+        self.file.store(file.map(|f| Arc::new(f.to_path_buf())));
         self.current.store(set.clone());
         Ok(set)
     }

@@ -164,6 +164,30 @@ fn reload_keeps_the_old_rules_when_the_new_file_is_bad() {
 }
 
 #[test]
+fn switch_file_keeps_file_and_rules_when_the_new_file_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("a.toml");
+    let second = dir.path().join("b.toml");
+    std::fs::write(&first, "[[rule]]\nname = \"one\"\naction = \"deny\"\n").unwrap();
+    std::fs::write(&second, "[[rule]]\nname = \"two\"\naction = \n").unwrap();
+    let rules = Rules::load(&first).unwrap();
+    assert!(rules.switch_file(Some(&second)).is_err());
+    assert_eq!(rules.file().as_deref(), Some(first.as_path()));
+    assert_eq!(rules.current().rules[0].name, "one");
+    std::fs::write(&second, "[[rule]]\nname = \"two\"\naction = \"cache\"\n").unwrap();
+    rules.switch_file(Some(&second)).unwrap();
+    assert_eq!(rules.file().as_deref(), Some(second.as_path()));
+    assert_eq!(rules.current().rules[0].name, "two");
+    // A later reload reads the new file.
+    std::fs::write(&second, "[[rule]]\nname = \"three\"\naction = \"cache\"\n").unwrap();
+    rules.reload().unwrap();
+    assert_eq!(rules.current().rules[0].name, "three");
+    rules.switch_file(None).unwrap();
+    assert!(rules.current().rules.is_empty());
+    assert_eq!(rules.file(), None);
+}
+
+#[test]
 fn example_rules_files_parse() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut n = 0;

@@ -9,7 +9,9 @@
 mod json;
 
 use thiserror::Error;
-use tracing_subscriber::{EnvFilter, Registry, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Registry, layer::SubscriberExt, reload, util::SubscriberInitExt,
+};
 
 pub use json::{JsonLayer, service_of_target};
 
@@ -33,6 +35,51 @@ pub enum TelemetryError {
     /// A global subscriber was already installed.
     #[error("logging already initialised: {0}")]
     AlreadyInit(String),
+    /// The live filter could not be replaced.
+    #[error("cannot change the log filter: {0}")]
+    Reload(String),
+}
+
+/// Changes the log filter of the running process (`[log] level` on a configuration reload).
+#[derive(Clone)]
+pub struct LogControl {
+    handle: reload::Handle<EnvFilter, Registry>,
+    /// Set when `RUST_LOG` chose the filter at start: it keeps precedence over the file.
+    env_override: Option<String>,
+}
+
+impl LogControl {
+    /// The `RUST_LOG` value that overrides `[log] level`, if any.
+    pub fn env_override(&self) -> Option<&str> {
+        self.env_override.as_deref()
+    }
+
+    /// Replace the filter with `level` (a `tracing` filter). Events already being recorded are
+    /// not affected; the next one is filtered by the new level.
+    pub fn set_level(&self, level: &str) -> Result<(), TelemetryError> {
+        let filter = EnvFilter::try_new(level).map_err(|source| TelemetryError::Filter {
+            filter: level.to_string(),
+            source,
+        })?;
+        // `log` records (the kernel programs' aya-log output) are cut by `log`'s own maximum
+        // before tracing sees them; keep it in step with the new filter.
+        log::set_max_level(log_level_for(filter.max_level_hint()));
+        self.handle
+            .reload(filter)
+            .map_err(|e| TelemetryError::Reload(e.to_string()))
+    }
+}
+
+fn log_level_for(hint: Option<tracing_subscriber::filter::LevelFilter>) -> log::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter as L;
+    match hint {
+        Some(L::OFF) => log::LevelFilter::Off,
+        Some(L::ERROR) => log::LevelFilter::Error,
+        Some(L::WARN) => log::LevelFilter::Warn,
+        Some(L::INFO) => log::LevelFilter::Info,
+        Some(L::DEBUG) => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
 }
 
 /// Resolve `auto` against the environment: JSON in production, pretty otherwise.
@@ -46,13 +93,18 @@ pub fn effective_format(format: LogFormat, env_mode: Option<&str>) -> LogFormat 
     }
 }
 
-/// Install the global subscriber. `RUST_LOG`, when set, overrides `level`.
-pub fn init(format: LogFormat, level: &str) -> Result<(), TelemetryError> {
-    let filter_text = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+/// Install the global subscriber. `RUST_LOG`, when set and not empty, overrides `level`. The
+/// returned [`LogControl`] changes the filter later.
+pub fn init(format: LogFormat, level: &str) -> Result<LogControl, TelemetryError> {
+    let env_override = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter_text = env_override.clone().unwrap_or_else(|| level.to_string());
     let filter = EnvFilter::try_new(&filter_text).map_err(|source| TelemetryError::Filter {
         filter: filter_text.clone(),
         source,
     })?;
+    let (filter, handle) = reload::Layer::new(filter);
     let env_mode = std::env::var(ENV_MODE_VAR).ok();
     let registry = Registry::default().with(filter);
     let result = match effective_format(format, env_mode.as_deref()) {
@@ -61,7 +113,11 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), TelemetryError> {
             .with(tracing_subscriber::fmt::layer().with_target(true))
             .try_init(),
     };
-    result.map_err(|e| TelemetryError::AlreadyInit(e.to_string()))
+    result.map_err(|e| TelemetryError::AlreadyInit(e.to_string()))?;
+    Ok(LogControl {
+        handle,
+        env_override,
+    })
 }
 
 #[cfg(test)]

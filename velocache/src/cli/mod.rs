@@ -1,0 +1,361 @@
+//! The commands that talk to a running daemon through its admin API (and `rules check`, which
+//! needs none): argument parsing (clap), the call, and the output — a table for people, the
+//! API's JSON with `--json` for scripts.
+//!
+//! # Exit codes (scripts can rely on them)
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | failure: the daemon refused or could not do it (bad rules file on reload, …) |
+//! | 2 | usage: bad arguments or a request the daemon called malformed |
+//! | 3 | the daemon is not running (no admin socket, nothing answers) |
+//! | 4 | not available / not found: the service is not enabled or not built in yet, or the entry does not exist |
+//! | 5 | permission denied: the admin socket is root-only, or the TCP token is wrong |
+//!
+//! The socket is found from `--socket`, else `--config FILE`'s `[daemon] run_dir`, else
+//! `/etc/velocache/velocache.toml`'s if that file exists, else the default
+//! `/run/velocache/admin.sock` (environment overrides such as `VELOCACHE_DAEMON__RUN_DIR` apply).
+//! `--connect HOST:PORT` uses the TCP listener instead, with the token from `--token-file` or
+//! `VELOCACHE_ADMIN_TOKEN`.
+
+mod commands;
+mod render;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use thiserror::Error;
+
+use crate::{
+    config,
+    control::{ClientError, Endpoint, api::ErrorKind, socket_path},
+    rules::RulesError,
+};
+
+/// Exit codes.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The operation failed.
+    pub const FAILED: u8 = 1;
+    /// Bad arguments (also clap's code for usage errors).
+    pub const USAGE: u8 = 2;
+    /// The daemon is not running.
+    pub const NOT_RUNNING: u8 = 3;
+    /// The service is not available, or the entry was not found.
+    pub const NOT_AVAILABLE: u8 = 4;
+    /// Permission denied.
+    pub const PERMISSION: u8 = 5;
+}
+
+/// The configuration file the CLI reads to find the socket when none is given.
+pub const DEFAULT_CONFIG: &str = "/etc/velocache/velocache.toml";
+
+/// How to reach the daemon and how to print, for every admin command.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalOpts {
+    /// Configuration file (the daemon's for `run`; for other commands, where to find the socket).
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// The daemon's admin socket (default: `<run_dir>/admin.sock` of the configuration).
+    #[arg(long, value_name = "PATH", global = true, env = "VELOCACHE_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Use the TCP admin listener at HOST:PORT instead of the socket.
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    pub connect: Option<String>,
+    /// File holding the bearer token for `--connect` (else `VELOCACHE_ADMIN_TOKEN`).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Print JSON (the admin API's own answer) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Give up on the daemon after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30, global = true)]
+    pub timeout: u64,
+}
+
+/// Commands answered by the running daemon (plus `rules check`).
+#[derive(Subcommand, Debug, Clone)]
+pub enum AdminCommand {
+    /// Per service: intercepted flows, kernel counters, the service's own counters (hits,
+    /// misses, bytes, …); warm-up progress.
+    Stats,
+    /// The HTTP cache.
+    Cache {
+        /// What to do.
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// The operator's rules.
+    Rules {
+        /// What to do.
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// The daemon itself.
+    Service {
+        /// What to do.
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// SIP calls in progress and recently ended, with media statistics.
+    Calls,
+    /// The local CA of HTTPS interception.
+    Ca {
+        /// What to do.
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Print the Prometheus metrics (OpenMetrics text) the daemon serves at `/metrics`.
+    Metrics,
+}
+
+/// `velocache cache …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum CacheCommand {
+    /// List cached objects (all, or those matching a URL or glob).
+    Ls {
+        /// A URL or a glob (`*` matches any run of characters, `/` included).
+        pattern: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one cached object.
+    Show {
+        /// Its URL.
+        url: String,
+    },
+    /// Remove objects: one URL, or every URL a glob matches.
+    Purge {
+        /// A URL or a glob (`*` matches any run of characters, `/` included).
+        pattern: String,
+    },
+    /// Fetch URLs into the cache now (default: the rules file's `warmup_urls`).
+    Warm {
+        /// URLs to fetch.
+        urls: Vec<String>,
+        /// Return once the fetches started instead of when they are done.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+/// `velocache rules …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum RulesCommand {
+    /// Check a rules file without a daemon; exit 1 with `FILE:LINE: reason` if it is bad.
+    Check {
+        /// The rules file.
+        file: PathBuf,
+    },
+    /// Re-read the daemon's rules file (a bad file keeps the rules in force; exit 1).
+    Reload,
+    /// The rules in force, in evaluation order.
+    Show,
+}
+
+/// `velocache service …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum ServiceCommand {
+    /// Whether the daemon runs (exit 0) or not (exit 3), and what it runs with.
+    Status,
+    /// Re-read configuration and rules without dropping flows (like SIGHUP).
+    Reload,
+    /// Stop gracefully (like SIGTERM): new flows pass untouched, flows in progress may finish.
+    Stop {
+        /// Return once the daemon accepted the request instead of when it has exited.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+/// `velocache ca …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum CaCommand {
+    /// Print the CA certificate (PEM) for clients to trust.
+    Export,
+    /// Generate a new CA (clients must trust the new certificate); print it.
+    Rotate,
+}
+
+/// Why a command failed; [`CliError::exit_code`] is what the process returns.
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// The admin API call failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A rules file is invalid.
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    /// The daemon did it, but reported a failure (a refused file on reload, …).
+    #[error("{0}")]
+    Failed(String),
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// The async runtime did not start.
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Client(ClientError::NotRunning { .. }) => exit::NOT_RUNNING,
+            CliError::Client(ClientError::PermissionDenied { .. }) => exit::PERMISSION,
+            CliError::Client(ClientError::Api { body, .. }) => match body.kind {
+                ErrorKind::NotAvailable | ErrorKind::NotFound => exit::NOT_AVAILABLE,
+                ErrorKind::Unauthorized => exit::PERMISSION,
+                ErrorKind::BadRequest => exit::USAGE,
+                ErrorKind::NoSuchEndpoint | ErrorKind::Failed => exit::FAILED,
+            },
+            CliError::Client(ClientError::Protocol { .. }) => exit::FAILED,
+            CliError::Rules(_) | CliError::Failed(_) => exit::FAILED,
+            CliError::Runtime(_) => exit::FAILED,
+            CliError::Usage(_) => exit::USAGE,
+        }
+    }
+
+    /// A short machine-readable kind, for `--json` error output.
+    pub fn kind(&self) -> &'static str {
+        match self.exit_code() {
+            exit::NOT_RUNNING => "not_running",
+            exit::PERMISSION => "permission_denied",
+            exit::NOT_AVAILABLE => match self {
+                CliError::Client(ClientError::Api { body, .. })
+                    if body.kind == ErrorKind::NotFound =>
+                {
+                    "not_found"
+                }
+                _ => "not_available",
+            },
+            exit::USAGE => "usage",
+            _ => "failed",
+        }
+    }
+}
+
+/// Run an admin command; prints its output and returns the exit code.
+pub fn run(command: AdminCommand, opts: &GlobalOpts) -> u8 {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+        .and_then(|rt| rt.block_on(commands::dispatch(command, opts)));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if opts.json {
+                let body = serde_json::json!({
+                    "error": e.to_string(),
+                    "kind": e.kind(),
+                    "exit_code": e.exit_code(),
+                });
+                println!("{body:#}");
+            }
+            eprintln!("velocache: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Where the admin API is, from the options (see the module docs).
+pub fn endpoint(opts: &GlobalOpts) -> Result<Endpoint, CliError> {
+    if let Some(addr) = &opts.connect {
+        let token = match &opts.token_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| CliError::Usage(format!("token file {}: {e}", f.display())))?,
+            None => std::env::var("VELOCACHE_ADMIN_TOKEN").map_err(|_| {
+                CliError::Usage("--connect needs --token-file or VELOCACHE_ADMIN_TOKEN".into())
+            })?,
+        };
+        return Ok(Endpoint::Tcp {
+            addr: addr.clone(),
+            token: token.trim().to_string(),
+        });
+    }
+    if let Some(s) = &opts.socket {
+        return Ok(Endpoint::Socket(s.clone()));
+    }
+    let file = opts.config.clone().or_else(|| {
+        let default = Path::new(DEFAULT_CONFIG);
+        default.exists().then(|| default.to_path_buf())
+    });
+    match config::load(file.as_deref()) {
+        Ok(cfg) => Ok(Endpoint::Socket(socket_path(&cfg))),
+        // An operator who just broke the file still needs to reach the daemon (to reload and
+        // read why it refuses): take `[daemon] run_dir` alone if the file still parses as TOML.
+        Err(e) => {
+            let run_dir = file
+                .as_deref()
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .and_then(|t| t.parse::<toml::Table>().ok())
+                .and_then(|t| Some(PathBuf::from(t.get("daemon")?.get("run_dir")?.as_str()?)));
+            let run_dir = run_dir.unwrap_or_else(|| config::DaemonConfig::default().run_dir);
+            let path = run_dir.join(crate::control::SOCKET_NAME);
+            eprintln!(
+                "velocache: warning: {e}; using the admin socket {}",
+                path.display()
+            );
+            Ok(Endpoint::Socket(path))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::api::ErrorBody;
+
+    fn api(kind: ErrorKind) -> CliError {
+        CliError::Client(ClientError::Api {
+            status: 0,
+            body: ErrorBody {
+                error: String::new(),
+                kind,
+            },
+        })
+    }
+
+    #[test]
+    fn exit_codes_are_the_documented_ones() {
+        let not_running = CliError::Client(ClientError::NotRunning {
+            endpoint: "x".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        assert_eq!(not_running.exit_code(), 3);
+        assert_eq!(not_running.kind(), "not_running");
+        assert_eq!(api(ErrorKind::NotAvailable).exit_code(), 4);
+        assert_eq!(api(ErrorKind::NotFound).exit_code(), 4);
+        assert_eq!(api(ErrorKind::NotFound).kind(), "not_found");
+        assert_eq!(api(ErrorKind::BadRequest).exit_code(), 2);
+        assert_eq!(api(ErrorKind::Unauthorized).exit_code(), 5);
+        assert_eq!(api(ErrorKind::Failed).exit_code(), 1);
+        assert_eq!(CliError::Failed(String::new()).exit_code(), 1);
+    }
+
+    #[test]
+    fn the_socket_comes_from_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("v.toml");
+        std::fs::write(&cfg, "[daemon]\nrun_dir = \"/tmp/vc-run\"\n").unwrap();
+        let opts = GlobalOpts {
+            config: Some(cfg),
+            ..GlobalOpts::default()
+        };
+        match endpoint(&opts).unwrap() {
+            Endpoint::Socket(p) => assert_eq!(p, Path::new("/tmp/vc-run/admin.sock")),
+            e => panic!("{e:?}"),
+        }
+        let opts = GlobalOpts {
+            socket: Some("/x.sock".into()),
+            ..opts
+        };
+        match endpoint(&opts).unwrap() {
+            Endpoint::Socket(p) => assert_eq!(p, Path::new("/x.sock")),
+            e => panic!("{e:?}"),
+        }
+    }
+}

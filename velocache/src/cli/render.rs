@@ -1,0 +1,495 @@
+//! Human-readable output of the admin commands: aligned tables and `key: value` blocks.
+use std::fmt::Write as _;
+
+use crate::control::api::{
+    CacheEntry, CacheListing, CallRecord, CallsReport, ReloadReport, RulesReloadReport,
+    RulesReport, Sample, StatsReport, StatusReport, WarmReport,
+};
+
+/// Left-aligned columns, two spaces apart; the last column is not padded.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        let last = cells.len().saturating_sub(1);
+        for (i, c) in cells.iter().enumerate() {
+            if i == last {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// `1.5 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 172_800 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn sample_name(s: &Sample, strip: &str) -> String {
+    let name = s.name.strip_prefix(strip).unwrap_or(&s.name);
+    if s.labels.is_empty() {
+        name.to_string()
+    } else {
+        let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{name}{{{}}}", labels.join(","))
+    }
+}
+
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// `velocache stats`.
+pub fn stats(s: &StatsReport) -> String {
+    let rows: Vec<Vec<String>> = s
+        .services
+        .iter()
+        .map(|svc| {
+            let k = |names: &[&str]| -> u64 {
+                names
+                    .iter()
+                    .map(|n| svc.kernel.get(*n).copied().unwrap_or(0))
+                    .sum()
+            };
+            vec![
+                svc.service.clone(),
+                if svc.enabled { "on" } else { "off" }.into(),
+                svc.active_sessions.to_string(),
+                svc.flows.to_string(),
+                k(&["steered_listener"]).to_string(),
+                k(&["steered_established"]).to_string(),
+                k(&[
+                    "passed_no_listener",
+                    "assign_failed",
+                    "disabled",
+                    "passed_time_wait",
+                ])
+                .to_string(),
+                k(&["bypassed_client", "bypassed_destination", "gateway_local"]).to_string(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "SERVICE",
+            "STATE",
+            "ACTIVE",
+            "FLOWS",
+            "NEW(KERNEL)",
+            "PACKETS",
+            "PASSED",
+            "BYPASSED",
+        ],
+        &rows,
+    );
+    out.push_str(
+        "  ACTIVE/FLOWS: flows the daemon handles now / since start. Kernel packet counters: \
+         NEW = first packets steered to a listener, PACKETS = later packets of intercepted flows, \
+         PASSED = fail-open (no daemon socket), BYPASSED = bypass lists or gateway-local.\n",
+    );
+    for svc in &s.services {
+        if svc.metrics.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{}:", svc.service);
+        let strip = format!("velocache_{}_", svc.service);
+        let rows: Vec<Vec<String>> = svc
+            .metrics
+            .iter()
+            .map(|m| vec![format!("  {}", sample_name(m, &strip)), number(m.value)])
+            .collect();
+        out.push_str(&table(&["  METRIC", "VALUE"], &rows));
+    }
+    let w = &s.warmup;
+    let _ = writeln!(
+        out,
+        "\nwarm-up: {} ({}/{} done, {} ok, {} failed, {}){}",
+        w.state,
+        w.done,
+        w.total,
+        w.ok,
+        w.failed,
+        bytes(w.bytes),
+        w.last_error
+            .as_deref()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(out, "uptime: {}", duration(s.uptime_secs));
+    for d in &s.daemon {
+        let value = if d.name.ends_with("_bytes") {
+            bytes(d.value as u64)
+        } else {
+            number(d.value)
+        };
+        let _ = writeln!(out, "{}: {value}", sample_name(d, "velocache_"));
+    }
+    out
+}
+
+/// `velocache service status`.
+pub fn status(s: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "velocache {} ({}), pid {}, up {}",
+        s.version,
+        s.state,
+        s.pid,
+        duration(s.uptime_secs)
+    );
+    let _ = writeln!(
+        out,
+        "config:      {}",
+        s.config_file.as_deref().unwrap_or("(defaults)")
+    );
+    let _ = writeln!(
+        out,
+        "rules:       {} ({} rules)",
+        s.rules_file.as_deref().unwrap_or("(none)"),
+        s.rules
+    );
+    let _ = writeln!(
+        out,
+        "interfaces:  {}",
+        if s.interfaces.is_empty() {
+            "(none: nothing is intercepted)".to_string()
+        } else {
+            s.interfaces.join(", ")
+        }
+    );
+    let _ = writeln!(out, "sessions:    {} active", s.active_sessions);
+    let _ = writeln!(out, "admin:       {}", s.admin.socket);
+    if let Some(t) = &s.admin.tcp {
+        let _ = writeln!(out, "admin tcp:   {t}");
+    }
+    if let Some(m) = &s.admin.metrics {
+        let _ = writeln!(out, "metrics:     http://{m}/metrics");
+    }
+    if !s.restart_required.is_empty() {
+        let _ = writeln!(
+            out,
+            "restart required for: {}",
+            s.restart_required.join(", ")
+        );
+    }
+    if let Some(r) = &s.last_reload {
+        let _ = writeln!(
+            out,
+            "last reload: {} ({})",
+            if r.ok() { "ok" } else { "FAILED" },
+            r.trigger
+        );
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = s
+        .services
+        .iter()
+        .map(|svc| {
+            vec![
+                svc.service.clone(),
+                if svc.enabled { "on" } else { "off" }.into(),
+                svc.ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                svc.listen_port.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["SERVICE", "STATE", "PORTS", "LISTENER"], &rows));
+    out
+}
+
+/// `velocache service reload`.
+pub fn reload(r: &ReloadReport) -> String {
+    let mut out = String::new();
+    let c = &r.config;
+    match &c.error {
+        Some(e) => {
+            let _ = writeln!(
+                out,
+                "configuration: REFUSED, the running configuration stays: {e}"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "configuration: reloaded from {}",
+                c.file.as_deref().unwrap_or("(defaults and environment)")
+            );
+            if c.applied.is_empty() {
+                out.push_str("  no live setting changed\n");
+            } else {
+                let _ = writeln!(out, "  applied: {}", c.applied.join(", "));
+            }
+        }
+    }
+    if !c.restart_required.is_empty() {
+        let _ = writeln!(
+            out,
+            "  waiting for a restart: {}",
+            c.restart_required.join(", ")
+        );
+    }
+    out.push_str(&rules_reload(&r.rules));
+    out
+}
+
+/// `velocache rules reload`.
+pub fn rules_reload(r: &RulesReloadReport) -> String {
+    match &r.error {
+        Some(e) => format!("rules: REFUSED, {} rules stay in force: {e}\n", r.rules),
+        None => format!(
+            "rules: {} rules from {}\n",
+            r.rules,
+            r.file.as_deref().unwrap_or("(no rules file)")
+        ),
+    }
+}
+
+/// `velocache rules show`.
+pub fn rules(r: &RulesReport) -> String {
+    let mut out = format!("rules file: {}\n", r.file.as_deref().unwrap_or("(none)"));
+    let rows: Vec<Vec<String>> = r
+        .rules
+        .iter()
+        .map(|rule| {
+            let mut m = Vec::new();
+            if !rule.match_host.is_empty() {
+                m.push(format!("host={}", rule.match_host.join("|")));
+            }
+            if !rule.match_path.is_empty() {
+                m.push(format!("path={}", rule.match_path.join("|")));
+            }
+            if !rule.match_method.is_empty() {
+                m.push(format!("method={}", rule.match_method.join("|")));
+            }
+            if !rule.match_content_type.is_empty() {
+                m.push(format!("type={}", rule.match_content_type.join("|")));
+            }
+            if !rule.services.is_empty() {
+                m.push(format!("services={}", rule.services.join(",")));
+            }
+            vec![
+                rule.name.clone(),
+                rule.line.to_string(),
+                rule.action.clone(),
+                rule.ttl_override_secs
+                    .map(duration)
+                    .unwrap_or_else(|| "-".into()),
+                if m.is_empty() {
+                    "(everything)".into()
+                } else {
+                    m.join(" ")
+                },
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["NAME", "LINE", "ACTION", "TTL", "MATCH"], &rows));
+    if !r.warmup_urls.is_empty() {
+        let _ = writeln!(out, "\nwarm-up URLs:");
+        for u in &r.warmup_urls {
+            let _ = writeln!(out, "  {u}");
+        }
+    }
+    out
+}
+
+/// `velocache cache ls`.
+pub fn cache_listing(l: &CacheListing) -> String {
+    let rows: Vec<Vec<String>> = l
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.status.to_string(),
+                bytes(e.size_bytes),
+                e.hits.map_or("-".into(), |h| h.to_string()),
+                e.content_type.clone().unwrap_or_else(|| "-".into()),
+                e.url.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(&["STATUS", "SIZE", "HITS", "TYPE", "URL"], &rows);
+    let _ = writeln!(out, "{} of {} objects", l.entries.len(), l.total);
+    out
+}
+
+/// `velocache cache show`.
+pub fn cache_entry(e: &CacheEntry) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "url:          {}", e.url);
+    if let Some(k) = &e.key {
+        let _ = writeln!(out, "key:          {k}");
+    }
+    let _ = writeln!(out, "status:       {}", e.status);
+    let _ = writeln!(out, "size:         {}", bytes(e.size_bytes));
+    if let Some(t) = &e.content_type {
+        let _ = writeln!(out, "content-type: {t}");
+    }
+    if let Some(t) = e.stored_at {
+        let _ = writeln!(out, "stored at:    {t} (unix)");
+    }
+    if let Some(t) = e.fresh_until {
+        let _ = writeln!(out, "fresh until:  {t} (unix)");
+    }
+    if let Some(h) = e.hits {
+        let _ = writeln!(out, "hits:         {h}");
+    }
+    for (k, v) in &e.details {
+        let _ = writeln!(out, "{:<13} {v}", format!("{k}:"));
+    }
+    out
+}
+
+/// `velocache cache warm`.
+pub fn warm(r: &WarmReport, started_only: bool) -> String {
+    if started_only {
+        return format!(
+            "warming {} URLs in the background (see `velocache stats`)\n",
+            r.total
+        );
+    }
+    let rows: Vec<Vec<String>> = r
+        .results
+        .iter()
+        .map(|w| {
+            vec![
+                if w.ok { "ok" } else { "FAILED" }.into(),
+                w.status.map_or("-".into(), |s| s.to_string()),
+                bytes(w.bytes),
+                w.error.clone().unwrap_or_else(|| w.outcome.clone()),
+                w.url.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(&["RESULT", "STATUS", "SIZE", "OUTCOME", "URL"], &rows);
+    let ok = r.results.iter().filter(|w| w.ok).count();
+    let _ = writeln!(out, "{ok} of {} URLs in the cache", r.total);
+    out
+}
+
+fn call_rows(calls: &[CallRecord]) -> Vec<Vec<String>> {
+    calls
+        .iter()
+        .map(|c| {
+            let media = c
+                .media
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} {} {}pkt{}{}",
+                        m.direction,
+                        m.codec.as_deref().unwrap_or(&m.kind),
+                        m.packets,
+                        m.loss_pct
+                            .map(|l| format!(" loss {l:.1}%"))
+                            .unwrap_or_default(),
+                        m.mos.map(|v| format!(" MOS {v:.1}")).unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            vec![
+                c.state.clone(),
+                c.from.clone(),
+                c.to.clone(),
+                c.duration_ms.map_or("-".into(), |d| duration(d / 1000)),
+                c.final_status
+                    .map(|s| {
+                        format!("{s} {}", c.reason.as_deref().unwrap_or(""))
+                            .trim()
+                            .to_string()
+                    })
+                    .unwrap_or_else(|| "-".into()),
+                if media.is_empty() { "-".into() } else { media },
+                c.call_id.clone(),
+            ]
+        })
+        .collect()
+}
+
+/// `velocache calls`.
+pub fn calls(r: &CallsReport) -> String {
+    let header = [
+        "STATE", "FROM", "TO", "DURATION", "FINAL", "MEDIA", "CALL-ID",
+    ];
+    let mut out = format!("active calls: {}\n", r.active.len());
+    if !r.active.is_empty() {
+        out.push_str(&table(&header, &call_rows(&r.active)));
+    }
+    let _ = writeln!(out, "\nrecent calls: {}", r.recent.len());
+    if !r.recent.is_empty() {
+        out.push_str(&table(&header, &call_rows(&r.recent)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_units_read_well() {
+        let t = table(
+            &["A", "LONGER"],
+            &[
+                vec!["xyz".into(), "1".into()],
+                vec!["q".into(), "22".into()],
+            ],
+        );
+        assert_eq!(t, "A    LONGER\nxyz  1\nq    22\n");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(3700), "61m40s");
+        assert_eq!(duration(30 * 86_400), "30d");
+        assert_eq!(duration(3 * 86_400 + 7200), "3d02h");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(0.25), "0.250");
+    }
+}

@@ -1,0 +1,453 @@
+//! The admin API's wire types: what the daemon answers and the CLI reads, as JSON.
+//!
+//! Both sides use these structs, so a field renamed here is renamed for both; scripts that use
+//! `--json` see exactly these shapes. Every endpoint answers `application/json` except
+//! `/metrics` (OpenMetrics text) and errors always carry an [`ErrorBody`].
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// API paths, shared by the server's router and the client.
+pub mod paths {
+    /// `GET`: [`super::StatusReport`].
+    pub const STATUS: &str = "/v1/status";
+    /// `GET`: [`super::StatsReport`].
+    pub const STATS: &str = "/v1/stats";
+    /// `POST`: reload configuration and rules; [`super::ReloadReport`].
+    pub const RELOAD: &str = "/v1/reload";
+    /// `POST`: graceful shutdown (like SIGTERM); [`super::StopReport`].
+    pub const STOP: &str = "/v1/stop";
+    /// `GET`: [`super::RulesReport`].
+    pub const RULES: &str = "/v1/rules";
+    /// `POST`: reload the rules file only; [`super::RulesReloadReport`].
+    pub const RULES_RELOAD: &str = "/v1/rules/reload";
+    /// `POST` [`super::CacheQuery`]: [`super::CacheListing`].
+    pub const CACHE_LIST: &str = "/v1/cache/list";
+    /// `POST` [`super::CacheShow`]: [`super::CacheEntry`].
+    pub const CACHE_SHOW: &str = "/v1/cache/show";
+    /// `POST` [`super::PurgeRequest`]: [`super::PurgeReport`].
+    pub const CACHE_PURGE: &str = "/v1/cache/purge";
+    /// `POST` [`super::WarmRequest`]: [`super::WarmReport`].
+    pub const CACHE_WARM: &str = "/v1/cache/warm";
+    /// `GET`: [`super::CallsReport`].
+    pub const CALLS: &str = "/v1/calls";
+    /// `GET`: [`super::CaReport`].
+    pub const CA: &str = "/v1/ca";
+    /// `POST`: generate a new local CA; [`super::CaReport`].
+    pub const CA_ROTATE: &str = "/v1/ca/rotate";
+    /// `GET`: OpenMetrics text.
+    pub const METRICS: &str = "/metrics";
+}
+
+/// What kind of error an API call met; scripts (and the CLI's exit codes) branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed (bad JSON, missing parameter, bad glob).
+    BadRequest,
+    /// The TCP listener needs a valid bearer token.
+    Unauthorized,
+    /// The thing asked for does not exist (a cache entry, …).
+    NotFound,
+    /// The service that would answer is not enabled or not built into this daemon yet.
+    NotAvailable,
+    /// The endpoint does not exist (CLI and daemon of different versions?).
+    NoSuchEndpoint,
+    /// The request was valid but failed (a bad rules file on reload, an I/O error, …).
+    Failed,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// What kind of error, for scripts.
+    pub kind: ErrorKind,
+}
+
+/// `service status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// `running` or `stopping` (draining flows after a stop request or signal).
+    pub state: String,
+    /// Daemon process id.
+    pub pid: u32,
+    /// Daemon version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// The configuration file the daemon reads (and re-reads on reload), if any.
+    pub config_file: Option<String>,
+    /// The rules file in force, if any.
+    pub rules_file: Option<String>,
+    /// Rules in force.
+    pub rules: usize,
+    /// Services and whether they intercept.
+    pub services: Vec<ServiceStatus>,
+    /// LAN interfaces the classifier is attached to.
+    pub interfaces: Vec<String>,
+    /// Flows in progress (all services).
+    pub active_sessions: u64,
+    /// Settings changed in the file since start that only a restart applies (dotted keys).
+    pub restart_required: Vec<String>,
+    /// The last reload, if there was one.
+    pub last_reload: Option<ReloadReport>,
+    /// Admin listeners: the socket path and, if on, the TCP addresses.
+    pub admin: AdminListeners,
+}
+
+/// Where the admin API and metrics are served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminListeners {
+    /// The Unix socket.
+    pub socket: String,
+    /// The TCP admin listener, if on.
+    pub tcp: Option<String>,
+    /// The metrics-only TCP listener, if on.
+    pub metrics: Option<String>,
+}
+
+/// One service in [`StatusReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// `http`, `https`, `dns`, `sip`.
+    pub service: String,
+    /// Whether its ports are intercepted.
+    pub enabled: bool,
+    /// Intercepted destination ports.
+    pub ports: Vec<u16>,
+    /// The daemon's transparent listener port.
+    pub listen_port: u16,
+}
+
+/// `stats`: everything is read from the metrics registry (the one source of truth), grouped
+/// by service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Per service.
+    pub services: Vec<ServiceStats>,
+    /// Cache warm-up progress.
+    pub warmup: WarmupProgress,
+    /// Daemon-wide samples (`velocache_process_*`, reloads, …) not tied to one service.
+    pub daemon: Vec<Sample>,
+}
+
+/// One service's statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    /// Service name.
+    pub service: String,
+    /// Whether its ports are intercepted.
+    pub enabled: bool,
+    /// Flows the daemon is handling now.
+    pub active_sessions: u64,
+    /// Flows the daemon has handled since start.
+    pub flows: u64,
+    /// Kernel classifier packet counters by verdict (`steered_listener` = new flows steered to
+    /// the daemon, `passed_no_listener` = fail-open, `bypassed_*`, …); only non-zero ones.
+    pub kernel: BTreeMap<String, u64>,
+    /// Every sample the service registered itself (`velocache_<service>_…`): hits, misses,
+    /// bytes, latency histograms (count and sum), stream gauges.
+    pub metrics: Vec<Sample>,
+}
+
+/// One metrics sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Full metric name as exported (`velocache_dns_hits_total`).
+    pub name: String,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+/// Cache warm-up progress (spec B-3).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmupProgress {
+    /// `idle` (nothing asked), `running`, `done`, or `unavailable` (URLs listed but no HTTP
+    /// cache to fill).
+    pub state: String,
+    /// URLs in the current (or last) run.
+    pub total: u64,
+    /// URLs finished (ok or failed).
+    pub done: u64,
+    /// URLs fetched into the cache.
+    pub ok: u64,
+    /// URLs that failed.
+    pub failed: u64,
+    /// Body bytes fetched.
+    pub bytes: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// What asked (`SIGHUP`, `api`).
+    pub trigger: String,
+    /// Unix time (seconds).
+    pub at: u64,
+    /// The configuration part.
+    pub config: ConfigReload,
+    /// The rules part.
+    pub rules: RulesReloadReport,
+}
+
+impl ReloadReport {
+    /// Whether both parts succeeded.
+    pub fn ok(&self) -> bool {
+        self.config.error.is_none() && self.rules.error.is_none()
+    }
+}
+
+/// The configuration part of a reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReload {
+    /// The file re-read (none: the daemon runs on defaults and environment).
+    pub file: Option<String>,
+    /// Settings that changed and now apply (dotted keys).
+    pub applied: Vec<String>,
+    /// Settings that changed but only apply after a restart (dotted keys).
+    pub restart_required: Vec<String>,
+    /// Why the file was refused (`FILE:LINE: key `…`: reason`); the running configuration
+    /// stays.
+    pub error: Option<String>,
+}
+
+/// The rules part of a reload (and `rules reload`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulesReloadReport {
+    /// The rules file (none: no rules).
+    pub file: Option<String>,
+    /// Rules in force after the reload (the old ones if it failed).
+    pub rules: usize,
+    /// Why the file was refused (`FILE:LINE: reason`); the old rules stay.
+    pub error: Option<String>,
+}
+
+/// `service stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopReport {
+    /// Always true: the daemon is stopping.
+    pub stopping: bool,
+    /// Flows that get `shutdown_grace_secs` to finish.
+    pub active_sessions: u64,
+    /// Seconds flows may take before they are cut.
+    pub grace_secs: u64,
+}
+
+/// `rules show`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RulesReport {
+    /// The rules file, if any.
+    pub file: Option<String>,
+    /// Rules in evaluation order.
+    pub rules: Vec<RuleView>,
+    /// URLs warmed into the cache at start and on `cache warm` without URLs.
+    pub warmup_urls: Vec<String>,
+}
+
+/// One rule as the operator wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleView {
+    /// Name.
+    pub name: String,
+    /// Line of `[[rule]]` in the file.
+    pub line: usize,
+    /// `cache`, `passthrough`, `intercept_no_cache`, `deny`.
+    pub action: String,
+    /// Host patterns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_host: Vec<String>,
+    /// Path globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_path: Vec<String>,
+    /// Methods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_method: Vec<String>,
+    /// Content-type globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_content_type: Vec<String>,
+    /// Services it applies to (empty: every service its matchers fit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    /// TTL override in seconds.
+    pub ttl_override_secs: Option<u64>,
+}
+
+/// `cache ls` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheQuery {
+    /// A URL or URL glob; none: every object.
+    pub pattern: Option<String>,
+    /// At most this many entries.
+    pub limit: usize,
+}
+
+/// `cache show` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheShow {
+    /// The URL.
+    pub url: String,
+}
+
+/// `cache ls`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheListing {
+    /// Entries (at most the requested limit).
+    pub entries: Vec<CacheEntry>,
+    /// Entries matching in total (may exceed `entries.len()`).
+    pub total: u64,
+}
+
+/// One cached object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The URL (or, for content-addressed objects, the URL it was first fetched as).
+    pub url: String,
+    /// The cache key, when it differs from the URL (content-addressed, query-normalised).
+    pub key: Option<String>,
+    /// HTTP status stored.
+    pub status: u16,
+    /// Body bytes.
+    pub size_bytes: u64,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Unix time the object was stored.
+    pub stored_at: Option<u64>,
+    /// Unix time it stops being fresh.
+    pub fresh_until: Option<u64>,
+    /// Times it was served from the cache.
+    pub hits: Option<u64>,
+    /// Anything else the cache wants to show (`etag`, `last_modified`, `rule`, slices…).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
+}
+
+/// `cache purge` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeRequest {
+    /// A URL, or a glob over URLs (`*` matches any run of characters, `/` included).
+    pub pattern: String,
+}
+
+/// `cache purge` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeReport {
+    /// The pattern.
+    pub pattern: String,
+    /// Objects removed.
+    pub purged: u64,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+/// `cache warm` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmRequest {
+    /// URLs to fetch; empty: the rules file's `warmup_urls`.
+    pub urls: Vec<String>,
+    /// Answer when every URL is done (true) or as soon as the run started (false).
+    pub wait: bool,
+}
+
+/// `cache warm` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmReport {
+    /// URLs asked for.
+    pub total: u64,
+    /// Per URL, when the request waited.
+    pub results: Vec<WarmResult>,
+}
+
+/// One URL of a warm-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmResult {
+    /// The URL.
+    pub url: String,
+    /// Whether it is in the cache now.
+    pub ok: bool,
+    /// The origin's status, if it answered.
+    pub status: Option<u16>,
+    /// Body bytes fetched.
+    pub bytes: u64,
+    /// What the cache did (`stored`, `fresh` (already cached), `not_cacheable`, …).
+    pub outcome: String,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// `calls`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallsReport {
+    /// Calls in progress.
+    pub active: Vec<CallRecord>,
+    /// Calls that ended recently, newest first.
+    pub recent: Vec<CallRecord>,
+}
+
+/// One SIP call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// Call-ID.
+    pub call_id: String,
+    /// From URI.
+    pub from: String,
+    /// To URI.
+    pub to: String,
+    /// The LAN client's signalling address.
+    pub client: String,
+    /// The far end's signalling address.
+    pub far: String,
+    /// `udp` or `tcp`.
+    pub transport: String,
+    /// `calling`, `ringing`, `answered`, `confirmed`, or how it ended (`completed`, `failed`…).
+    pub state: String,
+    /// Unix time (ms) of the initial INVITE.
+    pub started_at_ms: Option<u64>,
+    /// Post-dial delay (INVITE to first 18x or answer), ms.
+    pub setup_ms: Option<u64>,
+    /// Talk time so far or in total, ms.
+    pub duration_ms: Option<u64>,
+    /// Final status code and reason of the INVITE.
+    pub final_status: Option<u16>,
+    /// Reason phrase.
+    pub reason: Option<String>,
+    /// Who hung up.
+    pub ended_by: Option<String>,
+    /// Per media direction.
+    #[serde(default)]
+    pub media: Vec<MediaStats>,
+}
+
+/// One direction of one media stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaStats {
+    /// `client->far`, `far->client`.
+    pub direction: String,
+    /// `audio`, `video`.
+    pub kind: String,
+    /// Codec.
+    pub codec: Option<String>,
+    /// Packets relayed.
+    pub packets: u64,
+    /// Loss in percent.
+    pub loss_pct: Option<f64>,
+    /// Interarrival jitter, ms.
+    pub jitter_ms: Option<f64>,
+    /// Estimated MOS.
+    pub mos: Option<f64>,
+}
+
+/// `ca export` / `ca rotate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaReport {
+    /// The CA certificate, PEM.
+    pub pem: String,
+}

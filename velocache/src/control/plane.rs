@@ -1,0 +1,176 @@
+//! [`ControlPlane`]: the daemon state the admin API reads and acts on, built once by the wiring
+//! after every service is up.
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock},
+    time::Instant,
+};
+
+use arc_swap::ArcSwap;
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    api::{AdminListeners, ReloadReport},
+    seams::AdminHub,
+    warmup::Warmup,
+};
+use crate::{
+    config::Config, datapath::Datapath, flow::FlowTracker, net::TimeWaitReaper, rules::Rules,
+    telemetry::LogControl,
+};
+
+/// Labels of `velocache_config_reloads_total`.
+pub(crate) type ResultLabel = Vec<(String, String)>;
+
+/// What the wiring hands the control plane.
+pub struct PlaneParts {
+    /// The configuration the services were built with.
+    pub config: Arc<Config>,
+    /// The file it came from (re-read on reload), if any.
+    pub config_file: Option<PathBuf>,
+    /// The live rules.
+    pub rules: Rules,
+    /// Flows in progress.
+    pub flows: FlowTracker,
+    /// What services registered for the admin API.
+    pub hub: AdminHub,
+    /// The metrics registry, complete (services and daemon-wide collectors registered).
+    pub registry: Arc<Registry>,
+    /// The datapath, if one runs (reconfigured on reload, taken back at shutdown).
+    pub datapath: Option<Datapath>,
+    /// The TIME_WAIT reaper (restarted when the intercepted TCP ports change on reload).
+    pub reaper: Option<TimeWaitReaper>,
+    /// Changes the log filter on reload (none in tests that install no subscriber).
+    pub log: Option<LogControl>,
+    /// Metrics the control plane updates, registered before the registry was frozen.
+    pub metrics: PlaneMetrics,
+}
+
+/// Counters of the control plane itself.
+#[derive(Clone, Default)]
+pub struct PlaneMetrics {
+    pub(crate) reloads: Family<ResultLabel, Counter>,
+    pub(crate) warmup_urls: Family<ResultLabel, Counter>,
+}
+
+impl PlaneMetrics {
+    /// Register in the top-level registry (`velocache_config_reloads_total{result}`,
+    /// `velocache_warmup_urls_total{result}`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = PlaneMetrics::default();
+        registry.register(
+            "config_reloads",
+            "Configuration and rules reloads (SIGHUP, service reload), by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "warmup_urls",
+            "Cache warm-up URLs fetched, by result",
+            m.warmup_urls.clone(),
+        );
+        m
+    }
+}
+
+/// The daemon as the admin API sees it.
+pub struct ControlPlane {
+    pub(super) started: Instant,
+    /// The configuration the services were built with: restart-only settings are compared to it.
+    pub(super) boot: Arc<Config>,
+    /// The configuration in force: `boot` plus every setting applied live since.
+    pub(super) running: ArcSwap<Config>,
+    pub(super) config_file: Option<PathBuf>,
+    pub(super) rules: Rules,
+    pub(super) flows: FlowTracker,
+    pub(super) hub: AdminHub,
+    pub(super) registry: Arc<Registry>,
+    pub(super) datapath: tokio::sync::Mutex<Option<Datapath>>,
+    pub(super) reaper: Mutex<Option<TimeWaitReaper>>,
+    pub(super) log: Option<LogControl>,
+    pub(super) warmup: Arc<Warmup>,
+    pub(super) metrics: PlaneMetrics,
+    /// One reload at a time (SIGHUP and the API may race).
+    pub(super) reload_lock: tokio::sync::Mutex<()>,
+    pub(super) last_reload: Mutex<Option<ReloadReport>>,
+    pub(super) restart_required: Mutex<Vec<String>>,
+    pub(super) stop: CancellationToken,
+    pub(super) listeners: OnceLock<AdminListeners>,
+}
+
+impl ControlPlane {
+    /// Assemble the control plane.
+    pub fn new(parts: PlaneParts) -> Arc<Self> {
+        let warmup = Arc::new(Warmup::new(parts.hub.clone(), parts.metrics.clone()));
+        Arc::new(ControlPlane {
+            started: Instant::now(),
+            running: ArcSwap::new(parts.config.clone()),
+            boot: parts.config,
+            config_file: parts.config_file,
+            rules: parts.rules,
+            flows: parts.flows,
+            hub: parts.hub,
+            registry: parts.registry,
+            datapath: tokio::sync::Mutex::new(parts.datapath),
+            reaper: Mutex::new(parts.reaper),
+            log: parts.log,
+            warmup,
+            metrics: parts.metrics,
+            reload_lock: tokio::sync::Mutex::new(()),
+            last_reload: Mutex::new(None),
+            restart_required: Mutex::new(Vec::new()),
+            stop: CancellationToken::new(),
+            listeners: OnceLock::new(),
+        })
+    }
+
+    /// The configuration in force (start-up configuration plus live changes).
+    pub fn config(&self) -> Arc<Config> {
+        self.running.load_full()
+    }
+
+    /// Resolves when a stop was requested through the API (`service stop`).
+    pub async fn stop_requested(&self) {
+        self.stop.cancelled().await;
+    }
+
+    /// Ask the daemon to stop, as SIGTERM does.
+    pub fn request_stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Whether the daemon is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Take the datapath back for shutdown (reloads then no longer touch it).
+    pub async fn take_datapath(&self) -> Option<Datapath> {
+        self.datapath.lock().await.take()
+    }
+
+    /// Take the TIME_WAIT reaper back for shutdown.
+    pub fn take_reaper(&self) -> Option<TimeWaitReaper> {
+        self.reaper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// The warm-up runner.
+    pub fn warmup(&self) -> &Arc<Warmup> {
+        &self.warmup
+    }
+
+    /// Start warming the rules' `warmup_urls` in the background (at start-up).
+    pub fn warm_rules_urls(&self) {
+        let urls = self.rules.current().warmup_urls.clone();
+        if urls.is_empty() {
+            return;
+        }
+        self.warmup.spawn(urls, "start-up");
+    }
+}
