@@ -56,6 +56,9 @@ pub enum AppError {
     /// The TLS layer (CA, roots) could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The DNS service could not be set up.
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
 }
 
 /// How long the gateway waits for an original destination to accept a spliced connection.
@@ -167,7 +170,7 @@ fn handlers_for(
                 udp: ctx.passthrough(service).udp,
             }
         }
-        Service::Dns => ctx.passthrough(service),
+        Service::Dns => crate::dns::handlers(ctx, registry)?,
         Service::Sip => ctx.passthrough(service),
     })
 }

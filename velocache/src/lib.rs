@@ -12,6 +12,7 @@
 //! - [`rules`]: the operator's `rules.toml`, facts in, decision out.
 //! - [`config`]: typed, layered configuration with `validate()`.
 //! - [`tls`]: HTTPS — SNI splice, interception with a local CA.
+//! - [`dns`]: DNS — a transparent caching forwarder (wire-format answer cache, upstreams).
 //! - [`telemetry`]: JSON / pretty logs.
 //! - [`flow`]: flows in progress, for graceful shutdown.
 //! - [`app`]: wiring and the shutdown order.
@@ -21,6 +22,7 @@
 pub mod app;
 pub mod config;
 pub mod datapath;
+pub mod dns;
 pub mod flow;
 pub mod net;
 pub mod passthrough;

@@ -171,6 +171,13 @@ impl UdpReplier {
         sock.send_to(data, to.0).await.map(|_| ())
     }
 
+    /// Send `data` now if the socket can take it (`WouldBlock` otherwise): lets a handler
+    /// answer from the receive loop without spawning a task.
+    pub fn try_send(&self, from: OrigDstAddr, to: ClientAddr, data: &[u8]) -> io::Result<()> {
+        let sock = self.socket_for(from.0)?;
+        sock.try_send_to(data, to.0).map(|_| ())
+    }
+
     fn socket_for(&self, from: SocketAddr) -> io::Result<Arc<UdpSocket>> {
         let now = Instant::now();
         let mut map = self
