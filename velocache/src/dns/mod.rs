@@ -33,6 +33,8 @@ pub mod handler;
 mod resolve;
 pub mod stats;
 pub mod tcp;
+#[cfg(test)]
+mod testutil;
 pub mod upstream;
 pub mod wire;
 
