@@ -19,6 +19,7 @@
 //! - [`process`]: [`Background`], a child process killed on drop, with captured output.
 //! - [`daemon`]: [`Daemon`], the velocache daemon in `gw`, with its JSON log.
 //! - [`servers`]: real servers (nginx, …) to put in a namespace, and process measurements.
+//! - [`dns`]: DNS upstreams and peer forwarders (unbound, dnsmasq), and a `dig` reader.
 #![deny(missing_docs)]
 #![expect(
     clippy::disallowed_methods,
@@ -26,6 +27,7 @@
 )]
 
 pub mod daemon;
+pub mod dns;
 pub mod lab;
 pub mod process;
 pub mod servers;

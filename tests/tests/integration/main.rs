@@ -9,5 +9,6 @@
 
 mod config;
 mod datapath;
+mod dns;
 mod https;
 mod util;

@@ -203,6 +203,14 @@ impl Inner {
         let reply = self.exchange(&query, target, true).await.inspect_err(|_| {
             self.stats.upstream_failures.inc();
         })?;
+        tracing::debug!(
+            qname = %wire::name_text(&req.bytes, wire::HEADER_LEN),
+            upstream = %reply.upstream,
+            transport = reply.transport,
+            rcode = rcode::name((wire::get16(&reply.bytes, 2) & 0x000f) as u8),
+            bytes = reply.bytes.len(),
+            "upstream answer"
+        );
         let layout = wire::scan_answer(&reply.bytes).map_err(|source| {
             self.stats.upstream_failures.inc();
             FetchError::BadAnswer {

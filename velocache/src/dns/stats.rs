@@ -73,9 +73,15 @@ impl DnsStats {
         let cache = |c: &str| vec![("cache".to_string(), c.to_string())];
         let entries = Gauge::default();
         registry.register("cache_entries", "Answers in the cache", entries.clone());
+        // One statement each: `get_or_create` returns a read guard, and creating the next
+        // label set while it lives would wait on it forever.
+        let queries_udp = queries.get_or_create(&transport("udp")).clone();
+        let queries_tcp = queries.get_or_create(&transport("tcp")).clone();
+        let hit_latency = latency.get_or_create(&cache("hit")).clone();
+        let miss_latency = latency.get_or_create(&cache("miss")).clone();
         DnsStats {
-            queries_udp: queries.get_or_create(&transport("udp")).clone(),
-            queries_tcp: queries.get_or_create(&transport("tcp")).clone(),
+            queries_udp,
+            queries_tcp,
             hits: counter(registry, "cache_hits", "Answers served from the cache"),
             misses: counter(registry, "cache_misses", "Queries sent upstream"),
             collapsed: counter(
@@ -100,8 +106,27 @@ impl DnsStats {
                 "Upstream exchanges that failed",
             ),
             entries,
-            hit_latency: latency.get_or_create(&cache("hit")).clone(),
-            miss_latency: latency.get_or_create(&cache("miss")).clone(),
+            hit_latency,
+            miss_latency,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registering_twice_label_sets_does_not_deadlock() {
+        let mut registry = Registry::with_prefix("velocache");
+        let stats = DnsStats::register(registry.sub_registry_with_prefix("dns"));
+        stats.hits.inc();
+        stats.queries_udp.inc();
+        stats.hit_latency.observe(0.000_02);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("velocache_dns_cache_hits_total 1"), "{text}");
+        assert!(text.contains("velocache_dns_queries_total{transport=\"udp\"} 1"), "{text}");
+        assert!(text.contains("velocache_dns_latency_seconds_count{cache=\"hit\"} 1"), "{text}");
     }
 }
