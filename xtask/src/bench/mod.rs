@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use crate::{setup, util};
 
 mod datapath;
+mod dns;
 pub mod wrk;
 
 /// Run the benchmark called `name` with `seconds` per measured run.
@@ -18,7 +19,8 @@ pub fn run(name: &str, seconds: u64) -> Result<()> {
     velocache_tests::set_velocache_bin(bin);
     match name {
         "datapath" => datapath::run(seconds),
-        other => bail!("unknown benchmark `{other}` (known: datapath)"),
+        "dns" => dns::run(seconds),
+        other => bail!("unknown benchmark `{other}` (known: datapath, dns)"),
     }
 }
 
