@@ -26,6 +26,12 @@ use super::{ClientAddr, OrigDstAddr, addrs::canonical};
 /// Largest datagram we accept (the IPv4/IPv6 UDP payload limit).
 const MAX_DATAGRAM: usize = 65_535;
 
+thread_local! {
+    /// The receive buffer, one per thread: a datagram is copied out of it at once, so the
+    /// 64 KiB are allocated and zeroed once per thread rather than once per datagram.
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
+}
+
 /// One steered datagram.
 #[derive(Debug, Clone)]
 pub struct Datagram {
@@ -81,12 +87,14 @@ impl TransparentUdp {
     /// listener port (not steered) are skipped: answering them "from their original
     /// destination" would make the daemon talk to itself.
     pub async fn recv(&self) -> io::Result<Datagram> {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
-            let (n, client, orig) = self
+            let (data, client, orig) = self
                 .sock
                 .async_io(Interest::READABLE, || {
-                    recv_with_orig_dst(&self.sock, &mut buf)
+                    RECV_BUF.with_borrow_mut(|buf| {
+                        let (n, client, orig) = recv_with_orig_dst(&self.sock, buf)?;
+                        Ok((Bytes::copy_from_slice(&buf[..n]), client, orig))
+                    })
                 })
                 .await?;
             let Some(orig) = orig else {
@@ -98,7 +106,7 @@ impl TransparentUdp {
                 continue;
             }
             return Ok(Datagram {
-                data: Bytes::copy_from_slice(&buf[..n]),
+                data,
                 client: ClientAddr(canonical(client)),
                 orig_dst: OrigDstAddr(canonical(orig)),
             });
