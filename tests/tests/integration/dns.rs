@@ -58,7 +58,10 @@ fn first_query_misses_and_the_second_hits_with_a_lower_ttl() {
     assert_eq!(lines[0]["level"], "info");
     assert_eq!(lines[0]["service"], "dns");
     assert_eq!(lines[0]["upstream"], format!("{}:53", addr::ORIGIN));
-    assert_eq!(lines[0]["client"].as_str().unwrap().split(':').next(), Some(addr::CLIENT));
+    assert_eq!(
+        lines[0]["client"].as_str().unwrap().split(':').next(),
+        Some(addr::CLIENT)
+    );
     assert_eq!(lines[0]["qtype"], "A");
     assert_eq!(lines[0]["rcode"], "NOERROR");
     assert!(lines[0]["latency_us"].as_u64().is_some());
@@ -76,7 +79,11 @@ fn first_query_misses_and_the_second_hits_with_a_lower_ttl() {
     // nothing listens at all, and over IPv6.
     let elsewhere = ask(&lab, addr::ORIGIN2, &["www.test.lab"]);
     assert_eq!(elsewhere.answers[0].3, "10.9.9.9", "{}", elsewhere.text);
-    assert!(elsewhere.server.starts_with(addr::ORIGIN2), "{}", elsewhere.server);
+    assert!(
+        elsewhere.server.starts_with(addr::ORIGIN2),
+        "{}",
+        elsewhere.server
+    );
     let v6 = ask(&lab, addr::ORIGIN6, &["www.test.lab", "AAAA"]);
     assert_eq!(v6.answers[0].3, "fd99::9", "{}", v6.text);
     let lines = wait_queries(&daemon, "www.test.lab.", 4);
@@ -129,7 +136,10 @@ fn a_dead_upstream_gets_stale_answers_until_the_window_ends_then_servfail() {
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
     let mut zone = unbound_zone(&lab.origin, dir.path(), &[addr::ORIGIN], "");
-    let daemon = Daemon::start(&lab, &upstream_config("serve_stale_secs = 6\nprefetch = false\n"));
+    let daemon = Daemon::start(
+        &lab,
+        &upstream_config("serve_stale_secs = 6\nprefetch = false\n"),
+    );
 
     // short.test.lab has TTL 2.
     let fresh = ask(&lab, addr::ORIGIN, &["short.test.lab"]);
@@ -165,9 +175,15 @@ fn a_large_answer_comes_over_tcp_from_upstream_and_to_the_client() {
     let big = ask(&lab, addr::ORIGIN, &["big.test.lab", "TXT"]);
     assert_eq!(big.status, "NOERROR", "{}", big.text);
     assert_eq!(big.answers.len(), 40, "{}", big.text);
-    assert!(big.text.contains("Truncated, retrying in TCP mode"), "{}", big.text);
+    assert!(
+        big.text.contains("Truncated, retrying in TCP mode"),
+        "{}",
+        big.text
+    );
     daemon.wait_for_log(WAIT, |l| {
-        l["message"] == "upstream answer" && l["qname"] == "big.test.lab." && l["transport"] == "tcp"
+        l["message"] == "upstream answer"
+            && l["qname"] == "big.test.lab."
+            && l["transport"] == "tcp"
     });
     let lines = wait_queries(&daemon, "big.test.lab.", 2);
     assert_eq!(lines[0]["transport"], "udp");
@@ -176,8 +192,17 @@ fn a_large_answer_comes_over_tcp_from_upstream_and_to_the_client() {
 
     // Several queries on one TCP connection.
     let out = lab.client.run_ok(&[
-        "dig", "+tcp", "+keepopen", "+time=3", "+tries=1", &format!("@{}", addr::ORIGIN),
-        "www.test.lab", "www.test.lab", "AAAA", "big.test.lab", "TXT",
+        "dig",
+        "+tcp",
+        "+keepopen",
+        "+time=3",
+        "+tries=1",
+        &format!("@{}", addr::ORIGIN),
+        "www.test.lab",
+        "www.test.lab",
+        "AAAA",
+        "big.test.lab",
+        "TXT",
     ]);
     assert_eq!(out.matches("status: NOERROR").count(), 3, "{out}");
 }
@@ -210,7 +235,9 @@ print("rcode", r[3] & 0xf, "qr", r[2] >> 7)
     );
     let out = lab.client.run_ok(&["python3", "-c", &script]);
     assert_eq!(out.trim(), "rcode 1 qr 1", "{out}");
-    daemon.wait_for_log(WAIT, |l| l["message"] == "malformed query" && l["rcode"] == "FORMERR");
+    daemon.wait_for_log(WAIT, |l| {
+        l["message"] == "malformed query" && l["rcode"] == "FORMERR"
+    });
 
     let after = ask(&lab, addr::ORIGIN, &["www.test.lab"]);
     assert_eq!(after.answers[0].3, "10.9.9.9", "{}", after.text);
@@ -251,7 +278,12 @@ fn denied_names_get_nxdomain_and_rules_override_ttls_and_bypass_the_cache() {
     ask(&lab, addr::ORIGIN, &["short.test.lab"]);
     ask(&lab, addr::ORIGIN, &["short.test.lab"]);
     let lines = wait_queries(&daemon, "short.test.lab.", 2);
-    assert!(lines.iter().all(|l| l["cache"] == "none" && l["rule"] == "live"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["cache"] == "none" && l["rule"] == "live"),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -269,7 +301,12 @@ fn denied_names_can_get_zero_addresses() {
         )),
     );
     let a = ask(&lab, addr::ORIGIN, &["x.ads.test.lab"]);
-    assert_eq!((a.status.as_str(), a.answers[0].3.as_str()), ("NOERROR", "0.0.0.0"), "{}", a.text);
+    assert_eq!(
+        (a.status.as_str(), a.answers[0].3.as_str()),
+        ("NOERROR", "0.0.0.0"),
+        "{}",
+        a.text
+    );
     let aaaa = ask(&lab, addr::ORIGIN, &["x.ads.test.lab", "AAAA"]);
     assert_eq!(aaaa.answers[0].3, "::", "{}", aaaa.text);
 }
@@ -281,7 +318,12 @@ fn do_and_cd_bits_are_part_of_the_cache_key() {
     let dir = tempfile::tempdir().unwrap();
     let _zone = unbound_zone(&lab.origin, dir.path(), &[addr::ORIGIN], "");
     let daemon = Daemon::start(&lab, &upstream_config(""));
-    for flags in [&[][..], &["+dnssec"][..], &["+cdflag"][..], &["+dnssec", "+cdflag"][..]] {
+    for flags in [
+        &[][..],
+        &["+dnssec"][..],
+        &["+cdflag"][..],
+        &["+dnssec", "+cdflag"][..],
+    ] {
         for _ in 0..2 {
             let mut args = vec!["www.test.lab"];
             args.extend_from_slice(flags);
@@ -296,7 +338,10 @@ fn do_and_cd_bits_are_part_of_the_cache_key() {
         .iter()
         .map(|l| l["cache"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(cache, ["miss", "hit", "miss", "hit", "miss", "hit", "miss", "hit"]);
+    assert_eq!(
+        cache,
+        ["miss", "hit", "miss", "hit", "miss", "hit", "miss", "hit"]
+    );
 }
 
 #[test]
@@ -346,7 +391,10 @@ fn a_dns_over_tls_upstream_is_verified_and_used() {
     let b = ask(&lab, addr::ORIGIN2, &["short.test.lab"]);
     assert_eq!(b.answers[0].3, "10.9.9.8", "{}", b.text);
     let line = wait_queries(&daemon, "www.test.lab.", 1).remove(0);
-    assert_eq!(line["upstream"], format!("tls://{}:853#dns.test.lab", addr::ORIGIN));
+    assert_eq!(
+        line["upstream"],
+        format!("tls://{}:853#dns.test.lab", addr::ORIGIN)
+    );
 
     // A name the certificate is not valid for is refused: SERVFAIL, not an unverified answer.
     drop(daemon);

@@ -445,13 +445,22 @@ impl Config {
             return Err(Invalid::new("dns.cache_max_entries", "must be at least 1"));
         }
         if dns.cache_max_bytes < 64 * 1024 {
-            return Err(Invalid::new("dns.cache_max_bytes", "must be at least 65536"));
+            return Err(Invalid::new(
+                "dns.cache_max_bytes",
+                "must be at least 65536",
+            ));
         }
         if dns.tcp_idle_timeout_secs == 0 {
-            return Err(Invalid::new("dns.tcp_idle_timeout_secs", "must be at least 1"));
+            return Err(Invalid::new(
+                "dns.tcp_idle_timeout_secs",
+                "must be at least 1",
+            ));
         }
         if dns.max_pending_queries == 0 {
-            return Err(Invalid::new("dns.max_pending_queries", "must be at least 1"));
+            return Err(Invalid::new(
+                "dns.max_pending_queries",
+                "must be at least 1",
+            ));
         }
         if dp.udp_idle_timeout_secs == 0 {
             return Err(Invalid::new(

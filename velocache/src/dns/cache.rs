@@ -170,10 +170,7 @@ impl CachedAnswer {
             let clamp = |t: u32| {
                 ttl_override.unwrap_or_else(|| t.clamp(policy.min_ttl, policy.max_ttl.max(1)))
             };
-            (
-                Cacheability::Positive,
-                layout.min_ttl.map_or(0, clamp),
-            )
+            (Cacheability::Positive, layout.min_ttl.map_or(0, clamp))
         } else {
             (Cacheability::No, 0)
         };

@@ -16,7 +16,14 @@ const POLICY: TtlPolicy = TtlPolicy {
 
 fn entry_for(answer: Vec<u8>, policy: &TtlPolicy, ttl_override: Option<u32>) -> CachedAnswer {
     let layout = scan_answer(&answer).unwrap();
-    CachedAnswer::from_upstream(answer, &layout, policy, ttl_override, "test".into(), Weak::new())
+    CachedAnswer::from_upstream(
+        answer,
+        &layout,
+        policy,
+        ttl_override,
+        "test".into(),
+        Weak::new(),
+    )
 }
 
 fn ttls(msg: &[u8]) -> Vec<u32> {
@@ -40,7 +47,11 @@ fn upstream_answer(name: &str, do_bit: bool, ttls: &[u32]) -> Vec<u8> {
 
 #[test]
 fn a_hit_gets_the_clients_id_and_ttls_lowered_by_age() {
-    let mut e = entry_for(upstream_answer("www.test.lab.", false, &[300, 100]), &POLICY, None);
+    let mut e = entry_for(
+        upstream_answer("www.test.lab.", false, &[300, 100]),
+        &POLICY,
+        None,
+    );
     assert_eq!(e.cacheability, Cacheability::Positive);
     assert_eq!(e.ttl, 100);
     e.stored_at -= Duration::from_secs(7);
@@ -61,14 +72,28 @@ fn ttls_are_clamped_or_overridden_when_stored() {
         max_ttl: 600,
         max_negative_ttl: 300,
     };
-    let e = entry_for(upstream_answer("c.test.lab.", false, &[5, 3600]), &policy, None);
+    let e = entry_for(
+        upstream_answer("c.test.lab.", false, &[5, 3600]),
+        &policy,
+        None,
+    );
     assert_eq!(e.ttl, 60);
     let client = query(1, "c.test.lab", TYPE_A, None);
     let q = QueryView::parse(&client).unwrap();
-    assert_eq!(ttls(&e.render(&client, &q, TtlMode::Age(0), 512)), vec![60, 600]);
-    let e = entry_for(upstream_answer("c.test.lab.", false, &[5, 3600]), &policy, Some(42));
+    assert_eq!(
+        ttls(&e.render(&client, &q, TtlMode::Age(0), 512)),
+        vec![60, 600]
+    );
+    let e = entry_for(
+        upstream_answer("c.test.lab.", false, &[5, 3600]),
+        &policy,
+        Some(42),
+    );
     assert_eq!(e.ttl, 42);
-    assert_eq!(ttls(&e.render(&client, &q, TtlMode::Age(0), 512)), vec![42, 42]);
+    assert_eq!(
+        ttls(&e.render(&client, &q, TtlMode::Age(0), 512)),
+        vec![42, 42]
+    );
 }
 
 #[test]
@@ -76,7 +101,10 @@ fn stale_answers_carry_the_fixed_ttl() {
     let e = entry_for(upstream_answer("s.test.lab.", false, &[300]), &POLICY, None);
     let client = query(1, "s.test.lab", TYPE_A, None);
     let q = QueryView::parse(&client).unwrap();
-    assert_eq!(ttls(&e.render(&client, &q, TtlMode::Fixed(30), 512)), vec![30]);
+    assert_eq!(
+        ttls(&e.render(&client, &q, TtlMode::Fixed(30), 512)),
+        vec![30]
+    );
 }
 
 #[test]
@@ -91,7 +119,12 @@ fn opt_is_dropped_for_clients_without_edns_and_added_for_clients_with_it() {
 
     let without_opt = {
         let q = query(0x1111, "o.test.lab", TYPE_A, None);
-        response(&q, ResponseCode::NoError, vec![a("o.test.lab.", 300, [1, 2, 3, 4])], vec![])
+        response(
+            &q,
+            ResponseCode::NoError,
+            vec![a("o.test.lab.", 300, [1, 2, 3, 4])],
+            vec![],
+        )
     };
     let e = entry_for(without_opt, &POLICY, None);
     let with_edns = query(3, "o.test.lab", TYPE_A, Some(true));
@@ -102,7 +135,11 @@ fn opt_is_dropped_for_clients_without_edns_and_added_for_clients_with_it() {
 
 #[test]
 fn the_clients_spelling_of_the_name_is_echoed() {
-    let e = entry_for(upstream_answer("mixed.test.lab.", false, &[300]), &POLICY, None);
+    let e = entry_for(
+        upstream_answer("mixed.test.lab.", false, &[300]),
+        &POLICY,
+        None,
+    );
     let client = query(4, "MiXeD.TeSt.LaB", TYPE_A, None);
     let q = QueryView::parse(&client).unwrap();
     let out = e.render(&client, &q, TtlMode::Age(0), 512);
@@ -130,29 +167,51 @@ fn ad_goes_only_to_clients_that_asked_for_it() {
     let e = entry_for(answer, &POLICY, None);
     let plain = query(6, "ad.test.lab", TYPE_A, None);
     let q = QueryView::parse(&plain).unwrap();
-    assert_eq!(get16(&e.render(&plain, &q, TtlMode::Age(0), 512), 2) & FLAG_AD, 0);
+    assert_eq!(
+        get16(&e.render(&plain, &q, TtlMode::Age(0), 512), 2) & FLAG_AD,
+        0
+    );
     let mut asks = plain.clone();
     asks[3] |= 0x20;
     let q = QueryView::parse(&asks).unwrap();
-    assert_ne!(get16(&e.render(&asks, &q, TtlMode::Age(0), 512), 2) & FLAG_AD, 0);
+    assert_ne!(
+        get16(&e.render(&asks, &q, TtlMode::Age(0), 512), 2) & FLAG_AD,
+        0
+    );
 }
 
 #[test]
 fn nxdomain_is_cached_for_the_soa_minimum_and_not_without_soa() {
     let q = query(7, "nope.test.lab", TYPE_A, None);
-    let with_soa = response(&q, ResponseCode::NXDomain, vec![], vec![soa("test.lab.", 300, 5)]);
+    let with_soa = response(
+        &q,
+        ResponseCode::NXDomain,
+        vec![],
+        vec![soa("test.lab.", 300, 5)],
+    );
     let e = entry_for(with_soa, &POLICY, None);
     assert_eq!(e.cacheability, Cacheability::Negative);
     assert_eq!(e.ttl, 5);
     let v = QueryView::parse(&q).unwrap();
     assert_eq!(ttls(&e.render(&q, &v, TtlMode::Age(0), 512)), vec![5]);
-    let nodata = response(&q, ResponseCode::NoError, vec![], vec![soa("test.lab.", 300, 20)]);
+    let nodata = response(
+        &q,
+        ResponseCode::NoError,
+        vec![],
+        vec![soa("test.lab.", 300, 20)],
+    );
     let e = entry_for(nodata, &POLICY, None);
     assert_eq!((e.cacheability, e.ttl), (Cacheability::Negative, 20));
     let bare = response(&q, ResponseCode::NXDomain, vec![], vec![]);
-    assert_eq!(entry_for(bare, &POLICY, None).cacheability, Cacheability::No);
+    assert_eq!(
+        entry_for(bare, &POLICY, None).cacheability,
+        Cacheability::No
+    );
     let servfail = response(&q, ResponseCode::ServFail, vec![], vec![]);
-    assert_eq!(entry_for(servfail, &POLICY, None).cacheability, Cacheability::No);
+    assert_eq!(
+        entry_for(servfail, &POLICY, None).cacheability,
+        Cacheability::No
+    );
 }
 
 #[test]
@@ -181,15 +240,28 @@ fn lookups_tell_fresh_from_stale_from_gone() {
     let mut e = entry_for(upstream_answer("l.test.lab.", false, &[10]), &POLICY, None);
     e.stored_at -= Duration::from_secs(3);
     cache.insert(b"k", Arc::new(e));
-    assert!(matches!(cache.get(b"k", Instant::now()), Lookup::Fresh(_, 3)));
-    assert!(matches!(cache.get(b"k", Instant::now() + Duration::from_secs(8)), Lookup::Stale(_)));
+    assert!(matches!(
+        cache.get(b"k", Instant::now()),
+        Lookup::Fresh(_, 3)
+    ));
+    assert!(matches!(
+        cache.get(b"k", Instant::now() + Duration::from_secs(8)),
+        Lookup::Stale(_)
+    ));
     // Past TTL + stale window it is gone for good.
-    assert!(matches!(cache.get(b"k", Instant::now() + Duration::from_secs(80)), Lookup::Miss));
+    assert!(matches!(
+        cache.get(b"k", Instant::now() + Duration::from_secs(80)),
+        Lookup::Miss
+    ));
     assert!(matches!(cache.get(b"k", Instant::now()), Lookup::Miss));
     assert!(matches!(cache.get(b"other", Instant::now()), Lookup::Miss));
     let uncacheable = {
         let q = query(7, "x.test.lab", TYPE_A, None);
-        entry_for(response(&q, ResponseCode::ServFail, vec![], vec![]), &POLICY, None)
+        entry_for(
+            response(&q, ResponseCode::ServFail, vec![], vec![]),
+            &POLICY,
+            None,
+        )
     };
     cache.insert(b"sf", Arc::new(uncacheable));
     assert!(matches!(cache.get(b"sf", Instant::now()), Lookup::Miss));

@@ -154,14 +154,21 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
         .upstreams
         .iter()
         .enumerate()
-        .map(|(index, s)| UpstreamSpec::parse(s).map_err(|reason| DnsError::Upstream { index, reason }))
+        .map(|(index, s)| {
+            UpstreamSpec::parse(s).map_err(|reason| DnsError::Upstream { index, reason })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let pool = if specs.is_empty() {
-        tracing::info!("dns: no upstreams configured; each query goes to the resolver its client asked");
+        tracing::info!(
+            "dns: no upstreams configured; each query goes to the resolver its client asked"
+        );
         None
     } else {
         let tls = if specs.iter().any(|s| matches!(s, UpstreamSpec::Tls { .. })) {
-            Some(upstream::tls_client_config(&ctx.config.tls.extra_roots).map_err(DnsError::TlsRoots)?)
+            Some(
+                upstream::tls_client_config(&ctx.config.tls.extra_roots)
+                    .map_err(DnsError::TlsRoots)?,
+            )
         } else {
             None
         };

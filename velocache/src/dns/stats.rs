@@ -89,9 +89,17 @@ impl DnsStats {
                 "collapsed",
                 "Misses that joined an identical query already in flight",
             ),
-            stale: counter(registry, "stale_answers", "Expired answers served (RFC 8767)"),
+            stale: counter(
+                registry,
+                "stale_answers",
+                "Expired answers served (RFC 8767)",
+            ),
             prefetches: counter(registry, "prefetches", "Background refreshes before expiry"),
-            errors: counter(registry, "errors", "SERVFAIL/FORMERR answers and dropped queries"),
+            errors: counter(
+                registry,
+                "errors",
+                "SERVFAIL/FORMERR answers and dropped queries",
+            ),
             malformed: counter(registry, "malformed", "Malformed queries"),
             denied: counter(registry, "denied", "Queries refused by a deny rule"),
             uncached: counter(registry, "uncached", "Queries forwarded without caching"),
@@ -126,7 +134,13 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("velocache_dns_cache_hits_total 1"), "{text}");
-        assert!(text.contains("velocache_dns_queries_total{transport=\"udp\"} 1"), "{text}");
-        assert!(text.contains("velocache_dns_latency_seconds_count{cache=\"hit\"} 1"), "{text}");
+        assert!(
+            text.contains("velocache_dns_queries_total{transport=\"udp\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("velocache_dns_latency_seconds_count{cache=\"hit\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -35,7 +35,17 @@ pub fn query(id: u16, name: &str, qtype: u16, edns: Option<bool>) -> Vec<u8> {
     out.extend_from_slice(&qtype.to_be_bytes());
     out.extend_from_slice(&1u16.to_be_bytes());
     if let Some(dnssec_ok) = edns {
-        out.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
+        out.extend_from_slice(&[
+            0,
+            0,
+            41,
+            0x04,
+            0xd0,
+            0,
+            0,
+            if dnssec_ok { 0x80 } else { 0 },
+            0,
+        ]);
         out.extend_from_slice(&[0, 12, 0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
     }
     out
@@ -70,7 +80,12 @@ pub fn soa(zone: &str, ttl: u32, minimum: u32) -> Record {
 
 /// The response to `query` (hickory-encoded, with name compression) carrying `answers` and
 /// `authorities`, `rcode`, and an OPT when the query had one.
-pub fn response(query: &[u8], rcode: ResponseCode, answers: Vec<Record>, authorities: Vec<Record>) -> Vec<u8> {
+pub fn response(
+    query: &[u8],
+    rcode: ResponseCode,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+) -> Vec<u8> {
     let q = Message::from_vec(query).unwrap();
     let mut m = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
     m.metadata.recursion_desired = q.metadata.recursion_desired;
@@ -108,8 +123,16 @@ impl TestServer {
     pub async fn start(
         answer: impl Fn(&[u8], SocketAddr) -> Vec<Vec<u8>> + Send + Sync + 'static,
     ) -> TestServer {
+        Self::start_delayed(std::time::Duration::ZERO, answer).await
+    }
+
+    /// Like [`TestServer::start`], answering UDP queries only after `delay`.
+    pub async fn start_delayed(
+        delay: std::time::Duration,
+        answer: impl Fn(&[u8], SocketAddr) -> Vec<Vec<u8>> + Send + Sync + 'static,
+    ) -> TestServer {
         let answer: Arc<Answerer> = Arc::new(answer);
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let udp = Arc::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap());
         let addr = udp.local_addr().unwrap();
         let tcp = TcpListener::bind(addr).await.unwrap();
         let queries = Arc::new(AtomicUsize::new(0));
@@ -118,18 +141,27 @@ impl TestServer {
         let t1 = tokio::spawn(async move {
             let mut buf = vec![0u8; 65535];
             loop {
-                let Ok((n, from)) = udp.recv_from(&mut buf).await else { return };
+                let Ok((n, from)) = udp.recv_from(&mut buf).await else {
+                    return;
+                };
                 q1.fetch_add(1, Ordering::SeqCst);
                 *f1.lock().unwrap() = from;
-                for d in a1(&buf[..n], from) {
-                    let _ = udp.send_to(&d, from).await;
-                }
+                let out = a1(&buf[..n], from);
+                let udp = udp.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    for d in out {
+                        let _ = udp.send_to(&d, from).await;
+                    }
+                });
             }
         });
         let (a2, q2) = (answer, queries.clone());
         let t2 = tokio::spawn(async move {
             loop {
-                let Ok((mut s, from)) = tcp.accept().await else { return };
+                let Ok((mut s, from)) = tcp.accept().await else {
+                    return;
+                };
                 let a = a2.clone();
                 let q = q2.clone();
                 tokio::spawn(async move {

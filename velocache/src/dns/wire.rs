@@ -238,8 +238,9 @@ impl QueryView {
 
     /// Largest answer this client accepts over UDP.
     pub fn max_udp_answer(&self) -> usize {
-        self.edns
-            .map_or(PLAIN_UDP_SIZE, |e| usize::from(e.udp_size).max(PLAIN_UDP_SIZE))
+        self.edns.map_or(PLAIN_UDP_SIZE, |e| {
+            usize::from(e.udp_size).max(PLAIN_UDP_SIZE)
+        })
     }
 }
 
@@ -501,11 +502,14 @@ pub fn scan_answer(b: &[u8]) -> Result<AnswerLayout, WireError> {
     if b.len() > usize::from(u16::MAX) {
         return Err(WireError::Unsupported("answer larger than 64 KiB"));
     }
-    let bad = |e: hickory_proto::serialize::binary::DecodeError| WireError::Malformed(e.to_string());
+    let bad =
+        |e: hickory_proto::serialize::binary::DecodeError| WireError::Malformed(e.to_string());
     let flags = be16(b, 2)?;
     let counts = [be16(b, 4)?, be16(b, 6)?, be16(b, 8)?, be16(b, 10)?];
     if counts[0] != 1 {
-        return Err(WireError::Unsupported("answer without exactly one question"));
+        return Err(WireError::Unsupported(
+            "answer without exactly one question",
+        ));
     }
     let mut d = BinDecoder::new(b);
     d.read_slice(HEADER_LEN).map_err(bad)?;

@@ -45,7 +45,8 @@ fn shapes_the_fast_path_refuses_are_judged_by_hickory() {
     // Two questions: FORMERR.
     let mut two = query(1, "a.test.lab", TYPE_A, None);
     two[5] = 2;
-    two.extend_from_slice(&two[12..].to_vec());
+    let question = two[12..].to_vec();
+    two.extend_from_slice(&question);
     assert!(QueryView::parse(&two).is_err());
     assert!(matches!(classify(&two), Classified::FormErr(_)));
 }
@@ -55,7 +56,9 @@ fn client_subnet_queries_are_forwarded_uncached() {
     let mut q = query(7, "cdn.test.lab", TYPE_A, None);
     q[11] = 1;
     // OPT with an ECS option (family 1, source /24, scope 0, 10.0.0).
-    q.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0, 10, 0, 0]);
+    q.extend_from_slice(&[
+        0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0, 10, 0, 0,
+    ]);
     assert!(QueryView::parse(&q).is_err());
     match classify(&q) {
         Classified::Unusual { qname, qtype } => {
@@ -82,7 +85,10 @@ fn scanning_an_answer_finds_every_ttl_the_opt_and_the_minimum() {
     let r = response(
         &q,
         ResponseCode::NoError,
-        vec![a("www.test.lab.", 300, [10, 0, 0, 1]), a("www.test.lab.", 120, [10, 0, 0, 2])],
+        vec![
+            a("www.test.lab.", 300, [10, 0, 0, 1]),
+            a("www.test.lab.", 120, [10, 0, 0, 2]),
+        ],
         vec![],
     );
     let l = scan_answer(&r).unwrap();
@@ -94,7 +100,11 @@ fn scanning_an_answer_finds_every_ttl_the_opt_and_the_minimum() {
     assert_eq!(usize::from(e), r.len());
     assert_eq!(get16(&r, usize::from(s) + 1), TYPE_OPT);
     for off in &l.ttl_offsets {
-        let t = u32::from_be_bytes(r[usize::from(*off)..usize::from(*off) + 4].try_into().unwrap());
+        let t = u32::from_be_bytes(
+            r[usize::from(*off)..usize::from(*off) + 4]
+                .try_into()
+                .unwrap(),
+        );
         assert!(t == 300 || t == 120);
     }
 }
@@ -102,18 +112,33 @@ fn scanning_an_answer_finds_every_ttl_the_opt_and_the_minimum() {
 #[test]
 fn negative_ttl_is_the_smaller_of_soa_ttl_and_minimum() {
     let q = query(9, "nope.test.lab", TYPE_A, None);
-    let r = response(&q, ResponseCode::NXDomain, vec![], vec![soa("test.lab.", 300, 5)]);
+    let r = response(
+        &q,
+        ResponseCode::NXDomain,
+        vec![],
+        vec![soa("test.lab.", 300, 5)],
+    );
     let l = scan_answer(&r).unwrap();
     assert_eq!(l.rcode, rcode::NXDOMAIN);
     assert_eq!(l.negative_ttl, Some(5));
-    let r = response(&q, ResponseCode::NXDomain, vec![], vec![soa("test.lab.", 3, 60)]);
+    let r = response(
+        &q,
+        ResponseCode::NXDomain,
+        vec![],
+        vec![soa("test.lab.", 3, 60)],
+    );
     assert_eq!(scan_answer(&r).unwrap().negative_ttl, Some(3));
 }
 
 #[test]
 fn broken_answers_are_refused() {
     let q = query(9, "www.test.lab", TYPE_A, None);
-    let r = response(&q, ResponseCode::NoError, vec![a("www.test.lab.", 300, [10, 0, 0, 1])], vec![]);
+    let r = response(
+        &q,
+        ResponseCode::NoError,
+        vec![a("www.test.lab.", 300, [10, 0, 0, 1])],
+        vec![],
+    );
     for cut in HEADER_LEN..r.len() {
         assert!(scan_answer(&r[..cut]).is_err(), "cut at {cut}");
     }
@@ -128,7 +153,12 @@ fn broken_answers_are_refused() {
 #[test]
 fn replies_must_match_id_and_question() {
     let q = query(0x4242, "www.test.lab", TYPE_A, None);
-    let r = response(&q, ResponseCode::NoError, vec![a("www.test.lab.", 300, [10, 0, 0, 1])], vec![]);
+    let r = response(
+        &q,
+        ResponseCode::NoError,
+        vec![a("www.test.lab.", 300, [10, 0, 0, 1])],
+        vec![],
+    );
     assert!(answers_query(&q, &r));
     let mut upper = r.clone();
     upper[13] = b'W';
@@ -136,9 +166,19 @@ fn replies_must_match_id_and_question() {
     let mut wrong_id = r.clone();
     wrong_id[1] ^= 1;
     assert!(!answers_query(&q, &wrong_id));
-    let other = response(&query(0x4242, "www.test.lax", TYPE_A, None), ResponseCode::NoError, vec![], vec![]);
+    let other = response(
+        &query(0x4242, "www.test.lax", TYPE_A, None),
+        ResponseCode::NoError,
+        vec![],
+        vec![],
+    );
     assert!(!answers_query(&q, &other));
-    let aaaa = response(&query(0x4242, "www.test.lab", TYPE_AAAA, None), ResponseCode::NoError, vec![], vec![]);
+    let aaaa = response(
+        &query(0x4242, "www.test.lab", TYPE_AAAA, None),
+        ResponseCode::NoError,
+        vec![],
+        vec![],
+    );
     assert!(!answers_query(&q, &aaaa));
     assert!(!answers_query(&q, &q), "a query is not an answer");
 }
@@ -153,6 +193,9 @@ fn upstream_queries_carry_do_and_cd_and_parse() {
     assert!(m.metadata.recursion_desired);
     assert!(m.edns.as_ref().unwrap().flags().dnssec_ok);
     assert_eq!(m.edns.as_ref().unwrap().max_payload(), EDNS_UDP_SIZE);
-    assert!(m.edns.as_ref().unwrap().options().as_ref().is_empty(), "the client's cookie is not forwarded");
+    assert!(
+        m.edns.as_ref().unwrap().options().as_ref().is_empty(),
+        "the client's cookie is not forwarded"
+    );
     assert_eq!(m.queries[0].name().to_ascii(), "sig.test.lab.");
 }

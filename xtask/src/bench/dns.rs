@@ -58,7 +58,10 @@ fn dnsperf(ns: &Ns, server: &str, file: &Path, extra: &[&str]) -> Result<(Perf, 
     let out = ns.run(&args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        bail!("dnsperf failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "dnsperf failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut p = Perf::default();
     let mut latencies = Vec::new();
@@ -67,11 +70,17 @@ fn dnsperf(ns: &Ns, server: &str, file: &Path, extra: &[&str]) -> Result<(Perf, 
         if let Some(v) = l.strip_prefix("Queries per second:") {
             p.qps = v.trim().parse().context("queries per second")?;
         } else if let Some(v) = l.strip_prefix("Queries lost:") {
-            p.lost = v.split_whitespace().next().unwrap_or("0").parse().unwrap_or(0);
-        } else if let Some(v) = l.strip_prefix("> ") {
-            if let Some(Ok(s)) = v.split_whitespace().last().map(str::parse::<f64>) {
-                latencies.push(s * 1e6);
-            }
+            p.lost = v
+                .split_whitespace()
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+        } else if let Some(Some(Ok(s))) = l
+            .strip_prefix("> ")
+            .map(|v| v.split_whitespace().last().map(str::parse::<f64>))
+        {
+            latencies.push(s * 1e6);
         }
     }
     if !latencies.is_empty() {
@@ -103,11 +112,31 @@ fn measure(
 ) -> Result<Measured> {
     let secs = seconds.to_string();
     let load = ["-c", "8", "-q", "400"];
-    dnsperf(&lab.client, server, files.hits, &["-n", "2", "-c", "8", "-q", "100"])?;
-    let (hits, _) = dnsperf(&lab.client, server, files.hits, &[&load[..], &["-l", &secs]].concat())?;
+    dnsperf(
+        &lab.client,
+        server,
+        files.hits,
+        &["-n", "2", "-c", "8", "-q", "100"],
+    )?;
+    let (hits, _) = dnsperf(
+        &lab.client,
+        server,
+        files.hits,
+        &[&load[..], &["-l", &secs]].concat(),
+    )?;
     let qps = LATENCY_QPS.to_string();
-    let (latency, _) = dnsperf(&lab.client, server, files.hits, &["-l", "3", "-Q", &qps, "-v"])?;
-    let (misses, _) = dnsperf(&lab.client, server, files.misses, &[&load[..], &["-n", "1"]].concat())?;
+    let (latency, _) = dnsperf(
+        &lab.client,
+        server,
+        files.hits,
+        &["-l", "3", "-Q", &qps, "-v"],
+    )?;
+    let (misses, _) = dnsperf(
+        &lab.client,
+        server,
+        files.misses,
+        &[&load[..], &["-n", "1"]].concat(),
+    )?;
     let rss_kib = servers::peak_rss_kib(pid);
     println!(
         "  {name}: {:.0} q/s on hits, p50 {:.0} µs, p99 {:.0} µs, {:.0} q/s on misses",
@@ -151,38 +180,83 @@ pub fn run(seconds: u64) -> Result<()> {
             addr::ORIGIN
         );
         let daemon = Daemon::start_env(&lab, &config, &[("RUST_LOG", "warn,velocache::app=info")]);
-        let files = Files { hits: &hit_file, misses: &misses };
-        results.push(measure(&lab, "VeloCache", addr::ORIGIN, daemon.pid(), &files, seconds)?);
+        let files = Files {
+            hits: &hit_file,
+            misses: &misses,
+        };
+        results.push(measure(
+            &lab,
+            "VeloCache",
+            addr::ORIGIN,
+            daemon.pid(),
+            &files,
+            seconds,
+        )?);
     }
     {
         let misses = miss_file("dnsmasq")?;
         let server: Background = dnsmasq_forwarder(&lab.gw, addr::GW_LAN, addr::ORIGIN, 10_000);
-        let files = Files { hits: &hit_file, misses: &misses };
-        results.push(measure(&lab, "dnsmasq", addr::GW_LAN, server.pid(), &files, seconds)?);
+        let files = Files {
+            hits: &hit_file,
+            misses: &misses,
+        };
+        results.push(measure(
+            &lab,
+            "dnsmasq",
+            addr::GW_LAN,
+            server.pid(),
+            &files,
+            seconds,
+        )?);
     }
     {
         let misses = miss_file("unbound")?;
         let dir = work.path().join("unbound-fwd");
         std::fs::create_dir_all(&dir)?;
         let server = unbound_forwarder(&lab.gw, &dir, addr::GW_LAN, addr::ORIGIN);
-        let files = Files { hits: &hit_file, misses: &misses };
-        results.push(measure(&lab, "unbound", addr::GW_LAN, server.pid(), &files, seconds)?);
+        let files = Files {
+            hits: &hit_file,
+            misses: &misses,
+        };
+        results.push(measure(
+            &lab,
+            "unbound",
+            addr::GW_LAN,
+            server.pid(),
+            &files,
+            seconds,
+        )?);
     }
 
     let ours = &results[0];
-    let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}", a / b) } else { "-".into() };
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}", a / b)
+        } else {
+            "-".into()
+        }
+    };
     let rows: Vec<Vec<String>> = results
         .iter()
         .map(|r| {
             vec![
                 r.name.to_string(),
                 format!("{:.0}", r.hits.qps),
-                if std::ptr::eq(r, ours) { "-".into() } else { ratio(ours.hits.qps, r.hits.qps) },
+                if std::ptr::eq(r, ours) {
+                    "-".into()
+                } else {
+                    ratio(ours.hits.qps, r.hits.qps)
+                },
                 format!("{:.0}", r.latency.p50_us),
                 format!("{:.0}", r.latency.p99_us),
                 format!("{:.0}", r.misses.qps),
-                if std::ptr::eq(r, ours) { "-".into() } else { ratio(ours.misses.qps, r.misses.qps) },
-                r.rss_kib.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                if std::ptr::eq(r, ours) {
+                    "-".into()
+                } else {
+                    ratio(ours.misses.qps, r.misses.qps)
+                },
+                r.rss_kib
+                    .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
                 (r.hits.lost + r.misses.lost).to_string(),
             ]
         })
