@@ -231,7 +231,7 @@ impl CachedAnswer {
         out.extend_from_slice(&self.wire);
         put16(&mut out, 0, q.id);
         let stored = get16(&out, 2);
-        let mut flags = stored & !(FLAG_RD | FLAG_CD | FLAG_TC | FLAG_AD);
+        let mut flags = (stored & !(FLAG_RD | FLAG_CD | FLAG_TC | FLAG_AD)) | wire::FLAG_QR;
         flags |= q.flags & (FLAG_RD | FLAG_CD);
         // RFC 6840 §5.7: AD only to clients that said they understand it.
         if stored & FLAG_AD != 0 && (q.flags & FLAG_AD != 0 || q.dnssec_ok()) {
