@@ -194,10 +194,13 @@ pub async fn exchange_plain(
     // Connected: the kernel drops datagrams from any other address or port.
     sock.connect(addr).await.map_err(io)?;
     sock.send(&q).await.map_err(io)?;
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    // Capacity, not zeroed length: `recv_buf` writes into spare capacity, so a miss does not
+    // pay for clearing 64 KiB.
+    let mut buf = Vec::with_capacity(MAX_MESSAGE);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+        buf.clear();
+        let n = match tokio::time::timeout_at(deadline, sock.recv_buf(&mut buf)).await {
             Err(_) => {
                 return Err(ExchangeError::Timeout {
                     upstream,
