@@ -215,12 +215,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             tasks.spawn(serve_tcp(listener, handlers.tcp.clone(), cancel.clone()));
         }
         for socket in bound.udp {
-            tasks.spawn(serve_udp(
-                socket,
-                replier.clone(),
-                handlers.udp.clone(),
-                cancel.clone(),
-            ));
+            let (replier, handler, cancel) =
+                (replier.clone(), handlers.udp.clone(), cancel.clone());
+            match handlers.udp.runtime() {
+                Some(runtime) => {
+                    let served = runtime.spawn(async move {
+                        match socket.into_current_runtime() {
+                            Ok(socket) => serve_udp(socket, replier, handler, cancel).await,
+                            Err(e) => error!(error = %e, "cannot move a UDP socket to its runtime"),
+                        }
+                    });
+                    tasks.spawn(async move {
+                        let _ = served.await;
+                    });
+                }
+                None => {
+                    tasks.spawn(serve_udp(socket, replier, handler, cancel));
+                }
+            }
         }
         info!(
             service = bound.intercept.service.name(),

@@ -83,6 +83,16 @@ impl TransparentUdp {
         self.sock.local_addr()
     }
 
+    /// Register the socket with the runtime of the calling task instead of the one it was
+    /// bound in, so that its readiness wakes that runtime directly.
+    pub fn into_current_runtime(self) -> io::Result<Self> {
+        let std = self.sock.into_std()?;
+        Ok(TransparentUdp {
+            sock: UdpSocket::from_std(std)?,
+            port: self.port,
+        })
+    }
+
     /// Receive the next datagram with its original destination. Datagrams sent straight to the
     /// listener port (not steered) are skipped: answering them "from their original
     /// destination" would make the daemon talk to itself.
