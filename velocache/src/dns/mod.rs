@@ -16,6 +16,7 @@
 //! - `resolve`: the miss path (collapsing, stale fallback, prefetch, verbatim forwarding).
 //! - `upstream`: UDP/TCP/DoT exchanges, failover and health.
 //! - `stats`: counters and latency histograms.
+//! - `runtime`: the service's own single-threaded runtime for UDP.
 use std::{io, sync::Arc, time::Duration};
 
 use prometheus_client::registry::Registry;
@@ -31,6 +32,7 @@ pub mod cache;
 pub mod forwarder;
 pub mod handler;
 mod resolve;
+pub mod runtime;
 pub mod stats;
 pub mod tcp;
 #[cfg(test)]
@@ -58,6 +60,9 @@ pub enum DnsError {
     /// The trust store for DNS-over-TLS upstreams could not be built.
     #[error("DNS-over-TLS roots: {0}")]
     TlsRoots(String),
+    /// The DNS thread could not be started.
+    #[error("cannot start the DNS thread: {0}")]
+    Thread(#[source] io::Error),
 }
 
 /// The DNS service: both front ends over one request handler.
@@ -65,20 +70,32 @@ pub struct DnsService {
     handler: Arc<dyn RequestHandler>,
     stats: DnsStats,
     tcp_idle: Duration,
+    runtime: Option<runtime::DnsRuntime>,
 }
 
 impl DnsService {
-    /// A service answering through `handler`.
-    pub fn new(handler: Arc<dyn RequestHandler>, stats: DnsStats, tcp_idle: Duration) -> Self {
+    /// A service answering through `handler`; UDP runs on `runtime` when given (else on the
+    /// daemon's runtime).
+    pub fn new(
+        handler: Arc<dyn RequestHandler>,
+        stats: DnsStats,
+        tcp_idle: Duration,
+        runtime: Option<runtime::DnsRuntime>,
+    ) -> Self {
         DnsService {
             handler,
             stats,
             tcp_idle,
+            runtime,
         }
     }
 }
 
 impl UdpHandler for DnsService {
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.as_ref().map(|r| r.handle().clone())
+    }
+
     fn on_datagram(&self, dgram: Datagram, replier: &Arc<UdpReplier>) {
         self.stats.queries_udp.inc();
         let (from, to) = (dgram.orig_dst, dgram.client);
@@ -196,6 +213,7 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
         Arc::new(forwarder),
         stats,
         Duration::from_secs(config.tcp_idle_timeout_secs),
+        Some(runtime::DnsRuntime::start().map_err(DnsError::Thread)?),
     ));
     Ok(Handlers {
         tcp: service.clone(),
