@@ -35,6 +35,38 @@ pub fn unbound_zone(ns: &Ns, dir: &Path, listen: &[&str], extra: &str) -> Backgr
     start_unbound(ns, dir, "unbound-zone.conf", &conf, listen[0])
 }
 
+/// A DNSSEC-signed zone `sec.lab` (`www` A 10.7.7.7, SOA MINIMUM 5, NSEC) made with
+/// `ldns-keygen`/`ldns-signzone` in `dir`; returns the `auth-zone:` clause that makes
+/// [`unbound_zone`] serve it (pass it last in `extra`).
+pub fn signed_zone(dir: &Path) -> String {
+    let zone = dir.join("sec.lab.zone");
+    std::fs::write(
+        &zone,
+        "$ORIGIN sec.lab.\n$TTL 300\n@ IN SOA ns.sec.lab. admin.sec.lab. 1 3600 600 86400 5\n@ IN NS ns.sec.lab.\nns IN A 10.77.2.2\nwww IN A 10.7.7.7\n",
+    )
+    .unwrap_or_else(|e| panic!("writing the zone: {e}"));
+    let run = |args: &[&str]| -> String {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let ksk = run(&["ldns-keygen", "-a", "ECDSAP256SHA256", "-k", "sec.lab"]);
+    let zsk = run(&["ldns-keygen", "-a", "ECDSAP256SHA256", "sec.lab"]);
+    run(&["ldns-signzone", "sec.lab.zone", &ksk, &zsk]);
+    format!(
+        "auth-zone:\n  name: \"sec.lab.\"\n  zonefile: \"{}\"\n  for-downstream: yes\n  for-upstream: no\n",
+        dir.join("sec.lab.zone.signed").display()
+    )
+}
+
 /// unbound in `ns` as a caching forwarder on `listen:53` to `upstream` (port 53), with a
 /// cache large enough for a benchmark.
 pub fn unbound_forwarder(ns: &Ns, dir: &Path, listen: &str, upstream: &str) -> Background {

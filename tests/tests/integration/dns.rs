@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 use velocache_tests::{
     Daemon, Lab, addr,
-    dns::{DigAnswer, dig, unbound_zone},
+    dns::{DigAnswer, dig, signed_zone, unbound_zone},
     require_tools,
     servers::TestPki,
 };
@@ -411,4 +411,46 @@ fn a_dns_over_tls_upstream_is_verified_and_used() {
     wrong.wait_for_log(WAIT, |l| {
         l["message"] == "query" && l["rcode"] == "SERVFAIL" && l["cache"] == "miss"
     });
+}
+
+#[test]
+fn dnssec_records_pass_through_and_are_cached_with_their_rrsets() {
+    require_tools(&["dig", "unbound", "ldns-signzone", "ldns-keygen"]);
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let signed = signed_zone(dir.path());
+    let _zone = unbound_zone(&lab.origin, dir.path(), &[addr::ORIGIN], &signed);
+    let daemon = Daemon::start(&lab, &upstream_config(""));
+
+    let rrsig = |a: &DigAnswer| a.answers.iter().find(|r| r.2 == "RRSIG").cloned();
+    let first = ask(&lab, addr::ORIGIN, &["+dnssec", "www.sec.lab"]);
+    let sig = rrsig(&first).unwrap_or_else(|| panic!("no RRSIG:\n{}", first.text));
+    assert!(sig.3.starts_with("A 13 3 300 "), "{sig:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = ask(&lab, addr::ORIGIN, &["+dnssec", "www.sec.lab"]);
+    let sig2 =
+        rrsig(&second).unwrap_or_else(|| panic!("RRSIG lost from the cache:\n{}", second.text));
+    assert_eq!(
+        sig2.3, sig.3,
+        "the signature (and its original TTL) is untouched"
+    );
+    assert!(sig2.1 < sig.1, "the RRSIG's TTL counts down with its RRset");
+    assert!(second.text.contains("flags: do"), "{}", second.text);
+
+    // Without DO: its own cache entry, no signatures.
+    let plain = ask(&lab, addr::ORIGIN, &["www.sec.lab"]);
+    assert_eq!(plain.answers.len(), 1, "{}", plain.text);
+    // Negative answers keep their NSEC proof.
+    ask(&lab, addr::ORIGIN, &["+dnssec", "nope.sec.lab"]);
+    let nx = ask(&lab, addr::ORIGIN, &["+dnssec", "nope.sec.lab"]);
+    assert_eq!(nx.status, "NXDOMAIN", "{}", nx.text);
+    assert!(nx.authority.iter().any(|r| r.2 == "NSEC"), "{}", nx.text);
+    assert!(nx.authority.iter().any(|r| r.2 == "RRSIG"), "{}", nx.text);
+    wait_queries(&daemon, "nope.sec.lab.", 2);
+    let cache: Vec<String> = wait_queries(&daemon, "www.sec.lab.", 3)
+        .iter()
+        .chain(queries(&daemon, "nope.sec.lab.").iter())
+        .map(|l| l["cache"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(cache, ["miss", "hit", "miss", "miss", "hit"]);
 }
