@@ -32,7 +32,7 @@ use super::wire::{
 };
 use crate::rules::RuleSet;
 
-/// Bytes of bookkeeping per entry on top of its answer and key (the entry struct, moka's
+/// Bytes of bookkeeping per entry on top of its answer and key (the entry struct, the cache's
 /// node, the key's box): used for the memory bound.
 const ENTRY_OVERHEAD: usize = 192;
 
