@@ -23,6 +23,7 @@
 //! - [`sipp`]: sipp scenarios (UAC with RTP, UAS answering or refusing) and its runs.
 //! - [`rtpload`]: the RTP load generator's packets, bench SIP and rtpengine's ng protocol
 //!   (the `rtp-load` binary runs them inside the lab).
+//! - [`dns`]: DNS upstreams and peer forwarders (unbound, dnsmasq), and a `dig` reader.
 #![deny(missing_docs)]
 #![expect(
     clippy::disallowed_methods,
@@ -30,6 +31,7 @@
 )]
 
 pub mod daemon;
+pub mod dns;
 pub mod lab;
 pub mod process;
 pub mod rtpload;

@@ -72,6 +72,9 @@ pub enum AppError {
     /// The admin API could not start.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The DNS service could not be set up.
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
 }
 
 /// How long the gateway waits for an original destination to accept a spliced connection.
@@ -198,7 +201,7 @@ fn handlers_for(
                 udp: ctx.passthrough(service).udp,
             }
         }
-        Service::Dns => ctx.passthrough(service),
+        Service::Dns => crate::dns::handlers(ctx, registry)?,
         Service::Sip => crate::sip::handlers(ctx, registry),
     })
 }
@@ -284,12 +287,24 @@ pub async fn run_with(
             tasks.spawn(serve_tcp(listener, handlers.tcp.clone(), cancel.clone()));
         }
         for socket in bound.udp {
-            tasks.spawn(serve_udp(
-                socket,
-                replier.clone(),
-                handlers.udp.clone(),
-                cancel.clone(),
-            ));
+            let (replier, handler, cancel) =
+                (replier.clone(), handlers.udp.clone(), cancel.clone());
+            match handlers.udp.runtime() {
+                Some(runtime) => {
+                    let served = runtime.spawn(async move {
+                        match socket.into_current_runtime() {
+                            Ok(socket) => serve_udp(socket, replier, handler, cancel).await,
+                            Err(e) => error!(error = %e, "cannot move a UDP socket to its runtime"),
+                        }
+                    });
+                    tasks.spawn(async move {
+                        let _ = served.await;
+                    });
+                }
+                None => {
+                    tasks.spawn(serve_udp(socket, replier, handler, cancel));
+                }
+            }
         }
         info!(
             service = bound.intercept.service.name(),

@@ -16,6 +16,7 @@
 //! - [`config`]: typed, layered configuration with `validate()`.
 //! - [`http`]: the transparent HTTP/1.1 caching proxy (phases, upstream pool, access log).
 //! - [`tls`]: HTTPS — SNI splice, interception with a local CA.
+//! - [`dns`]: DNS — a transparent caching forwarder (wire-format answer cache, upstreams).
 //! - [`telemetry`]: JSON / pretty logs.
 //! - [`control`]: the admin API (Unix socket), metrics, reload, cache warm-up; [`cli`]: the
 //!   commands that talk to it.
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod dns;
 pub mod flow;
 pub mod http;
 pub mod net;

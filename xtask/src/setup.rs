@@ -30,6 +30,7 @@ const TEST_PACKAGES: &[&str] = &[
     "dnsutils",
     "dnsmasq",
     "unbound",
+    "ldnsutils",
     "nginx",
     "sip-tester",
     "tshark",

@@ -10,8 +10,9 @@
 mod config;
 mod control;
 mod datapath;
-mod http;
 mod deploy;
+mod dns;
+mod http;
 mod https;
 mod sip;
 mod util;

@@ -352,8 +352,52 @@ service_section!(
 );
 service_section!(
     /// `[dns]`
-    DnsConfig, Dns, [Udp, Tcp], 53, 15053, {}
+    DnsConfig, Dns, [Udp, Tcp], 53, 15053, {
+        /// Where misses go, tried in order with failover: `10.0.0.53`, `[2001:db8::53]:53`, or
+        /// DNS-over-TLS `tls://1.1.1.1:853#cloudflare-dns.com`. Empty: each query goes to the
+        /// resolver its client asked, and answers are cached per resolver.
+        upstreams: Vec<String> = Vec::new(),
+        /// How long one upstream may take before the next is tried, in milliseconds.
+        upstream_timeout_ms: u64 = 1_500,
+        /// Answers are kept at least this long (seconds), whatever their TTL says.
+        min_ttl: u32 = 0,
+        /// Answers are kept at most this long (seconds).
+        max_ttl: u32 = 86_400,
+        /// NXDOMAIN / NODATA are kept at most this long (seconds; RFC 2308 SOA minimum below).
+        max_negative_ttl: u32 = 3_600,
+        /// How long past its TTL an answer may still be served when no upstream answers
+        /// (RFC 8767 serve-stale; 0 turns it off).
+        serve_stale_secs: u64 = 86_400,
+        /// TTL written into stale answers.
+        stale_answer_ttl: u32 = 30,
+        /// Refresh popular answers shortly before they expire.
+        prefetch: bool = true,
+        /// Hits an answer needs before it is prefetched.
+        prefetch_min_hits: u32 = 3,
+        /// Prefetch once less than this percentage of the TTL is left.
+        prefetch_percent: u8 = 10,
+        /// Most answers kept.
+        cache_max_entries: u64 = 100_000,
+        /// Most bytes kept (answers, keys and bookkeeping).
+        cache_max_bytes: u64 = 64 * 1024 * 1024,
+        /// What a `deny` rule answers: `nxdomain`, or `zero` (0.0.0.0 / ::).
+        deny_answer: DenyAnswer = DenyAnswer::Nxdomain,
+        /// A client TCP connection with no query for this long is closed (seconds).
+        tcp_idle_timeout_secs: u64 = 10,
+        /// Queries waiting for an upstream at once; beyond, new misses get SERVFAIL.
+        max_pending_queries: u32 = 10_000,
+    }
 );
+
+/// What a DNS `deny` rule answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DenyAnswer {
+    /// NXDOMAIN: the name does not exist.
+    Nxdomain,
+    /// 0.0.0.0 for A, :: for AAAA, no records for other types.
+    Zero,
+}
 service_section!(
     /// `[sip]`
     SipConfig, Sip, [Udp, Tcp], 5060, 15060, {
@@ -462,6 +506,47 @@ impl Config {
             ));
         }
         self.http.check()?;
+        let dns = &self.dns;
+        for (i, u) in dns.upstreams.iter().enumerate() {
+            crate::dns::UpstreamSpec::parse(u)
+                .map_err(|e| Invalid::new(format!("dns.upstreams[{i}]"), e))?;
+        }
+        if dns.max_ttl == 0 || dns.min_ttl > dns.max_ttl {
+            return Err(Invalid::new(
+                "dns.min_ttl",
+                "needs 0 <= min_ttl <= max_ttl and max_ttl >= 1",
+            ));
+        }
+        if !(1..=60_000).contains(&dns.upstream_timeout_ms) {
+            return Err(Invalid::new("dns.upstream_timeout_ms", "must be 1..=60000"));
+        }
+        if dns.stale_answer_ttl == 0 {
+            return Err(Invalid::new("dns.stale_answer_ttl", "must be at least 1"));
+        }
+        if !(1..=50).contains(&dns.prefetch_percent) {
+            return Err(Invalid::new("dns.prefetch_percent", "must be 1..=50"));
+        }
+        if dns.cache_max_entries == 0 {
+            return Err(Invalid::new("dns.cache_max_entries", "must be at least 1"));
+        }
+        if dns.cache_max_bytes < 64 * 1024 {
+            return Err(Invalid::new(
+                "dns.cache_max_bytes",
+                "must be at least 65536",
+            ));
+        }
+        if dns.tcp_idle_timeout_secs == 0 {
+            return Err(Invalid::new(
+                "dns.tcp_idle_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if dns.max_pending_queries == 0 {
+            return Err(Invalid::new(
+                "dns.max_pending_queries",
+                "must be at least 1",
+            ));
+        }
         if dp.udp_idle_timeout_secs == 0 {
             return Err(Invalid::new(
                 "datapath.udp_idle_timeout_secs",

@@ -22,6 +22,13 @@ pub trait UdpHandler: Send + Sync + 'static {
     /// Take one datagram; answer through `replier`. Called from the receive loop: spawn, do
     /// not block.
     fn on_datagram(&self, dgram: Datagram, replier: &Arc<UdpReplier>);
+
+    /// A runtime of the handler's own to receive on — say, a single-threaded one on a dedicated
+    /// thread, so that a hot service never hands its socket between worker threads and is not
+    /// delayed by other services' work. `None` (the default): the daemon's runtime.
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        None
+    }
 }
 
 /// Accept until cancelled, then drop the listener so that new flows fail open.

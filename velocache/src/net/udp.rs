@@ -26,6 +26,12 @@ use super::{ClientAddr, OrigDstAddr, addrs::canonical};
 /// Largest datagram we accept (the IPv4/IPv6 UDP payload limit).
 const MAX_DATAGRAM: usize = 65_535;
 
+thread_local! {
+    /// The receive buffer, one per thread: a datagram is copied out of it at once, so the
+    /// 64 KiB are allocated and zeroed once per thread rather than once per datagram.
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
+}
+
 /// One steered datagram.
 #[derive(Debug, Clone)]
 pub struct Datagram {
@@ -68,16 +74,28 @@ impl TransparentUdp {
         self.sock.local_addr()
     }
 
+    /// Register the socket with the runtime of the calling task instead of the one it was
+    /// bound in, so that its readiness wakes that runtime directly.
+    pub fn into_current_runtime(self) -> io::Result<Self> {
+        let std = self.sock.into_std()?;
+        Ok(TransparentUdp {
+            sock: UdpSocket::from_std(std)?,
+            port: self.port,
+        })
+    }
+
     /// Receive the next datagram with its original destination. Datagrams sent straight to the
     /// listener port (not steered) are skipped: answering them "from their original
     /// destination" would make the daemon talk to itself.
     pub async fn recv(&self) -> io::Result<Datagram> {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
-            let (n, client, orig) = self
+            let (data, client, orig) = self
                 .sock
                 .async_io(Interest::READABLE, || {
-                    recv_with_orig_dst(&self.sock, &mut buf)
+                    RECV_BUF.with_borrow_mut(|buf| {
+                        let (n, client, orig) = recv_with_orig_dst(&self.sock, buf)?;
+                        Ok((Bytes::copy_from_slice(&buf[..n]), client, orig))
+                    })
                 })
                 .await?;
             let Some(orig) = orig else {
@@ -89,7 +107,7 @@ impl TransparentUdp {
                 continue;
             }
             return Ok(Datagram {
-                data: Bytes::copy_from_slice(&buf[..n]),
+                data,
                 client: ClientAddr(canonical(client)),
                 orig_dst: OrigDstAddr(canonical(orig)),
             });
@@ -160,6 +178,13 @@ impl UdpReplier {
     pub async fn send(&self, from: OrigDstAddr, to: ClientAddr, data: &[u8]) -> io::Result<()> {
         let sock = self.socket_for(from.0)?;
         sock.send_to(data, to.0).await.map(|_| ())
+    }
+
+    /// Send `data` now if the socket can take it (`WouldBlock` otherwise): lets a handler
+    /// answer from the receive loop without spawning a task.
+    pub fn try_send(&self, from: OrigDstAddr, to: ClientAddr, data: &[u8]) -> io::Result<()> {
+        let sock = self.socket_for(from.0)?;
+        sock.try_send_to(data, to.0).map(|_| ())
     }
 
     fn socket_for(&self, from: SocketAddr) -> io::Result<Arc<UdpSocket>> {

@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use crate::{setup, util};
 
 mod datapath;
+mod dns;
 mod http;
 mod rtp;
 pub mod wrk;
@@ -20,9 +21,10 @@ pub fn run(name: &str, seconds: u64) -> Result<()> {
     velocache_tests::set_velocache_bin(bin);
     match name {
         "datapath" => datapath::run(seconds),
-        "rtp" => rtp::run(seconds),
+        "dns" => dns::run(seconds),
         "http" => http::run(seconds),
-        other => bail!("unknown benchmark `{other}` (known: datapath, http, rtp)"),
+        "rtp" => rtp::run(seconds),
+        other => bail!("unknown benchmark `{other}` (known: datapath, dns, http, rtp)"),
     }
 }
 

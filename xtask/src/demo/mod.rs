@@ -14,6 +14,7 @@ use velocache_tests::{Background, Daemon, Lab, addr};
 
 use crate::{setup, util};
 
+mod dns;
 mod http;
 mod passthrough;
 mod sip;
@@ -32,8 +33,11 @@ pub struct Part {
     pub run: fn(&mut Demo<'_>) -> Result<()>,
 }
 
+/// The daemon's log filter in the demo: info, plus DNS at debug so cache hits show too.
+const DEMO_LOG: &str = "info,velocache::dns=debug";
+
 /// The parts, in the order they run.
-const PARTS: &[Part] = &[passthrough::PART, http::PART, sip::PART];
+const PARTS: &[Part] = &[passthrough::PART, dns::PART, http::PART, sip::PART];
 
 /// What a part's `run` gets: the lab, the daemon, and printing helpers.
 pub struct Demo<'a> {
@@ -83,7 +87,7 @@ impl Demo<'_> {
             self.lab,
             tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
             config,
-            &[("RUST_LOG", "info")],
+            &[("RUST_LOG", DEMO_LOG)],
         );
         self.printed = 0;
     }
@@ -127,7 +131,7 @@ pub fn run() -> Result<()> {
         }
 
         println!("\n[0] start the daemon in `gw` (JSON logs)");
-        let daemon = Daemon::start_env(&lab, &config, &[("RUST_LOG", "info")]);
+        let daemon = Daemon::start_env(&lab, &config, &[("RUST_LOG", DEMO_LOG)]);
         let mut demo = Demo {
             lab: &lab,
             daemon,
