@@ -14,7 +14,11 @@ use std::{
     time::Duration,
 };
 
-use velocache_tests::{Daemon, Lab, addr, require_tools, velocache_bin};
+use velocache_tests::{
+    Daemon, Lab, addr,
+    dns::{dig, unbound_zone},
+    require_tools, velocache_bin,
+};
 
 use crate::util::{http_server, random_file};
 
@@ -37,14 +41,18 @@ fn unit_capabilities() -> Vec<String> {
 }
 
 /// Start the daemon in a lab with only `caps` in its bounding set — what systemd's
-/// `CapabilityBoundingSet=` leaves a root service — and see whether it intercepts HTTP.
+/// `CapabilityBoundingSet=` leaves a root service — and see whether it intercepts HTTP and
+/// answers DNS (whose replies leave from a transparent socket bound to the resolver's port 53).
 fn intercepts_with(caps: &[String]) -> Result<(), String> {
     let lab = Lab::new();
     let www = tempfile::tempdir().unwrap();
     random_file(&www.path().join("a.bin"), 1000);
     let _origin = http_server(&lab.origin, www.path(), 80);
+    let zone_dir = tempfile::tempdir().unwrap();
+    let _zone = unbound_zone(&lab.origin, zone_dir.path(), &[addr::ORIGIN], "");
     let dir = tempfile::tempdir().unwrap();
-    let config = Daemon::lab_config(dir.path(), "");
+    let dns = format!("[dns]\nupstreams = [\"{}:53\"]\n", addr::ORIGIN);
+    let config = Daemon::lab_config(dir.path(), &dns);
     let keep: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
     let bounding = format!("--bounding-set=-all,{}", keep.join(","));
     let wrapper = ["setpriv", bounding.as_str(), "--inh-caps=-all", "--"];
@@ -66,16 +74,26 @@ fn intercepts_with(caps: &[String]) -> Result<(), String> {
         &format!("http://{}/a.bin", addr::ORIGIN),
     ]);
     daemon.wait_for_log(WAIT, |l| l["message"] == "flow" && l["service"] == "http");
+    let answer = dig(
+        &lab.client,
+        &[&format!("@{}", addr::ORIGIN), "www.test.lab"],
+    );
+    if answer.status != "NOERROR" {
+        return Err(format!(
+            "no DNS answer through the daemon:\n{}",
+            answer.text
+        ));
+    }
     Ok(())
 }
 
 #[test]
 fn the_units_capabilities_are_enough_and_each_is_needed() {
-    require_tools(&["setpriv", "curl", "python3"]);
+    require_tools(&["setpriv", "curl", "python3", "dig", "unbound"]);
     let caps = unit_capabilities();
     assert_eq!(
         caps,
-        ["bpf", "perfmon", "net_admin"],
+        ["bpf", "perfmon", "net_admin", "net_bind_service"],
         "update this test and the unit's comment"
     );
     intercepts_with(&caps).unwrap_or_else(|e| panic!("with {caps:?} only: {e}"));
