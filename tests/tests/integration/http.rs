@@ -6,9 +6,12 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use velocache_tests::{Background, Daemon, Lab, Ns, addr, require_tools, servers};
+use velocache_tests::{
+    Background, Daemon, Lab, Ns, addr, require_tools,
+    servers::{self, wait_tcp},
+};
 
-use crate::util::{sha256, wait_tcp};
+use crate::util::sha256;
 
 const WAIT: Duration = Duration::from_secs(30);
 
