@@ -155,6 +155,9 @@ pub struct ServiceContext {
     /// (`register_calls`, for `velocache calls`). Until one registers, the API answers "not
     /// available" for it. See `control::seams`.
     pub admin: AdminHub,
+    /// The HTTP proxy and its cache, built once when HTTP or HTTPS is enabled: plain HTTP and
+    /// decrypted HTTPS go through the same one, so an object is stored once for both.
+    pub http_proxy: Option<Arc<crate::http::Proxy>>,
 }
 
 impl ServiceContext {
@@ -185,7 +188,10 @@ fn handlers_for(
     registry: &mut Registry,
 ) -> Result<Handlers, AppError> {
     Ok(match service {
-        Service::Http => crate::http::handlers(ctx, registry),
+        Service::Http => match &ctx.http_proxy {
+            Some(proxy) => crate::http::handlers(ctx, proxy.clone()),
+            None => ctx.passthrough(service),
+        },
         Service::Https => {
             let Some(shared) = ctx.tls.clone() else {
                 return Ok(ctx.passthrough(service));
@@ -195,6 +201,7 @@ fn handlers_for(
                 shared,
                 ctx.rules.clone(),
                 ctx.flows.clone(),
+                ctx.http_proxy.clone(),
             ));
             Handlers {
                 tcp: Arc::new(tls),
@@ -263,15 +270,32 @@ pub async fn run_with(
     if let Some(tls) = &tls {
         hub.register_ca(tls.clone());
     }
+    let mut registry = Registry::with_prefix("velocache");
+    let http_proxy = (config.http.enabled || config.https.enabled).then(|| {
+        let phases: Arc<dyn crate::http::Phases> = match &tls {
+            Some(tls) => Arc::new(crate::tls::CaPage::new(
+                tls.clone(),
+                &config.tls.ca_page_host,
+            )),
+            None => Arc::new(crate::http::NoPhases),
+        };
+        crate::http::build_proxy(
+            &config.http,
+            &config.daemon.state_dir,
+            rules.clone(),
+            registry.sub_registry_with_prefix(Service::Http.name()),
+            phases,
+        )
+    });
     let ctx = ServiceContext {
         config: config.clone(),
         rules: rules.clone(),
         flows: FlowTracker::new(),
         tls,
         admin: hub.clone(),
+        http_proxy,
     };
     let flows = ctx.flows.clone();
-    let mut registry = Registry::with_prefix("velocache");
     let replier = Arc::new(UdpReplier::default());
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();

@@ -3,21 +3,33 @@ use std::time::Duration;
 
 use velocache_tests::{Daemon, Lab, addr, require_tools, servers};
 
+use crate::util::{http_server, random_file, sha256};
+
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A TLS origin for `origin.lab` (certificate from a test CA) on ORIGIN:443, and a second one
 /// with a self-signed certificate nobody trusts (`bad.lab`) on ORIGIN2:443.
 struct TlsOrigin {
     pki: servers::TestPki,
-    _www: tempfile::TempDir,
+    www: tempfile::TempDir,
+    /// SHA-256 of `blob.bin` (256 KiB of random bytes next to `hello.txt`).
+    blob_sha: String,
     _work: tempfile::TempDir,
-    _servers: Vec<velocache_tests::Background>,
+    servers: Vec<velocache_tests::Background>,
 }
 
 fn tls_origin(lab: &Lab) -> TlsOrigin {
     let work = tempfile::tempdir().unwrap();
     let www = tempfile::tempdir().unwrap();
     std::fs::write(www.path().join("hello.txt"), "hello over tls\n").unwrap();
+    let blob_sha = random_file(&www.path().join("blob.bin"), 256 * 1024);
+    // Last modified two days ago: fresh for a while by the heuristic (10 % of its age).
+    std::fs::File::options()
+        .write(true)
+        .open(www.path().join("blob.bin"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 86400))
+        .unwrap();
     let pki = servers::TestPki::new(work.path(), "lab test CA");
     let (cert, key) = pki.server("origin", &["origin.lab", "denied.lab", addr::ORIGIN]);
     let rogue = servers::TestPki::new(&work.path().join("rogue").tap_mkdir(), "rogue CA");
@@ -58,9 +70,10 @@ fn tls_origin(lab: &Lab) -> TlsOrigin {
     ]);
     TlsOrigin {
         pki,
-        _www: www,
+        www,
+        blob_sha,
         _work: work,
-        _servers: vec![good, bad],
+        servers: vec![good, bad],
     }
 }
 
@@ -300,4 +313,174 @@ fn deny_rules_reset_and_garbage_is_spliced_without_harm() {
         &[],
     ));
     assert_eq!(body, "hello over tls\n");
+}
+
+/// `curl` a URL of `origin.lab` from the client (resolved to ORIGIN, trusting `cacert`):
+/// the response head, and the SHA-256 of the body.
+fn fetch(lab: &Lab, cacert: &std::path::Path, url: &str, extra: &[&str]) -> (String, String) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let body = out_dir.path().join("body");
+    let cacert = cacert.display().to_string();
+    let body_arg = body.display().to_string();
+    let r443 = format!("origin.lab:443:{}", addr::ORIGIN);
+    let r80 = format!("origin.lab:80:{}", addr::ORIGIN);
+    let mut args = vec![
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        &cacert,
+        "--resolve",
+        &r443,
+        "--resolve",
+        &r80,
+        "-D",
+        "-",
+        "-o",
+        &body_arg,
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let head = ok_body(&lab.client.run(&args)).to_ascii_lowercase();
+    (head, sha256(&body))
+}
+
+/// The access-log lines of `path`, in order.
+fn requests(daemon: &Daemon, path: &str) -> Vec<serde_json::Value> {
+    daemon
+        .logs()
+        .into_iter()
+        .filter(|l| l["message"] == "request" && l["path"] == path)
+        .collect()
+}
+
+#[test]
+fn a_cache_rule_misses_then_hits_over_http2_http1_and_plain_http_even_with_the_origin_gone() {
+    require_tools(&["curl", "nginx", "openssl", "nft", "python3"]);
+    let lab = Lab::new();
+    let mut origin = tls_origin(&lab);
+    let plain = http_server(&lab.origin, origin.www.path(), 80);
+    let (daemon, _d) = daemon_with(
+        &lab,
+        &origin,
+        "[[rule]]\nname = \"lab\"\nmatch_host = \"origin.lab\"\naction = \"cache\"\n",
+    );
+    let ca = our_ca(&daemon);
+    let https = "https://origin.lab/blob.bin";
+
+    let (head, sha) = fetch(&lab, &ca, https, &["--http2"]);
+    assert!(head.starts_with("http/2 200"), "{head}");
+    assert!(head.contains("x-cache-status: miss"), "{head}");
+    assert_eq!(sha, origin.blob_sha);
+    let (head, sha) = fetch(&lab, &ca, https, &["--http2"]);
+    assert!(head.contains("x-cache-status: hit"), "{head}");
+    assert_eq!(sha, origin.blob_sha);
+    let (head, sha) = fetch(&lab, &ca, https, &["--http1.1"]);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-cache-status: hit"), "{head}");
+    assert_eq!(sha, origin.blob_sha);
+    // The same object over plain HTTP is the same cache entry.
+    let (head, sha) = fetch(&lab, &ca, "http://origin.lab/blob.bin", &[]);
+    assert!(head.contains("x-cache-status: hit"), "{head}");
+    assert_eq!(sha, origin.blob_sha);
+
+    daemon.wait_for_log(WAIT, |_| requests(&daemon, "/blob.bin").len() >= 4);
+    let lines = requests(&daemon, "/blob.bin");
+    let seen: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["service"].as_str().unwrap(), l["cache"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("https", "miss"),
+            ("https", "hit"),
+            ("https", "hit"),
+            ("http", "hit")
+        ]
+    );
+    assert_eq!(lines[0]["sni"], "origin.lab");
+    assert_eq!(lines[0]["rule"], "lab");
+
+    // With both origins gone, a hit still needs nothing from them.
+    origin.servers.clear();
+    drop(plain);
+    let (head, sha) = fetch(&lab, &ca, https, &["--http2"]);
+    assert!(head.contains("x-cache-status: hit"), "{head}");
+    assert_eq!(sha, origin.blob_sha);
+}
+
+#[test]
+fn a_cache_host_whose_origin_fails_verification_gets_a_502_with_the_reason_over_http2() {
+    require_tools(&["curl", "nginx", "openssl", "nft"]);
+    let lab = Lab::new();
+    let origin = tls_origin(&lab);
+    let (daemon, _d) = daemon_with(
+        &lab,
+        &origin,
+        "[[rule]]\nname = \"bad\"\nmatch_host = \"bad.lab\"\naction = \"cache\"\n",
+    );
+    let out = curl(
+        &lab,
+        &our_ca(&daemon),
+        "bad.lab",
+        addr::ORIGIN2,
+        &["--http2", "-i"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/2 502"), "{text}");
+    assert!(text.contains("failed verification"), "{text}");
+    daemon.wait_for_log(WAIT, |l| {
+        l["message"] == "request failed"
+            && l["sni"] == "bad.lab"
+            && l["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("verification"))
+    });
+}
+
+#[test]
+fn the_ca_page_hands_out_our_certificate_and_one_download_is_enough_to_trust_us() {
+    require_tools(&["curl", "nginx", "openssl", "nft"]);
+    let lab = Lab::new();
+    let origin = tls_origin(&lab);
+    let (daemon, _d) = daemon_with(
+        &lab,
+        &origin,
+        "[[rule]]\nname = \"lab\"\nmatch_host = \"origin.lab\"\naction = \"cache\"\n",
+    );
+    // Any address routed through the gateway will do: the proxy answers by name.
+    let resolve = format!("velocache.ca:80:{}", addr::ORIGIN2);
+    let page = ok_body(&lab.client.run(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--resolve",
+        &resolve,
+        "http://velocache.ca/",
+    ]));
+    assert!(page.contains("update-ca-certificates"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("velocache-ca.pem");
+    let pem_arg = pem.display().to_string();
+    lab.client.run_ok(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--resolve",
+        &resolve,
+        "-o",
+        &pem_arg,
+        "http://velocache.ca/velocache-ca.pem",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&pem).unwrap(),
+        std::fs::read_to_string(our_ca(&daemon)).unwrap()
+    );
+    let (head, sha) = fetch(&lab, &pem, "https://origin.lab/blob.bin", &[]);
+    assert!(head.contains("200"), "{head}");
+    assert_eq!(sha, origin.blob_sha);
 }

@@ -39,7 +39,7 @@ pub use body::Body;
 pub use ctx::{CacheStatus, Conn, Ctx};
 pub use error::{ProxyError, Side};
 pub use headers::{check_host, strip_hop_by_hop};
-pub use proxy::{NoPhases, Phases, Proxy, Settings, Verdict};
+pub use proxy::{ClientProtocol, NoPhases, Phases, Proxy, Settings, Verdict};
 pub use upstream::{OriginClient, Upstream};
 
 use crate::{
@@ -137,15 +137,9 @@ pub fn proxy_with_storage(
     })
 }
 
-/// The HTTP service's handlers (`app::handlers_for`).
-pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
-    let proxy = build_proxy(
-        &ctx.config.http,
-        &ctx.config.daemon.state_dir,
-        ctx.rules.clone(),
-        registry,
-        Arc::new(NoPhases),
-    );
+/// The HTTP service's handlers (`app::handlers_for`), around the daemon's one proxy (which
+/// the HTTPS service shares, so both fill and read the same cache).
+pub fn handlers(ctx: &ServiceContext, proxy: Arc<Proxy>) -> Handlers {
     Handlers {
         tcp: Arc::new(HttpService {
             proxy,
@@ -161,38 +155,39 @@ pub struct HttpService {
     flows: FlowTracker,
 }
 
-impl HttpService {
-    /// Serve one stream (plain, or decrypted by the TLS layer).
-    pub async fn serve<S>(&self, io: S, scheme: Scheme, client: ClientAddr, orig_dst: OrigDstAddr)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        serve_logged(
-            self.proxy.clone(),
-            io,
-            Conn {
-                scheme,
-                client,
-                orig_dst,
-            },
-        )
-        .await;
-    }
+/// Serve a connection the TLS layer has decrypted: `proxy` is the daemon's proxy bound to
+/// an origin client that speaks TLS to the original destination ([`Proxy::with_origin`]).
+pub async fn serve_decrypted<S>(
+    proxy: Arc<Proxy>,
+    io: S,
+    client: ClientAddr,
+    orig_dst: OrigDstAddr,
+    protocol: ClientProtocol,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Conn {
+        scheme: Scheme::Https,
+        client,
+        orig_dst,
+    };
+    serve_logged(proxy, io, conn, protocol).await;
 }
 
 /// Serve a connection and end it with the `flow` line every intercepted flow gets.
-async fn serve_logged<S>(proxy: Arc<Proxy>, io: S, conn: Conn)
+async fn serve_logged<S>(proxy: Arc<Proxy>, io: S, conn: Conn, protocol: ClientProtocol)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let started = std::time::Instant::now();
     let (io, counts) = metered::Metered::new(io);
-    proxy.serve(io, conn).await;
+    proxy.serve(io, conn, protocol).await;
     info!(
         service = conn.scheme.service_name(),
         client = %conn.client,
         orig_dst = %conn.orig_dst,
         transport = "tcp",
+        protocol = protocol.alpn(),
         bytes_up = counts.up.load(std::sync::atomic::Ordering::Relaxed),
         bytes_down = counts.down.load(std::sync::atomic::Ordering::Relaxed),
         duration_ms = started.elapsed().as_millis() as u64,
@@ -215,7 +210,7 @@ impl TcpHandler for HttpService {
                 client,
                 orig_dst,
             };
-            serve_logged(proxy, stream, conn).await;
+            serve_logged(proxy, stream, conn, ClientProtocol::Http1).await;
             drop(guard);
         });
     }

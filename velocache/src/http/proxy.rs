@@ -16,7 +16,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header, request, response
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{Instrument as _, debug, info_span, warn};
+use tracing::{Instrument as _, Span, debug, info_span, warn};
 use velocache_common::Service;
 
 use super::{
@@ -33,6 +33,40 @@ use crate::{
     cache::{cache_control::CacheControl, policy::Heuristic},
     rules::{Action, CacheKeyOptions, Facts, Rules},
 };
+
+/// The HTTP version a client speaks on its connection (for HTTPS, what ALPN chose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientProtocol {
+    /// HTTP/1.1 (and 1.0).
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+impl ClientProtocol {
+    /// Its ALPN name (`h2`, `http/1.1`), as logged.
+    pub fn alpn(self) -> &'static str {
+        match self {
+            ClientProtocol::Http1 => "http/1.1",
+            ClientProtocol::Http2 => "h2",
+        }
+    }
+}
+
+/// Runs HTTP/2 streams as tasks inside the connection's span, so that their log lines carry
+/// what the connection's layers know (the TLS layer's `sni`, `rule`, `action`).
+#[derive(Clone)]
+struct InSpan(Span);
+
+impl<F> hyper::rt::Executor<F> for InSpan
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(fut.instrument(self.0.clone()));
+    }
+}
 
 /// Hooks around the built-in phases, for layers built on the proxy (the TLS layer's CA page,
 /// say). Every method has a default that does nothing.
@@ -93,14 +127,10 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// The same proxy — settings, rules, cache, metrics — sending to origins through
-    /// `origin` and with other hooks: what the TLS layer uses for decrypted HTTPS, so that an
-    /// object fetched over HTTP and over HTTPS is stored once.
-    pub fn with_origin(
-        &self,
-        origin: Arc<dyn OriginClient>,
-        phases: Arc<dyn Phases>,
-    ) -> Arc<Proxy> {
+    /// The same proxy — settings, rules, cache, metrics, hooks — sending to origins through
+    /// `origin`: what the TLS layer uses for decrypted HTTPS, so that an object fetched over
+    /// HTTP and over HTTPS is stored once.
+    pub fn with_origin(&self, origin: Arc<dyn OriginClient>) -> Arc<Proxy> {
         Arc::new(Proxy {
             settings: self.settings.clone(),
             rules: self.rules.clone(),
@@ -108,13 +138,13 @@ impl Proxy {
             upstream: origin,
             metrics: self.metrics.clone(),
             hosts: self.hosts.clone(),
-            phases,
+            phases: self.phases.clone(),
         })
     }
 
-    /// Serve HTTP/1.1 on `io` — an intercepted TCP stream, or a stream the TLS layer has
-    /// decrypted — until the client closes it.
-    pub async fn serve<S>(self: Arc<Self>, io: S, conn: Conn)
+    /// Serve `io` — an intercepted TCP stream, or a stream the TLS layer has decrypted — in
+    /// `protocol` until the client closes it.
+    pub async fn serve<S>(self: Arc<Self>, io: S, conn: Conn, protocol: ClientProtocol)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -123,16 +153,29 @@ impl Proxy {
             let p = proxy.clone();
             async move { Ok::<_, Infallible>(p.handle(conn, req).await) }
         });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.settings.header_read_timeout)
-            .keep_alive(true);
-        if let Err(e) = builder
-            .serve_connection(TokioIo::new(io), svc)
-            .with_upgrades()
-            .await
-        {
+        let result = match protocol {
+            ClientProtocol::Http1 => {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(self.settings.header_read_timeout)
+                    .keep_alive(true);
+                builder
+                    .serve_connection(TokioIo::new(io), svc)
+                    .with_upgrades()
+                    .await
+            }
+            ClientProtocol::Http2 => {
+                let mut builder = hyper::server::conn::http2::Builder::new(InSpan(Span::current()));
+                builder
+                    .timer(TokioTimer::new())
+                    // Idle clients are pinged, and dropped when they stop answering.
+                    .keep_alive_interval(Some(Duration::from_secs(30)))
+                    .keep_alive_timeout(self.settings.header_read_timeout);
+                builder.serve_connection(TokioIo::new(io), svc).await
+            }
+        };
+        if let Err(e) = result {
             debug!(client = %conn.client, orig_dst = %conn.orig_dst, error = %e, "client connection ended with an error");
         }
     }
@@ -329,6 +372,12 @@ impl Proxy {
         body: Body,
     ) -> Result<Response<Incoming>, ProxyError> {
         self.upstream_request_filter(&mut parts);
+        // HTTP/2 clients name the host in `:authority`, which the origin-form request has lost.
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(&ctx.host)
+        {
+            parts.headers.insert(header::HOST, host);
+        }
         self.metrics.origin_fetch();
         self.upstream
             .send(ctx.conn.orig_dst.0, Request::from_parts(parts, body))

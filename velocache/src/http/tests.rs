@@ -184,6 +184,7 @@ async fn setup(rules: &str, tweak: impl FnOnce(&mut HttpConfig)) -> Setup {
                     client: ClientAddr(peer),
                     orig_dst: OrigDstAddr(origin_addr),
                 },
+                super::ClientProtocol::Http1,
             ));
         }
     });

@@ -5,6 +5,68 @@
 //! page with per-OS instructions; `/velocache-ca.pem` and `/velocache-ca.crt` are the
 //! certificate in PEM and DER.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header, request};
+use http_body_util::{BodyExt as _, Full};
+
+use super::TlsShared;
+use crate::http::{Body, Ctx, Phases};
+
+/// The CA page as a phase of the HTTP proxy: requests for `[tls] ca_page_host` are answered
+/// here and never reach an origin or the cache.
+pub struct CaPage {
+    shared: Arc<TlsShared>,
+    host: String,
+}
+
+impl CaPage {
+    /// The page for `host`, handing out `shared`'s current CA.
+    pub fn new(shared: Arc<TlsShared>, host: &str) -> CaPage {
+        CaPage {
+            shared,
+            host: host.to_ascii_lowercase(),
+        }
+    }
+}
+
+impl Phases for CaPage {
+    fn request_filter(&self, ctx: &Ctx, req: &request::Parts) -> Option<Response<Body>> {
+        let name = ctx
+            .host
+            .rsplit_once(':')
+            .map_or(ctx.host.as_str(), |(h, port)| {
+                if port.bytes().all(|b| b.is_ascii_digit()) {
+                    h
+                } else {
+                    ctx.host.as_str()
+                }
+            });
+        if !name.eq_ignore_ascii_case(&self.host) {
+            return None;
+        }
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let page = ca_page(path, &self.host, &self.shared.ca_pem());
+        let mut resp = Response::new(
+            Full::new(Bytes::from(page.body))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        *resp.status_mut() = StatusCode::from_u16(page.status).unwrap_or(StatusCode::OK);
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(page.content_type),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(d) = page.disposition {
+            h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static(d));
+        }
+        Some(resp)
+    }
+}
+
 /// One response of the CA page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaPageResponse {

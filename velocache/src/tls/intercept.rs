@@ -1,8 +1,12 @@
-//! The decrypting path: origin first, then the client, then relay.
+//! The decrypting path: origin first, then the client, then HTTP through the proxy.
 //!
 //! The origin is contacted (and verified) before the client's handshake completes, so that a
-//! bad origin certificate can be reported to the client instead of hidden behind ours, and so
-//! that the client is offered exactly the protocol (ALPN) the origin agreed to.
+//! bad origin certificate can be reported to the client instead of hidden behind ours. Then:
+//! - a client that speaks HTTP (ALPN `h2` or `http/1.1`, or none) is served by the daemon's
+//!   HTTP proxy — rules, cache, access log — over HTTP/2 or HTTP/1.1 as it chose, while the
+//!   proxy talks to the origin over whichever of the two the origin chose (`origin`);
+//! - a client that offered only other protocols gets exactly the ALPN the origin agreed to and
+//!   the decrypted bytes are relayed both ways (logged, never stored).
 use std::{
     sync::{Arc, atomic::Ordering},
     time::Instant,
@@ -10,7 +14,6 @@ use std::{
 
 use rustls::{
     ServerConfig,
-    pki_types::ServerName,
     server::{Acceptor, ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
@@ -18,11 +21,17 @@ use tokio::{
     io::{AsyncWriteExt as _, copy_bidirectional_with_sizes},
     net::TcpStream,
 };
-use tokio_rustls::{LazyConfigAcceptor, TlsConnector, client::TlsStream as ClientTls};
+use tokio_rustls::{
+    LazyConfigAcceptor, client::TlsStream as ClientTls, server::TlsStream as ServerTls,
+};
 use tracing::{info, warn};
 
-use super::{CONNECT_TIMEOUT, Prefixed, TlsShared};
+use super::{
+    Prefixed, TlsShared,
+    origin::{self, HTTP_ALPN, OriginTimeouts, TlsOrigin},
+};
 use crate::{
+    http::{ClientProtocol, Proxy},
     net::{ClientAddr, OrigDstAddr},
     passthrough::Counted,
 };
@@ -80,31 +89,6 @@ fn server_config(
     Some(Arc::new(cfg))
 }
 
-async fn connect_upstream(
-    shared: &TlsShared,
-    orig_dst: OrigDstAddr,
-    sni: &str,
-    alpn: &[Vec<u8>],
-) -> Result<ClientTls<TcpStream>, String> {
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(orig_dst.0))
-        .await
-        .map_err(|_| format!("connecting to {orig_dst} timed out"))?
-        .map_err(|e| format!("connecting to {orig_dst}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    let name =
-        ServerName::try_from(sni.to_string()).map_err(|e| format!("bad SNI `{sni}`: {e}"))?;
-    let connector = TlsConnector::from(shared.upstream.config(alpn));
-    connector.connect(name, tcp).await.map_err(|e| {
-        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-            Some(rustls::Error::InvalidCertificate(c)) => {
-                format!("the origin's certificate failed verification: {c:?}")
-            }
-            Some(other) => format!("TLS with the origin failed: {other}"),
-            None => format!("TLS with the origin failed: {e}"),
-        }
-    })
-}
-
 /// Whether a client's handshake error means "I do not accept your certificate".
 fn rejected_our_certificate(e: &std::io::Error) -> bool {
     use rustls::AlertDescription as A;
@@ -123,47 +107,153 @@ fn rejected_our_certificate(e: &std::io::Error) -> bool {
     }
 }
 
-/// Intercept one connection whose ClientHello (`raw`) named `sni` and offered `alpn`.
+/// What the proxy needs to serve a decrypted connection.
+pub(super) struct ToProxy {
+    /// The daemon's HTTP proxy.
+    pub proxy: Arc<Proxy>,
+    /// Timeouts of origin connections.
+    pub timeouts: OriginTimeouts,
+}
+
+/// One connection to intercept: its ClientHello (`raw`) named `sni` and offered `alpn`.
+pub(super) struct Intercepted<'a> {
+    pub stream: TcpStream,
+    pub raw: Vec<u8>,
+    pub client: ClientAddr,
+    pub orig_dst: OrigDstAddr,
+    pub sni: &'a str,
+    pub alpn: &'a [Vec<u8>],
+    /// Complete the client's handshake before contacting the origin (for `cache` rules: a
+    /// hit then needs no origin connection at all, and a miss whose origin fails verification
+    /// gets a 502 naming the reason, over HTTP/2 as over HTTP/1.1).
+    pub client_first: bool,
+}
+
+/// Whether the client can be served HTTP by the proxy: it offered `h2` or `http/1.1`, or no
+/// ALPN at all (which means HTTP/1.1 on port 443).
+fn speaks_http(alpn: &[Vec<u8>]) -> bool {
+    alpn.is_empty() || alpn.iter().any(|p| HTTP_ALPN.contains(&p.as_slice()))
+}
+
+/// Intercept one connection: through the proxy when the client speaks HTTP and there is one,
+/// else as a relay of the decrypted bytes.
 pub(super) async fn run(
     shared: &Arc<TlsShared>,
-    stream: TcpStream,
-    raw: Vec<u8>,
-    client: ClientAddr,
-    orig_dst: OrigDstAddr,
-    sni: &str,
-    alpn: &[Vec<u8>],
+    conn: Intercepted<'_>,
+    to_proxy: Option<&ToProxy>,
 ) {
     let started = Instant::now();
-    let upstream = match connect_upstream(shared, orig_dst, sni, alpn).await {
+    let Intercepted {
+        stream,
+        raw,
+        client,
+        orig_dst,
+        sni,
+        alpn,
+        client_first,
+    } = conn;
+    let http = to_proxy.filter(|_| speaks_http(alpn));
+    if let Some(to_proxy) = http
+        && client_first
+    {
+        let offer = if alpn.is_empty() {
+            Vec::new()
+        } else {
+            HTTP_ALPN.iter().map(|p| p.to_vec()).collect()
+        };
+        if let Some(client_tls) = accept_client(shared, stream, raw, client, sni, offer).await {
+            serve(shared, client_tls, client, orig_dst, sni, None, to_proxy).await;
+        }
+        return;
+    }
+    let offer: Vec<Vec<u8>> = match http {
+        Some(_) => HTTP_ALPN.iter().map(|p| p.to_vec()).collect(),
+        None => alpn.to_vec(),
+    };
+    let upstream = match origin::connect(shared, orig_dst.0, sni, &offer).await {
         Ok(u) => u,
-        Err(reason) => {
+        Err(e) => {
+            let reason = e.to_string();
             warn!(%client, %orig_dst, sni, reason = %reason, "origin refused or failed verification; telling the client");
             refuse_client(shared, stream, raw, alpn, sni, &reason).await;
             return;
         }
     };
-    // Offer the client exactly what the origin agreed to, so both sides speak one protocol.
-    let negotiated: Vec<Vec<u8>> = upstream
-        .get_ref()
-        .1
-        .alpn_protocol()
-        .map(<[u8]>::to_vec)
-        .into_iter()
-        .collect();
+    // Through the proxy, the client gets its own choice of h2 / http/1.1 (rustls picks by our
+    // order among what it offered); relayed, it gets exactly what the origin agreed to.
+    let client_alpn: Vec<Vec<u8>> = match http {
+        Some(_) if alpn.is_empty() => Vec::new(),
+        Some(_) => HTTP_ALPN.iter().map(|p| p.to_vec()).collect(),
+        None => upstream
+            .get_ref()
+            .1
+            .alpn_protocol()
+            .map(<[u8]>::to_vec)
+            .into_iter()
+            .collect(),
+    };
+    let Some(client_tls) = accept_client(shared, stream, raw, client, sni, client_alpn).await
+    else {
+        return;
+    };
+    let Some(to_proxy) = http else {
+        relay(client_tls, upstream, client, orig_dst, started).await;
+        return;
+    };
+    serve(
+        shared,
+        client_tls,
+        client,
+        orig_dst,
+        sni,
+        Some(upstream),
+        to_proxy,
+    )
+    .await;
+}
+
+/// Hand a decrypted client connection to the proxy, bound to an origin client for `sni` at
+/// `orig_dst` (starting with `first`, if the origin was contacted already).
+async fn serve(
+    shared: &Arc<TlsShared>,
+    client_tls: ServerTls<Prefixed<TcpStream>>,
+    client: ClientAddr,
+    orig_dst: OrigDstAddr,
+    sni: &str,
+    first: Option<ClientTls<TcpStream>>,
+    to_proxy: &ToProxy,
+) {
+    let protocol = match client_tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => ClientProtocol::Http2,
+        _ => ClientProtocol::Http1,
+    };
+    let origin = TlsOrigin::new(shared.clone(), orig_dst.0, sni, first, to_proxy.timeouts);
+    let proxy = to_proxy.proxy.with_origin(Arc::new(origin));
+    crate::http::serve_decrypted(proxy, client_tls, client, orig_dst, protocol).await;
+}
+
+/// Complete the client's handshake with a leaf for its SNI, offering `alpn`. A client that
+/// rejects our certificate is remembered as pinning the host.
+async fn accept_client(
+    shared: &Arc<TlsShared>,
+    stream: TcpStream,
+    raw: Vec<u8>,
+    client: ClientAddr,
+    sni: &str,
+    alpn: Vec<Vec<u8>>,
+) -> Option<ServerTls<Prefixed<TcpStream>>> {
     let resolver = Arc::new(SniResolver {
         shared: shared.clone(),
         host: sni.to_string(),
     });
-    let Some(cfg) = server_config(shared, resolver, negotiated.clone()) else {
-        return;
-    };
+    let cfg = server_config(shared, resolver, alpn)?;
     let accepted = LazyConfigAcceptor::new(Acceptor::default(), Prefixed::new(raw, stream)).await;
-    let client_tls = match accepted {
+    let handshake = match accepted {
         Ok(start) => start.into_stream(cfg).await,
         Err(e) => Err(e),
     };
-    let client_tls = match client_tls {
-        Ok(s) => s,
+    match handshake {
+        Ok(s) => Some(s),
         Err(e) => {
             if rejected_our_certificate(&e) {
                 shared.pinning.learn(client.0.ip(), sni);
@@ -171,11 +261,23 @@ pub(super) async fn run(
             } else {
                 warn!(%client, sni, error = %e, "TLS handshake with the client failed");
             }
-            return;
+            None
         }
-    };
-    let protocol = negotiated
-        .first()
+    }
+}
+
+/// Relay decrypted bytes both ways (a protocol the proxy does not speak); one `flow` line.
+async fn relay(
+    client_tls: ServerTls<Prefixed<TcpStream>>,
+    upstream: ClientTls<TcpStream>,
+    client: ClientAddr,
+    orig_dst: OrigDstAddr,
+    started: Instant,
+) {
+    let protocol = upstream
+        .get_ref()
+        .1
+        .alpn_protocol()
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_default();
     let (mut down, up_count) = Counted::new(client_tls);

@@ -26,6 +26,7 @@ mod capage;
 mod certs;
 mod hello;
 mod intercept;
+mod origin;
 mod pinning;
 mod prefixed;
 mod upstream;
@@ -39,9 +40,10 @@ use tracing::{Instrument as _, info, info_span, warn};
 use velocache_common::Service;
 
 pub use ca::CertificateAuthority;
-pub use capage::{CaPageResponse, ca_page};
+pub use capage::{CaPage, CaPageResponse, ca_page};
 pub use certs::LeafCerts;
 pub use hello::{Hello, parse_first_flight, read_client_hello};
+pub use origin::{OriginTimeouts, OriginTlsError};
 pub use prefixed::Prefixed;
 
 use crate::{
@@ -154,21 +156,30 @@ pub struct TlsService {
     rules: Rules,
     hello_timeout: Duration,
     flows: crate::flow::FlowTracker,
+    to_proxy: Option<intercept::ToProxy>,
 }
 
 impl TlsService {
-    /// A service using `shared`, the live `rules` and the daemon's flow tracker.
+    /// A service using `shared`, the live `rules`, the daemon's flow tracker and — for
+    /// intercepted connections that speak HTTP — the daemon's HTTP proxy (`None`: decrypted
+    /// bytes are relayed, never cached).
     pub fn new(
         config: &Config,
         shared: Arc<TlsShared>,
         rules: Rules,
         flows: crate::flow::FlowTracker,
+        proxy: Option<Arc<crate::http::Proxy>>,
     ) -> Self {
+        let timeouts = OriginTimeouts {
+            idle: Duration::from_secs(config.http.upstream_idle_secs),
+            response: Duration::from_millis(config.http.response_timeout_ms),
+        };
         TlsService {
             shared,
             rules,
             hello_timeout: Duration::from_millis(config.tls.hello_timeout_ms),
             flows,
+            to_proxy: proxy.map(|proxy| intercept::ToProxy { proxy, timeouts }),
         }
     }
 }
@@ -184,6 +195,8 @@ enum Plan {
     },
     Intercept {
         rule: String,
+        /// A `cache` rule: the client is served first (see `intercept::Intercepted`).
+        cache: bool,
     },
     /// A rule wanted interception but the host pins: spliced, and logged as such.
     Pinned {
@@ -212,6 +225,7 @@ impl TlsService {
                 } else {
                     Plan::Intercept {
                         rule: rule.name.clone(),
+                        cache: rule.action == crate::rules::Action::Cache,
                     }
                 }
             }
@@ -253,9 +267,18 @@ impl TlsService {
                 // A reset, not a FIN: the client must not mistake it for an empty answer.
                 let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             }
-            Plan::Intercept { rule } => {
+            Plan::Intercept { rule, cache } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "intercept", rule = %rule);
-                intercept::run(&self.shared, stream, raw, client, orig_dst, &sni, &alpn)
+                let conn = intercept::Intercepted {
+                    stream,
+                    raw,
+                    client,
+                    orig_dst,
+                    sni: &sni,
+                    alpn: &alpn,
+                    client_first: cache,
+                };
+                intercept::run(&self.shared, conn, self.to_proxy.as_ref())
                     .instrument(span)
                     .await;
             }
