@@ -25,6 +25,7 @@ use thiserror::Error;
 use crate::{
     app::{Handlers, ServiceContext},
     config::DnsConfig,
+    flow::FlowTracker,
     net::{Datagram, InterceptedTcp, TcpHandler, UdpHandler, UdpReplier},
 };
 
@@ -71,6 +72,8 @@ pub struct DnsService {
     stats: DnsStats,
     tcp_idle: Duration,
     runtime: Option<runtime::DnsRuntime>,
+    /// Each UDP query and each TCP connection is a flow (for `stats` and graceful shutdown).
+    flows: FlowTracker,
 }
 
 impl DnsService {
@@ -81,12 +84,14 @@ impl DnsService {
         stats: DnsStats,
         tcp_idle: Duration,
         runtime: Option<runtime::DnsRuntime>,
+        flows: FlowTracker,
     ) -> Self {
         DnsService {
             handler,
             stats,
             tcp_idle,
             runtime,
+            flows,
         }
     }
 }
@@ -98,6 +103,7 @@ impl UdpHandler for DnsService {
 
     fn on_datagram(&self, dgram: Datagram, replier: &Arc<UdpReplier>) {
         self.stats.queries_udp.inc();
+        let flow = self.flows.start();
         let (from, to) = (dgram.orig_dst, dgram.client);
         let req = Request {
             bytes: dgram.data,
@@ -115,6 +121,7 @@ impl UdpHandler for DnsService {
                         if let Err(e) = replier.send(from, to, &answer).await {
                             tracing::debug!(client = %to, error = %e, "answer not sent");
                         }
+                        drop(flow);
                     });
                 }
                 Err(e) => tracing::debug!(client = %to, error = %e, "answer not sent"),
@@ -127,6 +134,7 @@ impl UdpHandler for DnsService {
                     {
                         tracing::debug!(client = %to, error = %e, "answer not sent");
                     }
+                    drop(flow);
                 });
             }
             Response::Drop => {}
@@ -136,12 +144,17 @@ impl UdpHandler for DnsService {
 
 impl TcpHandler for DnsService {
     fn on_connection(&self, conn: InterceptedTcp) {
-        tokio::spawn(tcp::serve_connection(
+        let flow = self.flows.start();
+        let served = tcp::serve_connection(
             self.handler.clone(),
             conn,
             self.tcp_idle,
             self.stats.queries_tcp.clone(),
-        ));
+        );
+        tokio::spawn(async move {
+            served.await;
+            drop(flow);
+        });
     }
 }
 
@@ -214,6 +227,7 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
         stats,
         Duration::from_secs(config.tcp_idle_timeout_secs),
         Some(runtime::DnsRuntime::start().map_err(DnsError::Thread)?),
+        ctx.flows.clone(),
     ));
     Ok(Handlers {
         tcp: service.clone(),
