@@ -484,3 +484,48 @@ fn the_ca_page_hands_out_our_certificate_and_one_download_is_enough_to_trust_us(
     assert!(head.contains("200"), "{head}");
     assert_eq!(sha, origin.blob_sha);
 }
+
+#[test]
+fn http2_clients_are_served_from_an_origin_that_speaks_only_http1() {
+    require_tools(&["curl", "nginx", "openssl", "nft"]);
+    let lab = Lab::new();
+    let origin = tls_origin(&lab);
+    // A third origin, `h1.lab` on ORIGIN2_6:443, without HTTP/2 (no `http2` on its listener).
+    let work = tempfile::tempdir().unwrap();
+    let (cert, key) = origin.pki.server("h1", &["h1.lab"]);
+    let server = format!(
+        "  server {{\n    listen 9443 ssl;\n    listen [::]:9443 ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    root {};\n  }}\n",
+        cert.display(),
+        key.display(),
+        origin.www.path().display()
+    );
+    let _h1 = servers::run_nginx(&lab.origin, work.path(), "h1", &server, 9443);
+    lab.origin.run_ok(&["nft", "add", "table", "ip6", "t6"]);
+    lab.origin.run_ok(&[
+        "nft",
+        "add chain ip6 t6 pre { type nat hook prerouting priority -100; }",
+    ]);
+    lab.origin.run_ok(&[
+        "nft", "add", "rule", "ip6", "t6", "pre", "ip6", "daddr", addr::ORIGIN2_6, "tcp",
+        "dport", "443", "redirect", "to", ":9443",
+    ]);
+    let (daemon, _d) = daemon_with(
+        &lab,
+        &origin,
+        "[[rule]]\nname = \"h1\"\nmatch_host = \"h1.lab\"\naction = \"cache\"\n",
+    );
+    let ca = our_ca(&daemon).display().to_string();
+    let resolve = format!("h1.lab:443:[{}]", addr::ORIGIN2_6);
+    for expected in ["miss", "hit"] {
+        let head = ok_body(&lab.client.run(&[
+            "curl", "-sS", "--max-time", "10", "--http2", "--cacert", &ca, "--resolve",
+            &resolve, "-D", "-", "-o", "/dev/null", "https://h1.lab/blob.bin",
+        ]))
+        .to_ascii_lowercase();
+        assert!(head.starts_with("http/2 200"), "{head}");
+        assert!(
+            head.contains(&format!("x-cache-status: {expected}")),
+            "{head}"
+        );
+    }
+}
