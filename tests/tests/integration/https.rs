@@ -506,8 +506,21 @@ fn http2_clients_are_served_from_an_origin_that_speaks_only_http1() {
         "add chain ip6 t6 pre { type nat hook prerouting priority -100; }",
     ]);
     lab.origin.run_ok(&[
-        "nft", "add", "rule", "ip6", "t6", "pre", "ip6", "daddr", addr::ORIGIN2_6, "tcp",
-        "dport", "443", "redirect", "to", ":9443",
+        "nft",
+        "add",
+        "rule",
+        "ip6",
+        "t6",
+        "pre",
+        "ip6",
+        "daddr",
+        addr::ORIGIN2_6,
+        "tcp",
+        "dport",
+        "443",
+        "redirect",
+        "to",
+        ":9443",
     ]);
     let (daemon, _d) = daemon_with(
         &lab,
@@ -518,8 +531,20 @@ fn http2_clients_are_served_from_an_origin_that_speaks_only_http1() {
     let resolve = format!("h1.lab:443:[{}]", addr::ORIGIN2_6);
     for expected in ["miss", "hit"] {
         let head = ok_body(&lab.client.run(&[
-            "curl", "-sS", "--max-time", "10", "--http2", "--cacert", &ca, "--resolve",
-            &resolve, "-D", "-", "-o", "/dev/null", "https://h1.lab/blob.bin",
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--http2",
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "https://h1.lab/blob.bin",
         ]))
         .to_ascii_lowercase();
         assert!(head.starts_with("http/2 200"), "{head}");
