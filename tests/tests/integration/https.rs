@@ -442,7 +442,7 @@ fn a_cache_host_whose_origin_fails_verification_gets_a_502_with_the_reason_over_
 
 #[test]
 fn the_ca_page_hands_out_our_certificate_and_one_download_is_enough_to_trust_us() {
-    require_tools(&["curl", "nginx", "openssl", "nft"]);
+    require_tools(&["curl", "nginx", "openssl", "nft", "dig"]);
     let lab = Lab::new();
     let origin = tls_origin(&lab);
     let (daemon, _d) = daemon_with(
@@ -450,8 +450,18 @@ fn the_ca_page_hands_out_our_certificate_and_one_download_is_enough_to_trust_us(
         &origin,
         "[[rule]]\nname = \"lab\"\nmatch_host = \"origin.lab\"\naction = \"cache\"\n",
     );
-    // Any address routed through the gateway will do: the proxy answers by name.
-    let resolve = format!("velocache.ca:80:{}", addr::ORIGIN2);
+    // The gateway's DNS answers the page's name, whatever resolver the client asks...
+    let answer = velocache_tests::dns::dig(
+        &lab.client,
+        &[&format!("@{}", addr::ORIGIN), "velocache.ca"],
+    );
+    assert_eq!(answer.status, "NOERROR", "{}", answer.text);
+    assert_eq!(answer.answers[0].3, "198.18.0.80", "{}", answer.text);
+    // ...and the proxy answers the page by name at that address (any routed address would do;
+    // the lab's gateway has no default route, so give it the one a real gateway has).
+    lab.gw
+        .run_ok(&["ip", "route", "add", "198.18.0.0/15", "via", addr::ORIGIN]);
+    let resolve = format!("velocache.ca:80:{}", answer.answers[0].3);
     let page = ok_body(&lab.client.run(&[
         "curl",
         "-sS",

@@ -78,6 +78,11 @@ pub struct TlsConfig {
     /// The host name under which intercepted plain HTTP serves the CA certificate and install
     /// instructions (like mitmproxy's mitm.it).
     pub ca_page_host: String,
+    /// The address the DNS service answers for `ca_page_host`: any address the LAN routes
+    /// through the gateway will do (the HTTP proxy answers the page by name, whatever the
+    /// destination); the default is from the benchmarking range 198.18.0.0/15, which no
+    /// network serves.
+    pub ca_page_address: std::net::Ipv4Addr,
 }
 
 impl Default for TlsConfig {
@@ -108,6 +113,7 @@ impl Default for TlsConfig {
             learn_pinning: true,
             pinning_memory_secs: 86_400,
             ca_page_host: "velocache.ca".into(),
+            ca_page_address: std::net::Ipv4Addr::new(198, 18, 0, 80),
         }
     }
 }

@@ -57,6 +57,35 @@ pub struct Settings {
     pub deny_answer: DenyAnswer,
     /// How long one upstream may take.
     pub upstream_timeout: Duration,
+    /// A name answered locally with an IPv4 address: the TLS layer's CA page
+    /// (`[tls] ca_page_host` → `ca_page_address`), so that a client using any resolver reaches
+    /// it through the gateway without configuration.
+    pub local_name: Option<LocalName>,
+}
+
+/// A name the forwarder answers itself.
+#[derive(Debug, Clone)]
+pub struct LocalName {
+    /// The name in wire format (labels, final zero); compared without regard to case.
+    pub wire: Vec<u8>,
+    /// Its A record.
+    pub addr: std::net::Ipv4Addr,
+}
+
+impl LocalName {
+    /// `name` (dotted, trailing dot optional) answered with `addr`; `None` if not a valid name.
+    pub fn new(name: &str, addr: std::net::Ipv4Addr) -> Option<LocalName> {
+        let mut wire = Vec::with_capacity(name.len() + 2);
+        for label in name.trim_end_matches('.').split('.') {
+            if label.is_empty() || label.len() > 63 {
+                return None;
+            }
+            wire.push(label.len() as u8);
+            wire.extend_from_slice(label.as_bytes());
+        }
+        wire.push(0);
+        (wire.len() <= 255).then_some(LocalName { wire, addr })
+    }
 }
 
 /// How a query was served, as logged in `cache`.
@@ -131,6 +160,9 @@ pub(super) struct RuleVerdict {
     pub(super) ttl_override: Option<u32>,
     pub(super) rule: Option<String>,
 }
+
+/// TTL of the local name's answers: short, so a changed address is picked up soon.
+const LOCAL_NAME_TTL: u32 = 60;
 
 pub(super) fn verdict(rules: &RuleSet, msg: &[u8]) -> RuleVerdict {
     if rules.rules.is_empty() {
@@ -310,6 +342,34 @@ impl Forwarder {
         Response::Ready(out)
     }
 
+    /// The CA page's name: its A record, and NODATA for every other type.
+    fn local_name_answer(
+        &self,
+        req: &Request,
+        q: &QueryView,
+        addr: std::net::Ipv4Addr,
+        start: Instant,
+    ) -> Response {
+        let out = wire::reply(&req.bytes, q, rcode::NOERROR, |out| {
+            if q.qtype == wire::TYPE_A {
+                wire::push_answer(out, q.qtype, q.qclass, LOCAL_NAME_TTL, &addr.octets());
+                1
+            } else {
+                0
+            }
+        });
+        log_query(
+            req,
+            q.qtype,
+            rcode::NOERROR,
+            Served::None,
+            start.elapsed(),
+            "",
+            Some("ca_page"),
+        );
+        Response::Ready(out)
+    }
+
     fn servfail_now(&self, req: &Request, q: &QueryView, start: Instant, why: &str) -> Response {
         self.inner.stats.errors.inc();
         tracing::debug!(client = %req.client, reason = why, "query not forwarded");
@@ -405,6 +465,11 @@ impl RequestHandler for Forwarder {
             && std::ptr::eq(entry.rules.as_ptr(), Arc::as_ptr(&rules))
         {
             return Response::Ready(self.serve_hit(&req, &q, entry, *age, start, &key, None));
+        }
+        if let Some(local) = &inner.settings.local_name
+            && q.qname(&req.bytes).eq_ignore_ascii_case(&local.wire)
+        {
+            return self.local_name_answer(&req, &q, local.addr, start);
         }
         let v = verdict(&rules, &req.bytes);
         match v.action {

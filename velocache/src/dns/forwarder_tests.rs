@@ -24,6 +24,7 @@ fn settings() -> Settings {
         prefetch: None,
         deny_answer: DenyAnswer::Nxdomain,
         upstream_timeout: Duration::from_millis(500),
+        local_name: None,
     }
 }
 

@@ -24,7 +24,7 @@ use thiserror::Error;
 
 use crate::{
     app::{Handlers, ServiceContext},
-    config::DnsConfig,
+    config::Config,
     flow::FlowTracker,
     net::{Datagram, InterceptedTcp, TcpHandler, UdpHandler, UdpReplier},
 };
@@ -42,7 +42,7 @@ pub mod upstream;
 pub mod wire;
 
 pub use cache::{AnswerCache, TtlPolicy};
-pub use forwarder::{Forwarder, Prefetch, Settings};
+pub use forwarder::{Forwarder, LocalName, Prefetch, Settings};
 pub use handler::{Request, RequestHandler, Response, Transport};
 pub use stats::DnsStats;
 pub use upstream::{UpstreamPool, UpstreamSpec};
@@ -158,8 +158,14 @@ impl TcpHandler for DnsService {
     }
 }
 
-/// Forwarder settings from `[dns]`.
-pub fn settings(config: &DnsConfig) -> Settings {
+/// Forwarder settings from `[dns]` (and, for the CA page's name, `[https]`/`[tls]`).
+pub fn settings(full: &Config) -> Settings {
+    let config = &full.dns;
+    let local_name = if full.https.enabled {
+        LocalName::new(&full.tls.ca_page_host, full.tls.ca_page_address)
+    } else {
+        None
+    };
     Settings {
         policy: TtlPolicy {
             min_ttl: config.min_ttl,
@@ -173,6 +179,7 @@ pub fn settings(config: &DnsConfig) -> Settings {
         }),
         deny_answer: config.deny_answer,
         upstream_timeout: Duration::from_millis(config.upstream_timeout_ms),
+        local_name,
     }
 }
 
@@ -218,7 +225,7 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
         cache,
         pool,
         ctx.rules.clone(),
-        settings(config),
+        settings(&ctx.config),
         stats.clone(),
         config.max_pending_queries as usize,
     );
