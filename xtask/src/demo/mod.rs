@@ -16,6 +16,7 @@ use crate::{setup, util};
 
 mod dns;
 mod http;
+mod https;
 mod passthrough;
 mod sip;
 
@@ -37,7 +38,13 @@ pub struct Part {
 const DEMO_LOG: &str = "info,velocache::dns=debug";
 
 /// The parts, in the order they run.
-const PARTS: &[Part] = &[passthrough::PART, dns::PART, http::PART, sip::PART];
+const PARTS: &[Part] = &[
+    passthrough::PART,
+    dns::PART,
+    http::PART,
+    https::PART,
+    sip::PART,
+];
 
 /// What a part's `run` gets: the lab, the daemon, and printing helpers.
 pub struct Demo<'a> {
