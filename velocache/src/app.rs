@@ -287,6 +287,22 @@ pub async fn run_with(
             phases,
         )
     });
+    if let Some(proxy) = &http_proxy {
+        let https: Option<crate::http::HttpsOrigins> = tls.clone().map(|shared| {
+            let timeouts = crate::tls::OriginTimeouts {
+                idle: Duration::from_secs(config.http.upstream_idle_secs),
+                response: Duration::from_millis(config.http.response_timeout_ms),
+            };
+            let make: crate::http::HttpsOrigins = Arc::new(move |dst, sni: &str| {
+                crate::tls::origin_client(shared.clone(), dst, sni, timeouts)
+            });
+            make
+        });
+        hub.register_cache(Arc::new(crate::http::ProxyCacheAdmin::new(
+            proxy.clone(),
+            https,
+        )));
+    }
     let ctx = ServiceContext {
         config: config.clone(),
         rules: rules.clone(),

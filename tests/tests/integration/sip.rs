@@ -176,6 +176,20 @@ fn a_call_with_rtp_is_recorded_and_its_media_counted_in_the_kernel() {
     assert_eq!(up["src"], format!("{}:{UAC_MEDIA}", addr::CLIENT));
     assert_eq!(up["dst"], format!("{}:{UAS_MEDIA}", addr::ORIGIN));
     assert_eq!(up["codec"], "PCMA");
+    // `velocache calls` shows the ended call with its media figures.
+    let calls = crate::control::cli(&c.lab, &c.daemon, &["calls", "--json"]).ok();
+    let recent = &calls["recent"][0];
+    assert_eq!(recent["call_id"], call["call_id"], "{calls}");
+    assert_eq!(recent["state"], "completed", "{calls}");
+    assert_eq!(recent["final_status"], 200, "{calls}");
+    let media = recent["media"].as_array().unwrap();
+    assert!(
+        media
+            .iter()
+            .any(|m| m["direction"] == "client->far" && m["packets"] == G711A_PACKETS),
+        "{calls}"
+    );
+    assert!(calls["active"].as_array().unwrap().is_empty(), "{calls}");
 
     let logs = c.daemon.logs();
     let sip = lines(&logs, "sip");

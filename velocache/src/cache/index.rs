@@ -67,6 +67,23 @@ impl Index {
         })
     }
 
+    /// Every object (for listings; not counted as a use).
+    pub fn list(&self) -> Vec<(ObjectId, Snapshot)> {
+        let g = self.inner.lock();
+        g.map
+            .iter()
+            .map(|(id, e)| {
+                (
+                    *id,
+                    Snapshot {
+                        meta: e.meta.clone(),
+                        present: e.present.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Whether a slice is committed.
     pub fn has_slice(&self, id: &ObjectId, version: u64, idx: u64) -> bool {
         let g = self.inner.lock();

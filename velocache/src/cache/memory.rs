@@ -120,6 +120,10 @@ impl Drop for MemWriter {
 }
 
 impl Storage for MemoryStorage {
+    fn list(&self) -> Vec<(ObjectId, Snapshot)> {
+        self.index.list()
+    }
+
     fn lookup(&self, id: &ObjectId) -> Option<Snapshot> {
         self.index.lookup(id)
     }

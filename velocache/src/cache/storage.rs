@@ -137,6 +137,8 @@ pub trait Storage: Send + Sync + 'static {
     fn remove(&self, id: ObjectId) -> IoFuture<'static, ()>;
     /// Occupancy.
     fn usage(&self) -> Usage;
+    /// Every object with its committed slices, for listings (not counted as uses).
+    fn list(&self) -> Vec<(ObjectId, Snapshot)>;
 }
 
 #[cfg(test)]

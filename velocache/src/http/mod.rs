@@ -16,6 +16,7 @@
 //! - `headers`: hop-by-hop, `Via`, `Host` checks; `hostnames`: the background DNS check.
 //! - `body`, `ctx`, `metrics`, `error`: bodies, per-request state and log, counters, errors.
 
+mod admin;
 mod body;
 mod cached;
 mod ctx;
@@ -35,6 +36,7 @@ use http::HeaderValue;
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
+pub use admin::{HttpsOrigins, ProxyCacheAdmin};
 pub use body::Body;
 pub use ctx::{CacheStatus, Conn, Ctx};
 pub use error::{ProxyError, Side};

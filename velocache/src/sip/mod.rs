@@ -21,9 +21,11 @@
 //! - `media`: offer/answer → kernel flows; anchors and SDP replacements.
 //! - `nat`: Via/Contact/Request-URI rewriting for anchored (NAT'd) clients.
 //! - `observer`: the per-message pipeline, timeouts, call records.
+//! - `calls`: calls in progress and recently ended, for `velocache calls`.
 //! - `udp`, `tcp`: the relays that carry the messages past the observer.
 //! - `metrics`: `velocache_sip_*`.
 
+mod calls;
 pub mod dialog;
 mod media;
 pub mod message;
@@ -104,6 +106,7 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
         metrics,
     ));
     // The task holds only a weak reference: it ends when the daemon drops the handlers.
+    ctx.admin.register_calls(observer.clone());
     let weak = Arc::downgrade(&observer);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);

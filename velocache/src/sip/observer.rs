@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
+    calls,
     dialog::{Call, CallTable, Outcome, Side},
     media::{CallMedia, PlannedFlow, local_ip_towards, plan, replacements},
     message::{self, SipMessage, StartLine},
@@ -26,7 +27,10 @@ use super::{
     nat,
     sdp::{self, MediaStream},
 };
-use crate::rtp::{FlowStats, MediaPlane, PortPool, report};
+use crate::{
+    control::{AdminError, api::CallsReport},
+    rtp::{FlowStats, MediaPlane, PortPool, report},
+};
 
 /// How the observer behaves.
 #[derive(Debug, Clone)]
@@ -79,6 +83,8 @@ struct State {
     bindings: HashMap<(SocketAddr, SocketAddr), Instant>,
     /// With anchoring: the client's own Via/Contact per signalling path, to restore.
     nat: HashMap<(SocketAddr, SocketAddr), nat::Original>,
+    /// Ended calls, for `velocache calls`.
+    recent: calls::Recent,
     ticks: u64,
 }
 
@@ -106,6 +112,7 @@ impl Observer {
                 media: HashMap::new(),
                 bindings: HashMap::new(),
                 nat: HashMap::new(),
+                recent: calls::Recent::default(),
                 ticks: 0,
             }),
             settings,
@@ -407,7 +414,7 @@ impl Observer {
         self.plane.remove(&specs);
         drop(m);
         for (f, s) in &all {
-            log_stream(&call, f, s);
+            calls::log_stream(&call, f, s);
         }
         let dir = |up: bool| {
             let v: Vec<(FlowStats, u32, Option<&str>)> = all
@@ -417,7 +424,7 @@ impl Observer {
                 .collect();
             report::direction(&v)
         };
-        log_call(
+        calls::log_call(
             &call,
             outcome,
             now,
@@ -425,6 +432,38 @@ impl Observer {
             &dir(true),
             &dir(false),
         );
+        let record = calls::record(&call, Some(outcome.name()), now, calls::media_stats(&all));
+        st.recent.push(record);
+    }
+
+    /// Calls in progress (with live media counters) and recently ended.
+    pub fn report(&self) -> Result<CallsReport, AdminError> {
+        let st = self
+            .state
+            .lock()
+            .map_err(|_| AdminError::Failed("the call table is unavailable".into()))?;
+        let now = Instant::now();
+        let active = st
+            .table
+            .calls()
+            .map(|c| {
+                let flows: Vec<(PlannedFlow, FlowStats)> = st
+                    .media
+                    .get(&c.call_id)
+                    .map(|m| {
+                        m.flows
+                            .iter()
+                            .map(|f| (f.clone(), self.plane.stats(&f.spec).unwrap_or_default()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                calls::record(c, None, now, calls::media_stats(&flows))
+            })
+            .collect();
+        Ok(CallsReport {
+            active,
+            recent: st.recent.to_vec(),
+        })
     }
 
     /// Periodic work: setup and RTP idle timeouts, orphaned kernel flows.
@@ -539,61 +578,4 @@ fn log_message(msg: &SipMessage, hop: &Hop) {
                 parser = msg.parser, "sip");
         }
     }
-}
-
-fn log_stream(call: &Call, f: &PlannedFlow, s: &FlowStats) {
-    let q = &s.quality;
-    let r = report::direction(&[(*s, f.spec.clock_rate, f.codec.as_deref())]);
-    info!(service = "sip", call_id = %call.call_id,
-        direction = if f.up { "up" } else { "down" },
-        kind = if f.spec.rtcp { "rtcp" } else { "rtp" },
-        media = %f.kind, index = f.index as u64,
-        src = %f.spec.from, dst = %f.spec.to,
-        rewritten_to = f.spec.rewrite.map(|r| r.to.to_string()),
-        codec = f.codec.as_deref(),
-        packets = s.counters.packets, bytes = s.counters.bytes,
-        fast_path_packets = s.counters.redirected, passed_to_stack = s.counters.passed,
-        expected = q.expected(), lost = q.lost(), loss_pct = r.loss_pct,
-        jitter_ms = r.jitter_ms, max_jitter_ms = r.max_jitter_ms,
-        ssrc = format!("0x{:08x}", q.ssrc), ssrc_changes = q.ssrc_changes,
-        duplicates = q.duplicates, late = q.late, srtp = f.spec.srtp,
-        "rtp stream");
-}
-
-fn log_call(
-    call: &Call,
-    outcome: Outcome,
-    now: Instant,
-    has_media: bool,
-    up: &report::DirectionReport,
-    down: &report::DirectionReport,
-) {
-    let ms = |d: Duration| d.as_millis() as u64;
-    let setup_ms = call.answered_at.map(|a| ms(a - call.invited_at));
-    let pdd_ms = call.early_at.map(|a| ms(a - call.invited_at));
-    let duration_ms = call.answered_at.map(|a| ms(now.duration_since(a)));
-    let (status, reason) = match &call.final_status {
-        Some((c, r)) => (Some(*c), Some(r.as_str())),
-        None => (None, None),
-    };
-    let (up, down) = if has_media {
-        (Some(up), Some(down))
-    } else {
-        (None, None)
-    };
-    info!(service = "sip", call_id = %call.call_id, from = %call.from, to = %call.to,
-        caller = call.caller.name(), client = %call.client, far = %call.far,
-        transport = call.transport, outcome = outcome.name(), status, reason,
-        ended_by = call.ended_by.as_deref(), setup_ms, pdd_ms, duration_ms,
-        total_ms = ms(now.duration_since(call.invited_at)), reinvites = call.reinvites,
-        up_packets = up.map(|r| r.packets), up_lost = up.map(|r| r.lost),
-        up_loss_pct = up.map(|r| r.loss_pct), up_jitter_ms = up.map(|r| r.jitter_ms),
-        up_mos = up.and_then(|r| r.mos), up_fast_path_packets = up.map(|r| r.fast_path_packets),
-        up_ssrc_changes = up.map(|r| r.ssrc_changes),
-        down_packets = down.map(|r| r.packets), down_lost = down.map(|r| r.lost),
-        down_loss_pct = down.map(|r| r.loss_pct), down_jitter_ms = down.map(|r| r.jitter_ms),
-        down_mos = down.and_then(|r| r.mos),
-        down_fast_path_packets = down.map(|r| r.fast_path_packets),
-        down_ssrc_changes = down.map(|r| r.ssrc_changes),
-        "call");
 }

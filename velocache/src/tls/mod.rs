@@ -286,6 +286,17 @@ impl TlsService {
     }
 }
 
+/// An origin client that speaks TLS (verified, with `sni`) to `dst`: how the cache warms
+/// `https://` URLs through the same proxy as clients' requests.
+pub fn origin_client(
+    shared: Arc<TlsShared>,
+    dst: std::net::SocketAddr,
+    sni: &str,
+    timeouts: OriginTimeouts,
+) -> Arc<dyn crate::http::OriginClient> {
+    Arc::new(origin::TlsOrigin::new(shared, dst, sni, None, timeouts))
+}
+
 async fn splice(stream: TcpStream, client: ClientAddr, orig_dst: OrigDstAddr, raw: Vec<u8>) {
     splice_to_origin(
         Service::Https,

@@ -44,6 +44,28 @@ impl Cli {
     }
 }
 
+/// `X-Cache-Status` of a client's GET of `path` at the origin.
+fn curl_cache_status(lab: &Lab, path: &str) -> String {
+    let head = lab.client.run_ok(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        &format!("http://{}{path}", addr::ORIGIN),
+    ]);
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-cache-status:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
 /// `velocache ARGS --config <the daemon's config>` in the gateway namespace.
 pub(super) fn cli(lab: &Lab, daemon: &Daemon, args: &[&str]) -> Cli {
     let config = daemon.dir().join("velocache.toml");
@@ -137,6 +159,16 @@ fn every_cli_subcommand_answers_with_json_and_documented_exit_codes() {
     let lab = Lab::new();
     let www = tempfile::tempdir().unwrap();
     random_file(&www.path().join("a.bin"), 10_000);
+    random_file(&www.path().join("warm.bin"), 20_000);
+    // Published two days ago: fresh for hours by the heuristic, so a second fetch is a hit.
+    for f in ["a.bin", "warm.bin"] {
+        std::fs::File::options()
+            .write(true)
+            .open(www.path().join(f))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 86_400))
+            .unwrap();
+    }
     let _origin = http_server(&lab.origin, www.path(), 80);
     let _dns = dns_upstream(&lab.origin, addr::ORIGIN);
     let files = tempfile::tempdir().unwrap();
@@ -188,9 +220,7 @@ fn every_cli_subcommand_answers_with_json_and_documented_exit_codes() {
     );
     assert!(service("dns")["flows"].as_u64().unwrap() >= 1, "{stats}");
     assert!(http["active_sessions"].is_u64());
-    // warmup_urls are listed but no HTTP cache is registered yet: said so, not pretended.
-    assert_eq!(stats["warmup"]["state"], "unavailable", "{stats}");
-    assert_eq!(stats["warmup"]["total"], 1);
+    assert_eq!(stats["warmup"]["total"], 1, "{stats}");
     assert!(
         stats["daemon"]
             .as_array()
@@ -200,9 +230,19 @@ fn every_cli_subcommand_answers_with_json_and_documented_exit_codes() {
                 && s["value"].as_f64().unwrap() > 0.0),
         "{stats}"
     );
+    // The rules' warmup_urls were fetched at start, through the cache: the origin saw the
+    // request and the first client gets a hit.
     daemon.wait_for_log(WAIT, |l| {
-        l["message"] == "cache warm-up skipped: the HTTP cache is not available"
+        l["message"] == "request" && l["path"] == "/warm.bin" && l["cache"] == "miss"
     });
+    daemon.wait_for_log(WAIT, |l| {
+        l["message"] == "cache warm-up finished" && l["ok"] == 1
+    });
+    let warmed = curl_cache_status(&lab, "/warm.bin");
+    assert_eq!(warmed, "hit");
+    let stats = cli(&lab, &daemon, &["stats", "--json"]).ok();
+    assert_eq!(stats["warmup"]["state"], "done", "{stats}");
+    assert_eq!(stats["warmup"]["ok"], 1, "{stats}");
     let human = cli(&lab, &daemon, &["stats"]);
     assert_eq!(human.code, 0);
     assert!(human.stdout.starts_with("SERVICE"), "{}", human.stdout);
@@ -252,20 +292,53 @@ fn every_cli_subcommand_answers_with_json_and_documented_exit_codes() {
         "{err}"
     );
 
-    // What other services will answer: not available yet, with its own exit code.
-    for args in [
-        &["cache", "ls", "--json"][..],
+    // The HTTP cache: list, show, purge (the next request misses), warm (the next one hits).
+    let listing = cli(&lab, &daemon, &["cache", "ls", "--json"]).ok();
+    assert_eq!(listing["total"], 2, "{listing}");
+    let urls: Vec<&str> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["url"].as_str().unwrap())
+        .collect();
+    assert!(urls.contains(&"http://10.77.2.2/a.bin"), "{listing}");
+    let shown = cli(
+        &lab,
+        &daemon,
         &["cache", "show", "http://10.77.2.2/a.bin", "--json"],
-        &["cache", "purge", "http://10.77.2.2/*", "--json"],
+    )
+    .ok();
+    assert_eq!(shown["size_bytes"], 10_000, "{shown}");
+    assert_eq!(shown["status"], 200);
+    let purged = cli(
+        &lab,
+        &daemon,
+        &["cache", "purge", "http://10.77.2.2/a*", "--json"],
+    )
+    .ok();
+    assert_eq!(purged["purged"], 1, "{purged}");
+    assert_eq!(purged["bytes"], 10_000);
+    fails(
+        &lab,
+        &daemon,
+        &["cache", "show", "http://10.77.2.2/a.bin", "--json"],
+        4,
+        "not_found",
+    );
+    assert_eq!(curl_cache_status(&lab, "/a.bin"), "miss");
+    cli(&lab, &daemon, &["cache", "purge", "*", "--json"]).ok();
+    let warm = cli(
+        &lab,
+        &daemon,
         &["cache", "warm", "http://10.77.2.2/a.bin", "--json"],
-        &["calls", "--json"],
-    ] {
-        let e = fails(&lab, &daemon, args, 4, "not_available");
-        assert!(
-            e["error"].as_str().unwrap().contains("not available"),
-            "{e}"
-        );
-    }
+    )
+    .ok();
+    assert_eq!(warm["results"][0]["ok"], true, "{warm}");
+    assert_eq!(warm["results"][0]["outcome"], "stored", "{warm}");
+    assert_eq!(curl_cache_status(&lab, "/a.bin"), "hit");
+    // SIP calls: none here (the SIP lab tests show calls with their media).
+    let calls = cli(&lab, &daemon, &["calls", "--json"]).ok();
+    assert_eq!(calls["active"], serde_json::json!([]), "{calls}");
 
     // The local CA: HTTPS is on, so the TLS layer registered it.
     let ca = cli(&lab, &daemon, &["ca", "export", "--json"]).ok();

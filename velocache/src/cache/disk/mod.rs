@@ -407,6 +407,10 @@ impl Drop for DiskWriter {
 }
 
 impl Storage for DiskStorage {
+    fn list(&self) -> Vec<(ObjectId, Snapshot)> {
+        self.index.list()
+    }
+
     fn lookup(&self, id: &ObjectId) -> Option<Snapshot> {
         self.index.lookup(id)
     }
