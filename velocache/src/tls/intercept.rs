@@ -65,6 +65,48 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// Resolves whatever SNI a ClientHello names to a leaf of the current CA: the resolver of the
+/// server configurations shared by every intercepted connection (`shared_server_config`).
+struct HelloResolver {
+    shared: std::sync::Weak<TlsShared>,
+}
+
+impl std::fmt::Debug for HelloResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HelloResolver")
+    }
+}
+
+impl ResolvesServerCert for HelloResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let sni = hello.server_name()?;
+        let shared = self.shared.upgrade()?;
+        match shared.authority.load().leaves.get(sni) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                warn!(sni, error = %e, "no certificate could be minted");
+                None
+            }
+        }
+    }
+}
+
+/// The server configuration for an ALPN offer, built once and shared: one session cache and
+/// one ticket key for every intercepted connection (so clients can resume), and no per-
+/// connection set-up cost.
+fn shared_server_config(shared: &Arc<TlsShared>, alpn: Vec<Vec<u8>>) -> Option<Arc<ServerConfig>> {
+    let mut configs = shared.server_configs.lock();
+    if let Some(c) = configs.get(&alpn) {
+        return Some(c.clone());
+    }
+    let resolver = Arc::new(HelloResolver {
+        shared: Arc::downgrade(shared),
+    });
+    let cfg = server_config(shared, resolver, alpn.clone())?;
+    configs.insert(alpn, cfg.clone());
+    Some(cfg)
+}
+
 /// A resolver that never has a certificate: the handshake fails with an alert.
 #[derive(Debug)]
 struct NoCert;
@@ -242,11 +284,7 @@ async fn accept_client(
     sni: &str,
     alpn: Vec<Vec<u8>>,
 ) -> Option<ServerTls<Prefixed<TcpStream>>> {
-    let resolver = Arc::new(SniResolver {
-        shared: shared.clone(),
-        host: sni.to_string(),
-    });
-    let cfg = server_config(shared, resolver, alpn)?;
+    let cfg = shared_server_config(shared, alpn)?;
     let accepted = LazyConfigAcceptor::new(Acceptor::default(), Prefixed::new(raw, stream)).await;
     let handshake = match accepted {
         Ok(start) => start.into_stream(cfg).await,

@@ -95,6 +95,9 @@ pub struct TlsShared {
     ca_dir: PathBuf,
     leaf_entries: u64,
     leaf_days: u32,
+    /// Server configurations of intercepted connections, by ALPN offer (`intercept`).
+    server_configs:
+        parking_lot::Mutex<std::collections::HashMap<Vec<Vec<u8>>, Arc<rustls::ServerConfig>>>,
 }
 
 impl TlsShared {
@@ -127,6 +130,7 @@ impl TlsShared {
             ca_dir,
             leaf_entries: tls.leaf_cache_entries,
             leaf_days: tls.leaf_validity_days,
+            server_configs: parking_lot::Mutex::new(std::collections::HashMap::new()),
         })
     }
 

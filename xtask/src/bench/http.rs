@@ -248,7 +248,7 @@ fn squid(lab: &Lab, seconds: u64, work: &Path) -> Result<Measured> {
 }
 
 /// Peak RSS of a process and all its descendants (nginx workers, Squid kids).
-fn tree_rss_kib(pid: u32) -> Option<u64> {
+pub(super) fn tree_rss_kib(pid: u32) -> Option<u64> {
     let mut total = servers::peak_rss_kib(pid)?;
     let mut stack = children(pid);
     while let Some(c) = stack.pop() {

@@ -10,6 +10,7 @@ use crate::{setup, util};
 mod datapath;
 mod dns;
 mod http;
+mod https;
 mod rtp;
 pub mod wrk;
 
@@ -23,8 +24,9 @@ pub fn run(name: &str, seconds: u64) -> Result<()> {
         "datapath" => datapath::run(seconds),
         "dns" => dns::run(seconds),
         "http" => http::run(seconds),
+        "https" => https::run(seconds),
         "rtp" => rtp::run(seconds),
-        other => bail!("unknown benchmark `{other}` (known: datapath, dns, http, rtp)"),
+        other => bail!("unknown benchmark `{other}` (known: datapath, dns, http, https, rtp)"),
     }
 }
 
