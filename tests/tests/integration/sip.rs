@@ -190,6 +190,14 @@ fn a_call_with_rtp_is_recorded_and_its_media_counted_in_the_kernel() {
         "{calls}"
     );
     assert!(calls["active"].as_array().unwrap().is_empty(), "{calls}");
+    // And /metrics counts the streams; no flow is left in the fast path.
+    let metrics = crate::control::cli(&c.lab, &c.daemon, &["metrics"]).stdout;
+    let up = format!("velocache_sip_rtp_packets_total{{direction=\"up\"}} {G711A_PACKETS}");
+    assert!(metrics.contains(&up), "{up} missing:\n{metrics}");
+    assert!(
+        metrics.contains("velocache_sip_rtp_flows_active 0"),
+        "{metrics}"
+    );
 
     let logs = c.daemon.logs();
     let sip = lines(&logs, "sip");

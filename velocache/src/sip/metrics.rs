@@ -5,6 +5,7 @@ use prometheus_client::{
 };
 
 use super::dialog::Outcome;
+use crate::rtp::FlowStats;
 
 /// Counters and gauges of the observer.
 #[derive(Clone, Default)]
@@ -16,6 +17,14 @@ pub struct Metrics {
     /// Calls in progress.
     pub calls_active: Gauge,
     calls_ended: Family<Vec<(String, String)>, Counter>,
+    /// RTP/RTCP flows installed in the kernel fast path now.
+    rtp_flows_active: Gauge,
+    /// RTP packets of ended streams, by direction (`up`: client → far end).
+    rtp_packets: Family<Vec<(String, String)>, Counter>,
+    /// RTP packets lost (RFC 3550) in ended streams, by direction.
+    rtp_lost: Family<Vec<(String, String)>, Counter>,
+    /// RTP streams ended, by direction.
+    rtp_streams: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Metrics {
@@ -34,7 +43,45 @@ impl Metrics {
             "Calls ended, by outcome",
             m.calls_ended.clone(),
         );
+        registry.register(
+            "rtp_flows_active",
+            "RTP and RTCP flows relayed by the kernel fast path now",
+            m.rtp_flows_active.clone(),
+        );
+        registry.register(
+            "rtp_streams",
+            "RTP streams ended, by direction",
+            m.rtp_streams.clone(),
+        );
+        registry.register(
+            "rtp_packets",
+            "RTP packets of ended streams, by direction",
+            m.rtp_packets.clone(),
+        );
+        registry.register(
+            "rtp_lost_packets",
+            "RTP packets lost in ended streams (RFC 3550), by direction",
+            m.rtp_lost.clone(),
+        );
         m
+    }
+
+    /// How many flows the fast path relays now.
+    pub fn set_flows(&self, n: usize) {
+        self.rtp_flows_active.set(n as i64);
+    }
+
+    /// Count an ended RTP stream's packets and losses.
+    pub fn stream_ended(&self, up: bool, s: &FlowStats) {
+        let label = vec![(
+            "direction".to_string(),
+            if up { "up" } else { "down" }.to_string(),
+        )];
+        self.rtp_streams.get_or_create(&label).inc();
+        self.rtp_packets
+            .get_or_create(&label)
+            .inc_by(s.counters.packets);
+        self.rtp_lost.get_or_create(&label).inc_by(s.quality.lost());
     }
 
     /// The counter of calls that ended with `outcome`.

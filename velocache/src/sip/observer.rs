@@ -356,6 +356,8 @@ impl Observer {
             self.restart_relays(call, m);
         }
         m.flows = planned;
+        self.metrics
+            .set_flows(media.values().map(|m| m.flows.len()).sum());
     }
 
     fn restart_relays(&self, call: &Call, m: &mut CallMedia) {
@@ -413,6 +415,11 @@ impl Observer {
         let specs: Vec<_> = m.flows.iter().map(|f| f.spec).collect();
         self.plane.remove(&specs);
         drop(m);
+        self.metrics
+            .set_flows(st.media.values().map(|m| m.flows.len()).sum());
+        for (f, s) in all.iter().filter(|(f, _)| !f.spec.rtcp) {
+            self.metrics.stream_ended(f.up, s);
+        }
         for (f, s) in &all {
             calls::log_stream(&call, f, s);
         }
