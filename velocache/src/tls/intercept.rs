@@ -1,12 +1,20 @@
-//! The decrypting path: origin first, then the client, then HTTP through the proxy.
+//! The decrypting path: the client's handshake with a leaf for its SNI, then HTTP through the
+//! proxy (or, for protocols the proxy does not speak, a relay of the decrypted bytes).
 //!
-//! The origin is contacted (and verified) before the client's handshake completes, so that a
-//! bad origin certificate can be reported to the client instead of hidden behind ours. Then:
-//! - a client that speaks HTTP (ALPN `h2` or `http/1.1`, or none) is served by the daemon's
-//!   HTTP proxy — rules, cache, access log — over HTTP/2 or HTTP/1.1 as it chose, while the
-//!   proxy talks to the origin over whichever of the two the origin chose (`origin`);
-//! - a client that offered only other protocols gets exactly the ALPN the origin agreed to and
-//!   the decrypted bytes are relayed both ways (logged, never stored).
+//! Two orders, by rule:
+//! - `cache` rules are served **client first**: the client's handshake completes at once and
+//!   the proxy opens (and verifies) origin connections only for what the cache cannot answer,
+//!   so a hit needs no origin at all; a miss whose origin fails verification is a 502 naming
+//!   the reason, over HTTP/2 as over HTTP/1.1;
+//! - other interceptions are **origin first**: the origin is contacted and verified before the
+//!   client's handshake, so a bad origin certificate reaches the client as a 502 (HTTP/1.1) or
+//!   a TLS alert instead of being hidden behind ours.
+//!
+//! A client that speaks HTTP (ALPN `h2` or `http/1.1`, or none) is served by the daemon's HTTP
+//! proxy — rules, cache, access log — over HTTP/2 or HTTP/1.1 as it chose, while the proxy
+//! talks to the origin over whichever of the two the origin chose (`origin`). A client that
+//! offered only other protocols gets exactly the ALPN the origin agreed to, and the decrypted
+//! bytes are relayed both ways (logged, never stored).
 use std::{
     sync::{Arc, atomic::Ordering},
     time::Instant,

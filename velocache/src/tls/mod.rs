@@ -6,19 +6,22 @@
 //! - **passthrough** (the default, and anything unparsable): the buffered bytes and the rest of
 //!   the connection are spliced to the original destination, never decrypted;
 //! - **deny**: the connection is reset and logged;
-//! - **intercept**: the gateway first opens its own TLS connection to the original destination,
-//!   verifying the origin like a browser would (`upstream`); only then does it complete the
-//!   client's handshake with a certificate for the SNI minted by the local CA (`ca`, `certs`),
-//!   offering the ALPN the origin chose. An origin that fails verification is never hidden:
-//!   an HTTP/1.1 client gets a 502 naming the reason, any other a TLS alert, and a log line.
+//! - **intercept**: the client gets a certificate for its SNI minted by the local CA (`ca`,
+//!   `certs`) and its requests go through the daemon's HTTP proxy and cache, which reaches the
+//!   original destination over TLS verified like a browser would (`upstream`, `origin`);
+//!   `cache` rules complete the client's handshake first (hits need no origin), others verify
+//!   the origin first (`intercept`). An origin that fails verification is never hidden: the
+//!   client gets a 502 naming the reason or a TLS alert, and a log line.
 //!   A client that rejects our certificate is remembered as pinning that host (`pinning`).
 //!
 //! # Layout
 //! - `hello`: reading and parsing the ClientHello; `prefixed`: replaying it.
 //! - `ca`: the local CA (generate, load, rotate, export); `certs`: leaf certificates.
-//! - `upstream`: trust and configuration for connections to origins.
+//! - `upstream`: trust and configuration for connections to origins; `origin`: the proxy's
+//!   origin client for decrypted connections (always the original destination, the SNI).
 //! - `pinning`: hosts never intercepted.
-//! - `capage`: the plain-HTTP page that hands out the CA certificate.
+//! - `capage`: the plain-HTTP page that hands out the CA certificate (a proxy phase; the DNS
+//!   service answers its name).
 //! - `intercept`: the decrypting path.
 
 mod ca;
