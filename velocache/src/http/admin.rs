@@ -80,7 +80,12 @@ impl Target {
         });
         Ok(Target {
             scheme,
-            host: authority.as_str().to_string(),
+            // Never the userinfo: a `Host` header has none.
+            host: authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_, h)| h)
+                .to_string(),
             port,
             path_and_query: uri
                 .path_and_query()
@@ -442,6 +447,8 @@ mod tests {
         );
         let t = Target::parse("http://[2001:db8::1]/").unwrap();
         assert_eq!((t.name(), t.port), ("2001:db8::1", 80));
+        let t = Target::parse("http://user:pw@example.com/x").unwrap();
+        assert_eq!((t.host.as_str(), t.name()), ("example.com", "example.com"));
         assert!(Target::parse("ftp://x/").is_err());
         assert!(Target::parse("/relative").is_err());
     }
