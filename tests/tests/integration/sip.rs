@@ -182,6 +182,9 @@ fn a_call_with_rtp_is_recorded_and_its_media_counted_in_the_kernel() {
     assert_eq!(recent["call_id"], call["call_id"], "{calls}");
     assert_eq!(recent["state"], "completed", "{calls}");
     assert_eq!(recent["final_status"], 200, "{calls}");
+    // The same figures as the log's record.
+    assert_eq!(recent["setup_ms"], call["setup_ms"], "{calls}");
+    assert_eq!(recent["pdd_ms"], call["pdd_ms"], "{calls}");
     let media = recent["media"].as_array().unwrap();
     assert!(
         media
