@@ -239,20 +239,16 @@ pub fn start_uas(
     ])
 }
 
-/// Run a UAC in `ns` from `ip:5061` (media on `media_port`) to `target:5060`: `calls` calls
-/// at most `concurrent` at once. Returns sipp's output and whether every call succeeded.
-pub fn run_uac(
-    ns: &Ns,
+/// The command line of a UAC from `ip:5061` (media on `media_port`) to `target:5060`.
+fn uac_args(
     ip: &str,
     target: &str,
     scenario: &Path,
     media_port: u16,
     calls: u32,
     transport: &str,
-) -> (String, bool) {
-    let media_port = media_port.to_string();
-    let calls = calls.to_string();
-    let out = ns.run(&[
+) -> Vec<String> {
+    [
         "sipp",
         &format!("{target}:5060"),
         "-sf",
@@ -266,20 +262,53 @@ pub fn run_uac(
         "-mi",
         ip,
         "-mp",
-        &media_port,
+        &media_port.to_string(),
         "-m",
-        &calls,
+        &calls.to_string(),
         "-nostdin",
         "-timeout",
         "60s",
         "-timeout_error",
-    ]);
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Run a UAC in `ns` from `ip:5061` (media on `media_port`) to `target:5060`: `calls` calls
+/// in all. Returns sipp's output and whether every call succeeded.
+pub fn run_uac(
+    ns: &Ns,
+    ip: &str,
+    target: &str,
+    scenario: &Path,
+    media_port: u16,
+    calls: u32,
+    transport: &str,
+) -> (String, bool) {
+    let args = uac_args(ip, target, scenario, media_port, calls, transport);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ns.run(&args);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     (text, out.status.success())
+}
+
+/// [`run_uac`] in the background, to look at calls while they are in progress.
+pub fn spawn_uac(
+    ns: &Ns,
+    ip: &str,
+    target: &str,
+    scenario: &Path,
+    media_port: u16,
+    calls: u32,
+    transport: &str,
+) -> Background {
+    let args = uac_args(ip, target, scenario, media_port, calls, transport);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ns.spawn(&args)
 }
 
 /// Copy an RTP capture, dropping the packets `drop(i)` selects and moving each kept packet's

@@ -564,3 +564,58 @@ fn http2_clients_are_served_from_an_origin_that_speaks_only_http1() {
         );
     }
 }
+
+#[test]
+fn https_urls_are_warmed_over_verified_tls_and_the_first_client_gets_a_hit() {
+    require_tools(&["curl", "nginx", "openssl", "nft"]);
+    let lab = Lab::new();
+    // The gateway resolves the warm-up's names like a client would: its own /etc/hosts here.
+    lab.gw
+        .set_hosts(&[("origin.lab", addr::ORIGIN), ("bad.lab", addr::ORIGIN2)]);
+    let origin = tls_origin(&lab);
+    let (daemon, _d) = daemon_with(
+        &lab,
+        &origin,
+        "warmup_urls = [\"https://origin.lab/blob.bin\"]\n\n\
+         [[rule]]\nname = \"lab\"\nmatch_host = \"*.lab\"\naction = \"cache\"\n",
+    );
+    daemon.wait_for_log(WAIT, |l| {
+        l["message"] == "cache warm-up finished" && l["ok"] == 1
+    });
+    let warmed = requests(&daemon, "/blob.bin");
+    assert_eq!(warmed.len(), 1, "{warmed:?}");
+    assert_eq!(warmed[0]["service"], "https", "{warmed:?}");
+    assert_eq!(
+        warmed[0]["cache"], "miss",
+        "fetched from the origin: {warmed:?}"
+    );
+    assert_eq!(warmed[0]["status"], 200);
+
+    let (head, sha) = fetch(
+        &lab,
+        &our_ca(&daemon),
+        "https://origin.lab/blob.bin",
+        &["--http2"],
+    );
+    assert!(head.contains("x-cache-status: hit"), "{head}");
+    assert_eq!(sha, origin.blob_sha);
+
+    // An origin whose certificate fails verification is not warmed, and the reason is given.
+    let out = crate::control::cli(
+        &lab,
+        &daemon,
+        &["cache", "warm", "https://bad.lab/hello.txt", "--json"],
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let failed = out.json();
+    let r = &failed["results"][0];
+    assert_eq!(r["ok"], false, "{failed}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the gateway answered 502")
+            && r["error"].as_str().unwrap().contains("verification"),
+        "{failed}"
+    );
+}

@@ -182,6 +182,9 @@ fn a_call_with_rtp_is_recorded_and_its_media_counted_in_the_kernel() {
     assert_eq!(recent["call_id"], call["call_id"], "{calls}");
     assert_eq!(recent["state"], "completed", "{calls}");
     assert_eq!(recent["final_status"], 200, "{calls}");
+    // The same figures as the log's record.
+    assert_eq!(recent["setup_ms"], call["setup_ms"], "{calls}");
+    assert_eq!(recent["pdd_ms"], call["pdd_ms"], "{calls}");
     let media = recent["media"].as_array().unwrap();
     assert!(
         media
@@ -223,6 +226,105 @@ fn a_call_with_rtp_is_recorded_and_its_media_counted_in_the_kernel() {
         assert_eq!(l["call_id"], call["call_id"]);
     }
     assert_flows_gone(&c.lab);
+}
+
+#[test]
+fn calls_shows_a_call_in_progress_with_live_media_then_its_record() {
+    let c = Call::setup("");
+    let _uas = c.uas(Answer::Accept, 1, "u1");
+    let xml = c.scenario(
+        "uac.xml",
+        &sipp::uac_scenario(&format!("{PCAP_DIR}/g711a.pcap"), None, 7600, false),
+    );
+    let mut uac = sipp::spawn_uac(
+        &c.lab.client,
+        addr::CLIENT,
+        addr::ORIGIN,
+        &xml,
+        UAC_MEDIA,
+        1,
+        "u1",
+    );
+    // While the phones talk: the call is active, confirmed, and its media counters move.
+    let calls_now = || crate::control::cli(&c.lab, &c.daemon, &["calls", "--json"]).ok();
+    let started = std::time::Instant::now();
+    let active = loop {
+        let calls = calls_now();
+        let talking = calls["active"]
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
+            .filter(|a| {
+                a["state"] == "confirmed"
+                    && ["client->far", "far->client"].iter().all(|d| {
+                        a["media"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|m| m["direction"] == *d && m["packets"].as_u64().unwrap() > 0)
+                    })
+            });
+        if let Some(a) = talking {
+            break a;
+        }
+        assert!(
+            uac.try_wait().is_none() && started.elapsed() < WAIT,
+            "no call in progress with media: {calls}\nsipp: {}\n{}",
+            uac.stdout(),
+            c.daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let call_id = active["call_id"].as_str().unwrap().to_string();
+    assert!(!call_id.is_empty(), "{active}");
+    assert_eq!(active["transport"], "udp", "{active}");
+    assert_eq!(
+        active["client"],
+        format!("{}:5061", addr::CLIENT),
+        "{active}"
+    );
+    assert_eq!(active["far"], format!("{}:5060", addr::ORIGIN), "{active}");
+    assert!(active["duration_ms"].is_u64(), "answered: {active}");
+    assert_eq!(active["final_status"], 200, "{active}");
+    let up = active["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["direction"] == "client->far")
+        .unwrap();
+    assert_eq!(up["codec"], "PCMA", "{active}");
+    // The human table shows it too.
+    let human = crate::control::cli(&c.lab, &c.daemon, &["calls"]);
+    assert_eq!(human.code, 0);
+    assert!(
+        human.stdout.starts_with("active calls: 1\n"),
+        "{}",
+        human.stdout
+    );
+    assert!(human.stdout.contains(&call_id), "{}", human.stdout);
+
+    let status = uac.wait_timeout(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "sipp UAC failed:\n{}", uac.stdout());
+    let record = c.record();
+    assert_eq!(record["call_id"], call_id.as_str());
+    let calls = calls_now();
+    assert!(calls["active"].as_array().unwrap().is_empty(), "{calls}");
+    let ended = &calls["recent"][0];
+    assert_eq!(ended["call_id"], call_id.as_str(), "{calls}");
+    assert_eq!(ended["state"], "completed", "{calls}");
+    assert_eq!(ended["ended_by"], "BYE from client", "{calls}");
+    for direction in ["client->far", "far->client"] {
+        let m = ended["media"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["direction"] == direction)
+            .unwrap();
+        assert_eq!(m["packets"], G711A_PACKETS, "{calls}");
+        assert_eq!(m["loss_pct"], 0.0, "{calls}");
+        assert!(m["mos"].as_f64().unwrap() > 4.0, "{calls}");
+    }
 }
 
 /// A tshark capture in `ns` on `eth0` of UDP port `port`, stopped on drop of the handle.

@@ -12,6 +12,8 @@ struct Entry {
     bytes: u64,
     last_use: u64,
     writers: u32,
+    /// Requests served from this version since it was stored (or since start).
+    hits: u64,
 }
 
 /// An object's files to delete: its version and the slices it had.
@@ -64,7 +66,18 @@ impl Index {
         Some(Snapshot {
             meta: e.meta.clone(),
             present: e.present.clone(),
+            hits: e.hits,
         })
+    }
+
+    /// Count a request served from version `version` (ignored if another version replaced it).
+    pub fn record_hit(&self, id: &ObjectId, version: u64) {
+        let mut g = self.inner.lock();
+        if let Some(e) = g.map.get_mut(id)
+            && e.meta.version == version
+        {
+            e.hits += 1;
+        }
     }
 
     /// Every object (for listings; not counted as a use).
@@ -78,6 +91,7 @@ impl Index {
                     Snapshot {
                         meta: e.meta.clone(),
                         present: e.present.clone(),
+                        hits: e.hits,
                     },
                 )
             })
@@ -111,6 +125,7 @@ impl Index {
                     bytes: 0,
                     last_use: tick,
                     writers: e.writers,
+                    hits: 0,
                 },
             );
             g.bytes -= old.bytes;
@@ -129,6 +144,7 @@ impl Index {
                 bytes: 0,
                 last_use: tick,
                 writers: 0,
+                hits: 0,
             },
         );
         None
@@ -283,8 +299,17 @@ mod tests {
         let dropped = idx.set_meta(b, meta(2)).unwrap();
         assert_eq!((dropped.version, dropped.slices.len()), (1, 2));
         assert_eq!(idx.usage().bytes, 2000);
-        // The same version only updates the metadata.
+        // Hits count per version: a new version starts again from 0.
+        idx.record_hit(&b, 2);
+        idx.record_hit(&b, 1);
+        assert_eq!(idx.lookup(&b).unwrap().hits, 1);
+        idx.record_hit(&c, 1);
+        // The same version only updates the metadata (and keeps its hits).
         assert!(idx.set_meta(c, meta(1)).is_none());
+        assert_eq!(
+            idx.list().iter().find(|(id, _)| *id == c).unwrap().1.hits,
+            1
+        );
         assert!(idx.has_slice(&c, 1, 1));
         assert_eq!(idx.remove(&c).unwrap().slices, vec![0, 1]);
         assert_eq!(idx.usage().bytes, 0);

@@ -124,6 +124,10 @@ impl Storage for MemoryStorage {
         self.index.list()
     }
 
+    fn record_hit(&self, id: &ObjectId, version: u64) {
+        self.index.record_hit(id, version);
+    }
+
     fn lookup(&self, id: &ObjectId) -> Option<Snapshot> {
         self.index.lookup(id)
     }

@@ -68,6 +68,9 @@ pub struct Snapshot {
     pub meta: Arc<ObjectMeta>,
     /// Its committed slices.
     pub present: SliceSet,
+    /// Requests served from this version of the object since it was stored (counted in
+    /// memory: a restart starts again from 0).
+    pub hits: u64,
 }
 
 impl Snapshot {
@@ -139,6 +142,8 @@ pub trait Storage: Send + Sync + 'static {
     fn usage(&self) -> Usage;
     /// Every object with its committed slices, for listings (not counted as uses).
     fn list(&self) -> Vec<(ObjectId, Snapshot)>;
+    /// Count a request served from version `version` of the object (for listings).
+    fn record_hit(&self, id: &ObjectId, version: u64);
 }
 
 #[cfg(test)]

@@ -341,6 +341,37 @@ pub fn rules(r: &RulesReport) -> String {
 
 /// `velocache cache ls`.
 pub fn cache_listing(l: &CacheListing) -> String {
+    cache_listing_at(l, unix_now())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// How long an object stays fresh from `now`: `4h48m`, or `stale`.
+fn freshness(fresh_until: Option<u64>, now: u64) -> String {
+    match fresh_until {
+        Some(t) if t > now => duration(t - now),
+        Some(_) => "stale".into(),
+        None => "-".into(),
+    }
+}
+
+/// A unix time as RFC 3339 (UTC) and relative to `now`.
+fn when(t: u64, now: u64) -> String {
+    let at = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+    );
+    if t > now {
+        format!("{at} (in {})", duration(t - now))
+    } else {
+        format!("{at} ({} ago)", duration(now - t))
+    }
+}
+
+fn cache_listing_at(l: &CacheListing, now: u64) -> String {
     let rows: Vec<Vec<String>> = l
         .entries
         .iter()
@@ -349,39 +380,52 @@ pub fn cache_listing(l: &CacheListing) -> String {
                 e.status.to_string(),
                 bytes(e.size_bytes),
                 e.hits.map_or("-".into(), |h| h.to_string()),
+                freshness(e.fresh_until, now),
                 e.content_type.clone().unwrap_or_else(|| "-".into()),
                 e.url.clone(),
             ]
         })
         .collect();
-    let mut out = table(&["STATUS", "SIZE", "HITS", "TYPE", "URL"], &rows);
+    let mut out = table(&["STATUS", "SIZE", "HITS", "FRESH", "TYPE", "URL"], &rows);
     let _ = writeln!(out, "{} of {} objects", l.entries.len(), l.total);
     out
 }
 
 /// `velocache cache show`.
 pub fn cache_entry(e: &CacheEntry) -> String {
+    cache_entry_at(e, unix_now())
+}
+
+fn cache_entry_at(e: &CacheEntry, now: u64) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "url:          {}", e.url);
+    let mut line = |k: &str, v: &str| {
+        let _ = writeln!(out, "{:<15}{v}", format!("{k}:"));
+    };
+    line("url", &e.url);
     if let Some(k) = &e.key {
-        let _ = writeln!(out, "key:          {k}");
+        line("key", k);
     }
-    let _ = writeln!(out, "status:       {}", e.status);
-    let _ = writeln!(out, "size:         {}", bytes(e.size_bytes));
+    line("status", &e.status.to_string());
+    line("size", &bytes(e.size_bytes));
     if let Some(t) = &e.content_type {
-        let _ = writeln!(out, "content-type: {t}");
+        line("content-type", t);
     }
     if let Some(t) = e.stored_at {
-        let _ = writeln!(out, "stored at:    {t} (unix)");
+        line("stored", &when(t, now));
     }
     if let Some(t) = e.fresh_until {
-        let _ = writeln!(out, "fresh until:  {t} (unix)");
+        let state = if t > now {
+            "fresh until"
+        } else {
+            "stale since"
+        };
+        line(state, &when(t, now));
     }
     if let Some(h) = e.hits {
-        let _ = writeln!(out, "hits:         {h}");
+        line("hits", &h.to_string());
     }
     for (k, v) in &e.details {
-        let _ = writeln!(out, "{:<13} {v}", format!("{k}:"));
+        line(k, v);
     }
     out
 }
@@ -491,5 +535,40 @@ mod tests {
         assert_eq!(duration(3 * 86_400 + 7200), "3d02h");
         assert_eq!(number(3.0), "3");
         assert_eq!(number(0.25), "0.250");
+    }
+
+    #[test]
+    fn cache_objects_show_their_age_and_freshness() {
+        let entry = CacheEntry {
+            url: "http://mirror.lab/a.deb".into(),
+            key: Some("url:mirror.lab@10.77.2.2/a.deb".into()),
+            status: 200,
+            size_bytes: 2048,
+            content_type: None,
+            stored_at: Some(1_000_000),
+            fresh_until: Some(1_003_600),
+            hits: Some(3),
+            details: [("complete".to_string(), "true".to_string())].into(),
+        };
+        let shown = cache_entry_at(&entry, 1_000_090);
+        assert!(
+            shown.contains("stored:        1970-01-12T13:46:40Z (90s ago)\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("fresh until:   1970-01-12T14:46:40Z (in 58m30s)\n"));
+        assert!(shown.contains("hits:          3\n"));
+        assert!(shown.contains("complete:      true\n"));
+        assert!(cache_entry_at(&entry, 1_003_700).contains("stale since:"));
+        let listing = CacheListing {
+            entries: vec![entry],
+            total: 5,
+        };
+        let table = cache_listing_at(&listing, 1_000_090);
+        assert_eq!(
+            table,
+            "STATUS  SIZE     HITS  FRESH   TYPE  URL\n\
+             200     2.0 KiB  3     58m30s  -     http://mirror.lab/a.deb\n\
+             1 of 5 objects\n"
+        );
     }
 }

@@ -411,8 +411,11 @@ pub struct CallRecord {
     pub state: String,
     /// Unix time (ms) of the initial INVITE.
     pub started_at_ms: Option<u64>,
-    /// Post-dial delay (INVITE to first 18x or answer), ms.
+    /// Call setup time (INVITE to answer), ms — the `call` log line's `setup_ms`.
     pub setup_ms: Option<u64>,
+    /// Post-dial delay (INVITE to the first 18x, or to the answer when there was none), ms.
+    #[serde(default)]
+    pub pdd_ms: Option<u64>,
     /// Talk time so far or in total, ms.
     pub duration_ms: Option<u64>,
     /// Final status code and reason of the INVITE.

@@ -32,6 +32,8 @@ use crate::{
 
 /// How long a warm-up waits for the store to finish writing what it fetched.
 const FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How much of the gateway's own error page a failed warm-up quotes.
+const OWN_ANSWER_MAX: usize = 1024;
 
 /// Makes the origin client a warm-up of an `https://` URL goes through: (address, SNI).
 pub type HttpsOrigins = Arc<dyn Fn(SocketAddr, &str) -> Arc<dyn OriginClient> + Send + Sync>;
@@ -189,11 +191,23 @@ impl ProxyCacheAdmin {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("bypass")
             .to_string();
+        // Everything the proxy relays or serves from the cache carries its `Via`; a response
+        // without one is the gateway's own (an error page, a `deny` rule), whose short body
+        // says what went wrong — better than blaming the origin for a 502 it never sent.
+        let own_answer = !resp.headers().contains_key(header::VIA);
+        let mut own_text = Vec::new();
         let mut body = resp.into_body();
         let mut bytes = 0u64;
         while let Some(frame) = body.frame().await {
             match frame {
-                Ok(f) => bytes += f.data_ref().map_or(0, |d| d.len() as u64),
+                Ok(f) => {
+                    if let Some(d) = f.data_ref() {
+                        bytes += d.len() as u64;
+                        if own_answer && own_text.len() < OWN_ANSWER_MAX {
+                            own_text.extend_from_slice(d);
+                        }
+                    }
+                }
                 Err(e) => {
                     let mut r = failed(format!("body: {e}"));
                     r.status = Some(status);
@@ -222,7 +236,19 @@ impl ProxyCacheAdmin {
             status: Some(status),
             bytes,
             outcome: outcome.into(),
-            error: (!stored && status >= 400).then(|| format!("the origin answered {status}")),
+            error: (!stored && status >= 400).then(|| {
+                if own_answer {
+                    let text = String::from_utf8_lossy(&own_text);
+                    let text = text.trim();
+                    format!(
+                        "the gateway answered {status}: {}",
+                        text.strip_prefix(super::proxy::ERROR_PAGE_PREFIX)
+                            .unwrap_or(text)
+                    )
+                } else {
+                    format!("the origin answered {status}")
+                }
+            }),
         })
     }
 }
@@ -296,7 +322,7 @@ fn entry(meta: &ObjectMeta, snap: &Snapshot) -> CacheEntry {
         content_type: header(header::CONTENT_TYPE),
         stored_at: Some(meta.response_time),
         fresh_until: Some(fresh_until),
-        hits: None,
+        hits: Some(snap.hits),
         details,
     }
 }
@@ -366,6 +392,8 @@ impl CacheAdmin for ProxyCacheAdmin {
             };
             let mut failures = Vec::new();
             for (id, snap) in doomed {
+                // The RAM tier too: nothing of a purged object may outlive the purge.
+                cache.hot.invalidate(&(id, snap.meta.version));
                 match cache.storage.remove(id).await {
                     Ok(()) => {
                         report.purged += 1;

@@ -428,9 +428,12 @@ pub(super) fn deny_response(rule: &str) -> Response<Body> {
     r
 }
 
+/// How the gateway's own error pages begin (the warm-up quotes what follows).
+pub(super) const ERROR_PAGE_PREFIX: &str = "VeloCache: ";
+
 /// An error page.
 pub(super) fn error_response(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = Response::new(full(format!("VeloCache: {msg}\n")));
+    let mut r = Response::new(full(format!("{ERROR_PAGE_PREFIX}{msg}\n")));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

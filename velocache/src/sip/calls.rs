@@ -93,6 +93,9 @@ pub fn record(
         state: ended.unwrap_or(state_name(call.state)).to_string(),
         started_at_ms: Some(unix_ms.saturating_sub(ms(now.duration_since(call.invited_at)))),
         setup_ms: call
+            .answered_at
+            .map(|t| ms(t.duration_since(call.invited_at))),
+        pdd_ms: call
             .early_at
             .or(call.answered_at)
             .map(|t| ms(t.duration_since(call.invited_at))),

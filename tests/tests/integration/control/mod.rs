@@ -13,6 +13,7 @@ use velocache_tests::{Daemon, Lab, addr, require_tools, velocache_bin};
 
 use crate::util::{dns_upstream, http_server, random_file};
 
+mod cache;
 mod reload;
 
 pub(super) const WAIT: Duration = Duration::from_secs(20);
@@ -85,7 +86,7 @@ pub(super) fn cli(lab: &Lab, daemon: &Daemon, args: &[&str]) -> Cli {
 }
 
 /// The exit code and JSON error of a command expected to fail.
-fn fails(lab: &Lab, daemon: &Daemon, args: &[&str], code: i32, kind: &str) -> Value {
+pub(super) fn fails(lab: &Lab, daemon: &Daemon, args: &[&str], code: i32, kind: &str) -> Value {
     let out = cli(lab, daemon, args);
     assert_eq!(
         out.code, code,

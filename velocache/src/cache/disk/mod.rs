@@ -411,6 +411,10 @@ impl Storage for DiskStorage {
         self.index.list()
     }
 
+    fn record_hit(&self, id: &ObjectId, version: u64) {
+        self.index.record_hit(id, version);
+    }
+
     fn lookup(&self, id: &ObjectId) -> Option<Snapshot> {
         self.index.lookup(id)
     }
