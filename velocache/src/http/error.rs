@@ -21,7 +21,9 @@ pub enum Side {
 #[derive(Debug, Error)]
 pub enum ProxyError {
     /// The origin could not be reached or failed mid-request.
-    #[error("origin {orig_dst}: {}", error_chain(source))]
+    // The client library's own message ("client error (Connect)") says little without the cause
+    // it wraps (a refused connection, a certificate that failed verification).
+    #[error("origin {orig_dst}: {}", crate::telemetry::error_chain(source))]
     Upstream {
         /// The original destination.
         orig_dst: SocketAddr,
@@ -84,18 +86,4 @@ impl ProxyError {
             ProxyError::Cache(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
-}
-
-/// An error and its causes, `: `-separated: the client library's own message ("client error
-/// (Connect)") says little without the cause it wraps (a refused connection, a certificate
-/// that failed verification).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

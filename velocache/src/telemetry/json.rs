@@ -75,14 +75,7 @@ impl Visit for Fields {
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         // Keep the whole cause chain: "connect failed: connection refused".
-        let mut text = value.to_string();
-        let mut source = value.source();
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        self.put(field, Value::from(text));
+        self.put(field, Value::from(super::error_chain(value)));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.put(field, Value::from(format!("{value:?}")));

@@ -82,6 +82,18 @@ fn log_level_for(hint: Option<tracing_subscriber::filter::LevelFilter>) -> log::
     }
 }
 
+/// An error and its causes, `: `-separated ("connect failed: connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Resolve `auto` against the environment: JSON in production, pretty otherwise.
 pub fn effective_format(format: LogFormat, env_mode: Option<&str>) -> LogFormat {
     match format {
