@@ -75,16 +75,13 @@ pub struct LocalName {
 impl LocalName {
     /// `name` (dotted, trailing dot optional) answered with `addr`; `None` if not a valid name.
     pub fn new(name: &str, addr: std::net::Ipv4Addr) -> Option<LocalName> {
-        let mut wire = Vec::with_capacity(name.len() + 2);
-        for label in name.trim_end_matches('.').split('.') {
-            if label.is_empty() || label.len() > 63 {
-                return None;
-            }
-            wire.push(label.len() as u8);
-            wire.extend_from_slice(label.as_bytes());
-        }
-        wire.push(0);
-        (wire.len() <= 255).then_some(LocalName { wire, addr })
+        use hickory_proto::serialize::binary::BinEncodable as _;
+        let mut name = hickory_proto::rr::Name::from_ascii(name).ok()?;
+        name.set_fqdn(true);
+        Some(LocalName {
+            wire: name.to_bytes().ok()?,
+            addr,
+        })
     }
 }
 

@@ -253,3 +253,13 @@ async fn malformed_queries_get_formerr_and_fragments_are_dropped() {
     assert!(matches!(f.handle(request(vec![1, 2, 3])), Response::Drop));
     assert_eq!(server.count(), 0);
 }
+
+#[test]
+fn local_names_are_encoded_as_in_a_question() {
+    let addr = std::net::Ipv4Addr::new(198, 18, 0, 80);
+    for name in ["velocache.ca", "velocache.ca."] {
+        let local = super::LocalName::new(name, addr).unwrap();
+        assert_eq!(local.wire, b"\x09velocache\x02ca\x00");
+    }
+    assert!(super::LocalName::new("a..b", addr).is_none());
+}
