@@ -289,10 +289,7 @@ pub async fn run_with(
     });
     if let Some(proxy) = &http_proxy {
         let https: Option<crate::http::HttpsOrigins> = tls.clone().map(|shared| {
-            let timeouts = crate::tls::OriginTimeouts {
-                idle: Duration::from_secs(config.http.upstream_idle_secs),
-                response: Duration::from_millis(config.http.response_timeout_ms),
-            };
+            let timeouts = crate::tls::OriginTimeouts::from_config(&config.http);
             let make: crate::http::HttpsOrigins = Arc::new(move |dst, sni: &str| {
                 crate::tls::origin_client(shared.clone(), dst, sni, timeouts)
             });

@@ -177,10 +177,7 @@ impl TlsService {
         flows: crate::flow::FlowTracker,
         proxy: Option<Arc<crate::http::Proxy>>,
     ) -> Self {
-        let timeouts = OriginTimeouts {
-            idle: Duration::from_secs(config.http.upstream_idle_secs),
-            response: Duration::from_millis(config.http.response_timeout_ms),
-        };
+        let timeouts = OriginTimeouts::from_config(&config.http);
         TlsService {
             shared,
             rules,

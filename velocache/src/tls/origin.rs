@@ -202,6 +202,16 @@ pub struct OriginTimeouts {
     pub response: Duration,
 }
 
+impl OriginTimeouts {
+    /// The `[http]` origin timeouts (HTTP and decrypted HTTPS share them).
+    pub fn from_config(http: &crate::config::HttpConfig) -> OriginTimeouts {
+        OriginTimeouts {
+            idle: Duration::from_secs(http.upstream_idle_secs),
+            response: Duration::from_millis(http.response_timeout_ms),
+        }
+    }
+}
+
 /// The origin client of one decrypted client connection.
 pub(super) struct TlsOrigin {
     client: Client<Dialer, Body>,
