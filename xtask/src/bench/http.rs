@@ -19,10 +19,11 @@ use velocache_tests::{Background, Daemon, Lab, Ns, addr, servers};
 
 use super::{print_table, wrk};
 
-struct Load {
-    name: &'static str,
-    path: &'static str,
-    connections: u32,
+/// One measured load: a file fetched by `connections` clients.
+pub(super) struct Load {
+    pub(super) name: &'static str,
+    pub(super) path: &'static str,
+    pub(super) connections: u32,
 }
 
 const LOADS: &[Load] = &[
@@ -101,7 +102,8 @@ pub fn run(seconds: u64) -> Result<()> {
     Ok(())
 }
 
-fn write_file(path: &Path, len: usize) -> Result<()> {
+/// A file of `len` bytes of a fixed pattern.
+pub(super) fn write_file(path: &Path, len: usize) -> Result<()> {
     let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
 }

@@ -18,15 +18,12 @@ use std::{path::Path, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use velocache_tests::{Background, Daemon, Lab, Ns, addr, servers};
 
-use super::{print_table, wrk};
+use super::{
+    http::{Load, write_file},
+    print_table, wrk,
+};
 
 const HOST: &str = "cdn.lab";
-
-struct Load {
-    name: &'static str,
-    path: &'static str,
-    connections: u32,
-}
 
 const LOADS: &[Load] = &[
     Load {
@@ -120,11 +117,6 @@ pub fn run(seconds: u64) -> Result<()> {
         &rows,
     );
     Ok(())
-}
-
-fn write_file(path: &Path, len: usize) -> Result<()> {
-    let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 509) as u8).collect();
-    std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
 }
 
 fn origin(ns: &Ns, root: &Path, work: &Path, cert: &Path, key: &Path) -> Result<Background> {
