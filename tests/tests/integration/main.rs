@@ -15,4 +15,5 @@ mod dns;
 mod http;
 mod https;
 mod sip;
+mod smuggling;
 mod util;

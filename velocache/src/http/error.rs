@@ -50,6 +50,12 @@ pub enum ProxyError {
     /// The request cannot be proxied.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The request breaks a rule a server must enforce (`Host`, `Expect`).
+    #[error("bad request: {}", .0.reason())]
+    Refused(super::framing::Refusal),
+    /// The client's request body broke its own framing (a bad chunk, an early close).
+    #[error("bad request body: {0}")]
+    ClientBody(String),
     /// The cache failed.
     #[error("cache: {0}")]
     Cache(#[from] CacheError),
@@ -62,7 +68,9 @@ impl ProxyError {
             ProxyError::Upstream { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::Upgrade { .. } => Side::Upstream,
-            ProxyError::BadRequest(_) => Side::Downstream,
+            ProxyError::BadRequest(_) | ProxyError::Refused(_) | ProxyError::ClientBody(_) => {
+                Side::Downstream
+            }
             ProxyError::Cache(_) => Side::Internal,
         }
     }
@@ -82,7 +90,8 @@ impl ProxyError {
         match self {
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } | ProxyError::Upgrade { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Refused(r) => r.status(),
             ProxyError::Cache(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

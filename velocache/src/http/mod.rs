@@ -13,6 +13,8 @@
 //! - `cached`: lookup, hit, revalidation, miss, collapsed forwarding.
 //! - `serve`: responses from the cache (304, 206/416, HEAD, RAM tier), missing-slice fetches.
 //! - `upstream`: origin connections; `upgrade`: WebSocket tunnels.
+//! - `framing`: where a request ends — `Host`/`Expect` checks, upstream framing recomputed from
+//!   the body actually sent, client body errors told apart from the origin's.
 //! - `headers`: hop-by-hop, `Via`, `Host` checks; `hostnames`: the background DNS check.
 //! - `body`, `ctx`, `metrics`, `error`: bodies, per-request state and log, counters, errors.
 
@@ -21,6 +23,7 @@ mod body;
 mod cached;
 mod ctx;
 mod error;
+mod framing;
 mod headers;
 mod hostnames;
 mod metered;
@@ -40,6 +43,7 @@ pub use admin::{HttpsOrigins, ProxyCacheAdmin};
 pub use body::Body;
 pub use ctx::{CacheStatus, Conn, Ctx};
 pub use error::{ProxyError, Side};
+pub use framing::Refusal;
 pub use headers::{check_host, strip_hop_by_hop};
 pub use proxy::{ClientProtocol, NoPhases, Phases, Proxy, Settings, Verdict};
 pub use upstream::{OriginClient, Upstream};
@@ -218,5 +222,7 @@ impl TcpHandler for HttpService {
     }
 }
 
+#[cfg(test)]
+mod framing_tests;
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,7 @@ use super::{
     body::{Logged, boxed, full},
     cached::HttpCache,
     ctx::{CacheStatus, Conn, Ctx, trace_id},
+    framing,
     headers::{HostCheck, add_via, check_host, is_upgrade, strip_hop_by_hop},
     hostnames::HostNames,
     metrics::Metrics,
@@ -218,12 +219,18 @@ impl Proxy {
     }
 
     fn new_ctx(&self, conn: Conn, req: &Request<Incoming>) -> Ctx {
+        // The request line's authority (absolute form, or HTTP/2's `:authority`) wins over
+        // `Host` (RFC 9112 §3.2.2), for the cache key as for what the origin is told.
         let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| match conn.orig_dst.0 {
                 std::net::SocketAddr::V4(v4) => v4.ip().to_string(),
                 std::net::SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
@@ -255,13 +262,24 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, ProxyError> {
         let (parts, body) = req.into_parts();
+        if let Err(refusal) = framing::check_request(&parts) {
+            return Err(ProxyError::Refused(refusal));
+        }
         if let Some(resp) = self.request_filter(ctx, &parts) {
             return Ok(resp);
+        }
+        if parts.method == http::Method::CONNECT {
+            return super::upgrade::connect(self, ctx, parts, body).await;
         }
         if is_upgrade(&parts.headers) {
             return super::upgrade::proxy(self, ctx, parts, body).await;
         }
+        // A body on a GET or HEAD has no defined meaning, but a server may give it one (a
+        // search API, say): such a request is never answered from, nor stored under, its URL
+        // alone. It goes to the origin with its body, like any other request with one.
+        let with_body = framing::has_body(&body);
         let cacheable = matches!(parts.method, http::Method::GET | http::Method::HEAD)
+            && !with_body
             && matches!(ctx.action, None | Some(Action::Cache))
             && !parts.headers.contains_key(header::AUTHORIZATION)
             && !CacheControl::from_headers(&parts.headers).no_store;
@@ -269,8 +287,13 @@ impl Proxy {
             return super::cached::handle(self, cache, ctx, parts).await;
         }
         ctx.cache = CacheStatus::Bypass;
+        if with_body && matches!(parts.method, http::Method::GET | http::Method::HEAD) {
+            ctx.not_stored = Some("request has a body");
+        }
         let method = parts.method.clone();
-        let resp = self.forward(ctx, parts, boxed(body)).await?;
+        let resp = self
+            .forward(ctx, parts, boxed(framing::ClientBody::new(body)))
+            .await?;
         if let Some(cache) = &self.cache
             && crate::cache::policy::invalidates(&method, resp.status())
         {
@@ -364,7 +387,9 @@ impl Proxy {
         add_via(&mut parts.headers, parts.version, &self.settings.via);
     }
 
-    /// Send a request to the original destination (phase 4 applied here).
+    /// Send a request to the original destination (phase 4 applied here). Its framing
+    /// headers are made to describe `body` exactly (`framing`), so a pooled connection never
+    /// goes back to the pool owing bytes.
     pub(super) async fn send(
         &self,
         ctx: &Ctx,
@@ -372,16 +397,24 @@ impl Proxy {
         body: Body,
     ) -> Result<Response<Incoming>, ProxyError> {
         self.upstream_request_filter(&mut parts);
-        // HTTP/2 clients name the host in `:authority`, which the origin-form request has lost.
-        if !parts.headers.contains_key(header::HOST)
-            && let Ok(host) = HeaderValue::from_str(&ctx.host)
-        {
+        framing::frame_upstream(&mut parts, &http_body::Body::size_hint(&body));
+        // The host the request is for, as `new_ctx` settled it: HTTP/2 clients name it in
+        // `:authority`, which the origin-form request has lost, and an absolute-form request
+        // line overrides whatever `Host` came with it (RFC 9112 §3.2.2).
+        if let Ok(host) = HeaderValue::from_str(&ctx.host) {
             parts.headers.insert(header::HOST, host);
         }
         self.metrics.origin_fetch();
-        self.upstream
+        let sent = self
+            .upstream
             .send(ctx.conn.orig_dst.0, Request::from_parts(parts, body))
-            .await
+            .await;
+        if let Err(ProxyError::Upstream { source, .. }) = &sent
+            && let Some(reason) = framing::client_body_fault(source)
+        {
+            return Err(ProxyError::ClientBody(reason));
+        }
+        sent
     }
 
     /// Forward untouched (but for hop-by-hop headers and `Via`) and relay the answer.

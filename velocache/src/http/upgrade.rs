@@ -1,6 +1,7 @@
-//! `Upgrade` (WebSocket and friends): the request goes to the original destination on a
-//! connection of its own; if the origin switches protocols (101), both connections are handed
-//! over by hyper and spliced byte for byte until either side closes.
+//! Tunnels: `Upgrade` (WebSocket and friends) and `CONNECT`. The request goes to the original
+//! destination on a connection of its own — never a pooled one, whose next request would be
+//! read as tunnel bytes — and if the origin agrees (101 for an upgrade, 2xx for CONNECT), both
+//! connections are handed over by hyper and relayed byte for byte until either side closes.
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, request};
@@ -10,23 +11,69 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::{
-    Body, ProxyError,
-    body::boxed,
+    Body, ProxyError, Scheme,
+    body::{boxed, empty},
     ctx::{CacheStatus, Ctx},
-    headers::add_via,
+    framing,
+    headers::{add_via, strip_hop_by_hop},
     proxy::Proxy,
 };
 
+/// Which kind of tunnel a request asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `Connection: upgrade` + `Upgrade`: the origin answers 101.
+    Upgrade,
+    /// `CONNECT host:port`: the origin (itself a proxy) answers 2xx.
+    Connect,
+}
+
+/// Relay an `Upgrade` request and, on 101, the upgraded connection.
 pub(super) async fn proxy(
+    proxy: &Arc<Proxy>,
+    ctx: &mut Ctx,
+    parts: request::Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ProxyError> {
+    tunnel(proxy, ctx, parts, body, Kind::Upgrade).await
+}
+
+/// Relay a `CONNECT` to the original destination (a client talking to a forward proxy there)
+/// and, on 2xx, the tunnel. Only over plain HTTP/1.1: the tunnel's bytes go to the original
+/// destination as they are, which is right only when the client's connection was not
+/// decrypted, and HTTP/2's CONNECT streams are not relayed.
+pub(super) async fn connect(
+    proxy: &Arc<Proxy>,
+    ctx: &mut Ctx,
+    parts: request::Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ProxyError> {
+    if ctx.conn.scheme != Scheme::Http || parts.version != http::Version::HTTP_11 {
+        ctx.cache = CacheStatus::Bypass;
+        let mut r = super::proxy::error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            "CONNECT is relayed only on plain HTTP/1.1 connections",
+        );
+        r.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Ok(r);
+    }
+    tunnel(proxy, ctx, parts, body, Kind::Connect).await
+}
+
+async fn tunnel(
     proxy: &Arc<Proxy>,
     ctx: &mut Ctx,
     mut parts: request::Parts,
     body: Incoming,
+    kind: Kind,
 ) -> Result<Response<Body>, ProxyError> {
     ctx.cache = CacheStatus::Bypass;
     let orig_dst = ctx.conn.orig_dst.0;
     let fail = |reason: String| ProxyError::Upgrade { orig_dst, reason };
-    // The client's half of the upgrade, resolved once our 101 has been sent.
+    // The client's half of the tunnel, resolved once our 101 / 2xx has been sent.
     let client_side = parts
         .extensions
         .remove::<hyper::upgrade::OnUpgrade>()
@@ -44,26 +91,49 @@ pub(super) async fn proxy(
         .map_err(|e| fail(format!("handshake: {e}")))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
-            debug!(error = %e, "upgrade connection to the origin ended");
+            debug!(error = %e, "tunnel connection to the origin ended");
         }
     });
-    // Upgrade and Connection must reach the origin; other hop-by-hop fields must not.
-    for h in [
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "proxy-authorization",
-    ] {
-        parts.headers.remove(h);
+    match kind {
+        Kind::Upgrade => {
+            // Upgrade and Connection must reach the origin; other hop-by-hop fields must not.
+            for h in [
+                "keep-alive",
+                "proxy-connection",
+                "te",
+                "trailer",
+                "proxy-authorization",
+            ] {
+                parts.headers.remove(h);
+            }
+        }
+        // A CONNECT is meant for the proxy at the original destination: its credentials
+        // (`Proxy-Authorization`) are for that proxy, not for us, so they stay.
+        Kind::Connect => {
+            let auth = parts.headers.remove(http::header::PROXY_AUTHORIZATION);
+            strip_hop_by_hop(&mut parts.headers);
+            if let Some(auth) = auth {
+                parts
+                    .headers
+                    .insert(http::header::PROXY_AUTHORIZATION, auth);
+            }
+        }
     }
+    framing::frame_upstream(&mut parts, &http_body::Body::size_hint(&body));
     add_via(&mut parts.headers, parts.version, &proxy.settings.via);
     proxy.metrics.origin_fetch();
     let mut resp = sender
-        .send_request(Request::from_parts(parts, boxed(body)))
+        .send_request(Request::from_parts(
+            parts,
+            boxed(framing::ClientBody::new(body)),
+        ))
         .await
         .map_err(|e| fail(format!("request: {e}")))?;
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+    let agreed = match kind {
+        Kind::Upgrade => resp.status() == StatusCode::SWITCHING_PROTOCOLS,
+        Kind::Connect => resp.status().is_success(),
+    };
+    if !agreed {
         return Ok(resp.map(boxed));
     }
     let origin_side = hyper::upgrade::on(&mut resp);
@@ -72,7 +142,7 @@ pub(super) async fn proxy(
         let (client, origin) = match tokio::try_join!(client_side, origin_side) {
             Ok(pair) => pair,
             Err(e) => {
-                debug!(%trace_id, error = %e, "upgrade did not complete");
+                debug!(%trace_id, error = %e, "tunnel did not open");
                 return;
             }
         };
@@ -80,9 +150,9 @@ pub(super) async fn proxy(
         let mut origin = TokioIo::new(origin);
         match tokio::io::copy_bidirectional(&mut client, &mut origin).await {
             Ok((up, down)) => {
-                debug!(%trace_id, bytes_up = up, bytes_down = down, "upgraded connection closed")
+                debug!(%trace_id, bytes_up = up, bytes_down = down, "tunnel closed")
             }
-            Err(e) => debug!(%trace_id, error = %e, "upgraded connection broke"),
+            Err(e) => debug!(%trace_id, error = %e, "tunnel broke"),
         }
     });
     let (mut rparts, _) = resp.into_parts();
@@ -91,5 +161,5 @@ pub(super) async fn proxy(
         http::Version::HTTP_11,
         &proxy.settings.via,
     );
-    Ok(Response::from_parts(rparts, super::body::empty()))
+    Ok(Response::from_parts(rparts, empty()))
 }
