@@ -38,6 +38,8 @@ const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "nghttp2-client",
     "debootstrap",
+    // The SIP lab tests read the RTP fast path's maps with bpftool.
+    "bpftool",
     // The Prometheus project's own OpenMetrics parser checks `/metrics` in the lab tests.
     "python3-prometheus-client",
     // cargo-deb computes the .deb's library dependencies with dpkg-shlibdeps.
