@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod cli;
@@ -38,6 +39,7 @@ pub mod net;
 pub mod passthrough;
 pub mod rtp;
 pub mod rules;
+pub mod service;
 pub mod sip;
 pub mod telemetry;
 pub mod tls;

@@ -163,7 +163,7 @@ fn run(config_path: Option<PathBuf>, log_format: Option<CliLogFormat>) -> Result
             config_file: config_path,
             log: Some(log),
         };
-        velocache::app::run_with(cfg, launch, shutdown)
+        velocache::app::start(cfg, launch, shutdown)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "velocache failed");

@@ -12,14 +12,12 @@ use super::{
     endpoint, exit, render,
 };
 use crate::{
-    control::{
-        Client, ClientError,
-        api::{
-            CaReport, CacheEntry, CacheListing, CacheQuery, CacheShow, CallsReport, PurgeReport,
-            PurgeRequest, ReloadReport, RulesReloadReport, RulesReport, StatsReport, StatusReport,
-            StopReport, WarmReport, WarmRequest, paths,
-        },
+    admin::api::{
+        CaReport, CacheEntry, CacheListing, CacheQuery, CacheShow, CallsReport, PurgeReport,
+        PurgeRequest, ReloadReport, RulesReloadReport, RulesReport, StatsReport, StatusReport,
+        StopReport, WarmReport, WarmRequest, paths,
     },
+    control::{Client, ClientError},
     rules::RuleSet,
 };
 

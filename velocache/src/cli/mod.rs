@@ -27,8 +27,9 @@ use clap::{Args, Subcommand};
 use thiserror::Error;
 
 use crate::{
+    admin::api::ErrorKind,
     config,
-    control::{ClientError, Endpoint, api::ErrorKind, socket_path},
+    control::{ClientError, Endpoint, socket_path},
     rules::RulesError,
 };
 
@@ -307,7 +308,7 @@ pub fn endpoint(opts: &GlobalOpts) -> Result<Endpoint, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::api::ErrorBody;
+    use crate::admin::api::ErrorBody;
 
     fn api(kind: ErrorKind) -> CliError {
         CliError::Client(ClientError::Api {

@@ -1,7 +1,7 @@
 //! Human-readable output of the admin commands: aligned tables and `key: value` blocks.
 use std::fmt::Write as _;
 
-use crate::control::api::{
+use crate::admin::api::{
     CacheEntry, CacheListing, CallRecord, CallsReport, ReloadReport, RulesReloadReport,
     RulesReport, Sample, StatsReport, StatusReport, WarmReport,
 };

@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use super::{
     layers::{EnvLayer, FileLayer},
-    sections::Invalid,
+    values::Invalid,
 };
 
 /// Why a configuration could not be loaded.

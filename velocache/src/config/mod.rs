@@ -4,26 +4,154 @@
 //! environment snapshot; it leaves as a validated [`Config`] or a [`ConfigError`] that names the
 //! source (file or environment variable), the key, the line where the file has one, and the
 //! reason. Every section denies unknown keys so that a typo is an error, not a silently ignored
-//! setting. `validate()` checks what types cannot (port clashes, empty lists, ranges).
+//! setting. Values are parsed once into the types the code uses — durations ([`Millis`],
+//! [`Secs`]), host patterns, DNS upstreams, addresses — so no service converts or re-parses a
+//! string. Each section has its own `check()` for what types cannot express; [`Config::validate`]
+//! runs them and the checks that span sections (one owner per port).
 //!
 //! Environment variables use `__` between section and key: `VELOCACHE_DNS__ENABLED=false`,
 //! `VELOCACHE_DATAPATH__LAN_INTERFACES='["eth1","eth2"]'`. Variables without `__` (such as
 //! `VELOCACHE_ENV`) are not configuration keys and are left alone.
+//!
+//! # Layout
+//! One file per section: `daemon` (`[daemon]`, `[log]`, `[rules]`), `datapath`, `http`, `tls`
+//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`; `intercept`: what every service section shares;
+//! `values`: shared value types; `layers`, `error`: reading the layers and saying what is wrong.
 
+mod admin;
+mod daemon;
+mod datapath;
+mod dns;
 mod error;
+mod http;
+mod intercept;
 mod layers;
-mod sections;
+mod sip;
+mod tls;
+mod values;
 
-use std::path::Path;
-
-pub use error::ConfigError;
-pub use layers::line_of_offset;
-pub use sections::*;
+use std::{collections::HashMap, path::Path};
 
 use figment::{Figment, providers::Serialized};
+use serde::{Deserialize, Serialize};
+
+pub use admin::AdminConfig;
+pub use daemon::{DaemonConfig, LogConfig, LogFormat, RulesConfig};
+pub use datapath::{AttachMode, DatapathConfig};
+pub use dns::{DenyAnswer, DnsConfig, UpstreamSpec};
+pub use error::ConfigError;
+pub use http::HttpConfig;
+pub use intercept::{Intercept, Transport};
+pub use layers::line_of_offset;
+pub use sip::SipConfig;
+pub use tls::{HttpsConfig, TlsConfig};
+pub use values::{HostPattern, Invalid, Millis, Secs};
 
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "VELOCACHE_";
+
+/// The whole daemon configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Process-wide settings.
+    pub daemon: DaemonConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Kernel programs, interfaces, bypass lists, policy routing.
+    pub datapath: DatapathConfig,
+    /// Plain HTTP interception (TCP 80).
+    pub http: HttpConfig,
+    /// TLS interception (TCP 443).
+    pub https: HttpsConfig,
+    /// DNS interception (UDP and TCP 53).
+    pub dns: DnsConfig,
+    /// SIP interception (UDP and TCP 5060).
+    pub sip: SipConfig,
+    /// The operator's rules file.
+    pub rules: RulesConfig,
+    /// TLS interception: the local CA, generated certificates, upstream trust.
+    pub tls: TlsConfig,
+    /// The admin API (Unix socket, optional TCP listener) and the metrics endpoint.
+    pub admin: AdminConfig,
+}
+
+impl Config {
+    /// The interception settings of every service, in service order.
+    pub fn intercepts(&self) -> Vec<Intercept> {
+        vec![
+            self.http.intercept(),
+            self.https.intercept(),
+            self.dns.intercept(),
+            self.sip.intercept(),
+        ]
+    }
+
+    /// The TCP destination ports intercepted by enabled services.
+    pub fn intercepted_tcp_ports(&self) -> Vec<u16> {
+        self.intercepts()
+            .into_iter()
+            .filter(|i| i.enabled && i.transports.contains(&Transport::Tcp))
+            .flat_map(|i| i.ports)
+            .collect()
+    }
+
+    /// Every section's `check()`, then what spans sections. The first problem found is
+    /// returned.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.log.check()?;
+        self.datapath.check()?;
+        self.tls.check()?;
+        self.http.check()?;
+        self.dns.check()?;
+        self.sip.check()?;
+        self.admin.check()?;
+        self.check_ports()
+    }
+
+    /// One owner per (transport, port) and per listener port.
+    fn check_ports(&self) -> Result<(), Invalid> {
+        let mut owners: HashMap<(Transport, u16), &'static str> = HashMap::new();
+        let mut listeners: HashMap<u16, &'static str> = HashMap::new();
+        for ic in self.intercepts().into_iter().filter(|i| i.enabled) {
+            let name = ic.service.name();
+            if ic.ports.is_empty() {
+                return Err(Invalid::new(
+                    format!("{name}.ports"),
+                    "is empty; set `enabled = false` to turn the service off",
+                ));
+            }
+            if ic.listen_port == 0 {
+                return Err(Invalid::new(format!("{name}.listen_port"), "must not be 0"));
+            }
+            if let Some(other) = listeners.insert(ic.listen_port, name) {
+                return Err(Invalid::new(
+                    format!("{name}.listen_port"),
+                    format!(
+                        "port {} is already the listener of `{other}`",
+                        ic.listen_port
+                    ),
+                ));
+            }
+            for &port in &ic.ports {
+                if port == 0 {
+                    return Err(Invalid::new(format!("{name}.ports"), "port 0 is not valid"));
+                }
+                for &tr in ic.transports {
+                    if let Some(other) = owners.insert((tr, port), name)
+                        && other != name
+                    {
+                        return Err(Invalid::new(
+                            format!("{name}.ports"),
+                            format!("{tr:?} port {port} is already intercepted by `{other}`"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Load the configuration from `file` (if any) and the process environment.
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {

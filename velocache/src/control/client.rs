@@ -13,7 +13,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::api::ErrorBody;
+use crate::admin::api::ErrorBody;
 
 /// Where the daemon's admin API is.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use super::api::Sample;
+use crate::admin::api::Sample;
 
 /// A line that is not valid OpenMetrics text.
 #[derive(Debug, Error, PartialEq, Eq)]

@@ -6,27 +6,23 @@
 //! an optional metrics-only port — and are answered from the [`ControlPlane`], which holds the
 //! running configuration, the rules, the flow tracker, the datapath (for live reconfiguration)
 //! and the metrics registry. What a service offers the admin API beyond its metrics (the HTTP
-//! cache's objects, SIP calls, the local CA) comes through the traits in [`seams`], registered
-//! in the [`AdminHub`] each service finds in its `ServiceContext`. The CLI (`crate::cli`) talks
-//! to the API through [`Client`]; both sides share the wire types of [`api`].
+//! cache's objects, SIP calls, the local CA) comes through the traits of `crate::admin`,
+//! registered in the hub each service finds in its `ServiceContext`. The CLI (`crate::cli`)
+//! talks to the API through [`Client`]; both sides share the wire types of `crate::admin::api`.
 //!
 //! # Layout
-//! - `api`: request and response types, endpoint paths.
-//! - `seams`: the per-capability traits and the hub services register in.
 //! - `plane`: [`ControlPlane`], the state the API works on.
 //! - `server`, `routes`: listeners and request handling; `client`: the other end.
 //! - `metrics`: daemon-wide collectors (kernel counters, sessions, process); `exposition`:
 //!   OpenMetrics text back into samples; `stats`: `stats` and `status` from both.
 //! - `reload`: SIGHUP / `service reload`; `warmup`: the cache warm-up runner.
 
-pub mod api;
 mod client;
 pub mod exposition;
 pub mod metrics;
 mod plane;
 mod reload;
 mod routes;
-pub mod seams;
 mod server;
 mod stats;
 pub mod warmup;
@@ -37,5 +33,4 @@ mod tests;
 pub use client::{Client, ClientError, Endpoint};
 pub use plane::{ControlPlane, PlaneMetrics, PlaneParts};
 pub use reload::{changed_keys, is_live};
-pub use seams::{AdminError, AdminHub, CaAdmin, CacheAdmin, CallsAdmin, UrlPattern};
 pub use server::{AdminServer, ControlError, SOCKET_NAME, socket_path};

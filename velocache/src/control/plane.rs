@@ -13,14 +13,13 @@ use prometheus_client::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{
+use super::warmup::Warmup;
+use crate::admin::{
     api::{AdminListeners, ReloadReport},
     seams::AdminHub,
-    warmup::Warmup,
 };
 use crate::{
-    config::Config, datapath::Datapath, flow::FlowTracker, net::TimeWaitReaper, rules::Rules,
-    telemetry::LogControl,
+    config::Config, datapath::Kernel, flow::FlowTracker, rules::Rules, telemetry::LogControl,
 };
 
 /// Labels of `velocache_config_reloads_total`.
@@ -41,9 +40,7 @@ pub struct PlaneParts {
     /// The metrics registry, complete (services and daemon-wide collectors registered).
     pub registry: Arc<Registry>,
     /// The datapath, if one runs (reconfigured on reload, taken back at shutdown).
-    pub datapath: Option<Datapath>,
-    /// The TIME_WAIT reaper (restarted when the intercepted TCP ports change on reload).
-    pub reaper: Option<TimeWaitReaper>,
+    pub datapath: Option<Box<dyn Kernel>>,
     /// Changes the log filter on reload (none in tests that install no subscriber).
     pub log: Option<LogControl>,
     /// Metrics the control plane updates, registered before the registry was frozen.
@@ -88,8 +85,7 @@ pub struct ControlPlane {
     pub(super) flows: FlowTracker,
     pub(super) hub: AdminHub,
     pub(super) registry: Arc<Registry>,
-    pub(super) datapath: tokio::sync::Mutex<Option<Datapath>>,
-    pub(super) reaper: Mutex<Option<TimeWaitReaper>>,
+    pub(super) datapath: tokio::sync::Mutex<Option<Box<dyn Kernel>>>,
     pub(super) log: Option<LogControl>,
     pub(super) warmup: Arc<Warmup>,
     pub(super) metrics: PlaneMetrics,
@@ -115,7 +111,6 @@ impl ControlPlane {
             hub: parts.hub,
             registry: parts.registry,
             datapath: tokio::sync::Mutex::new(parts.datapath),
-            reaper: Mutex::new(parts.reaper),
             log: parts.log,
             warmup,
             metrics: parts.metrics,
@@ -148,16 +143,8 @@ impl ControlPlane {
     }
 
     /// Take the datapath back for shutdown (reloads then no longer touch it).
-    pub async fn take_datapath(&self) -> Option<Datapath> {
+    pub async fn take_datapath(&self) -> Option<Box<dyn Kernel>> {
         self.datapath.lock().await.take()
-    }
-
-    /// Take the TIME_WAIT reaper back for shutdown.
-    pub fn take_reaper(&self) -> Option<TimeWaitReaper> {
-        self.reaper
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
     }
 
     /// The warm-up runner.

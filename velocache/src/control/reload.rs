@@ -24,11 +24,11 @@ use std::{
 use serde_json::Value;
 use tracing::{error, info, warn};
 
-use super::{
-    api::{ConfigReload, ReloadReport, RulesReloadReport},
-    plane::ControlPlane,
+use super::plane::ControlPlane;
+use crate::{
+    admin::api::{ConfigReload, ReloadReport, RulesReloadReport},
+    config::{self, Config, ConfigError},
 };
-use crate::config::{self, Config, ConfigError};
 
 /// Dotted keys (or key prefixes ending in `.`) whose change takes effect without a restart.
 const LIVE_KEYS: &[&str] = &[
@@ -303,15 +303,6 @@ impl ControlPlane {
                 error!(error = %e, "rewriting the kernel maps failed; the running configuration stays");
                 report.error = Some(format!("rewriting the kernel maps failed: {e}"));
                 return (report, rules_report);
-            }
-        }
-        let tcp_ports = crate::app::intercepted_tcp_ports(&effective);
-        if tcp_ports != crate::app::intercepted_tcp_ports(&running) {
-            let mut reaper = self.reaper.lock().unwrap_or_else(PoisonError::into_inner);
-            if reaper.is_some() {
-                let old = reaper.replace(crate::net::TimeWaitReaper::spawn(tcp_ports));
-                // Dropping joins the old reaper's thread (one period at most).
-                tokio::task::spawn_blocking(move || drop(old));
             }
         }
         if running.log.level != effective.log.level {

@@ -12,15 +12,13 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::info;
 
-use super::{
+use super::{metrics::OPENMETRICS_CONTENT_TYPE, plane::ControlPlane, server::Access};
+use crate::admin::{
     api::{
         CaReport, CacheQuery, CacheShow, ErrorBody, ErrorKind, PurgeRequest, RuleView, RulesReport,
         StopReport, WarmReport, WarmRequest, paths,
     },
-    metrics::OPENMETRICS_CONTENT_TYPE,
-    plane::ControlPlane,
     seams::{AdminError, UrlPattern},
-    server::Access,
 };
 
 /// Largest request body accepted.
@@ -199,7 +197,7 @@ async fn route(
             let report = StopReport {
                 stopping: true,
                 active_sessions: plane.flows.active() as u64,
-                grace_secs: plane.config().daemon.shutdown_grace_secs,
+                grace_secs: plane.config().daemon.shutdown_grace_secs.0,
             };
             info!(signal = "api", "stop requested through the admin API");
             plane.request_stop();

@@ -25,7 +25,8 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{api::AdminListeners, plane::ControlPlane, routes};
+use super::{plane::ControlPlane, routes};
+use crate::admin::api::AdminListeners;
 use crate::config::Config;
 
 /// File name of the admin socket inside `[daemon] run_dir`.

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use velocache_common::Service;
 
 use super::{
-    api::{Sample, ServiceStats, ServiceStatus, StatsReport, StatusReport},
     exposition::{self, TypedSample},
     metrics,
     plane::ControlPlane,
 };
+use crate::admin::api::{Sample, ServiceStats, ServiceStatus, StatsReport, StatusReport};
 
 /// Prefix of every metric the daemon exports.
 const PREFIX: &str = "velocache_";
@@ -138,15 +138,13 @@ impl ControlPlane {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
-            admin: self
-                .listeners
-                .get()
-                .cloned()
-                .unwrap_or_else(|| super::api::AdminListeners {
+            admin: self.listeners.get().cloned().unwrap_or_else(|| {
+                crate::admin::api::AdminListeners {
                     socket: String::new(),
                     tcp: None,
                     metrics: None,
-                }),
+                }
+            }),
         }
     }
 }

@@ -10,7 +10,8 @@ use prometheus_client::{metrics::counter::Counter, registry::Registry};
 use tokio_util::sync::CancellationToken;
 use velocache_common::Service;
 
-use super::{api::*, *};
+use super::*;
+use crate::admin::{api::*, *};
 use crate::{config::Config, flow::FlowTracker, rules::Rules};
 
 struct Running {
@@ -52,7 +53,6 @@ async fn start(config_text: &str, register: impl FnOnce(&mut Registry)) -> Runni
         hub: AdminHub::new(),
         registry: Arc::new(registry),
         datapath: None,
-        reaper: None,
         log: None,
         metrics: plane_metrics,
     });

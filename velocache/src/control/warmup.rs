@@ -1,7 +1,7 @@
 //! Cache warm-up (spec B-3): fetch a list of URLs into the HTTP cache before clients ask.
 //!
 //! URLs come from `warmup_urls` in `rules.toml` (at start-up) or from `velocache cache warm`.
-//! Each is handed to the registered [`CacheAdmin::warm`](super::seams::CacheAdmin::warm), which
+//! Each is handed to the registered [`CacheAdmin::warm`](crate::admin::CacheAdmin::warm), which
 //! fetches it through the daemon's own cache path, a few at a time. Progress is kept for
 //! `stats` ([`WarmupProgress`]), counted in `velocache_warmup_urls_total{result}` and logged:
 //! one line per URL and one when the run is over. Runs may overlap (start-up and an operator's
@@ -14,9 +14,9 @@ use std::{
 use futures::StreamExt as _;
 use tracing::{info, warn};
 
-use super::{
+use super::plane::PlaneMetrics;
+use crate::admin::{
     api::{WarmResult, WarmupProgress},
-    plane::PlaneMetrics,
     seams::{AdminHub, CacheAdmin},
 };
 
@@ -203,7 +203,7 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::control::{
+    use crate::admin::{
         api::{CacheEntry, CacheListing, PurgeReport},
         seams::{AdminError, UrlPattern},
     };

@@ -42,7 +42,12 @@ pub use instance::{InstanceError, InstanceLock};
 pub use maps::{CounterSnapshot, Counters};
 pub use routing::{RoutingError, RoutingSpec};
 
-use crate::config::{AttachMode, DatapathConfig, Intercept};
+use std::sync::Arc;
+
+use crate::{
+    config::{AttachMode, Config, DatapathConfig, Intercept},
+    net::TimeWaitReaper,
+};
 
 /// The kernel object built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/velocache"));
@@ -87,6 +92,65 @@ pub enum DatapathError {
     Routing(#[from] RoutingError),
 }
 
+/// The kernel side as the daemon's lifecycle sees it: counters to read, maps to rewrite on a
+/// reload, and a stop that detaches everything it attached. [`Datapath`] is the real one; tests
+/// of the start, reload and shutdown order use a fake that records what it was asked.
+pub trait Kernel: Send {
+    /// The per-CPU counters, when there are kernel programs to count.
+    fn counters(&self) -> Option<Counters>;
+    /// Rewrite the maps from a new configuration without detaching.
+    fn reconfigure(
+        &mut self,
+        cfg: &DatapathConfig,
+        intercepts: &[Intercept],
+    ) -> Result<(), DatapathError>;
+    /// Detach and remove everything.
+    fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()>;
+}
+
+/// Brings the kernel side up once the listeners are bound (`None`: nothing to attach).
+pub type KernelStart = Box<
+    dyn FnOnce(
+            Arc<Config>,
+        ) -> futures::future::BoxFuture<
+            'static,
+            Result<Option<Box<dyn Kernel>>, DatapathError>,
+        > + Send,
+>;
+
+/// The real kernel side: [`Datapath::start`] on `[datapath] lan_interfaces`, or nothing (with a
+/// warning) when none are configured.
+pub fn kernel() -> KernelStart {
+    Box::new(|config: Arc<Config>| {
+        Box::pin(async move {
+            if config.datapath.lan_interfaces.is_empty() {
+                warn!("no [datapath] lan_interfaces configured: nothing will be intercepted");
+                return Ok(None);
+            }
+            let dp = Datapath::start(&config.datapath, &config.intercepts()).await?;
+            Ok(Some(Box::new(dp) as Box<dyn Kernel>))
+        })
+    })
+}
+
+impl Kernel for Datapath {
+    fn counters(&self) -> Option<Counters> {
+        Some(Datapath::counters(self))
+    }
+
+    fn reconfigure(
+        &mut self,
+        cfg: &DatapathConfig,
+        intercepts: &[Intercept],
+    ) -> Result<(), DatapathError> {
+        Datapath::reconfigure(self, cfg, intercepts)
+    }
+
+    fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(Datapath::stop(*self))
+    }
+}
+
 /// The running datapath.
 pub struct Datapath {
     ebpf: Ebpf,
@@ -95,6 +159,18 @@ pub struct Datapath {
     firewall: Option<firewall::FirewallAccept>,
     log_task: Option<JoinHandle<()>>,
     interfaces: Vec<String>,
+    /// Destroys TIME_WAIT sockets holding intercepted addresses (see `net::TimeWaitReaper`);
+    /// restarted when the intercepted TCP ports change.
+    reaper: Option<(Vec<u16>, TimeWaitReaper)>,
+}
+
+/// The TCP destination ports intercepted by enabled services.
+fn tcp_ports(intercepts: &[Intercept]) -> Vec<u16> {
+    intercepts
+        .iter()
+        .filter(|i| i.enabled && i.transports.contains(&crate::config::Transport::Tcp))
+        .flat_map(|i| i.ports.iter().copied())
+        .collect()
 }
 
 impl Datapath {
@@ -134,6 +210,7 @@ impl Datapath {
             firewall,
             log_task,
             interfaces: Vec::new(),
+            reaper: None,
         };
         for iface in &cfg.lan_interfaces {
             if let Err(e) = datapath.attach(iface, cfg.attach) {
@@ -148,6 +225,8 @@ impl Datapath {
             ipv6 = datapath.routing.as_ref().is_some_and(|r| r.ipv6()),
             "datapath attached"
         );
+        let ports = tcp_ports(intercepts);
+        datapath.reaper = Some((ports.clone(), TimeWaitReaper::spawn(ports)));
         Ok(datapath)
     }
 
@@ -212,7 +291,18 @@ impl Datapath {
         cfg: &DatapathConfig,
         intercepts: &[Intercept],
     ) -> Result<(), DatapathError> {
-        maps::apply(&mut self.ebpf, cfg, intercepts)
+        maps::apply(&mut self.ebpf, cfg, intercepts)?;
+        let ports = tcp_ports(intercepts);
+        if let Some((running, _)) = &self.reaper
+            && *running != ports
+        {
+            let old = self
+                .reaper
+                .replace((ports.clone(), TimeWaitReaper::spawn(ports)));
+            // Dropping joins the old reaper's thread (one period at most).
+            tokio::task::spawn_blocking(move || drop(old));
+        }
+        Ok(())
     }
 
     /// Stop intercepting: detach from every interface and remove the policy routing.
@@ -234,6 +324,10 @@ impl Datapath {
         }
         if let Some(task) = self.log_task.take() {
             task.abort();
+        }
+        if let Some(reaper) = self.reaper.take() {
+            // Dropping joins the reaper thread (one period at most).
+            let _ = tokio::task::spawn_blocking(move || drop(reaper)).await;
         }
         info!(interfaces = ?self.interfaces, "datapath detached");
     }

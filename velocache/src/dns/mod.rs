@@ -23,10 +23,10 @@ use prometheus_client::registry::Registry;
 use thiserror::Error;
 
 use crate::{
-    app::{Handlers, ServiceContext},
     config::Config,
     flow::FlowTracker,
     net::{Datagram, InterceptedTcp, TcpHandler, UdpHandler, UdpReplier},
+    service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
 pub mod cache;
@@ -50,14 +50,6 @@ pub use upstream::{UpstreamPool, UpstreamSpec};
 /// Why the DNS service could not start.
 #[derive(Debug, Error)]
 pub enum DnsError {
-    /// An `upstreams` entry did not parse (config validation normally catches this first).
-    #[error("dns.upstreams[{index}]: {reason}")]
-    Upstream {
-        /// Position in the list.
-        index: usize,
-        /// Why.
-        reason: String,
-    },
     /// The trust store for DNS-over-TLS upstreams could not be built.
     #[error("DNS-over-TLS roots: {0}")]
     TlsRoots(String),
@@ -178,8 +170,29 @@ pub fn settings(full: &Config) -> Settings {
             percent: u32::from(config.prefetch_percent),
         }),
         deny_answer: config.deny_answer,
-        upstream_timeout: Duration::from_millis(config.upstream_timeout_ms),
+        upstream_timeout: config.upstream_timeout_ms.get(),
         local_name,
+    }
+}
+
+/// The DNS service, for the wiring.
+pub fn factory() -> Box<dyn ServiceFactory> {
+    Box::new(DnsFactory)
+}
+
+struct DnsFactory;
+
+impl ServiceFactory for DnsFactory {
+    fn service(&self) -> velocache_common::Service {
+        velocache_common::Service::Dns
+    }
+
+    fn build(
+        self: Box<Self>,
+        ctx: &ServiceContext,
+        registry: &mut Registry,
+    ) -> Result<Handlers, ServiceError> {
+        handlers(ctx, registry).map_err(|e| ServiceError::new(self.service(), e))
     }
 }
 
@@ -187,14 +200,7 @@ pub fn settings(full: &Config) -> Settings {
 pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handlers, DnsError> {
     let config = &ctx.config.dns;
     let stats = DnsStats::register(registry);
-    let specs = config
-        .upstreams
-        .iter()
-        .enumerate()
-        .map(|(index, s)| {
-            UpstreamSpec::parse(s).map_err(|reason| DnsError::Upstream { index, reason })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let specs = config.upstreams.clone();
     let pool = if specs.is_empty() {
         tracing::info!(
             "dns: no upstreams configured; each query goes to the resolver its client asked"
@@ -211,7 +217,7 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
         };
         Some(UpstreamPool::new(
             specs,
-            Duration::from_millis(config.upstream_timeout_ms),
+            config.upstream_timeout_ms.get(),
             tls,
             stats.dropped_replies.clone(),
         ))
@@ -219,7 +225,7 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
     let cache = AnswerCache::new(
         config.cache_max_entries,
         config.cache_max_bytes,
-        Duration::from_secs(config.serve_stale_secs),
+        config.serve_stale_secs.get(),
     );
     let forwarder = Forwarder::new(
         cache,
@@ -232,7 +238,7 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
     let service = Arc::new(DnsService::new(
         Arc::new(forwarder),
         stats,
-        Duration::from_secs(config.tcp_idle_timeout_secs),
+        config.tcp_idle_timeout_secs.get(),
         Some(runtime::DnsRuntime::start().map_err(DnsError::Thread)?),
         ctx.flows.clone(),
     ));

@@ -21,11 +21,11 @@ use hyper_util::rt::TokioIo;
 
 use super::{ClientProtocol, Conn, OriginClient, Proxy, Scheme, body::empty, cached::HttpCache};
 use crate::{
-    cache::{KeyInput, ObjectKey, ObjectMeta, Snapshot},
-    control::{
+    admin::{
         AdminError, CacheAdmin, UrlPattern,
         api::{CacheEntry, CacheListing, PurgeReport, WarmResult},
     },
+    cache::{KeyInput, ObjectKey, ObjectMeta, Snapshot},
     net::{ClientAddr, OrigDstAddr},
     rules::Facts,
 };

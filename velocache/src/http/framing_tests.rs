@@ -266,8 +266,8 @@ async fn setup(answer: Answer) -> (Arc<Wire>, SocketAddr) {
     });
     let cfg = HttpConfig {
         // Short enough that a connection waiting on a body nobody sends fails the test quickly.
-        response_timeout_ms: 3_000,
-        lock_wait_ms: 3_000,
+        response_timeout_ms: crate::config::Millis(3_000),
+        lock_wait_ms: crate::config::Millis(3_000),
         ..HttpConfig::default()
     };
     let rules = crate::rules::Rules::from_set(RuleSet::parse("", "test").unwrap());

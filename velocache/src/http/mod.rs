@@ -33,7 +33,7 @@ mod serve;
 mod upgrade;
 mod upstream;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use http::HeaderValue;
 use prometheus_client::registry::Registry;
@@ -49,11 +49,11 @@ pub use proxy::{ClientProtocol, NoPhases, Phases, Proxy, Settings, Verdict};
 pub use upstream::{OriginClient, Upstream};
 
 use crate::{
-    app::{Handlers, ServiceContext},
     cache::{DiskStorage, Storage, policy::Heuristic},
     config::HttpConfig,
     flow::FlowTracker,
     net::{ClientAddr, InterceptedTcp, OrigDstAddr, TcpHandler},
+    service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
 /// The scheme a connection's requests were sent with.
@@ -112,7 +112,7 @@ pub fn proxy_with_storage(
         metrics.store(storage.usage());
         Arc::new(cached::HttpCache::new(
             storage,
-            Duration::from_millis(config.lock_age_ms),
+            config.lock_age_ms.get(),
             config.memory_cache_bytes,
         ))
     });
@@ -120,22 +120,22 @@ pub fn proxy_with_storage(
         settings: Settings {
             via: HeaderValue::from_str(&config.via)
                 .unwrap_or_else(|_| HeaderValue::from_static("velocache")),
-            lock_wait: Duration::from_millis(config.lock_wait_ms),
+            lock_wait: config.lock_wait_ms.get(),
             max_object_bytes: config.max_object_bytes,
             slice_bytes: config.slice_bytes,
             memory_object_max_bytes: config.memory_object_max_bytes,
             heuristic: Heuristic {
                 percent: config.heuristic_percent,
-                max_secs: config.heuristic_max_secs,
+                max_secs: config.heuristic_max_secs.0,
             },
-            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            header_read_timeout: config.header_read_timeout_ms.get(),
         },
         rules,
         cache,
         upstream: Arc::new(upstream::Upstream::new(
-            Duration::from_millis(config.connect_timeout_ms),
-            Duration::from_secs(config.upstream_idle_secs),
-            Duration::from_millis(config.response_timeout_ms),
+            config.connect_timeout_ms.get(),
+            config.upstream_idle_secs.get(),
+            config.response_timeout_ms.get(),
         )),
         metrics,
         hosts: hostnames::HostNames::default(),
@@ -143,8 +143,34 @@ pub fn proxy_with_storage(
     })
 }
 
-/// The HTTP service's handlers (`app::handlers_for`), around the daemon's one proxy (which
-/// the HTTPS service shares, so both fill and read the same cache).
+/// The HTTP service (TCP 80), around the daemon's one proxy — which the HTTPS service shares,
+/// so both fill and read the same cache. Without a proxy, flows pass through.
+pub fn factory(proxy: Option<Arc<Proxy>>) -> Box<dyn ServiceFactory> {
+    Box::new(HttpFactory { proxy })
+}
+
+struct HttpFactory {
+    proxy: Option<Arc<Proxy>>,
+}
+
+impl ServiceFactory for HttpFactory {
+    fn service(&self) -> velocache_common::Service {
+        velocache_common::Service::Http
+    }
+
+    fn build(
+        self: Box<Self>,
+        ctx: &ServiceContext,
+        _registry: &mut Registry,
+    ) -> Result<Handlers, ServiceError> {
+        Ok(match self.proxy {
+            Some(proxy) => handlers(ctx, proxy),
+            None => ctx.passthrough(velocache_common::Service::Http),
+        })
+    }
+}
+
+/// The HTTP service's handlers around `proxy`.
 pub fn handlers(ctx: &ServiceContext, proxy: Arc<Proxy>) -> Handlers {
     Handlers {
         tcp: Arc::new(HttpService {

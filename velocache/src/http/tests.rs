@@ -158,7 +158,7 @@ async fn setup(rules: &str, tweak: impl FnOnce(&mut HttpConfig)) -> Setup {
     let mut cfg = HttpConfig {
         slice_bytes: 64 << 10,
         memory_object_max_bytes: 1024,
-        lock_wait_ms: 5_000,
+        lock_wait_ms: crate::config::Millis(5_000),
         ..HttpConfig::default()
     };
     tweak(&mut cfg);
@@ -614,7 +614,10 @@ fn http_config_is_validated() {
         &|c| c.http.max_object_bytes = u64::MAX,
         "http.max_object_bytes",
     );
-    bad(&|c| c.http.lock_wait_ms = 0, "http.lock_wait_ms");
+    bad(
+        &|c| c.http.lock_wait_ms = crate::config::Millis(0),
+        "http.lock_wait_ms",
+    );
     bad(&|c| c.http.uring_entries = 100, "http.uring_entries");
     bad(&|c| c.http.via = "has space".into(), "http.via");
     bad(

@@ -36,6 +36,18 @@ impl TransparentListener {
         })
     }
 
+    /// A listener bound some other way, without `IP_TRANSPARENT` (tests of the daemon's life
+    /// cycle bind one on loopback port 0). Nothing reaches it but direct connections, so none
+    /// is refused as such: its handler sees the listener's own address as the destination.
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(TransparentListener {
+            inner: TcpListener::from_std(listener)?,
+            // No accepted connection has local port 0, so the direct-connection check is off.
+            port: 0,
+        })
+    }
+
     /// The local address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()

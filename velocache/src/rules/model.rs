@@ -5,6 +5,8 @@ use globset::{GlobBuilder, GlobMatcher};
 use serde::Serialize;
 use velocache_common::Service;
 
+pub use crate::config::HostPattern;
+
 /// What a matching rule tells the service to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -28,70 +30,6 @@ impl Action {
             Action::InterceptNoCache => "intercept_no_cache",
             Action::Deny => "deny",
         }
-    }
-}
-
-/// A host pattern: exact (`example.org`) or a glob (`*.example.org`, `cdn?.example.*`).
-/// Matching is case-insensitive and ignores a trailing dot.
-#[derive(Debug, Clone)]
-pub struct HostPattern {
-    text: String,
-    glob: Option<GlobMatcher>,
-}
-
-impl HostPattern {
-    pub(crate) fn new(text: &str) -> Result<Self, String> {
-        let norm = normalise_host(text);
-        if norm.is_empty() {
-            return Err("empty host pattern".into());
-        }
-        let glob = if norm.contains(['*', '?', '[']) {
-            Some(
-                GlobBuilder::new(&norm)
-                    .case_insensitive(true)
-                    .literal_separator(false)
-                    .build()
-                    .map_err(|e| format!("bad host glob `{text}`: {e}"))?
-                    .compile_matcher(),
-            )
-        } else {
-            None
-        };
-        Ok(HostPattern { text: norm, glob })
-    }
-
-    /// Whether the pattern names one host exactly (no glob).
-    pub fn is_exact(&self) -> bool {
-        self.glob.is_none()
-    }
-
-    /// Whether `host` (any case, optional trailing dot, optional `:port`) matches.
-    pub fn matches(&self, host: &str) -> bool {
-        let host = normalise_host(strip_port(host));
-        match &self.glob {
-            Some(g) => g.is_match(&host),
-            None => host == self.text,
-        }
-    }
-
-    /// The pattern as written (normalised).
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-fn normalise_host(h: &str) -> String {
-    h.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
-fn strip_port(host: &str) -> &str {
-    // "[::1]:80" → "[::1]"; "example.org:8080" → "example.org"; a bare IPv6 stays whole.
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') && p.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
     }
 }
 

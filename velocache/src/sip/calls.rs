@@ -17,7 +17,7 @@ use super::{
     observer::Observer,
 };
 use crate::{
-    control::{
+    admin::{
         AdminError, CallsAdmin,
         api::{CallRecord, CallsReport, MediaStats},
     },

@@ -47,14 +47,33 @@ pub use tcp::SipTcp;
 pub use udp::SipUdp;
 
 use crate::{
-    app::{Handlers, ServiceContext},
     rtp::{FastPath, FastPathConfig, MediaPlane, NoMediaPlane, PortPool},
+    service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
-/// How long the gateway waits for a SIP peer to accept a TCP connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often timeouts are checked.
 const TICK: Duration = Duration::from_secs(1);
+
+/// The SIP service, for the wiring.
+pub fn factory() -> Box<dyn ServiceFactory> {
+    Box::new(SipFactory)
+}
+
+struct SipFactory;
+
+impl ServiceFactory for SipFactory {
+    fn service(&self) -> velocache_common::Service {
+        velocache_common::Service::Sip
+    }
+
+    fn build(
+        self: Box<Self>,
+        ctx: &ServiceContext,
+        registry: &mut Registry,
+    ) -> Result<Handlers, ServiceError> {
+        Ok(handlers(ctx, registry))
+    }
+}
 
 /// The SIP service's handlers: observation relays for UDP and TCP, the RTP fast path, and the
 /// periodic timeout task. Everything is torn down (records of calls in progress logged, kernel
@@ -97,8 +116,8 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
     let observer = Arc::new(Observer::new(
         Settings {
             anchor: cfg.anchor_media,
-            rtp_idle: Duration::from_secs(cfg.rtp_idle_timeout_secs),
-            setup_timeout: Duration::from_secs(cfg.setup_timeout_secs),
+            rtp_idle: cfg.rtp_idle_timeout_secs.get(),
+            setup_timeout: cfg.setup_timeout_secs.get(),
             max_calls: cfg.max_calls,
         },
         plane,
@@ -118,11 +137,11 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
             }
         }
     });
-    let idle = Duration::from_secs(ctx.config.datapath.udp_idle_timeout_secs);
+    let idle = ctx.config.datapath.udp_idle_timeout_secs.get();
     Handlers {
         tcp: Arc::new(SipTcp::new(
             observer.clone(),
-            CONNECT_TIMEOUT,
+            ctx.config.datapath.connect_timeout_ms.get(),
             ctx.flows.clone(),
         )),
         udp: Arc::new(SipUdp::new(observer, idle, ctx.flows.clone())),

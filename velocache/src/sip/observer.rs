@@ -28,7 +28,7 @@ use super::{
     sdp::{self, MediaStream},
 };
 use crate::{
-    control::{AdminError, api::CallsReport},
+    admin::{AdminError, api::CallsReport},
     rtp::{FlowStats, MediaPlane, PortPool, report},
 };
 

@@ -50,10 +50,12 @@ pub use origin::{OriginTimeouts, OriginTlsError};
 pub use prefixed::Prefixed;
 
 use crate::{
+    admin::{AdminError, CaAdmin},
     config::Config,
     net::{ClientAddr, InterceptedTcp, OrigDstAddr, TcpHandler},
     passthrough::splice_to_origin,
     rules::{Rules, TlsDecision},
+    service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
 /// What can go wrong in the TLS layer.
@@ -78,9 +80,6 @@ pub enum TlsError {
     Roots(String),
 }
 
-/// How long the gateway waits for an origin to accept a TCP connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The CA and its leaf certificates; swapped whole on rotation.
 pub struct Authority {
     /// The CA.
@@ -98,6 +97,9 @@ pub struct TlsShared {
     ca_dir: PathBuf,
     leaf_entries: u64,
     leaf_days: u32,
+    /// How long an origin has to accept the TCP connection of a decrypted flow
+    /// (`[http] connect_timeout_ms`, as for plain HTTP origins).
+    origin_connect_timeout: Duration,
     /// Server configurations of intercepted connections, by ALPN offer (`intercept`).
     server_configs:
         parking_lot::Mutex<std::collections::HashMap<Vec<Vec<u8>>, Arc<rustls::ServerConfig>>>,
@@ -127,12 +129,12 @@ impl TlsShared {
             upstream,
             pinning: pinning::Pinning::new(
                 &tls.pinned_hosts,
-                tls.learn_pinning
-                    .then(|| Duration::from_secs(tls.pinning_memory_secs)),
+                tls.learn_pinning.then(|| tls.pinning_memory_secs.get()),
             ),
             ca_dir,
             leaf_entries: tls.leaf_cache_entries,
             leaf_days: tls.leaf_validity_days,
+            origin_connect_timeout: config.http.connect_timeout_ms.get(),
             server_configs: parking_lot::Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -157,11 +159,65 @@ impl TlsShared {
     }
 }
 
+/// `velocache ca export|rotate` through the admin API.
+impl CaAdmin for TlsShared {
+    fn ca_pem(&self) -> String {
+        TlsShared::ca_pem(self)
+    }
+
+    fn rotate(&self) -> Result<String, AdminError> {
+        TlsShared::rotate(self).map_err(|e| AdminError::Failed(e.to_string()))
+    }
+}
+
+/// The HTTPS service (TCP 443): `shared` is the TLS layer (`None` when HTTPS is off — flows
+/// pass through), `proxy` the daemon's HTTP proxy that decrypted requests go through.
+pub fn factory(
+    shared: Option<Arc<TlsShared>>,
+    proxy: Option<Arc<crate::http::Proxy>>,
+) -> Box<dyn ServiceFactory> {
+    Box::new(TlsFactory { shared, proxy })
+}
+
+struct TlsFactory {
+    shared: Option<Arc<TlsShared>>,
+    proxy: Option<Arc<crate::http::Proxy>>,
+}
+
+impl ServiceFactory for TlsFactory {
+    fn service(&self) -> Service {
+        Service::Https
+    }
+
+    fn build(
+        self: Box<Self>,
+        ctx: &ServiceContext,
+        _registry: &mut prometheus_client::registry::Registry,
+    ) -> Result<Handlers, ServiceError> {
+        let Some(shared) = self.shared else {
+            return Ok(ctx.passthrough(Service::Https));
+        };
+        let tls = Arc::new(TlsService::new(
+            &ctx.config,
+            shared,
+            ctx.rules.clone(),
+            ctx.flows.clone(),
+            self.proxy,
+        ));
+        Ok(Handlers {
+            tcp: Arc::new(tls),
+            udp: ctx.passthrough(Service::Https).udp,
+        })
+    }
+}
+
 /// The HTTPS service.
 pub struct TlsService {
     shared: Arc<TlsShared>,
     rules: Rules,
     hello_timeout: Duration,
+    /// How long the original destination of a spliced connection has to accept it.
+    splice_timeout: Duration,
     flows: crate::flow::FlowTracker,
     to_proxy: Option<intercept::ToProxy>,
 }
@@ -181,7 +237,8 @@ impl TlsService {
         TlsService {
             shared,
             rules,
-            hello_timeout: Duration::from_millis(config.tls.hello_timeout_ms),
+            hello_timeout: config.tls.hello_timeout_ms.get(),
+            splice_timeout: config.datapath.connect_timeout_ms.get(),
             flows,
             to_proxy: proxy.map(|proxy| intercept::ToProxy { proxy, timeouts }),
         }
@@ -246,7 +303,9 @@ impl TlsService {
         let (sni, alpn, raw) = match hello {
             Hello::Unparsed { raw, reason } => {
                 let span = info_span!("tls", service = "https", sni = "", tls = "unparsed", reason = %reason);
-                splice(stream, client, orig_dst, raw).instrument(span).await;
+                splice(stream, client, orig_dst, raw, self.splice_timeout)
+                    .instrument(span)
+                    .await;
                 return;
             }
             Hello::Parsed { sni, alpn, raw } => (sni, alpn, raw),
@@ -254,17 +313,23 @@ impl TlsService {
         let alpn_text = alpn_list(&alpn);
         let Some(sni) = sni else {
             let span = info_span!("tls", service = "https", sni = "", alpn = %alpn_text, action = "passthrough", reason = "no SNI");
-            splice(stream, client, orig_dst, raw).instrument(span).await;
+            splice(stream, client, orig_dst, raw, self.splice_timeout)
+                .instrument(span)
+                .await;
             return;
         };
         match self.plan(client, &sni) {
             Plan::Splice { rule } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = rule.as_deref().unwrap_or(""));
-                splice(stream, client, orig_dst, raw).instrument(span).await;
+                splice(stream, client, orig_dst, raw, self.splice_timeout)
+                    .instrument(span)
+                    .await;
             }
             Plan::Pinned { rule, learned } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = %rule, pinned = if learned { "learned" } else { "listed" });
-                splice(stream, client, orig_dst, raw).instrument(span).await;
+                splice(stream, client, orig_dst, raw, self.splice_timeout)
+                    .instrument(span)
+                    .await;
             }
             Plan::Deny { rule } => {
                 warn!(service = "https", %client, sni = %sni, %orig_dst, rule = %rule, action = "deny", "TLS connection denied by rule");
@@ -301,16 +366,14 @@ pub fn origin_client(
     Arc::new(origin::TlsOrigin::new(shared, dst, sni, None, timeouts))
 }
 
-async fn splice(stream: TcpStream, client: ClientAddr, orig_dst: OrigDstAddr, raw: Vec<u8>) {
-    splice_to_origin(
-        Service::Https,
-        stream,
-        client,
-        orig_dst,
-        &raw,
-        CONNECT_TIMEOUT,
-    )
-    .await;
+async fn splice(
+    stream: TcpStream,
+    client: ClientAddr,
+    orig_dst: OrigDstAddr,
+    raw: Vec<u8>,
+    timeout: Duration,
+) {
+    splice_to_origin(Service::Https, stream, client, orig_dst, &raw, timeout).await;
 }
 
 fn alpn_list(alpn: &[Vec<u8>]) -> String {

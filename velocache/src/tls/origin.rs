@@ -36,7 +36,7 @@ use tokio::{
 };
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
-use super::{CONNECT_TIMEOUT, TlsShared};
+use super::TlsShared;
 use crate::http::{Body, OriginClient, ProxyError};
 
 /// ALPN offered to origins when the gateway speaks HTTP to them itself.
@@ -76,7 +76,7 @@ pub(super) async fn connect(
     sni: &str,
     alpn: &[Vec<u8>],
 ) -> Result<TlsStream<TcpStream>, OriginTlsError> {
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst))
+    let tcp = tokio::time::timeout(shared.origin_connect_timeout, TcpStream::connect(dst))
         .await
         .map_err(|_| OriginTlsError::Connect {
             dst,
@@ -206,8 +206,8 @@ impl OriginTimeouts {
     /// The `[http]` origin timeouts (HTTP and decrypted HTTPS share them).
     pub fn from_config(http: &crate::config::HttpConfig) -> OriginTimeouts {
         OriginTimeouts {
-            idle: Duration::from_secs(http.upstream_idle_secs),
-            response: Duration::from_millis(http.response_timeout_ms),
+            idle: http.upstream_idle_secs.get(),
+            response: http.response_timeout_ms.get(),
         }
     }
 }

@@ -19,12 +19,9 @@ pub struct Pinning {
 
 impl Pinning {
     /// From the configured patterns (already validated); `memory` of `None` disables learning.
-    pub fn new(patterns: &[String], memory: Option<Duration>) -> Self {
+    pub fn new(patterns: &[HostPattern], memory: Option<Duration>) -> Self {
         Pinning {
-            patterns: patterns
-                .iter()
-                .filter_map(|p| HostPattern::new(p).ok())
-                .collect(),
+            patterns: patterns.to_vec(),
             learned: memory.map(|ttl| {
                 Cache::builder()
                     .max_capacity(100_000)
@@ -60,7 +57,10 @@ mod tests {
 
     #[test]
     fn listed_and_learned_pins() {
-        let p = Pinning::new(&["*.apple.com".into()], Some(Duration::from_secs(60)));
+        let p = Pinning::new(
+            &[HostPattern::new("*.apple.com").unwrap()],
+            Some(Duration::from_secs(60)),
+        );
         assert!(p.listed("swscan.apple.com"));
         assert!(!p.listed("example.lab"));
         let c: IpAddr = "10.0.0.2".parse().unwrap();

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | [`CacheAdmin`] | the HTTP cache (`cache ls/show/purge/warm`, warm-up) | `cache …` |
 //! | [`CallsAdmin`] | the SIP observer | `calls` |
-//! | [`CaAdmin`] | the TLS layer ([`TlsShared`], registered by the wiring) | `ca export/rotate` |
+//! | [`CaAdmin`] | the TLS layer (`tls::TlsShared`, registered by the wiring) | `ca export/rotate` |
 //!
 //! Counters (DNS hits and misses, cache bytes, RTP streams, …) need no trait: services register
 //! them in their metrics sub-registry and `stats` reads them from there.
@@ -21,7 +21,6 @@ use globset::{GlobBuilder, GlobMatcher};
 use thiserror::Error;
 
 use super::api::{CacheEntry, CacheListing, CallsReport, PurgeReport, WarmResult};
-use crate::tls::TlsShared;
 
 /// Why a seam call failed.
 #[derive(Debug, Error)]
@@ -131,16 +130,6 @@ pub trait CaAdmin: Send + Sync {
     fn ca_pem(&self) -> String;
     /// Generate a new CA; returns its certificate.
     fn rotate(&self) -> Result<String, AdminError>;
-}
-
-impl CaAdmin for TlsShared {
-    fn ca_pem(&self) -> String {
-        TlsShared::ca_pem(self)
-    }
-
-    fn rotate(&self) -> Result<String, AdminError> {
-        TlsShared::rotate(self).map_err(|e| AdminError::Failed(e.to_string()))
-    }
 }
 
 /// Where services register what they offer the admin API. Cloning shares it; each capability

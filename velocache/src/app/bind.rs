@@ -1,0 +1,105 @@
+//! Binding every enabled service's transparent sockets — the part of start-up that needs
+//! privileges (`IP_TRANSPARENT`), kept apart so that `app::run` can be given sockets bound any
+//! other way (tests bind plain loopback sockets on port 0).
+use tracing::warn;
+use velocache_common::Service;
+
+use super::AppError;
+use crate::{
+    config::{Config, Transport},
+    net::{TransparentListener, TransparentUdp, wildcard_addrs},
+};
+
+/// The sockets bound for one service.
+pub struct Bound {
+    /// Which service.
+    pub service: Service,
+    /// Its intercepted destination ports (for the start-up log line).
+    pub ports: Vec<u16>,
+    /// Its TCP listeners.
+    pub tcp: Vec<TransparentListener>,
+    /// Its UDP sockets.
+    pub udp: Vec<TransparentUdp>,
+}
+
+/// Bind every enabled service's listeners: IPv4 always, IPv6 where the host has it.
+pub fn bind_all(config: &Config) -> Result<Vec<Bound>, AppError> {
+    let mut all = Vec::new();
+    for intercept in config.intercepts().into_iter().filter(|i| i.enabled) {
+        let mut bound = Bound {
+            service: intercept.service,
+            ports: intercept.ports.clone(),
+            tcp: Vec::new(),
+            udp: Vec::new(),
+        };
+        for addr in wildcard_addrs(intercept.listen_port) {
+            let v6 = addr.is_ipv6();
+            for &transport in intercept.transports {
+                let result = match transport {
+                    Transport::Tcp => TransparentListener::bind(addr).map(|l| bound.tcp.push(l)),
+                    Transport::Udp => TransparentUdp::bind(addr).map(|s| bound.udp.push(s)),
+                };
+                match result {
+                    Ok(()) => {}
+                    // A host without IPv6 still gets IPv4 interception.
+                    Err(e) if v6 && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                        warn!(
+                            service = intercept.service.name(),
+                            "IPv6 unavailable; IPv4 only"
+                        );
+                    }
+                    Err(source) => {
+                        return Err(AppError::Bind {
+                            service: intercept.service.name(),
+                            transport,
+                            addr,
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        all.push(bound);
+    }
+    Ok(all)
+}
+
+impl Bound {
+    /// Start the accept and receive loops of these sockets with `handlers`; each ends (and drops
+    /// its socket, so new flows fail open) when `cancel` fires.
+    pub fn serve(
+        self,
+        handlers: &crate::service::Handlers,
+        replier: &std::sync::Arc<crate::net::UdpReplier>,
+        cancel: &tokio_util::sync::CancellationToken,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) {
+        use crate::net::{serve_tcp, serve_udp};
+        for listener in self.tcp {
+            tasks.spawn(serve_tcp(listener, handlers.tcp.clone(), cancel.clone()));
+        }
+        for socket in self.udp {
+            let (replier, handler, cancel) =
+                (replier.clone(), handlers.udp.clone(), cancel.clone());
+            match handlers.udp.runtime() {
+                // The handler's own runtime (DNS: a single-threaded one on its own thread).
+                Some(runtime) => {
+                    let served = runtime.spawn(async move {
+                        match socket.into_current_runtime() {
+                            Ok(socket) => serve_udp(socket, replier, handler, cancel).await,
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot move a UDP socket to its runtime")
+                            }
+                        }
+                    });
+                    tasks.spawn(async move {
+                        let _ = served.await;
+                    });
+                }
+                None => {
+                    tasks.spawn(serve_udp(socket, replier, handler, cancel));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The daemon's life: bring the services up, attach the datapath, serve until told to stop,
+//! then take everything down in the order that keeps clients working.
+//!
+//! Start-up order matters: listeners are bound and served before the kernel side is attached,
+//! so the first steered packet already finds its socket. Shutdown runs the other way: listeners
+//! close first (new flows then find no socket and fail open straight to their destination),
+//! flows in progress get `shutdown_grace_secs` to finish while the classifier still steers their
+//! packets, and only then is the kernel side detached and the routing removed. The control
+//! plane comes up last, once every service has registered its metrics and admin seams; a stop
+//! through the admin API takes the same path as SIGTERM, and the admin socket stays up while
+//! flows drain (`service status` says `stopping`).
+//!
+//! [`start`] is what `main` calls: it takes the instance lock, binds the transparent sockets
+//! ([`bind_all`]) and runs with the real datapath. [`run`] takes the bound sockets and the
+//! kernel side as parts, so the ordering is tested without privileges (`tests`).
+//!
+//! # Layout
+//! - `bind`: binding and serving each service's sockets; `services`: the factories, and the
+//!   parts several services share; `counters`: the periodic kernel-counters line.
+mod bind;
+mod counters;
+mod services;
+#[cfg(test)]
+mod tests;
+
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+
+use prometheus_client::registry::Registry;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use bind::{Bound, bind_all};
+
+use crate::{
+    admin::AdminHub,
+    config::{Config, Transport},
+    control::{AdminServer, ControlError, ControlPlane, PlaneMetrics, PlaneParts},
+    datapath::{DatapathError, InstanceError, InstanceLock, KernelStart},
+    flow::FlowTracker,
+    net::UdpReplier,
+    rules::{Rules, RulesError},
+    service::{ServiceContext, ServiceError, ServiceFactory},
+    telemetry::LogControl,
+    tls::TlsError,
+};
+
+/// Why the daemon could not start.
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// Another daemon runs in this network namespace.
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    /// A listener could not be bound.
+    #[error("cannot bind the {service} {transport:?} listener on {addr}: {source}")]
+    Bind {
+        /// Service name.
+        service: &'static str,
+        /// TCP or UDP.
+        transport: Transport,
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The datapath did not come up.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// The rules file is invalid.
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    /// The TLS layer (CA, roots) could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The admin API could not start.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// A service could not be built.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// How the daemon was launched, beyond its configuration.
+#[derive(Default)]
+pub struct Launch {
+    /// The configuration file, re-read on reload (SIGHUP, `velocache service reload`).
+    pub config_file: Option<PathBuf>,
+    /// The log filter's reload handle (`[log] level` changes live).
+    pub log: Option<LogControl>,
+}
+
+/// Builds the service factories once the rules are loaded (`services::factories` in the
+/// daemon); they register what they share in the hub and their metrics in the registry.
+pub type ServicesStart = Box<
+    dyn FnOnce(
+            &Config,
+            &Rules,
+            &AdminHub,
+            &mut Registry,
+        ) -> Result<Vec<Box<dyn ServiceFactory>>, AppError>
+        + Send,
+>;
+
+/// What [`run`] is given rather than makes: the bound sockets, the services and the kernel
+/// side.
+pub struct Parts {
+    /// Every enabled service's sockets, bound ([`bind_all`]).
+    pub listeners: Vec<Bound>,
+    /// The services.
+    pub services: ServicesStart,
+    /// The kernel side, started once the sockets are served.
+    pub kernel: KernelStart,
+}
+
+/// Run the daemon as `main` does: one per network namespace, transparent sockets, the real
+/// services and datapath; until `shutdown` resolves or a stop is asked through the admin API.
+pub async fn start(
+    config: Config,
+    launch: Launch,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let _lock = InstanceLock::acquire()?;
+    let parts = Parts {
+        listeners: bind_all(&config)?,
+        services: Box::new(services::factories),
+        kernel: crate::datapath::kernel(),
+    };
+    run(config, launch, parts, shutdown).await
+}
+
+/// Run with `parts` until `shutdown` resolves or a stop is asked through the admin API.
+pub async fn run(
+    config: Config,
+    launch: Launch,
+    parts: Parts,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    // Before anything else: SIGHUP's default action would end the daemon.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .inspect_err(|e| warn!(error = %e, "cannot install the SIGHUP handler: reload through the admin API only"))
+        .ok();
+    let rules = match &config.rules.file {
+        Some(file) => {
+            let rules = Rules::load(file)?;
+            info!(file = %file.display(), rules = rules.current().rules.len(), "rules loaded");
+            rules
+        }
+        None => Rules::empty(),
+    };
+    let config = Arc::new(config);
+    let hub = AdminHub::new();
+    let mut registry = Registry::with_prefix("velocache");
+    let mut factories = (parts.services)(&config, &rules, &hub, &mut registry)?;
+    let ctx = ServiceContext {
+        config: config.clone(),
+        rules: rules.clone(),
+        flows: FlowTracker::new(),
+        admin: hub.clone(),
+    };
+    let flows = ctx.flows.clone();
+    let replier = Arc::new(UdpReplier::default());
+    let cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for bound in parts.listeners {
+        let Some(i) = factories.iter().position(|f| f.service() == bound.service) else {
+            continue;
+        };
+        let factory = factories.swap_remove(i);
+        let service = bound.service;
+        let handlers = factory.build(
+            &ctx.for_service(service),
+            registry.sub_registry_with_prefix(service.name()),
+        )?;
+        info!(service = service.name(), ports = ?bound.ports, "service listening");
+        bound.serve(&handlers, &replier, &cancel, &mut tasks);
+    }
+    let kernel_counters = Arc::new(std::sync::OnceLock::new());
+    crate::control::metrics::register_daemon_metrics(
+        &mut registry,
+        flows.clone(),
+        kernel_counters.clone(),
+        rules.clone(),
+    );
+    let plane_metrics = PlaneMetrics::register(&mut registry);
+    // Bound before the datapath so that a socket problem stops start-up with nothing attached.
+    let admin = AdminServer::bind(&config).await?;
+
+    let datapath = (parts.kernel)(config.clone()).await?;
+    if let Some(counters) = datapath.as_ref().and_then(|k| k.counters()) {
+        let _ = kernel_counters.set(counters.clone());
+        let every = config.daemon.stats_interval_secs;
+        if every.0 > 0 {
+            tasks.spawn(counters::log_counters(
+                counters,
+                every.get(),
+                cancel.clone(),
+            ));
+        }
+    }
+    tasks.spawn(expire_reply_sockets(replier.clone(), cancel.clone()));
+    let plane = ControlPlane::new(PlaneParts {
+        config: config.clone(),
+        config_file: launch.config_file,
+        rules,
+        flows: flows.clone(),
+        hub,
+        registry: Arc::new(registry),
+        datapath,
+        log: launch.log,
+        metrics: plane_metrics,
+    });
+    let admin_cancel = CancellationToken::new();
+    let admin_task = tokio::spawn(admin.serve(plane.clone(), admin_cancel.clone()));
+    let hangup_task = hangups.map(|mut hup| {
+        let plane = plane.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                info!(signal = "SIGHUP", "signal received");
+                plane.reload("SIGHUP").await;
+            }
+        })
+    });
+    plane.warm_rules_urls();
+
+    info!(pid = std::process::id(), "velocache running");
+    tokio::select! {
+        _ = shutdown => {}
+        _ = plane.stop_requested() => {}
+    }
+    plane.request_stop();
+    info!(
+        active_flows = flows.active(),
+        "shutting down: no new flows are intercepted"
+    );
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+
+    let grace = plane.config().daemon.shutdown_grace_secs.get();
+    let left = flows.wait_idle(grace).await;
+    if left > 0 {
+        warn!(flows = left, "grace period over; remaining flows are cut");
+    }
+    if let Some(task) = hangup_task {
+        task.abort();
+    }
+    if let Some(kernel) = plane.take_datapath().await {
+        if let Some(Ok(snapshot)) = kernel.counters().map(|c| c.snapshot()) {
+            counters::log_snapshot(&snapshot);
+        }
+        kernel.stop().await;
+    }
+    admin_cancel.cancel();
+    let _ = admin_task.await;
+    info!("velocache stopped");
+    Ok(())
+}
+
+async fn expire_reply_sockets(replier: Arc<UdpReplier>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => replier.expire_idle(Duration::from_secs(120)),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Which services the daemon runs, built from the configuration: the shared parts several
+//! services use (the TLS layer, the one HTTP proxy and its cache) are made here once, registered
+//! with the admin hub, and handed to the factories that need them.
+//!
+//! This is the one place that names every concrete service; `app::run` only iterates over what
+//! it returns.
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use velocache_common::Service;
+
+use super::AppError;
+use crate::{
+    admin::AdminHub,
+    config::Config,
+    http::{HttpsOrigins, NoPhases, Phases, ProxyCacheAdmin},
+    rules::Rules,
+    service::ServiceFactory,
+    tls::{CaPage, OriginTimeouts, TlsShared},
+};
+
+/// One factory per service, in service order.
+pub fn factories(
+    config: &Config,
+    rules: &Rules,
+    hub: &AdminHub,
+    registry: &mut Registry,
+) -> Result<Vec<Box<dyn ServiceFactory>>, AppError> {
+    let tls = if config.https.enabled {
+        let shared = Arc::new(TlsShared::new(config)?);
+        hub.register_ca(shared.clone());
+        Some(shared)
+    } else {
+        None
+    };
+    // Plain HTTP and decrypted HTTPS go through the same proxy, so an object is stored once.
+    let proxy = (config.http.enabled || config.https.enabled).then(|| {
+        let phases: Arc<dyn Phases> = match &tls {
+            Some(tls) => Arc::new(CaPage::new(tls.clone(), &config.tls.ca_page_host)),
+            None => Arc::new(NoPhases),
+        };
+        crate::http::build_proxy(
+            &config.http,
+            &config.daemon.state_dir,
+            rules.clone(),
+            registry.sub_registry_with_prefix(Service::Http.name()),
+            phases,
+        )
+    });
+    if let Some(proxy) = &proxy {
+        let https: Option<HttpsOrigins> = tls.clone().map(|shared| {
+            let timeouts = OriginTimeouts::from_config(&config.http);
+            let make: HttpsOrigins = Arc::new(move |dst, sni: &str| {
+                crate::tls::origin_client(shared.clone(), dst, sni, timeouts)
+            });
+            make
+        });
+        hub.register_cache(Arc::new(ProxyCacheAdmin::new(proxy.clone(), https)));
+    }
+    Ok(vec![
+        crate::http::factory(proxy.clone()),
+        crate::tls::factory(tls, proxy),
+        crate::dns::factory(),
+        crate::sip::factory(),
+    ])
+}
