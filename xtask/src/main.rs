@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod lab;
+mod modgraph;
 mod package;
 mod setup;
 mod test;

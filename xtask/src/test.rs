@@ -1,6 +1,6 @@
-//! `cargo xtask test`: setup, fmt, clippy (host and BPF target), unit tests, then the lab
-//! integration tests; every step runs even if an earlier one failed, and the last line counts
-//! passed and failed tests and checks.
+//! `cargo xtask test`: setup, the module-graph check, fmt, clippy (host and BPF target), unit
+//! tests, then the lab integration tests; every step runs even if an earlier one failed, and
+//! the last line counts passed and failed tests and checks.
 use std::{
     io::{BufRead as _, BufReader},
     process::{Command, Stdio},
@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::{setup, util};
+use crate::{modgraph, setup, util};
 
 #[derive(Default)]
 struct Tally {
@@ -34,6 +34,12 @@ pub fn run(filter: Option<&str>, lint: bool) -> Result<()> {
         println!("xtask test: removed {removed} lab namespaces left by killed runs");
     }
     let mut tally = Tally::default();
+
+    let graph = modgraph::check(&util::root().join("velocache").join("src"));
+    if let Err(e) = &graph {
+        eprintln!("{e:#}");
+    }
+    tally.step("velocache's top-level modules are acyclic", graph.is_ok());
 
     if lint {
         let ok = util::run(util::cargo().args(["fmt", "--all", "--", "--check"])).is_ok();

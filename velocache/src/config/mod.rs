@@ -96,6 +96,38 @@ impl Config {
             .collect()
     }
 
+    /// Every leaf as `dotted.key → value` (arrays are leaves), as reloads compare them.
+    pub fn flatten(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        fn walk(
+            prefix: &str,
+            v: serde_json::Value,
+            out: &mut std::collections::BTreeMap<String, serde_json::Value>,
+        ) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        let key = if prefix.is_empty() {
+                            k
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, v, out);
+                    }
+                }
+                leaf => {
+                    out.insert(prefix.to_string(), leaf);
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk(
+            "",
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null),
+            &mut out,
+        );
+        out
+    }
+
     /// Every section's `check()`, then what spans sections. The first problem found is
     /// returned.
     pub fn validate(&self) -> Result<(), Invalid> {

@@ -155,3 +155,34 @@ fn example_configs_pass_check() {
     }
     assert!(checked > 0, "no example configs found under deploy/");
 }
+
+/// Every key of `[section]` that the shipped configuration mentions, set or commented out.
+fn documented_keys(text: &str) -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        let line = line.trim().trim_start_matches('#').trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+        } else if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim();
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                keys.insert(format!("{section}.{key}"));
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn the_shipped_config_documents_every_key() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/velocache.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let documented = documented_keys(&text);
+    let every = Config::default().flatten();
+    let missing: Vec<&String> = every.keys().filter(|k| !documented.contains(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/velocache.toml does not mention {missing:?}"
+    );
+}

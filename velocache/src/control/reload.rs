@@ -16,12 +16,10 @@
 //! Rules are re-read each time (from the new file if `rules.file` changed); a bad rules file
 //! keeps the rules in force and the log gives `FILE:LINE: reason`.
 use std::{
-    collections::BTreeMap,
     sync::PoisonError,
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use serde_json::Value;
 use tracing::{error, info, warn};
 
 use super::plane::ControlPlane;
@@ -55,37 +53,9 @@ const DATAPATH_KEYS: &[&str] = &[
     "sip.ports",
 ];
 
-/// Every leaf of a configuration as `dotted.key → value` (arrays are leaves).
-pub fn flatten(config: &Config) -> BTreeMap<String, Value> {
-    fn walk(prefix: &str, v: Value, out: &mut BTreeMap<String, Value>) {
-        match v {
-            Value::Object(map) => {
-                for (k, v) in map {
-                    let key = if prefix.is_empty() {
-                        k
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
-                }
-            }
-            leaf => {
-                out.insert(prefix.to_string(), leaf);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(
-        "",
-        serde_json::to_value(config).unwrap_or(Value::Null),
-        &mut out,
-    );
-    out
-}
-
 /// Keys whose values differ between `a` and `b`.
 pub fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
-    let (a, b) = (flatten(a), flatten(b));
+    let (a, b) = (a.flatten(), b.flatten());
     let mut keys: Vec<String> = a
         .keys()
         .chain(b.keys())
@@ -382,5 +352,51 @@ mod tests {
             "restart-only settings keep their value"
         );
         assert_eq!(live.admin.metrics_listen, None);
+    }
+
+    #[test]
+    fn every_live_and_datapath_key_names_a_real_key_and_is_applied() {
+        let keys = Config::default().flatten();
+        for k in LIVE_KEYS.iter().chain(DATAPATH_KEYS) {
+            assert!(keys.contains_key(*k), "`{k}` is not a configuration key");
+        }
+        for k in DATAPATH_KEYS {
+            assert!(
+                is_live(k),
+                "`{k}` goes into the kernel maps but is not live"
+            );
+        }
+        // Each live key, changed alone, comes through `apply_live` (rules.file is switched
+        // separately, when the new rules load).
+        let a = Config::default();
+        for k in LIVE_KEYS.iter().filter(|k| **k != "rules.file") {
+            let mut b = a.clone();
+            match *k {
+                "log.level" => b.log.level = "debug".into(),
+                "datapath.bypass_clients" => {
+                    b.datapath.bypass_clients = vec!["10.0.0.0/8".parse().unwrap()]
+                }
+                "datapath.bypass_destinations" => {
+                    b.datapath.bypass_destinations = vec!["10.0.0.0/8".parse().unwrap()]
+                }
+                "datapath.intercept_gateway_addresses" => {
+                    b.datapath.intercept_gateway_addresses = true
+                }
+                "http.ports" => b.http.ports = vec![8080],
+                "https.ports" => b.https.ports = vec![8443],
+                "dns.ports" => b.dns.ports = vec![5353],
+                "sip.ports" => b.sip.ports = vec![5061],
+                "daemon.shutdown_grace_secs" => {
+                    b.daemon.shutdown_grace_secs = crate::config::Secs(99)
+                }
+                other => panic!("no test change for live key `{other}`: add one"),
+            }
+            assert_eq!(changed_keys(&a, &b), vec![k.to_string()]);
+            assert_eq!(
+                changed_keys(&apply_live(&a, &b), &b),
+                Vec::<String>::new(),
+                "`{k}` is live but apply_live does not apply it"
+            );
+        }
     }
 }
