@@ -176,7 +176,7 @@ pub async fn run(
         bound.serve(&handlers, &replier, &cancel, &mut tasks);
     }
     let kernel_counters = Arc::new(std::sync::OnceLock::new());
-    crate::control::metrics::register_daemon_metrics(
+    crate::control::metrics::DaemonMetrics::register(
         &mut registry,
         flows.clone(),
         kernel_counters.clone(),

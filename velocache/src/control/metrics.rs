@@ -21,12 +21,12 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge, info::Info},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
 use velocache_common::{Service, Verdict};
 
-use crate::{datapath::Counters, flow::FlowTracker, rules::Rules};
+use crate::{datapath::Counters, flow::FlowTracker, rules::Rules, telemetry::metrics::MetricSet};
 
 /// The content type of [`encode`]'s output.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -45,22 +45,30 @@ pub fn encode(registry: &Registry) -> String {
     text
 }
 
-/// Register every daemon-wide collector in the top-level registry.
-pub fn register_daemon_metrics(
-    registry: &mut Registry,
-    flows: FlowTracker,
-    datapath: Arc<OnceLock<Counters>>,
-    rules: Rules,
-) {
-    registry.register(
-        "build",
-        "VeloCache build",
-        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-    );
-    registry.register_collector(Box::new(SessionsCollector { flows }));
-    registry.register_collector(Box::new(DatapathCollector { counters: datapath }));
-    registry.register_collector(Box::new(ProcessCollector::new()));
-    registry.register_collector(Box::new(RulesCollector { rules }));
+/// The daemon-wide metrics: collectors over state that lives elsewhere.
+pub struct DaemonMetrics;
+
+impl DaemonMetrics {
+    /// Register every daemon-wide collector in the top-level registry; `datapath` is filled
+    /// once the kernel side is up.
+    pub fn register(
+        registry: &mut Registry,
+        flows: FlowTracker,
+        datapath: Arc<OnceLock<Counters>>,
+        rules: Rules,
+    ) -> DaemonMetrics {
+        let mut m = MetricSet::new(registry);
+        m.info(
+            "build",
+            "VeloCache build",
+            vec![("version", env!("CARGO_PKG_VERSION"))],
+        );
+        m.collector(Box::new(SessionsCollector { flows }));
+        m.collector(Box::new(DatapathCollector { counters: datapath }));
+        m.collector(Box::new(ProcessCollector::new()));
+        m.collector(Box::new(RulesCollector { rules }));
+        DaemonMetrics
+    }
 }
 
 /// Flows in progress and flows handled, per service.
@@ -256,7 +264,7 @@ mod tests {
         let flows = FlowTracker::new();
         let _g = flows.scoped(Service::Sip).start();
         let mut registry = Registry::with_prefix("velocache");
-        register_daemon_metrics(
+        DaemonMetrics::register(
             &mut registry,
             flows,
             Arc::new(OnceLock::new()),

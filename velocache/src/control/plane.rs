@@ -14,12 +14,16 @@ use prometheus_client::{
 use tokio_util::sync::CancellationToken;
 
 use super::warmup::Warmup;
-use crate::admin::{
-    api::{AdminListeners, ReloadReport},
-    seams::AdminHub,
-};
 use crate::{
-    config::Config, datapath::Kernel, flow::FlowTracker, rules::Rules, telemetry::LogControl,
+    admin::{
+        api::{AdminListeners, ReloadReport},
+        seams::AdminHub,
+    },
+    config::Config,
+    datapath::Kernel,
+    flow::FlowTracker,
+    rules::Rules,
+    telemetry::{LogControl, metrics::MetricSet},
 };
 
 /// Labels of `velocache_config_reloads_total`.
@@ -58,18 +62,14 @@ impl PlaneMetrics {
     /// Register in the top-level registry (`velocache_config_reloads_total{result}`,
     /// `velocache_warmup_urls_total{result}`).
     pub fn register(registry: &mut Registry) -> Self {
-        let m = PlaneMetrics::default();
-        registry.register(
-            "config_reloads",
-            "Configuration and rules reloads (SIGHUP, service reload), by result",
-            m.reloads.clone(),
-        );
-        registry.register(
-            "warmup_urls",
-            "Cache warm-up URLs fetched, by result",
-            m.warmup_urls.clone(),
-        );
-        m
+        let mut m = MetricSet::new(registry);
+        PlaneMetrics {
+            reloads: m.counters(
+                "config_reloads",
+                "Configuration and rules reloads (SIGHUP, service reload), by result",
+            ),
+            warmup_urls: m.counters("warmup_urls", "Cache warm-up URLs fetched, by result"),
+        }
     }
 }
 

@@ -38,7 +38,7 @@ async fn start(config_text: &str, register: impl FnOnce(&mut Registry)) -> Runni
     let rules = Rules::empty();
     let mut registry = Registry::with_prefix("velocache");
     register(&mut registry);
-    metrics::register_daemon_metrics(
+    metrics::DaemonMetrics::register(
         &mut registry,
         flows.clone(),
         Arc::new(OnceLock::new()),

@@ -5,12 +5,13 @@
 use prometheus_client::{
     metrics::{
         counter::Counter,
-        family::Family,
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
 };
+
+use crate::telemetry::metrics::MetricSet;
 
 type Labels = Vec<(String, String)>;
 
@@ -54,25 +55,16 @@ pub struct DnsStats {
 impl DnsStats {
     /// Create the metrics and register them in `registry` (the service's sub-registry).
     pub fn register(registry: &mut Registry) -> Self {
-        let counter = |registry: &mut Registry, name: &str, help: &str| {
-            let c = Counter::default();
-            registry.register(name, help, c.clone());
-            c
-        };
-        let queries = Family::<Labels, Counter>::default();
-        registry.register("queries", "DNS queries received", queries.clone());
-        let transport = |t: &str| vec![("transport".to_string(), t.to_string())];
-        let latency = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_005, 2.0, 22))
-        });
-        registry.register(
+        let mut m = MetricSet::new(registry);
+        let queries = m.counters::<Labels>("queries", "DNS queries received");
+        let latency = m.histograms::<Labels>(
             "latency_seconds",
             "Time from receiving a query to sending its answer",
-            latency.clone(),
+            || Histogram::new(exponential_buckets(0.000_005, 2.0, 22)),
         );
+        let entries = m.gauge("cache_entries", "Answers in the cache");
+        let transport = |t: &str| vec![("transport".to_string(), t.to_string())];
         let cache = |c: &str| vec![("cache".to_string(), c.to_string())];
-        let entries = Gauge::default();
-        registry.register("cache_entries", "Answers in the cache", entries.clone());
         // One statement each: `get_or_create` returns a read guard, and creating the next
         // label set while it lives would wait on it forever.
         let queries_udp = queries.get_or_create(&transport("udp")).clone();
@@ -82,37 +74,23 @@ impl DnsStats {
         DnsStats {
             queries_udp,
             queries_tcp,
-            hits: counter(registry, "cache_hits", "Answers served from the cache"),
-            misses: counter(registry, "cache_misses", "Queries sent upstream"),
-            collapsed: counter(
-                registry,
+            hits: m.counter("cache_hits", "Answers served from the cache"),
+            misses: m.counter("cache_misses", "Queries sent upstream"),
+            collapsed: m.counter(
                 "collapsed",
                 "Misses that joined an identical query already in flight",
             ),
-            stale: counter(
-                registry,
-                "stale_answers",
-                "Expired answers served (RFC 8767)",
-            ),
-            prefetches: counter(registry, "prefetches", "Background refreshes before expiry"),
-            errors: counter(
-                registry,
-                "errors",
-                "SERVFAIL/FORMERR answers and dropped queries",
-            ),
-            malformed: counter(registry, "malformed", "Malformed queries"),
-            denied: counter(registry, "denied", "Queries refused by a deny rule"),
-            uncached: counter(registry, "uncached", "Queries forwarded without caching"),
-            dropped_replies: counter(
-                registry,
+            stale: m.counter("stale_answers", "Expired answers served (RFC 8767)"),
+            prefetches: m.counter("prefetches", "Background refreshes before expiry"),
+            errors: m.counter("errors", "SERVFAIL/FORMERR answers and dropped queries"),
+            malformed: m.counter("malformed", "Malformed queries"),
+            denied: m.counter("denied", "Queries refused by a deny rule"),
+            uncached: m.counter("uncached", "Queries forwarded without caching"),
+            dropped_replies: m.counter(
                 "dropped_replies",
                 "Upstream replies that did not answer our query (wrong ID or question)",
             ),
-            upstream_failures: counter(
-                registry,
-                "upstream_failures",
-                "Upstream exchanges that failed",
-            ),
+            upstream_failures: m.counter("upstream_failures", "Upstream exchanges that failed"),
             entries,
             hit_latency,
             miss_latency,

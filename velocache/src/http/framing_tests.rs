@@ -15,7 +15,12 @@ use tokio::{
 };
 
 use super::*;
-use crate::{cache::MemoryStorage, config::HttpConfig, rules::RuleSet};
+use crate::{
+    cache::MemoryStorage,
+    config::HttpConfig,
+    net::{ClientAddr, OrigDstAddr},
+    rules::RuleSet,
+};
 
 /// One request as the origin read it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use prometheus_client::{
 };
 
 use super::ctx::CacheStatus;
-use crate::cache::Usage;
+use crate::{cache::Usage, telemetry::metrics::MetricSet};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabel {
@@ -14,7 +14,6 @@ struct CacheLabel {
 }
 
 /// Counters and gauges.
-#[derive(Default)]
 pub struct Metrics {
     requests: Family<CacheLabel, Counter>,
     bytes_from_cache: Counter,
@@ -28,43 +27,25 @@ pub struct Metrics {
 impl Metrics {
     /// Create and register in `registry`.
     pub fn register(registry: &mut Registry) -> Metrics {
-        let m = Metrics::default();
-        registry.register(
-            "requests",
-            "Requests by what the cache did (hit, miss, revalidated, stale, bypass)",
-            m.requests.clone(),
-        );
-        registry.register(
-            "bytes_from_cache",
-            "Response body bytes served from the cache",
-            m.bytes_from_cache.clone(),
-        );
-        registry.register(
-            "bytes_from_origin",
-            "Response body bytes relayed from origins",
-            m.bytes_from_origin.clone(),
-        );
-        registry.register(
-            "origin_fetches",
-            "Requests the cache sent to origins",
-            m.origin_fetches.clone(),
-        );
-        registry.register(
-            "store_bytes",
-            "Bytes held by the disk cache",
-            m.store_bytes.clone(),
-        );
-        registry.register(
-            "store_objects",
-            "Objects held by the disk cache",
-            m.store_objects.clone(),
-        );
-        registry.register(
-            "store_evictions",
-            "Objects evicted since start",
-            m.evictions.clone(),
-        );
-        m
+        let mut m = MetricSet::new(registry);
+        Metrics {
+            requests: m.counters(
+                "requests",
+                "Requests by what the cache did (hit, miss, revalidated, stale, bypass)",
+            ),
+            bytes_from_cache: m.counter(
+                "bytes_from_cache",
+                "Response body bytes served from the cache",
+            ),
+            bytes_from_origin: m.counter(
+                "bytes_from_origin",
+                "Response body bytes relayed from origins",
+            ),
+            origin_fetches: m.counter("origin_fetches", "Requests the cache sent to origins"),
+            store_bytes: m.gauge("store_bytes", "Bytes held by the disk cache"),
+            store_objects: m.gauge("store_objects", "Objects held by the disk cache"),
+            evictions: m.gauge("store_evictions", "Objects evicted since start"),
+        }
     }
 
     /// Count one finished request.

@@ -26,7 +26,6 @@ mod error;
 mod framing;
 mod headers;
 mod hostnames;
-mod metered;
 mod metrics;
 mod proxy;
 mod serve;
@@ -51,8 +50,8 @@ pub use upstream::{OriginClient, Upstream};
 use crate::{
     cache::{DiskStorage, Storage, policy::Heuristic},
     config::HttpConfig,
-    flow::FlowTracker,
-    net::{ClientAddr, InterceptedTcp, OrigDstAddr, TcpHandler},
+    flow::{FlowGuard, FlowTracker, Metered},
+    net::{InterceptedTcp, TcpHandler},
     service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
@@ -188,62 +187,54 @@ pub struct HttpService {
 }
 
 /// Serve a connection the TLS layer has decrypted: `proxy` is the daemon's proxy bound to
-/// an origin client that speaks TLS to the original destination ([`Proxy::with_origin`]).
+/// an origin client that speaks TLS to the original destination ([`Proxy::with_origin`]);
+/// the bytes are counted into `flow`, whose line the TLS layer's connection writes.
 pub async fn serve_decrypted<S>(
     proxy: Arc<Proxy>,
     io: S,
-    client: ClientAddr,
-    orig_dst: OrigDstAddr,
+    conn: Conn,
     protocol: ClientProtocol,
+    flow: &FlowGuard,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Conn {
-        scheme: Scheme::Https,
-        client,
-        orig_dst,
-    };
-    serve_logged(proxy, io, conn, protocol).await;
+    serve_counted(proxy, io, conn, protocol, flow).await;
 }
 
-/// Serve a connection and end it with the `flow` line every intercepted flow gets.
-async fn serve_logged<S>(proxy: Arc<Proxy>, io: S, conn: Conn, protocol: ClientProtocol)
-where
+/// Serve a connection, counting its bytes into `flow` and saying which protocol it spoke.
+async fn serve_counted<S>(
+    proxy: Arc<Proxy>,
+    io: S,
+    conn: Conn,
+    protocol: ClientProtocol,
+    flow: &FlowGuard,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let started = std::time::Instant::now();
-    let (io, counts) = metered::Metered::new(io);
-    proxy.serve(io, conn, protocol).await;
-    info!(
-        service = conn.scheme.service_name(),
-        client = %conn.client,
-        orig_dst = %conn.orig_dst,
-        transport = "tcp",
-        protocol = protocol.alpn(),
-        bytes_up = counts.up.load(std::sync::atomic::Ordering::Relaxed),
-        bytes_down = counts.down.load(std::sync::atomic::Ordering::Relaxed),
-        duration_ms = started.elapsed().as_millis() as u64,
-        "flow"
-    );
+    flow.record("protocol", protocol.alpn());
+    proxy
+        .serve(Metered::new(io, flow.counts()), conn, protocol)
+        .await;
 }
 
 impl TcpHandler for HttpService {
     fn on_connection(&self, conn: InterceptedTcp) {
-        let guard = self.flows.start();
+        let InterceptedTcp {
+            stream,
+            client,
+            orig_dst,
+        } = conn;
+        let flow = self
+            .flows
+            .open(velocache_common::Service::Http, client, orig_dst, "tcp");
         let proxy = self.proxy.clone();
         tokio::spawn(async move {
-            let InterceptedTcp {
-                stream,
-                client,
-                orig_dst,
-            } = conn;
             let conn = Conn {
                 scheme: Scheme::Http,
                 client,
                 orig_dst,
             };
-            serve_logged(proxy, stream, conn, ClientProtocol::Http1).await;
-            drop(guard);
+            serve_counted(proxy, stream, conn, ClientProtocol::Http1, &flow).await;
         });
     }
 }

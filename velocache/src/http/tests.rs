@@ -13,7 +13,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::{cache::MemoryStorage, config::HttpConfig, rules::RuleSet};
+use crate::{
+    cache::MemoryStorage,
+    config::HttpConfig,
+    net::{ClientAddr, OrigDstAddr},
+    rules::RuleSet,
+};
 
 #[derive(Clone, Default)]
 struct Route {

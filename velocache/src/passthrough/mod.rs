@@ -2,22 +2,19 @@
 //!
 //! TCP is spliced (the gateway connects to the original destination and copies both ways);
 //! UDP is relayed per (client, original destination) session through a gateway socket, and
-//! answers go back from the original destination's address. Each flow ends with one log line:
-//! `service`, `client`, `orig_dst`, `transport`, `bytes_up` (client → origin), `bytes_down`,
-//! `duration_ms`. Services that are not (yet) handled otherwise use these, and later handlers
-//! fall back to them for flows they choose not to touch.
+//! answers go back from the original destination's address. Each flow ends with its `flow`
+//! line (`crate::flow`). Services that are not (yet) handled otherwise use these, later handlers
+//! fall back to them for flows they choose not to touch, and the SIP service relays UDP through
+//! [`UdpRelay`] with its observer as the [`DatagramTap`].
 //!
 //! # Layout
-//! - `counted`: a byte-counting stream wrapper, so counts survive an error mid-copy.
-//! - `tcp`: [`TcpSplice`].
-//! - `udp`: [`UdpRelay`].
+//! - `tcp`: [`TcpSplice`], [`splice_to_origin`].
+//! - `udp`: [`UdpRelay`], the one UDP session table.
 //! - `zerocopy`: `splice(2)` between two TCP sockets, used when both ends are plain TCP.
 
-mod counted;
 mod tcp;
 mod udp;
 mod zerocopy;
 
-pub use counted::Counted;
 pub use tcp::{SpliceEnd, TcpSplice, splice_to_origin};
-pub use udp::UdpRelay;
+pub use udp::{DatagramTap, End, Session, UdpRelay, Untouched};

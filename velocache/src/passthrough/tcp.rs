@@ -1,20 +1,19 @@
-//! TCP splice to the original destination.
-use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, Instant},
-};
+//! TCP splice to the original destination: connect, replay what was already read, then move
+//! bytes both ways — with `splice(2)` when both ends are plain TCP sockets, through the
+//! counting wrapper otherwise — until both sides close.
+use std::time::Duration;
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes},
     net::TcpStream,
 };
-use tracing::{info, warn};
+use tracing::warn;
 use velocache_common::Service;
 
-use super::{Counted, zerocopy};
+use super::zerocopy;
 use crate::{
-    flow::FlowTracker,
-    net::{ClientAddr, InterceptedTcp, OrigDstAddr, TcpHandler},
+    flow::{FlowGuard, FlowTracker, Metered},
+    net::{InterceptedTcp, OrigDstAddr, TcpHandler},
 };
 
 /// Copy buffer per direction; large enough that bulk downloads are not syscall-bound.
@@ -58,81 +57,67 @@ impl TcpSplice {
 
 impl TcpHandler for TcpSplice {
     fn on_connection(&self, conn: InterceptedTcp) {
-        let guard = self.flows.start();
-        let service = self.service;
+        let InterceptedTcp {
+            stream,
+            client,
+            orig_dst,
+        } = conn;
+        let flow = self.flows.open(self.service, client, orig_dst, "tcp");
         let timeout = self.connect_timeout;
         tokio::spawn(async move {
-            let InterceptedTcp {
-                stream,
-                client,
-                orig_dst,
-            } = conn;
-            splice_to_origin(service, stream, client, orig_dst, &[], timeout).await;
-            drop(guard);
+            splice_to_origin(&flow, stream, orig_dst, &[], timeout).await;
         });
     }
 }
 
 /// Connect to `orig_dst`, send `prefix` (bytes already read from the client, e.g. a peeked
-/// TLS ClientHello), then copy both ways until both sides close. Logs the flow line.
+/// TLS ClientHello), then copy both ways until both sides close. The bytes are counted into
+/// `flow`, and a failure is recorded on it: its line says what happened when it drops.
 pub async fn splice_to_origin<S>(
-    service: Service,
+    flow: &FlowGuard,
     client_stream: S,
-    client: ClientAddr,
     orig_dst: OrigDstAddr,
     prefix: &[u8],
     connect_timeout: Duration,
 ) where
     S: SpliceEnd,
 {
-    let started = Instant::now();
+    let counts = flow.counts();
     let upstream = match tokio::time::timeout(connect_timeout, TcpStream::connect(orig_dst.0)).await
     {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            warn!(service = service.name(), %client, %orig_dst, transport = "tcp", error = %e,
-                "connecting to the original destination failed");
+            warn!(%orig_dst, error = %e, "connecting to the original destination failed");
+            flow.fail(&e);
             return;
         }
         Err(_) => {
-            warn!(service = service.name(), %client, %orig_dst, transport = "tcp",
-                timeout_ms = connect_timeout.as_millis() as u64,
+            warn!(%orig_dst, timeout_ms = connect_timeout.as_millis() as u64,
                 "connecting to the original destination timed out");
+            flow.record("error", "connecting to the original destination timed out");
             return;
         }
     };
     let _ = upstream.set_nodelay(true);
     let mut upstream = upstream;
-    let (up_count, down_count) = (AtomicU64::new(0), AtomicU64::new(0));
-    let mut error = None;
     if !prefix.is_empty() {
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut upstream, prefix).await {
-            error = Some(e);
+            flow.fail(&e);
+            return;
         }
-        up_count.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+        counts.add_up(prefix.len() as u64);
     }
-    if error.is_none() {
-        let result = match client_stream.as_tcp() {
-            Some(tcp) => zerocopy::bidirectional(tcp, &upstream, &up_count, &down_count).await,
-            None => {
-                let (mut down, ups) = Counted::new(client_stream);
-                let (mut up, downs) = Counted::new(upstream);
-                let r = copy_bidirectional_with_sizes(&mut down, &mut up, COPY_BUF, COPY_BUF).await;
-                up_count.fetch_add(ups.load(Ordering::Relaxed), Ordering::Relaxed);
-                down_count.fetch_add(downs.load(Ordering::Relaxed), Ordering::Relaxed);
-                r.map(|_| ())
-            }
-        };
-        error = result.err();
-    }
-    let bytes_up = up_count.load(Ordering::Relaxed);
-    let bytes_down = down_count.load(Ordering::Relaxed);
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match error {
-        None => info!(service = service.name(), %client, %orig_dst, transport = "tcp",
-            bytes_up, bytes_down, duration_ms, "flow"),
-        Some(e) => info!(service = service.name(), %client, %orig_dst, transport = "tcp",
-            bytes_up, bytes_down, duration_ms, error = %e, "flow"),
+    let result = match client_stream.as_tcp() {
+        Some(tcp) => zerocopy::bidirectional(tcp, &upstream, &counts.up, &counts.down).await,
+        None => {
+            let mut client = Metered::new(client_stream, counts.clone());
+            copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUF, COPY_BUF)
+                .await
+                .map(|_| ())
+        }
+    };
+    if let Err(e) = result {
+        flow.fail(&e);
     }
 }
 
@@ -144,6 +129,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::net::ClientAddr;
 
     #[tokio::test]
     async fn splice_copies_both_ways_unchanged() {
@@ -158,20 +144,32 @@ mod tests {
             s.write_all(&buf).await.unwrap();
         });
         let (mut client_side, proxy_side) = tokio::io::duplex(1024);
-        let task = tokio::spawn(splice_to_origin(
+        let flow = FlowTracker::new().open(
             Service::Http,
-            proxy_side,
             ClientAddr("10.0.0.2:40000".parse().unwrap()),
             OrigDstAddr(origin_addr),
-            b"he",
-            Duration::from_secs(5),
-        ));
+            "tcp",
+        );
+        let counts = flow.counts();
+        let task = tokio::spawn(async move {
+            splice_to_origin(
+                &flow,
+                proxy_side,
+                OrigDstAddr(origin_addr),
+                b"he",
+                Duration::from_secs(5),
+            )
+            .await
+        });
         client_side.write_all(b"llo").await.unwrap();
         client_side.shutdown().await.unwrap();
         let mut out = Vec::new();
         client_side.read_to_end(&mut out).await.unwrap();
         assert_eq!(out, b"olleh");
         task.await.unwrap();
+        // Each direction counted once: the replayed prefix and the rest up, the answer down.
+        assert_eq!(counts.up.load(std::sync::atomic::Ordering::Relaxed), 5);
+        assert_eq!(counts.down.load(std::sync::atomic::Ordering::Relaxed), 5);
     }
 
     #[tokio::test]
@@ -183,10 +181,15 @@ mod tests {
             .local_addr()
             .unwrap();
         let (mut client_side, proxy_side) = tokio::io::duplex(64);
-        splice_to_origin(
+        let flow = FlowTracker::new().open(
             Service::Http,
-            proxy_side,
             ClientAddr("10.0.0.2:40000".parse().unwrap()),
+            OrigDstAddr(port),
+            "tcp",
+        );
+        splice_to_origin(
+            &flow,
+            proxy_side,
             OrigDstAddr(port),
             &[],
             Duration::from_secs(5),

@@ -5,10 +5,12 @@ use prometheus_client::{
 };
 
 use super::dialog::Outcome;
-use crate::rtp::FlowStats;
+use crate::{rtp::FlowStats, telemetry::metrics::MetricSet};
+
+type Labels = Vec<(String, String)>;
 
 /// Counters and gauges of the observer.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
     /// SIP messages parsed.
     pub messages: Counter,
@@ -16,54 +18,47 @@ pub struct Metrics {
     pub malformed: Counter,
     /// Calls in progress.
     pub calls_active: Gauge,
-    calls_ended: Family<Vec<(String, String)>, Counter>,
+    calls_ended: Family<Labels, Counter>,
     /// RTP/RTCP flows installed in the kernel fast path now.
     rtp_flows_active: Gauge,
     /// RTP packets of ended streams, by direction (`up`: client → far end).
-    rtp_packets: Family<Vec<(String, String)>, Counter>,
+    rtp_packets: Family<Labels, Counter>,
     /// RTP packets lost (RFC 3550) in ended streams, by direction.
-    rtp_lost: Family<Vec<(String, String)>, Counter>,
+    rtp_lost: Family<Labels, Counter>,
     /// RTP streams ended, by direction.
-    rtp_streams: Family<Vec<(String, String)>, Counter>,
+    rtp_streams: Family<Labels, Counter>,
+}
+
+/// Metrics nobody exports (the fuzz targets' observer).
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::register(&mut Registry::default())
+    }
 }
 
 impl Metrics {
     /// Metrics registered in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Metrics::default();
-        registry.register("messages", "SIP messages observed", m.messages.clone());
-        registry.register(
-            "malformed",
-            "SIP messages that did not parse and were forwarded untouched",
-            m.malformed.clone(),
-        );
-        registry.register("calls_active", "Calls in progress", m.calls_active.clone());
-        registry.register(
-            "calls_ended",
-            "Calls ended, by outcome",
-            m.calls_ended.clone(),
-        );
-        registry.register(
-            "rtp_flows_active",
-            "RTP and RTCP flows relayed by the kernel fast path now",
-            m.rtp_flows_active.clone(),
-        );
-        registry.register(
-            "rtp_streams",
-            "RTP streams ended, by direction",
-            m.rtp_streams.clone(),
-        );
-        registry.register(
-            "rtp_packets",
-            "RTP packets of ended streams, by direction",
-            m.rtp_packets.clone(),
-        );
-        registry.register(
-            "rtp_lost_packets",
-            "RTP packets lost in ended streams (RFC 3550), by direction",
-            m.rtp_lost.clone(),
-        );
-        m
+        let mut m = MetricSet::new(registry);
+        Metrics {
+            messages: m.counter("messages", "SIP messages observed"),
+            malformed: m.counter(
+                "malformed",
+                "SIP messages that did not parse and were forwarded untouched",
+            ),
+            calls_active: m.gauge("calls_active", "Calls in progress"),
+            calls_ended: m.counters("calls_ended", "Calls ended, by outcome"),
+            rtp_flows_active: m.gauge(
+                "rtp_flows_active",
+                "RTP and RTCP flows relayed by the kernel fast path now",
+            ),
+            rtp_streams: m.counters("rtp_streams", "RTP streams ended, by direction"),
+            rtp_packets: m.counters("rtp_packets", "RTP packets of ended streams, by direction"),
+            rtp_lost: m.counters(
+                "rtp_lost_packets",
+                "RTP packets lost in ended streams (RFC 3550), by direction",
+            ),
+        }
     }
 
     /// How many flows the fast path relays now.

@@ -44,7 +44,7 @@ use tracing::{error, info, warn};
 pub use metrics::Metrics;
 pub use observer::{Hop, Observer, Settings};
 pub use tcp::SipTcp;
-pub use udp::SipUdp;
+pub use udp::SipTap;
 
 use crate::{
     rtp::{FastPath, FastPathConfig, MediaPlane, NoMediaPlane, PortPool},
@@ -144,6 +144,6 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
             ctx.config.datapath.connect_timeout_ms.get(),
             ctx.flows.clone(),
         )),
-        udp: Arc::new(SipUdp::new(observer, idle, ctx.flows.clone())),
+        udp: Arc::new(udp::relay(observer, idle, ctx.flows.clone())),
     }
 }

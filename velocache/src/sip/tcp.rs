@@ -12,7 +12,8 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
-use tracing::{info, warn};
+use tracing::warn;
+use velocache_common::Service;
 
 use super::{
     dialog::Side,
@@ -20,7 +21,7 @@ use super::{
     observer::{Hop, Observer},
 };
 use crate::{
-    flow::FlowTracker,
+    flow::{FlowGuard, FlowTracker},
     net::{InterceptedTcp, TcpHandler},
 };
 
@@ -44,33 +45,35 @@ impl SipTcp {
 
 impl TcpHandler for SipTcp {
     fn on_connection(&self, conn: InterceptedTcp) {
-        let guard = self.flows.start();
+        let flow = self
+            .flows
+            .open(Service::Sip, conn.client, conn.orig_dst, "tcp");
         let observer = self.observer.clone();
         let timeout = self.connect_timeout;
         tokio::spawn(async move {
-            relay(observer, conn, timeout).await;
-            drop(guard);
+            relay(observer, conn, timeout, &flow).await;
         });
     }
 }
 
-async fn relay(observer: Arc<Observer>, conn: InterceptedTcp, timeout: Duration) {
+async fn relay(observer: Arc<Observer>, conn: InterceptedTcp, timeout: Duration, flow: &FlowGuard) {
     let InterceptedTcp {
         stream,
         client,
         orig_dst,
     } = conn;
-    let started = std::time::Instant::now();
     let upstream = match tokio::time::timeout(timeout, TcpStream::connect(orig_dst.0)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             warn!(service = "sip", %client, %orig_dst, transport = "tcp", error = %e,
                 "connecting to the original destination failed");
+            flow.fail(&e);
             return;
         }
         Err(_) => {
             warn!(service = "sip", %client, %orig_dst, transport = "tcp",
                 "connecting to the original destination timed out");
+            flow.record("error", "connecting to the original destination timed out");
             return;
         }
     };
@@ -88,8 +91,9 @@ async fn relay(observer: Arc<Observer>, conn: InterceptedTcp, timeout: Duration)
     let up = pump(cr, uw, observer.clone(), hop(Side::Client));
     let down = pump(ur, cw, observer, hop(Side::Far));
     let (bytes_up, bytes_down) = tokio::join!(up, down);
-    info!(service = "sip", %client, %orig_dst, transport = "tcp", bytes_up, bytes_down,
-        duration_ms = started.elapsed().as_millis() as u64, "flow");
+    let counts = flow.counts();
+    counts.add_up(bytes_up);
+    counts.add_down(bytes_down);
 }
 
 /// Copy one direction, framing messages for the observer. Returns the bytes written.

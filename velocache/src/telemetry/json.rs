@@ -173,19 +173,18 @@ where
     }
 }
 
+/// The JSON lines `f` logs, parsed (for tests of what other modules log).
 #[cfg(test)]
-mod tests {
+pub(crate) fn capture(f: impl FnOnce()) -> Vec<Value> {
     use std::sync::Arc;
 
     use tracing_subscriber::layer::SubscriberExt;
-
-    use super::*;
 
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
     impl Write for Buf {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
+            self.0.lock().map(|mut v| v.extend_from_slice(b)).ok();
             Ok(b.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -193,15 +192,18 @@ mod tests {
         }
     }
 
-    fn capture(f: impl FnOnce()) -> Vec<Value> {
-        let buf = Buf::default();
-        let subscriber = tracing_subscriber::registry().with(JsonLayer::new(Box::new(buf.clone())));
-        tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
+    let buf = Buf::default();
+    let subscriber = tracing_subscriber::registry().with(JsonLayer::new(Box::new(buf.clone())));
+    tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn every_line_has_the_contract_fields() {

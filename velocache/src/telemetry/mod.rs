@@ -4,15 +4,18 @@
 //! output) enters through `tracing`. Under `--log-format json` or `VELOCACHE_ENV=production` it
 //! leaves as one JSON object per line on stdout with `timestamp`, `level`, `service`, `message`
 //! and the event's own fields (`client`, `orig_dst`, `trace_id`, …); otherwise as a pretty,
-//! human-readable line.
+//! human-readable line. Metrics are registered in one shape, through [`metrics::MetricSet`].
 
 mod json;
+pub mod metrics;
 
 use thiserror::Error;
 use tracing_subscriber::{
     EnvFilter, Registry, layer::SubscriberExt, reload, util::SubscriberInitExt,
 };
 
+#[cfg(test)]
+pub(crate) use json::capture;
 pub use json::{JsonLayer, service_of_target};
 
 use crate::config::LogFormat;

@@ -15,10 +15,7 @@
 //! talks to the origin over whichever of the two the origin chose (`origin`). A client that
 //! offered only other protocols gets exactly the ALPN the origin agreed to, and the decrypted
 //! bytes are relayed both ways (logged, never stored).
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Instant,
-};
+use std::sync::Arc;
 
 use rustls::{
     ServerConfig,
@@ -32,16 +29,16 @@ use tokio::{
 use tokio_rustls::{
     LazyConfigAcceptor, client::TlsStream as ClientTls, server::TlsStream as ServerTls,
 };
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{
     Prefixed, TlsShared,
     origin::{self, HTTP_ALPN, OriginTimeouts, TlsOrigin},
 };
 use crate::{
+    flow::{FlowGuard, Metered},
     http::{ClientProtocol, Proxy},
     net::{ClientAddr, OrigDstAddr},
-    passthrough::Counted,
 };
 
 /// ALPN protocols the gateway itself speaks when it terminates TLS.
@@ -191,8 +188,8 @@ pub(super) async fn run(
     shared: &Arc<TlsShared>,
     conn: Intercepted<'_>,
     to_proxy: Option<&ToProxy>,
+    flow: &FlowGuard,
 ) {
-    let started = Instant::now();
     let Intercepted {
         stream,
         raw,
@@ -212,7 +209,10 @@ pub(super) async fn run(
             HTTP_ALPN.iter().map(|p| p.to_vec()).collect()
         };
         if let Some(client_tls) = accept_client(shared, stream, raw, client, sni, offer).await {
-            serve(shared, client_tls, client, orig_dst, sni, None, to_proxy).await;
+            serve(
+                shared, client_tls, client, orig_dst, sni, None, to_proxy, flow,
+            )
+            .await;
         }
         return;
     }
@@ -247,7 +247,7 @@ pub(super) async fn run(
         return;
     };
     let Some(to_proxy) = http else {
-        relay(client_tls, upstream, client, orig_dst, started).await;
+        relay(client_tls, upstream, flow).await;
         return;
     };
     serve(
@@ -258,12 +258,17 @@ pub(super) async fn run(
         sni,
         Some(upstream),
         to_proxy,
+        flow,
     )
     .await;
 }
 
 /// Hand a decrypted client connection to the proxy, bound to an origin client for `sni` at
 /// `orig_dst` (starting with `first`, if the origin was contacted already).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site each way; a struct would only rename them"
+)]
 async fn serve(
     shared: &Arc<TlsShared>,
     client_tls: ServerTls<Prefixed<TcpStream>>,
@@ -272,6 +277,7 @@ async fn serve(
     sni: &str,
     first: Option<ClientTls<TcpStream>>,
     to_proxy: &ToProxy,
+    flow: &FlowGuard,
 ) {
     let protocol = match client_tls.get_ref().1.alpn_protocol() {
         Some(b"h2") => ClientProtocol::Http2,
@@ -279,7 +285,12 @@ async fn serve(
     };
     let origin = TlsOrigin::new(shared.clone(), orig_dst.0, sni, first, to_proxy.timeouts);
     let proxy = to_proxy.proxy.with_origin(Arc::new(origin));
-    crate::http::serve_decrypted(proxy, client_tls, client, orig_dst, protocol).await;
+    let conn = crate::http::Conn {
+        scheme: crate::http::Scheme::Https,
+        client,
+        orig_dst,
+    };
+    crate::http::serve_decrypted(proxy, client_tls, conn, protocol, flow).await;
 }
 
 /// Complete the client's handshake with a leaf for its SNI, offering `alpn`. A client that
@@ -312,13 +323,11 @@ async fn accept_client(
     }
 }
 
-/// Relay decrypted bytes both ways (a protocol the proxy does not speak); one `flow` line.
+/// Relay decrypted bytes both ways (a protocol the proxy does not speak), counted into `flow`.
 async fn relay(
     client_tls: ServerTls<Prefixed<TcpStream>>,
     upstream: ClientTls<TcpStream>,
-    client: ClientAddr,
-    orig_dst: OrigDstAddr,
-    started: Instant,
+    flow: &FlowGuard,
 ) {
     let protocol = upstream
         .get_ref()
@@ -326,19 +335,13 @@ async fn relay(
         .alpn_protocol()
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_default();
-    let (mut down, up_count) = Counted::new(client_tls);
-    let (mut up, down_count) = Counted::new(upstream);
-    let result = copy_bidirectional_with_sizes(&mut down, &mut up, 64 * 1024, 64 * 1024).await;
-    let bytes_up = up_count.load(Ordering::Relaxed);
-    let bytes_down = down_count.load(Ordering::Relaxed);
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match result {
-        Ok(_) => {
-            info!(%client, %orig_dst, transport = "tcp", protocol, bytes_up, bytes_down, duration_ms, "flow")
-        }
-        Err(e) => {
-            info!(%client, %orig_dst, transport = "tcp", protocol, bytes_up, bytes_down, duration_ms, error = %e, "flow")
-        }
+    flow.record("protocol", &protocol);
+    let mut client = Metered::new(client_tls, flow.counts());
+    let mut upstream = upstream;
+    if let Err(e) =
+        copy_bidirectional_with_sizes(&mut client, &mut upstream, 64 * 1024, 64 * 1024).await
+    {
+        flow.fail(&e);
     }
 }
 

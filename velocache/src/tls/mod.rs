@@ -52,6 +52,7 @@ pub use prefixed::Prefixed;
 use crate::{
     admin::{AdminError, CaAdmin},
     config::Config,
+    flow::FlowGuard,
     net::{ClientAddr, InterceptedTcp, OrigDstAddr, TcpHandler},
     passthrough::splice_to_origin,
     rules::{Rules, TlsDecision},
@@ -293,17 +294,21 @@ impl TlsService {
         }
     }
 
-    async fn handle(self: Arc<Self>, conn: InterceptedTcp) {
-        let InterceptedTcp {
-            mut stream,
-            client,
-            orig_dst,
-        } = conn;
+    /// One connection: read its ClientHello, decide, then splice, refuse or intercept. Its
+    /// `flow` line is written inside the span that says what was decided.
+    async fn handle(
+        &self,
+        mut stream: TcpStream,
+        client: ClientAddr,
+        orig_dst: OrigDstAddr,
+        flow: &mut FlowGuard,
+    ) {
         let hello = read_client_hello(&mut stream, self.hello_timeout).await;
         let (sni, alpn, raw) = match hello {
             Hello::Unparsed { raw, reason } => {
                 let span = info_span!("tls", service = "https", sni = "", tls = "unparsed", reason = %reason);
-                splice(stream, client, orig_dst, raw, self.splice_timeout)
+                flow.within(&span);
+                splice_to_origin(flow, stream, orig_dst, &raw, self.splice_timeout)
                     .instrument(span)
                     .await;
                 return;
@@ -313,7 +318,8 @@ impl TlsService {
         let alpn_text = alpn_list(&alpn);
         let Some(sni) = sni else {
             let span = info_span!("tls", service = "https", sni = "", alpn = %alpn_text, action = "passthrough", reason = "no SNI");
-            splice(stream, client, orig_dst, raw, self.splice_timeout)
+            flow.within(&span);
+            splice_to_origin(flow, stream, orig_dst, &raw, self.splice_timeout)
                 .instrument(span)
                 .await;
             return;
@@ -321,18 +327,24 @@ impl TlsService {
         match self.plan(client, &sni) {
             Plan::Splice { rule } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = rule.as_deref().unwrap_or(""));
-                splice(stream, client, orig_dst, raw, self.splice_timeout)
+                flow.within(&span);
+                splice_to_origin(flow, stream, orig_dst, &raw, self.splice_timeout)
                     .instrument(span)
                     .await;
             }
             Plan::Pinned { rule, learned } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = %rule, pinned = if learned { "learned" } else { "listed" });
-                splice(stream, client, orig_dst, raw, self.splice_timeout)
+                flow.within(&span);
+                splice_to_origin(flow, stream, orig_dst, &raw, self.splice_timeout)
                     .instrument(span)
                     .await;
             }
             Plan::Deny { rule } => {
                 warn!(service = "https", %client, sni = %sni, %orig_dst, rule = %rule, action = "deny", "TLS connection denied by rule");
+                flow.record("sni", &sni);
+                flow.record("alpn", &alpn_text);
+                flow.record("action", "deny");
+                flow.record("rule", &rule);
                 // A reset, not a FIN: the client must not mistake it for an empty answer.
                 let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             }
@@ -347,7 +359,8 @@ impl TlsService {
                     alpn: &alpn,
                     client_first: cache,
                 };
-                intercept::run(&self.shared, conn, self.to_proxy.as_ref())
+                flow.within(&span);
+                intercept::run(&self.shared, conn, self.to_proxy.as_ref(), flow)
                     .instrument(span)
                     .await;
             }
@@ -366,16 +379,6 @@ pub fn origin_client(
     Arc::new(origin::TlsOrigin::new(shared, dst, sni, None, timeouts))
 }
 
-async fn splice(
-    stream: TcpStream,
-    client: ClientAddr,
-    orig_dst: OrigDstAddr,
-    raw: Vec<u8>,
-    timeout: Duration,
-) {
-    splice_to_origin(Service::Https, stream, client, orig_dst, &raw, timeout).await;
-}
-
 fn alpn_list(alpn: &[Vec<u8>]) -> String {
     alpn.iter()
         .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -385,11 +388,15 @@ fn alpn_list(alpn: &[Vec<u8>]) -> String {
 
 impl TcpHandler for Arc<TlsService> {
     fn on_connection(&self, conn: InterceptedTcp) {
+        let InterceptedTcp {
+            stream,
+            client,
+            orig_dst,
+        } = conn;
+        let mut flow = self.flows.open(Service::Https, client, orig_dst, "tcp");
         let service = self.clone();
-        let guard = self.flows.start();
         tokio::spawn(async move {
-            service.handle(conn).await;
-            drop(guard);
+            service.handle(stream, client, orig_dst, &mut flow).await;
         });
     }
 }

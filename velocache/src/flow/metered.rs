@@ -1,5 +1,6 @@
-//! A client stream that counts bytes both ways, for the per-connection `flow` line every
-//! intercepted flow gets (the same line the pass-through handlers write).
+//! The one byte-counting stream wrapper: wrapped around a flow's client side, it counts what
+//! the client sent (reads: `up`) and what it was sent (writes: `down`) into the flow's
+//! [`Counts`], which its `flow` line reports.
 use std::{
     io,
     pin::Pin,
@@ -12,13 +13,29 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Bytes read from and written to a client.
-#[derive(Default)]
+/// What went through a flow, each way.
+#[derive(Debug, Default)]
 pub struct Counts {
-    /// Client → gateway.
+    /// Bytes client → gateway.
     pub up: AtomicU64,
-    /// Gateway → client.
+    /// Bytes gateway → client.
     pub down: AtomicU64,
+    /// Datagrams client → gateway (UDP flows).
+    pub datagrams_up: AtomicU64,
+    /// Datagrams gateway → client (UDP flows).
+    pub datagrams_down: AtomicU64,
+}
+
+impl Counts {
+    /// Count `n` bytes from the client.
+    pub fn add_up(&self, n: u64) {
+        self.up.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Count `n` bytes to the client.
+    pub fn add_down(&self, n: u64) {
+        self.down.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// Counting wrapper.
@@ -28,16 +45,14 @@ pub struct Metered<S> {
 }
 
 impl<S> Metered<S> {
-    /// Wrap `inner`.
-    pub fn new(inner: S) -> (Self, Arc<Counts>) {
-        let counts = Arc::new(Counts::default());
-        (
-            Metered {
-                inner,
-                counts: counts.clone(),
-            },
-            counts,
-        )
+    /// Wrap a flow's client side; bytes go into `counts` (a [`super::FlowGuard`]'s).
+    pub fn new(inner: S, counts: Arc<Counts>) -> Self {
+        Metered { inner, counts }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
     }
 }
 
