@@ -15,103 +15,35 @@
 //! kernel side as parts, so the ordering is tested without privileges (`tests`).
 //!
 //! # Layout
-//! - `bind`: binding and serving each service's sockets; `services`: the factories, and the
-//!   parts several services share; `counters`: the periodic kernel-counters line.
+//! - `parts`: what `run` is given, and its error; `bind`: binding and serving each service's
+//!   sockets; `services`: the factories, and the parts several services share; `counters`: the
+//!   periodic kernel-counters line.
 mod bind;
 mod counters;
+mod parts;
 mod services;
 #[cfg(test)]
 mod tests;
 
-use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use prometheus_client::registry::Registry;
-use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use bind::{Bound, bind_all};
+pub use parts::{AppError, Launch, Parts, ServicesStart};
 
 use crate::{
     admin::AdminHub,
-    config::{Config, Transport},
-    control::{AdminServer, ControlError, ControlPlane, PlaneMetrics, PlaneParts},
-    datapath::{DatapathError, InstanceError, InstanceLock, KernelStart},
+    config::Config,
+    control::{AdminServer, ControlPlane, PlaneMetrics, PlaneParts},
+    datapath::InstanceLock,
     flow::FlowTracker,
     net::UdpReplier,
-    rules::{Rules, RulesError},
-    service::{ServiceContext, ServiceError, ServiceFactory},
-    telemetry::LogControl,
-    tls::TlsError,
+    rules::Rules,
+    service::ServiceContext,
 };
-
-/// Why the daemon could not start.
-#[derive(Debug, Error)]
-pub enum AppError {
-    /// Another daemon runs in this network namespace.
-    #[error(transparent)]
-    Instance(#[from] InstanceError),
-    /// A listener could not be bound.
-    #[error("cannot bind the {service} {transport:?} listener on {addr}: {source}")]
-    Bind {
-        /// Service name.
-        service: &'static str,
-        /// TCP or UDP.
-        transport: Transport,
-        /// Address.
-        addr: std::net::SocketAddr,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The datapath did not come up.
-    #[error(transparent)]
-    Datapath(#[from] DatapathError),
-    /// The rules file is invalid.
-    #[error(transparent)]
-    Rules(#[from] RulesError),
-    /// The TLS layer (CA, roots) could not be set up.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// The admin API could not start.
-    #[error(transparent)]
-    Control(#[from] ControlError),
-    /// A service could not be built.
-    #[error(transparent)]
-    Service(#[from] ServiceError),
-}
-
-/// How the daemon was launched, beyond its configuration.
-#[derive(Default)]
-pub struct Launch {
-    /// The configuration file, re-read on reload (SIGHUP, `velocache service reload`).
-    pub config_file: Option<PathBuf>,
-    /// The log filter's reload handle (`[log] level` changes live).
-    pub log: Option<LogControl>,
-}
-
-/// Builds the service factories once the rules are loaded (`services::factories` in the
-/// daemon); they register what they share in the hub and their metrics in the registry.
-pub type ServicesStart = Box<
-    dyn FnOnce(
-            &Config,
-            &Rules,
-            &AdminHub,
-            &mut Registry,
-        ) -> Result<Vec<Box<dyn ServiceFactory>>, AppError>
-        + Send,
->;
-
-/// What [`run`] is given rather than makes: the bound sockets, the services and the kernel
-/// side.
-pub struct Parts {
-    /// Every enabled service's sockets, bound ([`bind_all`]).
-    pub listeners: Vec<Bound>,
-    /// The services.
-    pub services: ServicesStart,
-    /// The kernel side, started once the sockets are served.
-    pub kernel: KernelStart,
-}
 
 /// Run the daemon as `main` does: one per network namespace, transparent sockets, the real
 /// services and datapath; until `shutdown` resolves or a stop is asked through the admin API.
