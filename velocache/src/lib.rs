@@ -6,22 +6,30 @@
 //! to go. If the daemon is gone, the classifier finds no socket and traffic flows untouched.
 //!
 //! # Layout (in the order a packet meets it)
-//! - [`datapath`]: kernel programs, their maps and counters, policy routing.
-//! - [`net`]: transparent listeners, original destinations, the handler seam.
-//! - [`passthrough`]: splice and relay to the original destination.
-//! - [`sip`]: SIP observation (messages, calls, REGISTERs) and media learning.
-//! - [`rtp`]: the RTP fast path's userspace side: kernel flow maps, anchors, media reports.
-//! - [`rules`]: the operator's `rules.toml`, facts in, decision out.
-//! - [`cache`]: the HTTP object store (io_uring disk store, RFC 9111 policy, collapsed forwarding).
-//! - [`config`]: typed, layered configuration with `validate()`.
-//! - [`http`]: the transparent HTTP/1.1 caching proxy (phases, upstream pool, access log).
-//! - [`tls`]: HTTPS — SNI splice, interception with a local CA.
+//! - [`datapath`]: kernel programs, their maps and counters, policy routing; the
+//!   [`datapath::Kernel`] seam the daemon's life cycle drives.
+//! - [`net`]: transparent listeners and sockets, original destinations, the accept and receive
+//!   loops that hand flows to handlers.
+//! - [`service`]: the service seam — [`service::ServiceFactory`], [`service::Handlers`],
+//!   [`service::ServiceContext`] — that every service below plugs into.
+//! - [`passthrough`]: splice and relay to the original destination (the one UDP session table).
 //! - [`dns`]: DNS — a transparent caching forwarder (wire-format answer cache, upstreams).
-//! - [`telemetry`]: JSON / pretty logs.
-//! - [`control`]: the admin API (Unix socket), metrics, reload, cache warm-up; [`cli`]: the
-//!   commands that talk to it.
-//! - [`flow`]: flows in progress, for graceful shutdown.
-//! - [`app`]: wiring and the shutdown order.
+//! - [`http`]: the transparent caching proxy, HTTP/1.1 and HTTP/2 (phases, upstream pool,
+//!   access log); [`tls`]: HTTPS — SNI splice, interception with a local CA, through `http`.
+//! - [`sip`]: SIP observation (messages, calls, REGISTERs) and media learning; [`rtp`]: the RTP
+//!   fast path's userspace side (kernel flow maps, anchors, media reports).
+//! - [`cache`]: the HTTP object store (storage seam, io_uring disk store, RFC 9111 policy,
+//!   collapsed forwarding); [`rules`]: the operator's `rules.toml`, facts in, decision out.
+//! - [`flow`]: flows in progress — counted for shutdown, each ended with its `flow` line.
+//! - [`admin`]: what services offer the admin API, and its wire types; [`control`]: the admin
+//!   API itself, metrics, reload, cache warm-up; [`cli`]: the commands that talk to it.
+//! - [`config`]: typed, layered configuration, one file per section; [`telemetry`]: JSON /
+//!   pretty logs and the one shape of metrics registration.
+//! - [`app`]: the daemon's life — the services, start-up and shutdown order.
+//!
+//! The top-level modules form no import cycle (`cargo xtask test` checks it): `config`, `net`
+//! and `flow` depend on nothing above them, services depend on `service`, `admin`, `cache`,
+//! `rules`, and only `app` names every service.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 

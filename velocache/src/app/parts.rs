@@ -85,4 +85,3 @@ pub struct Parts {
     /// The kernel side, started once the sockets are served.
     pub kernel: KernelStart,
 }
-

@@ -22,10 +22,10 @@ use crate::{
     admin::api::{ReloadReport, paths},
     config::{DatapathConfig, Intercept},
     control::{Client, Endpoint, socket_path},
-    datapath::{Counters, Kernel},
+    datapath::{Counters, DatapathError, Kernel},
     flow::FlowTracker,
     net::{InterceptedTcp, TcpHandler, TransparentListener},
-    service::Handlers,
+    service::{Handlers, ServiceError, ServiceFactory},
 };
 
 /// What happened, in order.

@@ -17,7 +17,7 @@ use std::{fmt, net::IpAddr};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::rules::CacheKeyOptions;
+use crate::rules::{CacheKeyOptions, Digest};
 
 /// Fixed-size object identity (16 bytes of SHA-256 of the key text).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,7 +82,7 @@ pub struct KeyInput<'a> {
 impl ObjectKey {
     /// Derive the key for `input` under the rule's key options.
     pub fn derive(input: KeyInput<'_>, opts: &CacheKeyOptions) -> ObjectKey {
-        if opts.content_addressed.as_deref() == Some("sha256")
+        if opts.content_addressed == Some(Digest::Sha256)
             && let Some(digest) = find_sha256(input.path_and_query)
         {
             let text = format!("sha256:{}", hex::encode(digest));
@@ -278,7 +278,7 @@ mod tests {
     #[test]
     fn content_addressed_keys_ignore_host_and_destination() {
         let ca = CacheKeyOptions {
-            content_addressed: Some("sha256".into()),
+            content_addressed: Some(Digest::Sha256),
             ..Default::default()
         };
         let d = "a".repeat(64);

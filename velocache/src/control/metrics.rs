@@ -21,7 +21,12 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::ConstGauge,
+    },
     registry::Registry,
 };
 use velocache_common::{Service, Verdict};
@@ -68,6 +73,31 @@ impl DaemonMetrics {
         m.collector(Box::new(ProcessCollector::new()));
         m.collector(Box::new(RulesCollector { rules }));
         DaemonMetrics
+    }
+}
+
+/// Labels of `velocache_config_reloads_total`.
+pub(crate) type ResultLabel = Vec<(String, String)>;
+
+/// Counters of the control plane itself.
+#[derive(Clone, Default)]
+pub struct PlaneMetrics {
+    pub(crate) reloads: Family<ResultLabel, Counter>,
+    pub(crate) warmup_urls: Family<ResultLabel, Counter>,
+}
+
+impl PlaneMetrics {
+    /// Register in the top-level registry (`velocache_config_reloads_total{result}`,
+    /// `velocache_warmup_urls_total{result}`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let mut m = MetricSet::new(registry);
+        PlaneMetrics {
+            reloads: m.counters(
+                "config_reloads",
+                "Configuration and rules reloads (SIGHUP, service reload), by result",
+            ),
+            warmup_urls: m.counters("warmup_urls", "Cache warm-up URLs fetched, by result"),
+        }
     }
 }
 

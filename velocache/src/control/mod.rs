@@ -31,6 +31,7 @@ pub mod warmup;
 mod tests;
 
 pub use client::{Client, ClientError, Endpoint};
-pub use plane::{ControlPlane, PlaneMetrics, PlaneParts};
+pub use metrics::PlaneMetrics;
+pub use plane::{ControlPlane, PlaneParts};
 pub use reload::{changed_keys, is_live};
 pub use server::{AdminServer, ControlError, SOCKET_NAME, socket_path};

@@ -7,13 +7,10 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use prometheus_client::{
-    metrics::{counter::Counter, family::Family},
-    registry::Registry,
-};
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use super::warmup::Warmup;
+use super::{metrics::PlaneMetrics, warmup::Warmup};
 use crate::{
     admin::{
         api::{AdminListeners, ReloadReport},
@@ -23,11 +20,8 @@ use crate::{
     datapath::Kernel,
     flow::FlowTracker,
     rules::Rules,
-    telemetry::{LogControl, metrics::MetricSet},
+    telemetry::LogControl,
 };
-
-/// Labels of `velocache_config_reloads_total`.
-pub(crate) type ResultLabel = Vec<(String, String)>;
 
 /// What the wiring hands the control plane.
 pub struct PlaneParts {
@@ -49,28 +43,6 @@ pub struct PlaneParts {
     pub log: Option<LogControl>,
     /// Metrics the control plane updates, registered before the registry was frozen.
     pub metrics: PlaneMetrics,
-}
-
-/// Counters of the control plane itself.
-#[derive(Clone, Default)]
-pub struct PlaneMetrics {
-    pub(crate) reloads: Family<ResultLabel, Counter>,
-    pub(crate) warmup_urls: Family<ResultLabel, Counter>,
-}
-
-impl PlaneMetrics {
-    /// Register in the top-level registry (`velocache_config_reloads_total{result}`,
-    /// `velocache_warmup_urls_total{result}`).
-    pub fn register(registry: &mut Registry) -> Self {
-        let mut m = MetricSet::new(registry);
-        PlaneMetrics {
-            reloads: m.counters(
-                "config_reloads",
-                "Configuration and rules reloads (SIGHUP, service reload), by result",
-            ),
-            warmup_urls: m.counters("warmup_urls", "Cache warm-up URLs fetched, by result"),
-        }
-    }
 }
 
 /// The daemon as the admin API sees it.

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::info;
 
-use super::{metrics::OPENMETRICS_CONTENT_TYPE, plane::ControlPlane, server::Access};
+use super::{metrics::OPENMETRICS_CONTENT_TYPE, plane::ControlPlane};
 use crate::admin::{
     api::{
         CaReport, CacheQuery, CacheShow, ErrorBody, ErrorKind, PurgeRequest, RuleView, RulesReport,
@@ -108,6 +108,17 @@ fn token_matches(presented: &[u8], token: &[u8]) -> bool {
             .zip(token)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// What a connection may do.
+#[derive(Clone)]
+pub(super) enum Access {
+    /// The Unix socket: everything (the file mode already restricts it to root).
+    Socket,
+    /// The TCP admin listener: everything, with the bearer token.
+    Token(Arc<str>),
+    /// The metrics listener: `GET /metrics` only.
+    MetricsOnly,
 }
 
 fn authorized(access: &Access, req: &Request<hyper::body::Incoming>) -> Result<(), ApiError> {

@@ -25,7 +25,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{plane::ControlPlane, routes};
+use super::{
+    plane::ControlPlane,
+    routes::{self, Access},
+};
 use crate::admin::api::AdminListeners;
 use crate::config::Config;
 
@@ -74,17 +77,6 @@ pub enum ControlError {
         /// What is wrong.
         reason: String,
     },
-}
-
-/// What a connection may do.
-#[derive(Clone)]
-pub(super) enum Access {
-    /// The Unix socket: everything (the file mode already restricts it to root).
-    Socket,
-    /// The TCP admin listener: everything, with the bearer token.
-    Token(Arc<str>),
-    /// The metrics listener: `GET /metrics` only.
-    MetricsOnly,
 }
 
 /// The bound listeners, not yet serving.

@@ -14,7 +14,7 @@ use std::{
 use futures::StreamExt as _;
 use tracing::{info, warn};
 
-use super::plane::PlaneMetrics;
+use super::metrics::PlaneMetrics;
 use crate::admin::{
     api::{WarmResult, WarmupProgress},
     seams::{AdminHub, CacheAdmin},

@@ -1,4 +1,6 @@
-//! The daemon's only `unsafe` code, fenced here so that it can be audited in one place.
+//! One of the daemon's two fences of `unsafe` code (the other is `cache/disk/uring.rs`, for
+//! io_uring submissions); the crate root denies `unsafe` everywhere else, so both can be
+//! audited in one place each.
 //!
 //! Tokio made registering an arbitrary raw fd with its reactor `unsafe` (the caller must
 //! promise the fd stays open and unchanged while registered). The kernel programs' log ring

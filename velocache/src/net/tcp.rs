@@ -1,4 +1,10 @@
-//! The transparent TCP listener.
+//! The transparent TCP listener: where steered connections enter the daemon.
+//!
+//! A connection the classifier assigned to the listener is accepted with the client's original
+//! destination as its local address (`IP_TRANSPARENT`); it leaves as an [`InterceptedTcp`] — the
+//! stream, the [`ClientAddr`], the [`OrigDstAddr`] — handed by `serve_tcp` to the service's
+//! handler. A connection made directly to the listener's own port was not steered and is
+//! refused, so a splice can never connect the daemon to itself.
 use std::{io, net::SocketAddr};
 
 use socket2::{Protocol, SockAddr, Type};

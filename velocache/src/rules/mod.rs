@@ -38,7 +38,7 @@ use std::{
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 pub use model::{
-    Action, CacheKeyOptions, Decision, Facts, HostPattern, Rule, RuleSet, TlsDecision,
+    Action, CacheKeyOptions, Decision, Digest, Facts, HostPattern, Rule, RuleSet, TlsDecision,
 };
 pub use parse::RulesError;
 

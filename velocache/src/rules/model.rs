@@ -1,4 +1,13 @@
-//! Rule types and matching.
+//! Rule types and matching: what a parsed `rules.toml` is made of, and how a request's facts
+//! meet it.
+//!
+//! A [`RuleSet`] enters from `parse` (built from the file, every rule with its line); facts about
+//! one flow enter [`RuleSet::evaluate`] — service, host, path, method, content type, as much as
+//! is known yet — and leave as the first matching rule's [`Decision`] (action, TTL override,
+//! cache-key options), or `None` when no rule matches and the service does its default.
+//! [`RuleSet::tls_decision`] answers the TLS layer's question (intercept, splice, deny) from the
+//! SNI alone, and `undecided_until_response` tells the HTTP proxy when a content-type rule can
+//! only decide once the response headers are in.
 use std::time::Duration;
 
 use globset::{GlobBuilder, GlobMatcher};
@@ -66,13 +75,21 @@ impl TextPattern {
     }
 }
 
+/// The digest a content-addressed URL names its content by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Digest {
+    /// SHA-256 (`sha256:<64 hex>` in the path, as OCI registries write it).
+    Sha256,
+}
+
 /// How a rule shapes the cache key of what it matches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CacheKeyOptions {
     /// The URL names its content by digest (e.g. `/v2/<name>/blobs/sha256:<hex>`): the key is
     /// the digest, so the same blob from any host, scheme or CDN redirect is stored once and
-    /// verified against it. The value is the digest algorithm (`sha256`).
-    pub content_addressed: Option<String>,
+    /// verified against it.
+    pub content_addressed: Option<Digest>,
     /// Drop the query string from the key entirely.
     pub ignore_query: bool,
     /// Keep only these query parameters (sorted) in the key.

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use velocache_common::Service;
 
-use super::model::{Action, CacheKeyOptions, HostPattern, Rule, RuleSet, TextPattern};
+use super::model::{Action, CacheKeyOptions, Digest, HostPattern, Rule, RuleSet, TextPattern};
 
 /// Why a rules file was rejected.
 #[derive(Debug, Error)]
@@ -208,13 +208,15 @@ impl RuleSet {
                 ),
             };
             let ck = r.cache_key.unwrap_or_default();
-            if let Some(alg) = &ck.content_addressed
-                && alg != "sha256"
-            {
-                return Err(bad(format!(
-                    "cache_key.content_addressed: unsupported digest `{alg}` (sha256)"
-                )));
-            }
+            let content_addressed = match ck.content_addressed.as_deref() {
+                None => None,
+                Some("sha256") => Some(Digest::Sha256),
+                Some(alg) => {
+                    return Err(bad(format!(
+                        "cache_key.content_addressed: unsupported digest `{alg}` (sha256)"
+                    )));
+                }
+            };
             if ck.ignore_query && !ck.keep_query.is_empty() {
                 return Err(bad(
                     "cache_key: ignore_query and keep_query exclude each other".into(),
@@ -236,7 +238,7 @@ impl RuleSet {
                 action,
                 ttl_override,
                 cache_key: CacheKeyOptions {
-                    content_addressed: ck.content_addressed,
+                    content_addressed,
                     ignore_query: ck.ignore_query,
                     keep_query: ck.keep_query,
                     sort_query: ck.sort_query,

@@ -56,8 +56,8 @@ fn first_matching_rule_wins_with_its_settings() {
     assert_eq!(d.action, Action::Cache);
     assert_eq!(d.ttl_override, Some(Duration::from_secs(30 * 86400)));
     assert_eq!(
-        d.rule.cache_key.content_addressed.as_deref(),
-        Some("sha256")
+        d.rule.cache_key.content_addressed,
+        Some(crate::rules::Digest::Sha256)
     );
     assert!(
         set.evaluate(&http("x.cdn.lab", "/v2/a/b/blobs/sha256:1"))

@@ -7,20 +7,14 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use futures::future::BoxFuture;
-
 use tracing::info;
 
 use super::{
     dialog::{Call, CallState, Outcome},
     media::PlannedFlow,
-    observer::Observer,
 };
 use crate::{
-    admin::{
-        AdminError, CallsAdmin,
-        api::{CallRecord, CallsReport, MediaStats},
-    },
+    admin::api::{CallRecord, MediaStats},
     rtp::{FlowStats, report},
 };
 
@@ -104,13 +98,6 @@ pub fn record(
         reason: call.final_status.as_ref().map(|(_, r)| r.clone()),
         ended_by: call.ended_by.clone(),
         media,
-    }
-}
-
-impl CallsAdmin for Observer {
-    fn calls(&self) -> BoxFuture<'_, Result<CallsReport, AdminError>> {
-        let report = self.report();
-        Box::pin(async move { report })
     }
 }
 

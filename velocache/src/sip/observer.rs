@@ -28,7 +28,7 @@ use super::{
     sdp::{self, MediaStream},
 };
 use crate::{
-    admin::{AdminError, api::CallsReport},
+    admin::{AdminError, CallsAdmin, api::CallsReport},
     rtp::{FlowStats, MediaPlane, PortPool, report},
 };
 
@@ -584,5 +584,13 @@ fn log_message(msg: &SipMessage, hop: &Hop) {
                 from, to, src = %src, dst = %dst, transport = hop.transport,
                 parser = msg.parser, "sip");
         }
+    }
+}
+
+/// `velocache calls` through the admin API.
+impl CallsAdmin for Observer {
+    fn calls(&self) -> futures::future::BoxFuture<'_, Result<CallsReport, AdminError>> {
+        let report = self.report();
+        Box::pin(async move { report })
     }
 }
