@@ -272,12 +272,12 @@ pub async fn run_with(
     }
     let mut registry = Registry::with_prefix("velocache");
     let http_proxy = (config.http.enabled || config.https.enabled).then(|| {
-        let phases: Arc<dyn crate::http::Phases> = match &tls {
-            Some(tls) => Arc::new(crate::tls::CaPage::new(
+        let phases: Vec<Arc<dyn crate::http::Phase>> = match &tls {
+            Some(tls) => vec![Arc::new(crate::tls::CaPage::new(
                 tls.clone(),
                 &config.tls.ca_page_host,
-            )),
-            None => Arc::new(crate::http::NoPhases),
+            ))],
+            None => Vec::new(),
         };
         crate::http::build_proxy(
             &config.http,

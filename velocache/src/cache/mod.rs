@@ -41,7 +41,9 @@ pub use disk::DiskStorage;
 pub use key::{KeyInput, ObjectId, ObjectKey};
 pub use memory::MemoryStorage;
 pub use meta::ObjectMeta;
-pub use storage::{IoFuture, SliceReader, SliceSet, SliceWriter, Snapshot, Storage, Usage};
+pub use storage::{
+    FileRegion, Hit, IoFuture, Lookup, SliceReader, SliceSet, SliceWriter, Step, Storage, Usage,
+};
 
 /// What can go wrong in the cache layer.
 #[derive(Debug, Error)]

@@ -169,7 +169,7 @@ async fn setup(rules: &str, tweak: impl FnOnce(&mut HttpConfig)) -> Setup {
         Some(MemoryStorage::new(64 << 20)),
         rules,
         &mut registry,
-        Arc::new(NoPhases),
+        Vec::new(),
     );
     let pl = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_addr = pl.local_addr().unwrap();
