@@ -239,4 +239,8 @@ impl TcpHandler for HttpService {
 #[cfg(test)]
 mod framing_tests;
 #[cfg(test)]
+mod phase_tests;
+#[cfg(test)]
+mod test_harness;
+#[cfg(test)]
 mod tests;
