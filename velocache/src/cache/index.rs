@@ -1,5 +1,7 @@
 //! The in-memory index both stores share: objects, their slices, byte accounting, LRU order and
-//! eviction choices. Pure bookkeeping — it never touches a file.
+//! eviction choices. Pure bookkeeping — it never touches a file. Metadata and committed slices
+//! enter from the stores' writes; lookups (hits), slice lengths, occupancy and the objects to
+//! delete leave.
 use std::{collections::HashMap, sync::Arc};
 
 use parking_lot::Mutex;

@@ -1,7 +1,7 @@
 //! The transparent HTTP caching proxy, for intercepted TCP 80 and — through
 //! [`serve_decrypted`] — for HTTPS the TLS layer has decrypted. Clients speak HTTP/1.1 (and 1.0)
-//! on plain connections, and HTTP/1.1 or HTTP/2 (as ALPN chose) on decrypted ones; origins are
-//! spoken to in HTTP/1.1.
+//! on plain connections, and HTTP/1.1 or HTTP/2 (as ALPN chose) on decrypted ones; plain origins
+//! get HTTP/1.1, and HTTPS origins what they chose by ALPN (the TLS layer's [`OriginClient`]).
 //!
 //! A connection enters as any `AsyncRead + AsyncWrite` stream with its scheme, protocol,
 //! [`ClientAddr`] and [`OrigDstAddr`]; hyper parses its requests; `proxy` runs each through the
@@ -19,7 +19,7 @@
 //! - `cached`: the cache path — lookup, hit, revalidation, miss, collapsed forwarding — from a
 //!   request and a fetcher to an outcome; `serve`: answers from stored objects (304, 206/416,
 //!   HEAD, RAM tier) and missing-slice fetches; `store`: the cache, its lock and settings.
-//! - `fetch`: [`Fetcher`], the way to the origin; `upstream`: origin connections;
+//! - `fetch`: the fetcher, the one way to the origin; `upstream`: origin connections;
 //!   `upgrade`: WebSocket and `CONNECT` tunnels.
 //! - `phase`: the [`Phase`] trait and the chain that runs phases in order.
 //! - `framing`: where a request ends — `Host`/`Expect` checks, upstream framing recomputed from
@@ -58,12 +58,10 @@ pub use admin::{HttpsOrigins, ProxyCacheAdmin};
 pub use body::Body;
 pub use ctx::{CacheDecision, CacheStatus, ClientProtocol, Conn, Ctx, RequestEnd, Scheme, Timings};
 pub use error::{ProxyError, Side};
-pub use fetch::Fetcher;
 pub use framing::Refusal;
 pub use headers::{check_host, strip_hop_by_hop};
 pub use phase::{Phase, Step, Verdict};
 pub use proxy::{Proxy, Settings};
-pub use rule_phase::RulesPhase;
 pub use upstream::{OriginClient, Upstream};
 
 use crate::{
@@ -139,7 +137,7 @@ pub fn proxy_with_storage(
             metrics.clone(),
         ))
     });
-    phases.push(Arc::new(RulesPhase::new(rules.clone())));
+    phases.push(Arc::new(rule_phase::RulesPhase::new(rules.clone())));
     Arc::new(Proxy::new(
         Settings {
             via,

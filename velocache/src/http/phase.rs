@@ -128,11 +128,6 @@ impl Chain {
         }
     }
 
-    /// The phases' names, in order.
-    pub fn names(&self) -> Vec<&str> {
-        self.phases.iter().map(|p| p.name()).collect()
-    }
-
     /// Hook 1: the first answer wins.
     pub async fn request_filter(
         &self,

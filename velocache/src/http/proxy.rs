@@ -143,11 +143,6 @@ impl Proxy {
         &self.rules
     }
 
-    /// The phases' names, in order.
-    pub fn phase_names(&self) -> Vec<&str> {
-        self.chain.names()
-    }
-
     /// Serve `io` — an intercepted TCP stream, or a stream the TLS layer has decrypted — in
     /// `protocol` until the client closes it.
     pub async fn serve<S>(self: Arc<Self>, io: S, conn: Conn, protocol: ClientProtocol)
