@@ -103,6 +103,21 @@ pub struct FillPermit {
 }
 
 impl FillPermit {
+    /// A permit on a new fill of `id`, released through `lock` when it ends: what a
+    /// [`CacheLock`] hands its writer — or, for a lock shared with other gateways, what it keeps
+    /// to mirror a remote writer's progress to the readers in this process.
+    pub fn new(id: ObjectId, lock: Weak<dyn CacheLock>) -> FillPermit {
+        FillPermit {
+            fill: Arc::new(Fill {
+                id,
+                state: watch::channel(FillState::default()).0,
+                progress: Mutex::new(Instant::now()),
+            }),
+            lock,
+            finished: false,
+        }
+    }
+
     /// The fill readers see.
     pub fn fill(&self) -> &Arc<Fill> {
         &self.fill
@@ -208,18 +223,9 @@ impl CacheLock for Fills {
             }
             warn!(object = %id, idle_ms = idle.as_millis() as u64, "a fill made no progress for the lock age; starting another");
         }
-        let fill = Arc::new(Fill {
-            id,
-            state: watch::channel(FillState::default()).0,
-            progress: Mutex::new(Instant::now()),
-        });
-        map.insert(id, fill.clone());
-        let lock: Weak<dyn CacheLock> = self.this.clone();
-        Step::Ready(Acquired::Writer(FillPermit {
-            fill,
-            lock,
-            finished: false,
-        }))
+        let permit = FillPermit::new(id, self.this.clone());
+        map.insert(id, permit.fill().clone());
+        Step::Ready(Acquired::Writer(permit))
     }
 
     fn current(&self, id: &ObjectId) -> Option<Arc<Fill>> {
