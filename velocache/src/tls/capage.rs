@@ -2,9 +2,9 @@
 //!
 //! A phase of the HTTP proxy: a request head enters its `request_filter`; for requests whose
 //! `Host` is `[tls] ca_page_host` (any destination address: the name does not need to resolve
-//! anywhere else) the page leaves as the answer, and nothing reaches an origin or the cache. `/` is a short
-//! page with per-OS instructions; `/velocache-ca.pem` and `/velocache-ca.crt` are the
-//! certificate in PEM and DER.
+//! anywhere else) the page leaves as the answer, and nothing reaches an origin or the cache.
+//! `/` is a short page with per-OS instructions; `/velocache-ca.pem` and `/velocache-ca.crt`
+//! are the certificate in PEM and DER.
 
 use std::sync::Arc;
 
