@@ -13,7 +13,7 @@ use super::AppError;
 use crate::{
     admin::AdminHub,
     config::Config,
-    http::{HttpsOrigins, NoPhases, Phases, ProxyCacheAdmin},
+    http::{HttpsOrigins, Phase, ProxyCacheAdmin},
     rules::Rules,
     service::ServiceFactory,
     tls::{CaPage, OriginTimeouts, TlsShared},
@@ -35,9 +35,9 @@ pub fn factories(
     };
     // Plain HTTP and decrypted HTTPS go through the same proxy, so an object is stored once.
     let proxy = (config.http.enabled || config.https.enabled).then(|| {
-        let phases: Arc<dyn Phases> = match &tls {
-            Some(tls) => Arc::new(CaPage::new(tls.clone(), &config.tls.ca_page_host)),
-            None => Arc::new(NoPhases),
+        let phases: Vec<Arc<dyn Phase>> = match &tls {
+            Some(tls) => vec![Arc::new(CaPage::new(tls.clone(), &config.tls.ca_page_host))],
+            None => Vec::new(),
         };
         crate::http::build_proxy(
             &config.http,

@@ -244,6 +244,7 @@ impl Writer {
         Ok(self
             .storage
             .lookup(&self.id)
+            .await?
             .is_some_and(|s| s.meta.version == self.meta.version && s.complete()))
     }
 }

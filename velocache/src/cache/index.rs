@@ -1,10 +1,12 @@
 //! The in-memory index both stores share: objects, their slices, byte accounting, LRU order and
-//! eviction choices. Pure bookkeeping — it never touches a file.
+//! eviction choices. Pure bookkeeping — it never touches a file. Metadata and committed slices
+//! enter from the stores' writes; lookups (hits), slice lengths, occupancy and the objects to
+//! delete leave.
 use std::{collections::HashMap, sync::Arc};
 
 use parking_lot::Mutex;
 
-use super::{ObjectId, ObjectMeta, SliceSet, Snapshot, Usage};
+use super::{Hit, ObjectId, ObjectMeta, SliceSet, Usage};
 
 struct Entry {
     meta: Arc<ObjectMeta>,
@@ -57,13 +59,13 @@ impl Index {
     }
 
     /// Look up and count a use.
-    pub fn lookup(&self, id: &ObjectId) -> Option<Snapshot> {
+    pub fn lookup(&self, id: &ObjectId) -> Option<Hit> {
         let mut g = self.inner.lock();
         g.tick += 1;
         let tick = g.tick;
         let e = g.map.get_mut(id)?;
         e.last_use = tick;
-        Some(Snapshot {
+        Some(Hit {
             meta: e.meta.clone(),
             present: e.present.clone(),
             hits: e.hits,
@@ -81,14 +83,14 @@ impl Index {
     }
 
     /// Every object (for listings; not counted as a use).
-    pub fn list(&self) -> Vec<(ObjectId, Snapshot)> {
+    pub fn list(&self) -> Vec<(ObjectId, Hit)> {
         let g = self.inner.lock();
         g.map
             .iter()
             .map(|(id, e)| {
                 (
                     *id,
-                    Snapshot {
+                    Hit {
                         meta: e.meta.clone(),
                         present: e.present.clone(),
                         hits: e.hits,
@@ -104,6 +106,16 @@ impl Index {
         g.map
             .get(id)
             .is_some_and(|e| e.meta.version == version && e.present.contains(idx))
+    }
+
+    /// The length of slice `idx` of `version` if it is committed and its length is final (the
+    /// object's length is known). Not counted as a use.
+    pub fn committed_len(&self, id: &ObjectId, version: u64, idx: u64) -> Option<u64> {
+        let g = self.inner.lock();
+        let e = g.map.get(id)?;
+        (e.meta.version == version && e.present.contains(idx))
+            .then(|| e.meta.slice_len(idx))
+            .flatten()
     }
 
     /// Install metadata; returns the old version's slices to delete when it replaced one.

@@ -1,14 +1,17 @@
 //! An in-memory [`Storage`] for unit tests: the same semantics as the disk store (slices
 //! visible only once committed with the right length, in-progress slices readable by those who
 //! ask, versions, eviction), with `Vec<u8>` instead of files.
+//!
+//! Data enters as metadata and slice writes and leaves as `Bytes` read back from RAM; having no
+//! files, it hands out no [`super::FileRegion`] (`SliceReader::file` is always `None`).
 use std::{collections::HashMap, sync::Arc};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::{
-    CacheError, IoFuture, ObjectId, ObjectMeta, SliceReader, SliceWriter, Snapshot, Storage, Usage,
-    index::Index,
+    CacheError, Hit, IoFuture, Lookup, ObjectId, ObjectMeta, SliceReader, SliceWriter, Step,
+    Storage, Usage, index::Index,
 };
 
 type SliceKey = (ObjectId, u64, u64);
@@ -120,7 +123,7 @@ impl Drop for MemWriter {
 }
 
 impl Storage for MemoryStorage {
-    fn list(&self) -> Vec<(ObjectId, Snapshot)> {
+    fn list(&self) -> Vec<(ObjectId, Hit)> {
         self.index.list()
     }
 
@@ -128,8 +131,8 @@ impl Storage for MemoryStorage {
         self.index.record_hit(id, version);
     }
 
-    fn lookup(&self, id: &ObjectId) -> Option<Snapshot> {
-        self.index.lookup(id)
+    fn lookup(&self, id: &ObjectId) -> Lookup<'_> {
+        Step::Ready(Ok(self.index.lookup(id)))
     }
 
     fn has_slice(&self, id: &ObjectId, version: u64, idx: u64) -> bool {
@@ -198,10 +201,10 @@ impl Storage for MemoryStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::storage_tests::exercise_store;
+    use crate::cache::storage_tests::{Files, exercise_store};
 
     #[tokio::test]
     async fn behaves_like_a_store() {
-        exercise_store(MemoryStorage::new(10_000)).await;
+        exercise_store(MemoryStorage::new(10_000), Files::None).await;
     }
 }

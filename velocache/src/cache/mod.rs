@@ -5,8 +5,11 @@
 //! [`reader::ObjectReader`] that reads committed slices, follows fills in progress (the growing
 //! file), and asks for missing slices to be fetched. What may be stored and served is decided
 //! by the pure functions of [`policy`] over [`cache_control`] and [`range`] parsing; the key of
-//! a request comes from [`key`]. The HTTP proxy (`crate::http`) drives all of it and never sees
-//! a file: the disk backend's io_uring thread lives in [`disk`].
+//! a request comes from [`key`]. A committed slice of the disk store can also leave as a
+//! [`FileRegion`] (descriptor, offset, length) for a response to send with `sendfile`/`splice`.
+//! The HTTP proxy (`crate::http`) drives all of it through the [`Storage`] and
+//! [`lock::CacheLock`] traits and never sees io_uring: the disk backend's ring thread lives in
+//! [`disk`].
 //!
 //! # Layout
 //! - `key`: cache keys and object ids (content-addressed keys, query normalisation).
@@ -14,7 +17,8 @@
 //! - `cache_control`, `range`, `policy`: RFC 9110/9111 parsing and decisions.
 //! - `storage`: the [`Storage`] trait; `memory` and `disk` implement it; `index` is their
 //!   shared bookkeeping (slices, bytes, LRU eviction).
-//! - `lock`: one writer per object, readers with lock-age and wait timeouts.
+//! - `lock`: the [`lock::CacheLock`] seam — one writer per object, readers with lock-age and wait
+//!   timeouts — and its in-process implementation.
 //! - `fill`, `reader`: body in, body out.
 
 pub mod cache_control;
@@ -41,7 +45,9 @@ pub use disk::DiskStorage;
 pub use key::{KeyInput, ObjectId, ObjectKey};
 pub use memory::MemoryStorage;
 pub use meta::ObjectMeta;
-pub use storage::{IoFuture, SliceReader, SliceSet, SliceWriter, Snapshot, Storage, Usage};
+pub use storage::{
+    FileRegion, Hit, IoFuture, Lookup, SliceReader, SliceSet, SliceWriter, Step, Storage, Usage,
+};
 
 /// What can go wrong in the cache layer.
 #[derive(Debug, Error)]

@@ -8,27 +8,32 @@
 //! run of missing slices — so a Range request for an object partly stored fetches only what it
 //! lacks. A fill that makes no progress for `wait` ends the response with an error rather than
 //! hanging it.
+//!
+//! Chunks leave as `Bytes`. A committed slice can also be had as a file region
+//! ([`super::SliceReader::file`]) by a response writer that sends it with `sendfile`.
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::{
     CacheError, ObjectId, ObjectMeta, SliceReader, Storage,
-    lock::{Fill, FillEnd, FillState, Fills},
+    lock::{CacheLock, Fill, FillEnd, FillState},
 };
 
 /// Starts fills for missing slices (the HTTP layer: a `Range` request to the origin).
 pub trait RangeFetcher: Send + Sync {
     /// Make sure slices `first..last` of `meta`'s version are being fetched; return the fill
     /// doing it (a new one, or one already in progress). `None`: cannot (origin unreachable…).
+    /// Async because taking the fill's lock may be (a lock shared with other gateways).
     fn fetch(
         &self,
         id: ObjectId,
         meta: Arc<ObjectMeta>,
         first: u64,
         last: u64,
-    ) -> Option<Arc<Fill>>;
+    ) -> BoxFuture<'_, Option<Arc<Fill>>>;
 }
 
 /// Largest chunk read from the store at once.
@@ -37,7 +42,7 @@ pub const READ_CHUNK: usize = 256 * 1024;
 /// Reads `[pos, end)` of one object version.
 pub struct ObjectReader {
     storage: Arc<dyn Storage>,
-    fills: Arc<Fills>,
+    fills: Arc<dyn CacheLock>,
     fetcher: Option<Arc<dyn RangeFetcher>>,
     id: ObjectId,
     meta: Arc<ObjectMeta>,
@@ -55,7 +60,7 @@ impl ObjectReader {
     #[expect(clippy::too_many_arguments, reason = "a constructor of plain parts")]
     pub fn new(
         storage: Arc<dyn Storage>,
-        fills: Arc<Fills>,
+        fills: Arc<dyn CacheLock>,
         fetcher: Option<Arc<dyn RangeFetcher>>,
         id: ObjectId,
         meta: Arc<ObjectMeta>,
@@ -143,11 +148,11 @@ impl ObjectReader {
                 if data.is_empty() {
                     // At the end of a body whose length was learnt after this reader started?
                     if self.meta.len.is_none()
-                        && let Some(snap) = self.storage.lookup(&self.id)
-                        && snap.meta.version == version
-                        && snap.meta.len.is_some()
+                        && let Ok(Some(hit)) = self.storage.lookup(&self.id).await
+                        && hit.meta.version == version
+                        && hit.meta.len.is_some()
                     {
-                        self.meta = snap.meta;
+                        self.meta = hit.meta;
                         continue;
                     }
                     return Err(CacheError::Missing { slice: idx });
@@ -248,6 +253,7 @@ impl ObjectReader {
             self.fetched.push(idx);
             if fetcher
                 .fetch(self.id, self.meta.clone(), idx, last)
+                .await
                 .is_none()
             {
                 return Err(CacheError::Missing { slice: idx });

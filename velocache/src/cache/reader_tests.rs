@@ -11,7 +11,7 @@ use super::*;
 use crate::cache::{
     MemoryStorage,
     fill::FillJob,
-    lock::{Acquired, Fills},
+    lock::{Acquired, CacheLock, Fills},
     meta::sample,
 };
 
@@ -41,13 +41,13 @@ fn chunks(data: &[u8], size: usize) -> Vec<Result<Bytes, std::io::Error>> {
 
 async fn store_all(
     storage: &Arc<dyn Storage>,
-    fills: &Arc<Fills>,
+    fills: &Arc<dyn CacheLock>,
     id: ObjectId,
     m: &Arc<ObjectMeta>,
     data: &[u8],
 ) {
     storage.put_meta(id, m.clone()).await.unwrap();
-    let Acquired::Writer(permit) = fills.acquire(id) else {
+    let Acquired::Writer(permit) = fills.acquire(id).await else {
         panic!()
     };
     permit.set_meta(m.clone(), 0);
@@ -69,12 +69,12 @@ async fn store_all(
 #[tokio::test]
 async fn reads_a_stored_object_whole_and_in_part() {
     let storage: Arc<dyn Storage> = MemoryStorage::new(1 << 20);
-    let fills = Fills::new(Duration::from_secs(5));
+    let fills: Arc<dyn CacheLock> = Fills::new(Duration::from_secs(5));
     let id = ObjectId([1; 16]);
     let data = body(3500);
     let m = meta(Some(3500));
     store_all(&storage, &fills, id, &m, &data).await;
-    assert!(storage.lookup(&id).unwrap().complete());
+    assert!(storage.lookup(&id).await.unwrap().unwrap().complete());
     let r = ObjectReader::new(
         storage.clone(),
         fills.clone(),
@@ -102,12 +102,12 @@ async fn reads_a_stored_object_whole_and_in_part() {
 #[tokio::test]
 async fn readers_follow_a_growing_object_of_unknown_length() {
     let storage: Arc<dyn Storage> = MemoryStorage::new(1 << 20);
-    let fills = Fills::new(Duration::from_secs(5));
+    let fills: Arc<dyn CacheLock> = Fills::new(Duration::from_secs(5));
     let id = ObjectId([2; 16]);
     let data = body(4321);
     let m = meta(None);
     storage.put_meta(id, m.clone()).await.unwrap();
-    let Acquired::Writer(permit) = fills.acquire(id) else {
+    let Acquired::Writer(permit) = fills.acquire(id).await else {
         panic!()
     };
     permit.set_meta(m.clone(), 0);
@@ -148,7 +148,10 @@ async fn readers_follow_a_growing_object_of_unknown_length() {
     for r in readers {
         assert_eq!(r.await.unwrap().unwrap(), data);
     }
-    assert_eq!(storage.lookup(&id).unwrap().meta.len, Some(4321));
+    assert_eq!(
+        storage.lookup(&id).await.unwrap().unwrap().meta.len,
+        Some(4321)
+    );
     // A reader arriving after the fill reads from the store.
     let r = ObjectReader::new(
         storage.clone(),
@@ -172,7 +175,7 @@ fn tokio_stream_from(
 /// Serves missing slices from a buffer, as the origin would, counting what it was asked for.
 struct Origin {
     storage: Arc<dyn Storage>,
-    fills: Arc<Fills>,
+    fills: Arc<dyn CacheLock>,
     data: Vec<u8>,
     asked: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
 }
@@ -184,9 +187,21 @@ impl RangeFetcher for Origin {
         meta: Arc<ObjectMeta>,
         first: u64,
         last: u64,
+    ) -> futures::future::BoxFuture<'_, Option<Arc<Fill>>> {
+        Box::pin(self.fetch_now(id, meta, first, last))
+    }
+}
+
+impl Origin {
+    async fn fetch_now(
+        &self,
+        id: ObjectId,
+        meta: Arc<ObjectMeta>,
+        first: u64,
+        last: u64,
     ) -> Option<Arc<Fill>> {
         self.asked.lock().unwrap().push((first, last));
-        let Acquired::Writer(permit) = self.fills.acquire(id) else {
+        let Acquired::Writer(permit) = self.fills.acquire(id).await else {
             return self.fills.current(&id);
         };
         let start = first * S;
@@ -212,7 +227,7 @@ impl RangeFetcher for Origin {
 #[tokio::test]
 async fn a_range_over_a_partly_stored_object_fetches_only_the_missing_slices() {
     let storage: Arc<dyn Storage> = MemoryStorage::new(1 << 20);
-    let fills = Fills::new(Duration::from_secs(5));
+    let fills: Arc<dyn CacheLock> = Fills::new(Duration::from_secs(5));
     let id = ObjectId([3; 16]);
     let data = body(5500);
     let m = meta(Some(5500));
@@ -259,17 +274,17 @@ async fn a_range_over_a_partly_stored_object_fetches_only_the_missing_slices() {
     );
     assert_eq!(read(r).await.unwrap(), data);
     assert_eq!(asked.lock().unwrap().len(), 3);
-    assert!(storage.lookup(&id).unwrap().complete());
+    assert!(storage.lookup(&id).await.unwrap().unwrap().complete());
 }
 
 #[tokio::test]
 async fn a_stalled_fill_ends_the_response_instead_of_hanging_it() {
     let storage: Arc<dyn Storage> = MemoryStorage::new(1 << 20);
-    let fills = Fills::new(Duration::from_secs(60));
+    let fills: Arc<dyn CacheLock> = Fills::new(Duration::from_secs(60));
     let id = ObjectId([4; 16]);
     let m = meta(Some(3000));
     storage.put_meta(id, m.clone()).await.unwrap();
-    let Acquired::Writer(permit) = fills.acquire(id) else {
+    let Acquired::Writer(permit) = fills.acquire(id).await else {
         panic!()
     };
     permit.set_meta(m.clone(), 0);
@@ -291,11 +306,11 @@ async fn a_stalled_fill_ends_the_response_instead_of_hanging_it() {
 #[tokio::test]
 async fn a_failed_fill_fails_its_readers_and_leaves_no_slice() {
     let storage: Arc<dyn Storage> = MemoryStorage::new(1 << 20);
-    let fills = Fills::new(Duration::from_secs(60));
+    let fills: Arc<dyn CacheLock> = Fills::new(Duration::from_secs(60));
     let id = ObjectId([5; 16]);
     let m = meta(Some(3000));
     storage.put_meta(id, m.clone()).await.unwrap();
-    let Acquired::Writer(permit) = fills.acquire(id) else {
+    let Acquired::Writer(permit) = fills.acquire(id).await else {
         panic!()
     };
     permit.set_meta(m.clone(), 0);

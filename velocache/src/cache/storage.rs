@@ -1,21 +1,57 @@
 //! The storage seam: what the HTTP layer may ask of a cache store, whatever backs it.
 //!
 //! An object is its [`ObjectMeta`] plus the slices of its body (each `slice_bytes` long, the
-//! last one shorter). A slice is written through a [`SliceWriter`] and becomes visible only
-//! when [`SliceWriter::commit`] has checked its length and moved it into place; until then it
-//! can be read only by those who know it is being written (collapsed-forwarding readers), via
-//! [`Storage::open_slice`]. Dropping a writer without committing discards what it wrote.
+//! last one shorter). Data enters through [`Storage::put_meta`] and a [`SliceWriter`] per slice;
+//! a slice becomes visible only when [`SliceWriter::commit`] has checked its length and moved it
+//! into place; until then it can be read only by those who know it is being written
+//! (collapsed-forwarding readers), via [`Storage::open_slice`]. Dropping a writer without
+//! committing discards what it wrote.
+//!
+//! Data leaves in two shapes: [`Storage::lookup`] answers with a [`Hit`] (the metadata and
+//! which slices are committed), and each slice is read through a [`SliceReader`] — as bytes, or,
+//! for a committed slice of a file-backed store, as a [`FileRegion`] (an open file, an offset
+//! and a length) that a response can hand to `sendfile`/`splice` without copying it through
+//! userspace. The memory store has no files and says so (`SliceReader::file` is `None`).
+//!
+//! Lookups and lock acquisitions return a [`Step`]: the local stores know the answer at once (an
+//! in-RAM index) and await nothing — no future is boxed on the hit path — while a remote tier
+//! (a shared cache on Redis) can return a pending one.
 //!
 //! Backends: [`super::MemoryStorage`] (unit tests) and [`super::DiskStorage`] (io_uring).
-use std::sync::Arc;
+use std::{future::IntoFuture, os::fd::OwnedFd, sync::Arc};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either};
 
 use super::{CacheError, ObjectId, ObjectMeta};
 
 /// A future returned by a storage operation.
 pub type IoFuture<'a, T> = BoxFuture<'a, Result<T, CacheError>>;
+
+/// A value known now, or a future of it. Awaiting [`Step::Ready`] allocates nothing, which is
+/// what lets a seam be async without costing the paths that never wait (an in-RAM lookup, a
+/// phase that decides from the request head).
+pub enum Step<'a, T> {
+    /// Known now.
+    Ready(T),
+    /// Known when this future resolves.
+    Pending(BoxFuture<'a, T>),
+}
+
+impl<'a, T: 'a> IntoFuture for Step<'a, T> {
+    type Output = T;
+    type IntoFuture = Either<std::future::Ready<T>, BoxFuture<'a, T>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        match self {
+            Step::Ready(v) => Either::Left(std::future::ready(v)),
+            Step::Pending(f) => Either::Right(f),
+        }
+    }
+}
+
+/// What [`Storage::lookup`] returns.
+pub type Lookup<'a> = Step<'a, Result<Option<Hit>, CacheError>>;
 
 /// Which slices of an object are stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,9 +97,11 @@ impl SliceSet {
     }
 }
 
-/// An object as found in the store.
+/// An object as found in the store: a handle on one version of it. Its slices are read with
+/// [`Storage::open_slice`] (bytes, or a [`FileRegion`]) under `meta.version`; `present` says
+/// which were committed when it was looked up (a fill may be adding more).
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub struct Hit {
     /// Its metadata.
     pub meta: Arc<ObjectMeta>,
     /// Its committed slices.
@@ -73,7 +111,7 @@ pub struct Snapshot {
     pub hits: u64,
 }
 
-impl Snapshot {
+impl Hit {
     /// Whether the whole body is stored (length known, every slice present).
     pub fn complete(&self) -> bool {
         match self.meta.slices() {
@@ -97,10 +135,31 @@ pub struct Usage {
     pub evictions: u64,
 }
 
+/// A committed slice as a region of an open file: what `sendfile`/`splice` need. The file stays
+/// readable while the region is held, even if the object is purged meanwhile (the descriptor
+/// keeps the unlinked file alive).
+#[derive(Debug, Clone)]
+pub struct FileRegion {
+    /// The open file.
+    pub fd: Arc<OwnedFd>,
+    /// Where the slice starts in it.
+    pub offset: u64,
+    /// The slice's length.
+    pub len: u64,
+}
+
 /// Reads one slice (committed, or still being written).
 pub trait SliceReader: Send + Sync {
     /// Up to `len` bytes at `offset` within the slice (fewer at its current end).
     fn read(&self, offset: u64, len: usize) -> IoFuture<'static, Bytes>;
+
+    /// The slice as a file region, to be sent without a copy through userspace. `None` when the
+    /// store keeps no files (the memory store), the slice is still being written (its length is
+    /// not final), or its length is not known yet (an object whose length the fill is still
+    /// learning): the caller then reads bytes with [`SliceReader::read`].
+    fn file(&self) -> Option<FileRegion> {
+        None
+    }
 }
 
 /// Writes one slice; visible to lookups only after `commit`.
@@ -115,9 +174,11 @@ pub trait SliceWriter: Send {
 
 /// A cache store.
 pub trait Storage: Send + Sync + 'static {
-    /// The object stored under `id`, if any (counts as a use for eviction).
-    fn lookup(&self, id: &ObjectId) -> Option<Snapshot>;
-    /// Whether slice `idx` of version `version` is committed.
+    /// The object stored under `id`, if any (counts as a use for eviction). A local store
+    /// answers [`Step::Ready`]; a remote tier may have to ask.
+    fn lookup(&self, id: &ObjectId) -> Lookup<'_>;
+    /// Whether slice `idx` of version `version` is committed. Asked for every chunk a response
+    /// reads, so it answers from what the store knows without waiting.
     fn has_slice(&self, id: &ObjectId, version: u64, idx: u64) -> bool;
     /// Store `meta`. The same version updates it (a 304, a length learnt at the end, a
     /// verification); another version replaces the object, and the old slices go.
@@ -129,6 +190,17 @@ pub trait Storage: Send + Sync + 'static {
         version: u64,
         idx: u64,
     ) -> IoFuture<'static, Option<Arc<dyn SliceReader>>>;
+    /// Committed slice `idx` of `version` as a file region (see [`SliceReader::file`]): `None`
+    /// when it is not committed or the store cannot hand out files.
+    fn slice_file(
+        &self,
+        id: ObjectId,
+        version: u64,
+        idx: u64,
+    ) -> IoFuture<'static, Option<FileRegion>> {
+        let open = self.open_slice(id, version, idx);
+        Box::pin(async move { Ok(open.await?.and_then(|r| r.file())) })
+    }
     /// Start writing slice `idx` of version `version`.
     fn create_slice(
         &self,
@@ -141,7 +213,7 @@ pub trait Storage: Send + Sync + 'static {
     /// Occupancy.
     fn usage(&self) -> Usage;
     /// Every object with its committed slices, for listings (not counted as uses).
-    fn list(&self) -> Vec<(ObjectId, Snapshot)>;
+    fn list(&self) -> Vec<(ObjectId, Hit)>;
     /// Count a request served from version `version` of the object (for listings).
     fn record_hit(&self, id: &ObjectId, version: u64);
 }

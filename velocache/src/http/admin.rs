@@ -19,13 +19,16 @@ use http::{Request, Uri, header};
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
 
-use super::{ClientProtocol, Conn, OriginClient, Proxy, Scheme, body::empty, cached::HttpCache};
+use super::{
+    ClientProtocol, Conn, OriginClient, Proxy, Scheme, answer::ERROR_PAGE_PREFIX, body::empty,
+    store::HttpCache,
+};
 use crate::{
     admin::{
         AdminError, CacheAdmin, UrlPattern,
         api::{CacheEntry, CacheListing, PurgeReport, WarmResult},
     },
-    cache::{KeyInput, ObjectKey, ObjectMeta, Snapshot},
+    cache::{Hit, KeyInput, ObjectKey, ObjectMeta},
     net::{ClientAddr, OrigDstAddr},
     rules::Facts,
 };
@@ -52,8 +55,7 @@ impl ProxyCacheAdmin {
 
     fn cache(&self) -> Result<&Arc<HttpCache>, AdminError> {
         self.proxy
-            .cache
-            .as_ref()
+            .cache()
             .ok_or_else(|| AdminError::Failed("caching is off ([http] cache = false)".into()))
     }
 }
@@ -120,7 +122,7 @@ impl Target {
 impl ProxyCacheAdmin {
     /// The key a client's GET of `target` at `dst` gets, under the rules in force.
     fn key_for(&self, target: &Target, dst: SocketAddr) -> ObjectKey {
-        let rules = self.proxy.rules.current();
+        let rules = self.proxy.rules().current();
         let path = target.path_and_query.split('?').next().unwrap_or("/");
         let facts = Facts {
             service: target.scheme.service(),
@@ -218,11 +220,11 @@ impl ProxyCacheAdmin {
         }
         let key = self.key_for(&target, dst);
         // The body reached us before the store committed its last slice: wait for the fill.
-        if let Some(fill) = cache.fills.current(&key.id) {
+        if let Some(fill) = cache.lock.current(&key.id) {
             let mut rx = fill.subscribe();
             let _ = tokio::time::timeout(FILL_WAIT, rx.wait_for(|s| s.end.is_some())).await;
         }
-        let stored = cache.storage.lookup(&key.id).is_some_and(|s| s.complete());
+        let stored = matches!(cache.storage.lookup(&key.id).await, Ok(Some(s)) if s.complete());
         let outcome = match (served.as_str(), stored) {
             ("hit", true) => "fresh",
             ("revalidated", true) => "revalidated",
@@ -242,8 +244,7 @@ impl ProxyCacheAdmin {
                     let text = text.trim();
                     format!(
                         "the gateway answered {status}: {}",
-                        text.strip_prefix(super::proxy::ERROR_PAGE_PREFIX)
-                            .unwrap_or(text)
+                        text.strip_prefix(ERROR_PAGE_PREFIX).unwrap_or(text)
                     )
                 } else {
                     format!("the origin answered {status}")
@@ -288,7 +289,7 @@ fn matches(pattern: &UrlPattern, key: &str) -> bool {
         || pattern.matches(key)
 }
 
-fn entry(meta: &ObjectMeta, snap: &Snapshot) -> CacheEntry {
+fn entry(meta: &ObjectMeta, snap: &Hit) -> CacheEntry {
     let url = url_of(&meta.key);
     let header = |name: header::HeaderName| {
         meta.headers
@@ -361,7 +362,7 @@ impl CacheAdmin for ProxyCacheAdmin {
             // Keyed as a client's request would be; else any stored object shown as this URL.
             if let Ok(target) = Target::parse(&url)
                 && let Ok(dst) = target.resolve().await
-                && let Some(s) = cache.storage.lookup(&self.key_for(&target, dst).id)
+                && let Ok(Some(s)) = cache.storage.lookup(&self.key_for(&target, dst).id).await
             {
                 return Ok(entry(&s.meta, &s));
             }
@@ -402,7 +403,7 @@ impl CacheAdmin for ProxyCacheAdmin {
                     Err(e) => failures.push(format!("{}: {e}", url_of(&snap.meta.key))),
                 }
             }
-            self.proxy.metrics.store(cache.storage.usage());
+            cache.publish_usage();
             tracing::info!(
                 service = "http",
                 pattern = pattern.as_str(),

@@ -1,17 +1,16 @@
 //! Response and request bodies: one boxed type for whatever the proxy sends (a buffer, an
-//! origin's streaming body, chunks read from the cache), and the wrapper that counts the bytes
-//! a client received and writes the request's access-log line when the body ends or is dropped.
+//! origin's streaming body, chunks read from the cache), and the wrapper ([`Logged`]) that
+//! counts the bytes a client received and, when the body ends, fails or is dropped, hands what
+//! became of it ([`BodyEnd`]) to whoever logs the request.
 use std::{
     pin::Pin,
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt as _, Empty, Full, StreamBody, combinators::UnsyncBoxBody};
-
-use super::ctx::AccessLog;
 
 /// Boxed error of a body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -44,7 +43,6 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: Into<BoxError> + 'static,
 {
-    use futures::StreamExt as _;
     StreamBody::new(s.map(|r| r.map(Frame::data).map_err(Into::into))).boxed_unsync()
 }
 
@@ -67,58 +65,77 @@ where
     .boxed()
 }
 
-use futures::StreamExt as _;
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        if let Some(mut log) = self.log.take() {
-            // hyper stops polling a body that says it has ended.
-            log.complete = self.inner.is_end_stream();
-        }
-    }
+/// What became of a response body.
+#[derive(Debug, Clone, Default)]
+pub struct BodyEnd {
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Whether it ended (rather than failing or being dropped part-way).
+    pub complete: bool,
+    /// Why it broke off.
+    pub error: Option<String>,
 }
 
-/// Counts what the client receives and logs the request when done.
-pub struct Logged {
+/// Told once how a body ended.
+pub trait OnEnd: Send + Unpin + 'static {
+    /// The body ended, failed or was dropped.
+    fn on_end(self, end: BodyEnd);
+}
+
+/// Counts what the client receives and reports the end of the body, once.
+pub struct Logged<E: OnEnd> {
     inner: Body,
-    log: Option<AccessLog>,
+    bytes: u64,
+    on_end: Option<E>,
 }
 
-impl Logged {
-    /// Wrap `inner`; `log` is written when the body ends, fails or is dropped.
-    pub fn new(inner: Body, log: AccessLog) -> Logged {
+impl<E: OnEnd> Logged<E> {
+    /// Wrap `inner`; `on_end` is told when the body ends, fails or is dropped.
+    pub fn new(inner: Body, on_end: E) -> Logged<E> {
         Logged {
             inner,
-            log: Some(log),
+            bytes: 0,
+            on_end: Some(on_end),
+        }
+    }
+
+    fn end(&mut self, complete: bool, error: Option<String>) {
+        if let Some(e) = self.on_end.take() {
+            e.on_end(BodyEnd {
+                bytes: self.bytes,
+                complete,
+                error,
+            });
         }
     }
 }
 
-impl http_body::Body for Logged {
+impl<E: OnEnd> Drop for Logged<E> {
+    fn drop(&mut self) {
+        // hyper stops polling a body that says it has ended.
+        let complete = self.inner.is_end_stream();
+        self.end(complete, None);
+    }
+}
+
+impl<E: OnEnd> http_body::Body for Logged<E> {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
         match &res {
             Poll::Ready(Some(Ok(f))) => {
-                if let (Some(d), Some(log)) = (f.data_ref(), self.log.as_mut()) {
-                    log.bytes += d.len() as u64;
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
                 }
             }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(mut log) = self.log.take() {
-                    log.error = Some(e.to_string());
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(mut log) = self.log.take() {
-                    log.complete = true;
-                }
-            }
+            Poll::Ready(Some(Err(e))) => this.end(false, Some(e.to_string())),
+            Poll::Ready(None) => this.end(true, None),
             Poll::Pending => {}
         }
         res

@@ -1,14 +1,13 @@
 //! The cache path of the proxy: lookup, hit, revalidation, miss, collapsed forwarding, fills.
 //!
-//! A request enters with its key; it leaves through `serve` (a response from the stored or
-//! being-stored object) or — when nothing may be stored — as the origin's response as is.
-//! Fills run in their own tasks and outlive the request that started them.
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+//! A GET or HEAD the cache may answer enters with its key, its head and a [`Fetcher`] (what
+//! sends requests to the origin and asks the phases' verdict on its responses); an [`Outcome`]
+//! leaves — an answer built from the stored or being-stored object (`serve`), the origin's
+//! response relayed as is when nothing may be stored, or a phase's answer in its place. What the
+//! cache did and why is written into the request's `Ctx` (`ctx.cache`). Fills run in their own
+//! tasks and outlive the request that started them.
+use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request};
 use tracing::{debug, warn};
 
@@ -16,110 +15,117 @@ use super::{
     Body, ProxyError,
     body::{data_stream, empty},
     ctx::{CacheStatus, Ctx},
+    fetch::Fetcher,
     headers::strip_hop_by_hop,
-    proxy::{Proxy, Verdict},
+    phase::Verdict,
     serve::serve,
+    store::{HttpCache, content_length, key_for, unix_now, without_conditionals},
 };
 use crate::cache::{
-    CacheError, KeyInput, ObjectId, ObjectKey, ObjectMeta, Storage,
+    CacheError, Hit, ObjectId, ObjectKey, ObjectMeta,
     fill::FillJob,
-    lock::{Acquired, FillEnd, FillPermit, Fills},
+    lock::{Acquired, FillEnd, FillPermit},
     policy::{self, Usable},
     range::{ContentRange, RangeRequest},
 };
 
-/// The store, the fills and the RAM tier.
-pub struct HttpCache {
-    /// The store.
-    pub storage: Arc<dyn Storage>,
-    /// Fills in progress.
-    pub fills: Arc<Fills>,
-    pub(super) hot: moka::sync::Cache<(ObjectId, u64), Bytes>,
+/// What the cache path made of a request.
+pub enum Outcome {
+    /// Answered from the stored object, or from the object being stored (a miss).
+    Cached(Response<Body>),
+    /// The origin's response as is: nothing was stored (`ctx.cache.not_stored` says why).
+    Relayed(Response<Body>),
+    /// A phase answered instead of the origin's response (a content-type `deny`).
+    Answered(Response<Body>),
 }
 
-impl HttpCache {
-    /// A cache over `storage` with a RAM tier of `memory_bytes`.
-    pub fn new(storage: Arc<dyn Storage>, lock_age: Duration, memory_bytes: u64) -> HttpCache {
-        HttpCache {
-            storage,
-            fills: Fills::new(lock_age),
-            hot: moka::sync::Cache::builder()
-                .max_capacity(memory_bytes)
-                .weigher(|_, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
-                .build(),
-        }
-    }
-
-    /// §4.4: forget what is stored for the request's URI (and `Location`/`Content-Location`
-    /// on the same host).
-    pub async fn invalidate(&self, ctx: &Ctx, resp: &HeaderMap) {
-        let mut paths = vec![ctx.path.clone()];
-        for h in [header::LOCATION, header::CONTENT_LOCATION] {
-            if let Some(v) = resp.get(h).and_then(|v| v.to_str().ok()) {
-                if v.starts_with('/') {
-                    paths.push(v.to_string());
-                } else if let Ok(uri) = v.parse::<http::Uri>()
-                    && uri
-                        .host()
-                        .is_some_and(|h| ctx.host.split(':').next() == Some(h))
-                {
-                    paths.push(uri.path_and_query().map_or("/", |p| p.as_str()).to_string());
-                }
-            }
-        }
-        for p in paths {
-            let key = key_for(ctx, &p);
-            if self.storage.lookup(&key.id).is_some() {
-                debug!(trace_id = %ctx.trace_id, key = %key.text, method = %ctx.method, "invalidated by an unsafe method");
-                let _ = self.storage.remove(key.id).await;
-            }
+impl Outcome {
+    /// The response to send.
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            Outcome::Cached(r) | Outcome::Relayed(r) | Outcome::Answered(r) => r,
         }
     }
 }
 
-fn key_for(ctx: &Ctx, path: &str) -> ObjectKey {
-    ObjectKey::derive(
-        KeyInput {
-            host: &ctx.host,
-            dst: ctx.conn.orig_dst.0,
-            path_and_query: path,
-        },
-        &ctx.key_options,
-    )
+/// The object under `id`; a store that cannot answer counts as a miss.
+async fn lookup(cache: &HttpCache, ctx: &Ctx, id: &ObjectId) -> Option<Hit> {
+    match cache.storage.lookup(id).await {
+        Ok(hit) => hit,
+        Err(e) => {
+            warn!(trace_id = %ctx.trace_id, error = %e, "cache lookup failed; treating it as a miss");
+            None
+        }
+    }
 }
 
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Entry point from the proxy for GET/HEAD requests the cache may answer.
-pub(super) async fn handle(
-    proxy: &Arc<Proxy>,
-    cache: &Arc<HttpCache>,
+/// Send the client's request and relay the answer (nothing is stored).
+async fn forward(
+    fetcher: &Arc<dyn Fetcher>,
     ctx: &mut Ctx,
     parts: request::Parts,
-) -> Result<Response<Body>, ProxyError> {
-    let key = key_for(ctx, &ctx.path.clone());
-    if let Some(snap) = cache.storage.lookup(&key.id) {
-        let m = &snap.meta;
+) -> Result<Outcome, ProxyError> {
+    let resp = fetcher.fetch(ctx, parts, empty()).await?;
+    Ok(Outcome::Relayed(fetcher.relay(resp)))
+}
+
+/// §4.4: forget what is stored for the request's URI (and `Location`/`Content-Location`
+/// on the same host) after a successful unsafe method.
+pub(super) async fn invalidate(cache: &HttpCache, ctx: &Ctx, resp: &HeaderMap) {
+    let mut paths = vec![ctx.path.clone()];
+    for h in [header::LOCATION, header::CONTENT_LOCATION] {
+        if let Some(v) = resp.get(h).and_then(|v| v.to_str().ok()) {
+            if v.starts_with('/') {
+                paths.push(v.to_string());
+            } else if let Ok(uri) = v.parse::<http::Uri>()
+                && uri
+                    .host()
+                    .is_some_and(|h| ctx.host.split(':').next() == Some(h))
+            {
+                paths.push(uri.path_and_query().map_or("/", |p| p.as_str()).to_string());
+            }
+        }
+    }
+    for p in paths {
+        let key = key_for(ctx, &p);
+        if lookup(cache, ctx, &key.id).await.is_some() {
+            debug!(trace_id = %ctx.trace_id, key = %key.text, method = %ctx.method, "invalidated by an unsafe method");
+            let _ = cache.storage.remove(key.id).await;
+        }
+    }
+}
+
+/// The cache path for a GET or HEAD the cache may answer, under `key`.
+pub(super) async fn handle(
+    cache: &Arc<HttpCache>,
+    fetcher: &Arc<dyn Fetcher>,
+    ctx: &mut Ctx,
+    parts: request::Parts,
+    key: &ObjectKey,
+) -> Result<Outcome, ProxyError> {
+    if let Some(hit) = lookup(cache, ctx, &key.id).await {
+        let m = &hit.meta;
         let usable = m.len.is_some()
             && (m.sha256.is_none() || m.verified)
             && policy::vary_matches(m, &parts.headers);
         if usable {
             match policy::evaluate(m, &parts.headers, unix_now()) {
                 Usable::Fresh => {
-                    ctx.cache = CacheStatus::Hit;
-                    return serve(proxy, cache, ctx, &parts, &key, snap.meta).await;
+                    ctx.cache.status = CacheStatus::Hit;
+                    return serve(cache, fetcher, ctx, &parts, key, hit.meta)
+                        .await
+                        .map(Outcome::Cached);
                 }
                 Usable::StaleWhileRevalidate => {
-                    ctx.cache = CacheStatus::Stale;
-                    revalidate_in_background(proxy, cache, ctx, &parts, &key, snap.meta.clone());
-                    return serve(proxy, cache, ctx, &parts, &key, snap.meta).await;
+                    ctx.cache.status = CacheStatus::Stale;
+                    revalidate_in_background(cache, fetcher, ctx, &parts, key, hit.meta.clone())
+                        .await;
+                    return serve(cache, fetcher, ctx, &parts, key, hit.meta)
+                        .await
+                        .map(Outcome::Cached);
                 }
                 Usable::Revalidate if parts.method == Method::GET => {
-                    return fetch(proxy, cache, ctx, parts, key, Some(snap.meta)).await;
+                    return fetch(cache, fetcher, ctx, parts, key, Some(hit.meta)).await;
                 }
                 Usable::Revalidate => {}
             }
@@ -127,91 +133,73 @@ pub(super) async fn handle(
     }
     if parts.method == Method::HEAD {
         // Nothing to answer from: ask the origin, store nothing (a HEAD has no body).
-        ctx.cache = CacheStatus::Miss;
-        ctx.not_stored = Some("method");
-        return proxy.forward(ctx, parts, empty()).await;
+        ctx.cache.status = CacheStatus::Miss;
+        ctx.cache.not_stored = Some("method");
+        return forward(fetcher, ctx, parts).await;
     }
-    fetch(proxy, cache, ctx, parts, key, None).await
+    fetch(cache, fetcher, ctx, parts, key, None).await
 }
 
 /// Miss or revalidation: become the object's writer, or join the writer.
 async fn fetch(
-    proxy: &Arc<Proxy>,
     cache: &Arc<HttpCache>,
+    fetcher: &Arc<dyn Fetcher>,
     ctx: &mut Ctx,
     parts: request::Parts,
-    key: ObjectKey,
+    key: &ObjectKey,
     stale: Option<Arc<ObjectMeta>>,
-) -> Result<Response<Body>, ProxyError> {
-    match cache.fills.acquire(key.id) {
+) -> Result<Outcome, ProxyError> {
+    let fill = match cache.lock.acquire(key.id).await {
         Acquired::Writer(permit) => {
-            fetch_as_writer(proxy, cache, ctx, parts, key, stale, permit).await
+            return fetch_as_writer(cache, fetcher, ctx, parts, key, stale, permit).await;
         }
-        Acquired::Reader(fill) => {
-            let st = fill.wait_headers(proxy.settings.lock_wait).await;
-            let joinable = st.as_ref().and_then(|st| match (&st.meta, &st.end) {
-                (Some(m), None | Some(FillEnd::Complete))
-                    if policy::vary_matches(m, &parts.headers) =>
-                {
-                    Some(m.clone())
-                }
-                _ => None,
+        Acquired::Reader(fill) => fill,
+    };
+    let st = fill.wait_headers(cache.settings.lock_wait).await;
+    let joinable = st.as_ref().and_then(|st| match (&st.meta, &st.end) {
+        (Some(m), None | Some(FillEnd::Complete)) if policy::vary_matches(m, &parts.headers) => {
+            Some(m.clone())
+        }
+        _ => None,
+    });
+    match joinable {
+        Some(m) => {
+            ctx.cache.status = CacheStatus::Hit;
+            ctx.cache.collapsed = true;
+            // A fill that has completed meanwhile may have learnt the length.
+            let m = match lookup(cache, ctx, &key.id).await {
+                Some(s) if s.meta.version == m.version => s.meta,
+                _ => m,
+            };
+            serve(cache, fetcher, ctx, &parts, key, m)
+                .await
+                .map(Outcome::Cached)
+        }
+        None => {
+            ctx.cache.status = CacheStatus::Miss;
+            ctx.cache.not_stored = Some(if st.is_none() {
+                "waited too long for another download"
+            } else {
+                "the other download is not stored"
             });
-            match joinable {
-                Some(m) => {
-                    ctx.cache = CacheStatus::Hit;
-                    ctx.collapsed = true;
-                    // A fill that has completed meanwhile may have learnt the length.
-                    let m = match cache.storage.lookup(&key.id) {
-                        Some(s) if s.meta.version == m.version => s.meta,
-                        _ => m,
-                    };
-                    serve(proxy, cache, ctx, &parts, &key, m).await
-                }
-                None => {
-                    ctx.cache = CacheStatus::Miss;
-                    ctx.not_stored = Some(if st.is_none() {
-                        "waited too long for another download"
-                    } else {
-                        "the other download is not stored"
-                    });
-                    // Nothing is stored on this path: the client's request goes as it is.
-                    proxy.forward(ctx, parts, empty()).await
-                }
-            }
+            // Nothing is stored on this path: the client's request goes as it is.
+            forward(fetcher, ctx, parts).await
         }
     }
 }
 
-/// The request the cache sends upstream for a client's request: no client validators, no
-/// client Range (the cache wants whole objects or whole slices).
-pub(super) fn without_conditionals(mut parts: request::Parts, keep_range: bool) -> request::Parts {
-    for h in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-    ] {
-        parts.headers.remove(h);
-    }
-    if !keep_range {
-        parts.headers.remove(header::RANGE);
-        parts.headers.remove(header::IF_RANGE);
-    }
-    parts.method = Method::GET;
-    parts
-}
-
+/// The writer's part: ask the origin (conditionally when revalidating), decide whether the
+/// answer may be stored, and if so start the fill and serve from it.
 async fn fetch_as_writer(
-    proxy: &Arc<Proxy>,
     cache: &Arc<HttpCache>,
+    fetcher: &Arc<dyn Fetcher>,
     ctx: &mut Ctx,
     parts: request::Parts,
-    key: ObjectKey,
+    key: &ObjectKey,
     stale: Option<Arc<ObjectMeta>>,
     permit: FillPermit,
-) -> Result<Response<Body>, ProxyError> {
-    let s = proxy.settings.slice_bytes;
+) -> Result<Outcome, ProxyError> {
+    let s = cache.settings.slice_bytes;
     let range = parts
         .headers
         .get(header::RANGE)
@@ -233,7 +221,7 @@ async fn fetch_as_writer(
         }
     }
     let request_time = unix_now();
-    let resp = match proxy.send(ctx, up, empty()).await {
+    let resp = match fetcher.fetch(ctx, up, empty()).await {
         Ok(r) => r,
         Err(e) => {
             permit.finish(FillEnd::Failed(e.to_string().into()));
@@ -241,8 +229,10 @@ async fn fetch_as_writer(
                 && policy::stale_if_error(&old, unix_now())
             {
                 warn!(trace_id = %ctx.trace_id, error = %e, "origin failed; serving the stored response (stale-if-error)");
-                ctx.cache = CacheStatus::Stale;
-                return serve(proxy, cache, ctx, &parts, &key, old).await;
+                ctx.cache.status = CacheStatus::Stale;
+                return serve(cache, fetcher, ctx, &parts, key, old)
+                    .await
+                    .map(Outcome::Cached);
             }
             return Err(e);
         }
@@ -254,8 +244,10 @@ async fn fetch_as_writer(
         && policy::stale_if_error(old, response_time)
     {
         permit.finish(FillEnd::NotStored);
-        ctx.cache = CacheStatus::Stale;
-        return serve(proxy, cache, ctx, &parts, &key, old.clone()).await;
+        ctx.cache.status = CacheStatus::Stale;
+        return serve(cache, fetcher, ctx, &parts, key, old.clone())
+            .await
+            .map(Outcome::Cached);
     }
 
     if status == StatusCode::NOT_MODIFIED
@@ -271,7 +263,7 @@ async fn fetch_as_writer(
                 StatusCode::from_u16(m.status).unwrap_or(StatusCode::OK),
                 &m.headers,
                 response_time,
-                proxy.settings.heuristic,
+                cache.settings.heuristic,
                 ctx.ttl_override,
             );
             m.ttl_override = ctx.ttl_override.is_some();
@@ -280,20 +272,20 @@ async fn fetch_as_writer(
                 warn!(trace_id = %ctx.trace_id, error = %e, "updating a revalidated object failed");
             }
             permit.finish(FillEnd::Complete);
-            ctx.cache = CacheStatus::Revalidated;
-            return serve(proxy, cache, ctx, &parts, &key, m).await;
+            ctx.cache.status = CacheStatus::Revalidated;
+            return serve(cache, fetcher, ctx, &parts, key, m)
+                .await
+                .map(Outcome::Cached);
         }
         // A 304 about some other representation: drop ours and ask plainly.
         let _ = cache.storage.remove(key.id).await;
         permit.finish(FillEnd::NotStored);
-        ctx.cache = CacheStatus::Miss;
-        ctx.not_stored = Some("304 for another representation");
-        return proxy
-            .forward(ctx, without_conditionals(parts, true), empty())
-            .await;
+        ctx.cache.status = CacheStatus::Miss;
+        ctx.cache.not_stored = Some("304 for another representation");
+        return forward(fetcher, ctx, without_conditionals(parts, true)).await;
     }
 
-    let (rparts, body) = resp.into_parts();
+    let (mut rparts, body) = resp.into_parts();
     let mut fill_start = 0;
     let mut store_status = status;
     let mut total = content_length(&rparts.headers);
@@ -320,18 +312,22 @@ async fn fetch_as_writer(
         ctx.ttl_override,
     )
     .map_err(|r| r.as_str());
-    match proxy.content_type_verdict(ctx, &rparts.headers) {
-        Verdict::Deny(rule) => {
+    match fetcher.verdict(ctx, &mut rparts).await {
+        Ok(Verdict::Answer(answer)) => {
             permit.finish(FillEnd::NotStored);
-            return Ok(super::proxy::deny_response(&rule));
+            return Ok(Outcome::Answered(answer));
         }
-        Verdict::DontStore if verdict.is_ok() => verdict = Err("rule"),
-        _ => {}
+        Ok(Verdict::DontStore(why)) if verdict.is_ok() => verdict = Err(why),
+        Ok(_) => {}
+        Err(e) => {
+            permit.finish(FillEnd::Failed(e.to_string().into()));
+            return Err(e);
+        }
     }
     if verdict.is_ok() {
         if unusable_partial {
             verdict = Err("unexpected partial response");
-        } else if total.is_some_and(|t| t > proxy.settings.max_object_bytes) {
+        } else if total.is_some_and(|t| t > cache.settings.max_object_bytes) {
             verdict = Err("larger than max_object_bytes");
         } else if rparts.headers.contains_key(header::CONTENT_RANGE) && status == StatusCode::OK {
             verdict = Err("Content-Range on a 200");
@@ -339,8 +335,8 @@ async fn fetch_as_writer(
     }
     if let Err(reason) = verdict {
         permit.finish(FillEnd::NotStored);
-        ctx.cache = CacheStatus::Miss;
-        ctx.not_stored = Some(reason);
+        ctx.cache.status = CacheStatus::Miss;
+        ctx.cache.not_stored = Some(reason);
         if stale.is_some() {
             // The origin's new answer replaces what was stored.
             let _ = cache.storage.remove(key.id).await;
@@ -348,11 +344,11 @@ async fn fetch_as_writer(
         if start > 0 {
             // We asked for a range the client did not: ask again with the client's request.
             drop(body);
-            return proxy
-                .forward(ctx, without_conditionals(parts, true), empty())
-                .await;
+            return forward(fetcher, ctx, without_conditionals(parts, true)).await;
         }
-        return Ok(proxy.relay(Response::from_parts(rparts, body)));
+        return Ok(Outcome::Relayed(
+            fetcher.relay(Response::from_parts(rparts, body)),
+        ));
     }
 
     let mut headers = rparts.headers.clone();
@@ -372,7 +368,7 @@ async fn fetch_as_writer(
             store_status,
             &rparts.headers,
             response_time,
-            proxy.settings.heuristic,
+            cache.settings.heuristic,
             ctx.ttl_override,
         ),
         ttl_override: ctx.ttl_override.is_some(),
@@ -385,9 +381,11 @@ async fn fetch_as_writer(
     if let Err(e) = cache.storage.put_meta(key.id, meta.clone()).await {
         warn!(trace_id = %ctx.trace_id, error = %e, "cannot store; relaying");
         permit.finish(FillEnd::NotStored);
-        ctx.cache = CacheStatus::Miss;
-        ctx.not_stored = Some("store error");
-        return Ok(proxy.relay(Response::from_parts(rparts, body)));
+        ctx.cache.status = CacheStatus::Miss;
+        ctx.cache.not_stored = Some("store error");
+        return Ok(Outcome::Relayed(
+            fetcher.relay(Response::from_parts(rparts, body)),
+        ));
     }
     permit.set_meta(meta.clone(), fill_start);
     let job = FillJob {
@@ -397,17 +395,18 @@ async fn fetch_as_writer(
         start: fill_start,
         end: None,
         body_offset: fill_start,
-        max_object_bytes: proxy.settings.max_object_bytes,
+        max_object_bytes: cache.settings.max_object_bytes,
         permit,
     };
-    spawn_fill(proxy, ctx, job, body);
-    ctx.cache = CacheStatus::Miss;
-    serve(proxy, cache, ctx, &parts, &key, meta).await
+    spawn_fill(cache, ctx, job, body);
+    ctx.cache.status = CacheStatus::Miss;
+    serve(cache, fetcher, ctx, &parts, key, meta)
+        .await
+        .map(Outcome::Cached)
 }
 
-fn spawn_fill(proxy: &Arc<Proxy>, ctx: &Ctx, job: FillJob, body: hyper::body::Incoming) {
-    let metrics = proxy.metrics.clone();
-    let storage = job.storage.clone();
+fn spawn_fill(cache: &Arc<HttpCache>, ctx: &Ctx, job: FillJob, body: hyper::body::Incoming) {
+    let cache = cache.clone();
     let trace_id = ctx.trace_id.clone();
     let key = job.meta.key.clone();
     tokio::spawn(async move {
@@ -420,42 +419,31 @@ fn spawn_fill(proxy: &Arc<Proxy>, ctx: &Ctx, job: FillJob, body: hyper::body::In
                 warn!(%trace_id, %key, error = %e, "storing the object failed; nothing partial is served")
             }
         }
-        metrics.store(storage.usage());
+        cache.publish_usage();
     });
 }
 
-pub(super) fn content_length(h: &HeaderMap) -> Option<u64> {
-    if h.contains_key(header::TRANSFER_ENCODING) {
-        return None;
-    }
-    h.get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn revalidate_in_background(
-    proxy: &Arc<Proxy>,
+/// Stale-while-revalidate: refetch in the background if nobody else is.
+async fn revalidate_in_background(
     cache: &Arc<HttpCache>,
+    fetcher: &Arc<dyn Fetcher>,
     ctx: &Ctx,
     parts: &request::Parts,
     key: &ObjectKey,
     meta: Arc<ObjectMeta>,
 ) {
-    let Acquired::Writer(permit) = cache.fills.acquire(key.id) else {
+    let Acquired::Writer(permit) = cache.lock.acquire(key.id).await else {
         return;
     };
-    let (proxy, cache, mut ctx, parts, key) = (
-        proxy.clone(),
+    let (cache, fetcher, mut ctx, parts, key) = (
         cache.clone(),
+        fetcher.clone(),
         ctx.clone(),
         parts.clone(),
         key.clone(),
     );
     tokio::spawn(async move {
-        let r = fetch_as_writer(&proxy, &cache, &mut ctx, parts, key, Some(meta), permit).await;
+        let r = fetch_as_writer(&cache, &fetcher, &mut ctx, parts, &key, Some(meta), permit).await;
         if let Err(e) = r {
             debug!(trace_id = %ctx.trace_id, error = %e, "background revalidation failed");
         }

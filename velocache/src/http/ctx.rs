@@ -1,13 +1,69 @@
-//! Per-request state (`Ctx`) carried through the phases, and the access-log line it becomes.
+//! Per-request state carried through the phases ([`Ctx`]), the connection it arrived on
+//! ([`Conn`]), and the access-log line it becomes.
+//!
+//! The proxy makes a `Ctx` from the request head and hands it, `&mut`, to every phase in turn:
+//! phases write what they decided (the rule and its action, the cache's decision and the reason
+//! it did not store, timings) and read what the others decided. It leaves, once the response
+//! body has been sent or abandoned, as the input of the `logging` phases and as the request's
+//! `request` access-log line ([`write_access_log`]). A phase that needs per-request state of its
+//! own keeps it in [`Ctx::extensions`] (one slot per type; nothing is allocated unless a phase
+//! uses it) — where a capture phase would keep the request and response heads it saw.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use tracing::info;
+use velocache_common::Service;
 
-use super::{Scheme, metrics::Metrics};
-use crate::net::{ClientAddr, OrigDstAddr};
+use crate::{
+    cache::{ObjectKey, ObjectMeta},
+    net::{ClientAddr, OrigDstAddr},
+    rules::{Action, CacheKeyOptions},
+};
+
+/// The scheme a connection's requests were sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS, decrypted by the TLS layer.
+    Https,
+}
+
+impl Scheme {
+    /// The service a request on this scheme counts as.
+    pub fn service(self) -> Service {
+        match self {
+            Scheme::Http => Service::Http,
+            Scheme::Https => Service::Https,
+        }
+    }
+
+    /// Its name in logs.
+    pub fn service_name(self) -> &'static str {
+        self.service().name()
+    }
+}
+
+/// The HTTP version a client speaks on its connection (for HTTPS, what ALPN chose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientProtocol {
+    /// HTTP/1.1 (and 1.0).
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+impl ClientProtocol {
+    /// Its ALPN name (`h2`, `http/1.1`), as logged.
+    pub fn alpn(self) -> &'static str {
+        match self {
+            ClientProtocol::Http1 => "http/1.1",
+            ClientProtocol::Http2 => "h2",
+        }
+    }
+}
 
 /// How the cache took part in a response (the access log's `cache` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +112,61 @@ pub struct Conn {
     pub orig_dst: OrigDstAddr,
 }
 
+/// What the cache decided for a request, and why.
+#[derive(Debug, Clone)]
+pub struct CacheDecision {
+    /// What it did.
+    pub status: CacheStatus,
+    /// The key the request was looked up under (set once the cache path is done; `None` when
+    /// the cache was not consulted).
+    pub key: Option<ObjectKey>,
+    /// Joined a download already in progress.
+    pub collapsed: bool,
+    /// Why the response was not stored, when it was fetched and not stored (an RFC 9111
+    /// reason such as `no-store`, or `rule`, `method`, `larger than max_object_bytes`…).
+    pub not_stored: Option<&'static str>,
+    /// The stored object the response was answered from (its freshness lifetime, age and
+    /// validators), for hits, stale and revalidated answers.
+    pub object: Option<Arc<ObjectMeta>>,
+}
+
+impl Default for CacheDecision {
+    fn default() -> Self {
+        CacheDecision {
+            status: CacheStatus::Bypass,
+            key: None,
+            collapsed: false,
+            not_stored: None,
+            object: None,
+        }
+    }
+}
+
+/// When things happened to a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// The request head was read.
+    pub started: Instant,
+    /// The (last) request to the origin was sent, if one was.
+    pub upstream_sent: Option<Instant>,
+    /// Its response head arrived.
+    pub upstream_head: Option<Instant>,
+    /// The response head was handed to the client's connection (time to first byte).
+    pub response_head: Option<Instant>,
+}
+
+impl Timings {
+    /// Timings of a request whose head was read now.
+    pub fn start() -> Timings {
+        Timings {
+            started: Instant::now(),
+            upstream_sent: None,
+            upstream_head: None,
+            response_head: None,
+        }
+    }
+}
+
 /// One request's state through the phases.
 #[derive(Clone)]
 pub struct Ctx {
@@ -63,7 +174,8 @@ pub struct Ctx {
     pub conn: Conn,
     /// Random id on every line about this request.
     pub trace_id: String,
-    /// `Host` (or the original destination when there is none).
+    /// The host the request is for: the request line's authority (absolute form, HTTP/2's
+    /// `:authority`), else `Host`, else the original destination's address.
     pub host: String,
     /// Method.
     pub method: http::Method,
@@ -72,83 +184,64 @@ pub struct Ctx {
     /// The rule that decided, if any.
     pub rule: Option<String>,
     /// Its action.
-    pub action: Option<crate::rules::Action>,
+    pub action: Option<Action>,
     /// A rule on the response's content type may still decide.
     pub content_type_pending: bool,
     /// The rule's freshness override, seconds.
     pub ttl_override: Option<u64>,
-    /// The rule's cache-key options.
-    pub key_options: crate::rules::CacheKeyOptions,
-    /// What the cache did.
-    pub cache: CacheStatus,
-    /// Joined a download already in progress.
-    pub collapsed: bool,
-    /// Why the response was not stored, when it was fetched and not stored.
-    pub not_stored: Option<&'static str>,
-    /// When the request arrived.
-    pub started: Instant,
+    /// The cache-key options the key is derived with (the rule's; a cache-key phase may change
+    /// them, or set `cache.key` itself).
+    pub key_options: CacheKeyOptions,
+    /// What the cache did and why.
+    pub cache: CacheDecision,
+    /// When things happened.
+    pub timings: Timings,
+    /// Per-request state of phases, by type.
+    pub extensions: http::Extensions,
 }
 
-impl Ctx {
-    /// Turn into the access log, once the response head is known.
-    pub fn into_log(self, status: u16, metrics: Arc<Metrics>) -> AccessLog {
-        AccessLog {
-            ttfb: self.started.elapsed(),
-            ctx: self,
-            status,
-            bytes: 0,
-            complete: false,
-            error: None,
-            expected: None,
-            metrics,
-        }
-    }
-}
-
-/// The access-log line of one request, written when it is dropped.
-pub struct AccessLog {
-    ctx: Ctx,
-    status: u16,
-    ttfb: Duration,
+/// How a request ended, as the `logging` phases and the access log see it.
+#[derive(Debug, Clone)]
+pub struct RequestEnd {
+    /// The status sent.
+    pub status: u16,
     /// Body bytes sent.
     pub bytes: u64,
-    /// Whether the body was sent completely.
+    /// Whether the whole body was sent.
     pub complete: bool,
     /// Why the body broke off.
     pub error: Option<String>,
-    /// The body length announced (`Content-Length`), if any.
-    pub expected: Option<u64>,
-    metrics: Arc<Metrics>,
 }
 
-impl Drop for AccessLog {
-    fn drop(&mut self) {
-        let c = &self.ctx;
-        self.metrics.record(c.cache, self.bytes);
-        let ttfb_ms = self.ttfb.as_millis() as u64;
-        let duration_ms = c.started.elapsed().as_millis() as u64;
-        info!(
-            target: "velocache::http::access",
-            service = c.conn.scheme.service_name(),
-            trace_id = %c.trace_id,
-            client = %c.conn.client,
-            orig_dst = %c.conn.orig_dst,
-            host = %c.host,
-            method = %c.method,
-            path = %c.path,
-            status = self.status,
-            cache = c.cache.as_str(),
-            bytes = self.bytes,
-            ttfb_ms,
-            duration_ms,
-            rule = c.rule.as_deref().unwrap_or(""),
-            collapsed = c.collapsed,
-            not_stored = c.not_stored.unwrap_or(""),
-            complete = self.complete || self.expected == Some(self.bytes),
-            error = self.error.as_deref().unwrap_or(""),
-            "request"
-        );
-    }
+/// Write the `request` access-log line of a finished request.
+pub fn write_access_log(c: &Ctx, end: &RequestEnd) {
+    let ttfb_ms = c
+        .timings
+        .response_head
+        .map_or(Duration::ZERO, |t| t.duration_since(c.timings.started))
+        .as_millis() as u64;
+    let duration_ms = c.timings.started.elapsed().as_millis() as u64;
+    info!(
+        target: "velocache::http::access",
+        service = c.conn.scheme.service_name(),
+        trace_id = %c.trace_id,
+        client = %c.conn.client,
+        orig_dst = %c.conn.orig_dst,
+        host = %c.host,
+        method = %c.method,
+        path = %c.path,
+        status = end.status,
+        cache = c.cache.status.as_str(),
+        bytes = end.bytes,
+        ttfb_ms,
+        duration_ms,
+        rule = c.rule.as_deref().unwrap_or(""),
+        collapsed = c.cache.collapsed,
+        not_stored = c.cache.not_stored.unwrap_or(""),
+        complete = end.complete,
+        error = end.error.as_deref().unwrap_or(""),
+        "request"
+    );
 }
 
 /// A random trace id (16 hex digits).

@@ -282,7 +282,7 @@ async fn setup(answer: Answer) -> (Arc<Wire>, SocketAddr) {
         Some(MemoryStorage::new(16 << 20)),
         rules,
         &mut registry,
-        Arc::new(NoPhases),
+        Vec::new(),
     );
     let pl = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_addr = pl.local_addr().unwrap();

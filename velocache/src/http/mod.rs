@@ -1,34 +1,49 @@
-//! The transparent HTTP/1.1 caching proxy for intercepted TCP 80 (and, through
-//! [`Proxy::serve`], for HTTPS the TLS layer has decrypted).
+//! The transparent HTTP caching proxy, for intercepted TCP 80 and — through
+//! [`serve_decrypted`] — for HTTPS the TLS layer has decrypted. Clients speak HTTP/1.1 (and 1.0)
+//! on plain connections, and HTTP/1.1 or HTTP/2 (as ALPN chose) on decrypted ones; plain origins
+//! get HTTP/1.1, and HTTPS origins what they chose by ALPN (the TLS layer's [`OriginClient`]).
 //!
-//! A connection enters as any `AsyncRead + AsyncWrite` stream with its scheme, [`ClientAddr`]
-//! and [`OrigDstAddr`]; hyper parses requests; each runs through the phases of `proxy` —
-//! rules, `Host` check, cache (`cached`, backed by `crate::cache`), upstream pool (`upstream`)
-//! keyed by the original destination, which every request goes to whatever its `Host` says —
-//! and leaves as a response whose body streams from the origin, the disk or RAM. Each request
-//! ends with one JSON access-log line (`ctx`) and updates the metrics (`metrics`).
+//! A connection enters as any `AsyncRead + AsyncWrite` stream with its scheme, protocol,
+//! [`ClientAddr`] and [`OrigDstAddr`]; hyper parses its requests; `proxy` runs each through the
+//! phase chain in a fixed order — framing checks, `request_filter` phases (the CA page, the
+//! rules), the cache path (`cached`, over `crate::cache`) or a plain forward, both sending to the
+//! original destination through the fetcher (`fetch`: the upstream phases, the upstream pool),
+//! `response_filter` phases — and the request leaves as a response whose body streams from the
+//! origin, the disk or RAM. When the body ends, the request's metrics, its JSON access-log line
+//! and the `logging` phases are written.
 //!
-//! # Layout
-//! - `proxy`: [`Proxy`], the phases, the [`Phases`] hook trait.
-//! - `cached`: lookup, hit, revalidation, miss, collapsed forwarding.
-//! - `serve`: responses from the cache (304, 206/416, HEAD, RAM tier), missing-slice fetches.
-//! - `upstream`: origin connections; `upgrade`: WebSocket tunnels.
+//! # Layout, top to bottom (each file uses only those below it)
+//! - `admin`: the cache as the admin API sees it (list, show, purge, warm).
+//! - `proxy`: [`Proxy`] — connections, and the order of the phases.
+//! - `rule_phase`: the rules as a phase (deny, `ttl_override`, key options, content types).
+//! - `cached`: the cache path — lookup, hit, revalidation, miss, collapsed forwarding — from a
+//!   request and a fetcher to an outcome; `serve`: answers from stored objects (304, 206/416,
+//!   HEAD, RAM tier) and missing-slice fetches; `store`: the cache, its lock and settings.
+//! - `fetch`: the fetcher, the one way to the origin; `upstream`: origin connections;
+//!   `upgrade`: WebSocket and `CONNECT` tunnels.
+//! - `phase`: the [`Phase`] trait and the chain that runs phases in order.
 //! - `framing`: where a request ends — `Host`/`Expect` checks, upstream framing recomputed from
 //!   the body actually sent, client body errors told apart from the origin's.
 //! - `headers`: hop-by-hop, `Via`, `Host` checks; `hostnames`: the background DNS check.
-//! - `body`, `ctx`, `metrics`, `error`: bodies, per-request state and log, counters, errors.
+//! - `ctx`, `metrics`, `body`, `answer`, `error`, `metered`: per-request state and its log
+//!   line, counters, bodies, the gateway's own answers, errors, byte counts.
 
 mod admin;
+mod answer;
 mod body;
 mod cached;
 mod ctx;
 mod error;
+mod fetch;
 mod framing;
 mod headers;
 mod hostnames;
 mod metrics;
+mod phase;
 mod proxy;
+mod rule_phase;
 mod serve;
+mod store;
 mod upgrade;
 mod upstream;
 
@@ -40,38 +55,31 @@ use tracing::{info, warn};
 
 pub use admin::{HttpsOrigins, ProxyCacheAdmin};
 pub use body::Body;
-pub use ctx::{CacheStatus, Conn, Ctx};
+pub use ctx::{CacheDecision, CacheStatus, ClientProtocol, Conn, Ctx, RequestEnd, Scheme, Timings};
 pub use error::{ProxyError, Side};
 pub use framing::Refusal;
 pub use headers::{check_host, strip_hop_by_hop};
-pub use proxy::{ClientProtocol, NoPhases, Phases, Proxy, Settings, Verdict};
+pub use phase::{Phase, Step, Verdict};
+pub use proxy::{Proxy, Settings};
 pub use upstream::{OriginClient, Upstream};
 
 use crate::{
-    cache::{DiskStorage, Storage, policy::Heuristic},
+    cache::{DiskStorage, Storage, lock::Fills, policy::Heuristic},
     config::HttpConfig,
     flow::{FlowGuard, FlowTracker, Metered},
     net::{InterceptedTcp, TcpHandler},
     service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
-/// The scheme a connection's requests were sent with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    /// Plain HTTP.
-    Http,
-    /// HTTPS, decrypted by the TLS layer.
-    Https,
-}
-
 /// Build the proxy from `[http]`: the disk store (or none, when `cache = false` or the store
 /// cannot be opened — then the proxy forwards without storing), the upstream pool, metrics.
+/// `phases` run in this order before the rules (the CA page; later plugins).
 pub fn build_proxy(
     config: &HttpConfig,
     state_dir: &std::path::Path,
     rules: crate::rules::Rules,
     registry: &mut Registry,
-    phases: Arc<dyn Phases>,
+    phases: Vec<Arc<dyn Phase>>,
 ) -> Arc<Proxy> {
     let cache: Option<Arc<dyn Storage>> = if config.cache {
         let dir = config
@@ -98,48 +106,52 @@ pub fn build_proxy(
     proxy_with_storage(config, cache, rules, registry, phases)
 }
 
-/// Build the proxy over a given store (`None`: never store).
+/// Build the proxy over a given store (`None`: never store); `phases` run before the rules.
 pub fn proxy_with_storage(
     config: &HttpConfig,
     storage: Option<Arc<dyn Storage>>,
     rules: crate::rules::Rules,
     registry: &mut Registry,
-    phases: Arc<dyn Phases>,
+    mut phases: Vec<Arc<dyn Phase>>,
 ) -> Arc<Proxy> {
     let metrics = Arc::new(metrics::Metrics::register(registry));
+    let via = HeaderValue::from_str(&config.via)
+        .unwrap_or_else(|_| HeaderValue::from_static("velocache"));
     let cache = storage.map(|storage| {
-        metrics.store(storage.usage());
-        Arc::new(cached::HttpCache::new(
+        Arc::new(store::HttpCache::new(
             storage,
-            config.lock_age_ms.get(),
+            Fills::new(config.lock_age_ms.get()),
             config.memory_cache_bytes,
+            store::CacheSettings {
+                via: via.clone(),
+                lock_wait: config.lock_wait_ms.get(),
+                max_object_bytes: config.max_object_bytes,
+                slice_bytes: config.slice_bytes,
+                memory_object_max_bytes: config.memory_object_max_bytes,
+                heuristic: Heuristic {
+                    percent: config.heuristic_percent,
+                    max_secs: config.heuristic_max_secs.0,
+                },
+            },
+            metrics.clone(),
         ))
     });
-    Arc::new(Proxy {
-        settings: Settings {
-            via: HeaderValue::from_str(&config.via)
-                .unwrap_or_else(|_| HeaderValue::from_static("velocache")),
-            lock_wait: config.lock_wait_ms.get(),
-            max_object_bytes: config.max_object_bytes,
-            slice_bytes: config.slice_bytes,
-            memory_object_max_bytes: config.memory_object_max_bytes,
-            heuristic: Heuristic {
-                percent: config.heuristic_percent,
-                max_secs: config.heuristic_max_secs.0,
-            },
+    phases.push(Arc::new(rule_phase::RulesPhase::new(rules.clone())));
+    Arc::new(Proxy::new(
+        Settings {
+            via,
             header_read_timeout: config.header_read_timeout_ms.get(),
         },
+        phase::Chain::new(phases),
         rules,
         cache,
-        upstream: Arc::new(upstream::Upstream::new(
+        Arc::new(upstream::Upstream::new(
             config.connect_timeout_ms.get(),
             config.upstream_idle_secs.get(),
             config.response_timeout_ms.get(),
         )),
         metrics,
-        hosts: hostnames::HostNames::default(),
-        phases,
-    })
+    ))
 }
 
 /// The HTTP service (TCP 80), around the daemon's one proxy — which the HTTPS service shares,
@@ -241,5 +253,9 @@ impl TcpHandler for HttpService {
 
 #[cfg(test)]
 mod framing_tests;
+#[cfg(test)]
+mod phase_tests;
+#[cfg(test)]
+mod test_harness;
 #[cfg(test)]
 mod tests;

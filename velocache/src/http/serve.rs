@@ -1,19 +1,22 @@
-//! Answering from the cache: the response head from stored metadata (conditional 304,
-//! Range 206/416, HEAD), and the body from the RAM tier or an [`ObjectReader`] — which follows
-//! fills in progress and, through [`SliceFetcher`], fetches missing slices with Range requests.
+//! Answering from the cache: a stored (or being stored) object's metadata and the client's
+//! request head enter; a response leaves — its head built from the metadata (conditional 304,
+//! Range 206/416, HEAD), its body from the RAM tier or an [`ObjectReader`], which follows fills
+//! in progress and, through [`SliceFetcher`], has missing slices fetched with Range requests by
+//! the cache path's [`Fetcher`].
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request};
 use tracing::warn;
 
 use super::{
     Body, ProxyError,
     body::{data_stream, empty, from_stream, full},
-    cached::{HttpCache, content_length, unix_now, without_conditionals},
     ctx::Ctx,
+    fetch::Fetcher,
     headers::add_via,
-    proxy::Proxy,
+    store::{HttpCache, content_length, unix_now, without_conditionals},
 };
 use crate::cache::{
     ObjectId, ObjectKey, ObjectMeta,
@@ -27,24 +30,25 @@ use crate::cache::{
 /// Answer from a stored (or being stored) object: conditional 304, Range 206/416, HEAD,
 /// or the whole body.
 pub(super) async fn serve(
-    proxy: &Arc<Proxy>,
     cache: &Arc<HttpCache>,
-    ctx: &Ctx,
+    fetcher: &Arc<dyn Fetcher>,
+    ctx: &mut Ctx,
     parts: &request::Parts,
     key: &ObjectKey,
     meta: Arc<ObjectMeta>,
 ) -> Result<Response<Body>, ProxyError> {
-    if ctx.cache.from_cache() {
+    if ctx.cache.status.from_cache() {
         // For `velocache cache ls`: how often this copy saved a trip to the origin.
         cache.storage.record_hit(&key.id, meta.version);
     }
+    ctx.cache.object = Some(meta.clone());
     let mut headers = meta.headers.clone();
     let age = policy::current_age(&meta, unix_now());
     headers.insert(header::AGE, HeaderValue::from(age));
-    add_via(&mut headers, http::Version::HTTP_11, &proxy.settings.via);
+    add_via(&mut headers, http::Version::HTTP_11, &cache.settings.via);
     headers.insert(
         "x-cache-status",
-        HeaderValue::from_static(ctx.cache.as_str()),
+        HeaderValue::from_static(ctx.cache.status.as_str()),
     );
     let status = StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK);
     if status == StatusCode::OK
@@ -92,24 +96,24 @@ pub(super) async fn serve(
     if parts.method == Method::HEAD {
         return Ok(build(code, headers, empty()));
     }
-    if let Some(body) = hot_body(proxy, cache, key, &meta, start, end).await {
+    if let Some(body) = hot_body(cache, key, &meta, start, end).await {
         return Ok(build(code, headers, full(body)));
     }
-    let fetcher: Arc<dyn RangeFetcher> = Arc::new(SliceFetcher {
-        proxy: proxy.clone(),
+    let slices: Arc<dyn RangeFetcher> = Arc::new(SliceFetcher {
+        fetcher: fetcher.clone(),
         cache: cache.clone(),
         ctx: ctx.clone(),
         request: without_conditionals(parts.clone(), false),
     });
     let reader = ObjectReader::new(
         cache.storage.clone(),
-        cache.fills.clone(),
-        Some(fetcher),
+        cache.lock.clone(),
+        Some(slices),
         key.id,
         meta,
         start,
         end,
-        proxy.settings.lock_wait,
+        cache.settings.lock_wait,
     );
     Ok(build(code, headers, from_stream(reader.into_stream())))
 }
@@ -123,7 +127,6 @@ fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
 
 /// Small complete objects from RAM (loaded once from the store).
 async fn hot_body(
-    proxy: &Proxy,
     cache: &HttpCache,
     key: &ObjectKey,
     meta: &ObjectMeta,
@@ -132,26 +135,26 @@ async fn hot_body(
 ) -> Option<Bytes> {
     let len = meta.len?;
     let end = end?;
-    if len > proxy.settings.memory_object_max_bytes {
+    if len > cache.settings.memory_object_max_bytes {
         return None;
     }
     let hk = (key.id, meta.version);
     let whole = match cache.hot.get(&hk) {
         Some(b) => b,
         None => {
-            let snap = cache.storage.lookup(&key.id)?;
-            if snap.meta.version != meta.version || !snap.complete() {
+            let hit = cache.storage.lookup(&key.id).await.ok()??;
+            if hit.meta.version != meta.version || !hit.complete() {
                 return None;
             }
             let mut r = ObjectReader::new(
                 cache.storage.clone(),
-                cache.fills.clone(),
+                cache.lock.clone(),
                 None,
                 key.id,
-                snap.meta,
+                hit.meta,
                 0,
                 None,
-                proxy.settings.lock_wait,
+                cache.settings.lock_wait,
             );
             let mut buf = Vec::with_capacity(len as usize);
             while let Some(c) = r.next_chunk().await {
@@ -171,7 +174,7 @@ async fn hot_body(
 /// Fetches missing slices of a stored object with Range requests (`If-Range` guards against the
 /// origin's object having changed meanwhile).
 struct SliceFetcher {
-    proxy: Arc<Proxy>,
+    fetcher: Arc<dyn Fetcher>,
     cache: Arc<HttpCache>,
     ctx: Ctx,
     request: request::Parts,
@@ -184,8 +187,20 @@ impl RangeFetcher for SliceFetcher {
         meta: Arc<ObjectMeta>,
         first: u64,
         last: u64,
+    ) -> BoxFuture<'_, Option<Arc<Fill>>> {
+        Box::pin(self.start(id, meta, first, last))
+    }
+}
+
+impl SliceFetcher {
+    async fn start(
+        &self,
+        id: ObjectId,
+        meta: Arc<ObjectMeta>,
+        first: u64,
+        last: u64,
     ) -> Option<Arc<Fill>> {
-        let permit = match self.cache.fills.acquire(id) {
+        let permit = match self.cache.lock.acquire(id).await {
             Acquired::Reader(f) => return Some(f),
             Acquired::Writer(p) => p,
         };
@@ -211,9 +226,10 @@ impl RangeFetcher for SliceFetcher {
         if let Some(v) = validator {
             up.headers.insert(header::IF_RANGE, v);
         }
-        let (proxy, cache, ctx) = (self.proxy.clone(), self.cache.clone(), self.ctx.clone());
+        let (fetcher, cache, mut ctx) =
+            (self.fetcher.clone(), self.cache.clone(), self.ctx.clone());
         tokio::spawn(async move {
-            let resp = match proxy.send(&ctx, up, empty()).await {
+            let resp = match fetcher.fetch(&mut ctx, up, empty()).await {
                 Ok(r) => r,
                 Err(e) => {
                     permit.finish(FillEnd::Failed(e.to_string().into()));
@@ -244,14 +260,14 @@ impl RangeFetcher for SliceFetcher {
                 start,
                 end: Some(end),
                 body_offset,
-                max_object_bytes: proxy.settings.max_object_bytes,
+                max_object_bytes: cache.settings.max_object_bytes,
                 permit,
             };
             let body = resp.into_body();
             if let Err(e) = job.run(data_stream(body)).await {
                 warn!(trace_id = %ctx.trace_id, error = %e, "fetching missing slices failed");
             }
-            proxy.metrics.store(cache.storage.usage());
+            cache.publish_usage();
         });
         Some(fill)
     }

@@ -2,22 +2,31 @@
 //! destination on a connection of its own — never a pooled one, whose next request would be
 //! read as tunnel bytes — and if the origin agrees (101 for an upgrade, 2xx for CONNECT), both
 //! connections are handed over by hyper and relayed byte for byte until either side closes.
-use std::sync::Arc;
-
-use http::{Request, Response, StatusCode, request};
+//! The origin's answer leaves as the response; the tunnel's bytes never pass the phases.
+use http::{HeaderValue, Request, Response, StatusCode, request};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::{
-    Body, ProxyError, Scheme,
+    Body, ProxyError,
+    answer::error_response,
     body::{boxed, empty},
-    ctx::{CacheStatus, Ctx},
+    ctx::{CacheStatus, Ctx, Scheme},
     framing,
     headers::{add_via, strip_hop_by_hop},
-    proxy::Proxy,
+    metrics::Metrics,
 };
+
+/// What a tunnel needs of the proxy.
+#[derive(Clone, Copy)]
+pub(super) struct Tunnels<'a> {
+    /// `Via` pseudonym.
+    pub via: &'a HeaderValue,
+    /// Where origin requests are counted.
+    pub metrics: &'a Metrics,
+}
 
 /// Which kind of tunnel a request asks for.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -29,13 +38,13 @@ enum Kind {
 }
 
 /// Relay an `Upgrade` request and, on 101, the upgraded connection.
-pub(super) async fn proxy(
-    proxy: &Arc<Proxy>,
+pub(super) async fn upgrade(
+    t: Tunnels<'_>,
     ctx: &mut Ctx,
     parts: request::Parts,
     body: Incoming,
 ) -> Result<Response<Body>, ProxyError> {
-    tunnel(proxy, ctx, parts, body, Kind::Upgrade).await
+    tunnel(t, ctx, parts, body, Kind::Upgrade).await
 }
 
 /// Relay a `CONNECT` to the original destination (a client talking to a forward proxy there)
@@ -43,14 +52,14 @@ pub(super) async fn proxy(
 /// destination as they are, which is right only when the client's connection was not
 /// decrypted, and HTTP/2's CONNECT streams are not relayed.
 pub(super) async fn connect(
-    proxy: &Arc<Proxy>,
+    t: Tunnels<'_>,
     ctx: &mut Ctx,
     parts: request::Parts,
     body: Incoming,
 ) -> Result<Response<Body>, ProxyError> {
     if ctx.conn.scheme != Scheme::Http || parts.version != http::Version::HTTP_11 {
-        ctx.cache = CacheStatus::Bypass;
-        let mut r = super::proxy::error_response(
+        ctx.cache.status = CacheStatus::Bypass;
+        let mut r = error_response(
             StatusCode::NOT_IMPLEMENTED,
             "CONNECT is relayed only on plain HTTP/1.1 connections",
         );
@@ -60,17 +69,17 @@ pub(super) async fn connect(
         );
         return Ok(r);
     }
-    tunnel(proxy, ctx, parts, body, Kind::Connect).await
+    tunnel(t, ctx, parts, body, Kind::Connect).await
 }
 
 async fn tunnel(
-    proxy: &Arc<Proxy>,
+    t: Tunnels<'_>,
     ctx: &mut Ctx,
     mut parts: request::Parts,
     body: Incoming,
     kind: Kind,
 ) -> Result<Response<Body>, ProxyError> {
-    ctx.cache = CacheStatus::Bypass;
+    ctx.cache.status = CacheStatus::Bypass;
     let orig_dst = ctx.conn.orig_dst.0;
     let fail = |reason: String| ProxyError::Upgrade { orig_dst, reason };
     // The client's half of the tunnel, resolved once our 101 / 2xx has been sent.
@@ -120,8 +129,8 @@ async fn tunnel(
         }
     }
     framing::frame_upstream(&mut parts, &http_body::Body::size_hint(&body));
-    add_via(&mut parts.headers, parts.version, &proxy.settings.via);
-    proxy.metrics.origin_fetch();
+    add_via(&mut parts.headers, parts.version, t.via);
+    t.metrics.origin_fetch();
     let mut resp = sender
         .send_request(Request::from_parts(
             parts,
@@ -156,10 +165,6 @@ async fn tunnel(
         }
     });
     let (mut rparts, _) = resp.into_parts();
-    add_via(
-        &mut rparts.headers,
-        http::Version::HTTP_11,
-        &proxy.settings.via,
-    );
+    add_via(&mut rparts.headers, http::Version::HTTP_11, t.via);
     Ok(Response::from_parts(rparts, empty()))
 }

@@ -1,9 +1,10 @@
 //! The page that lets a client trust the gateway's CA in one step (like mitmproxy's mitm.it).
 //!
-//! Served over plain HTTP by the HTTP proxy for requests whose `Host` is `[tls] ca_page_host`
-//! (any destination address: the name does not need to resolve anywhere else). `/` is a short
-//! page with per-OS instructions; `/velocache-ca.pem` and `/velocache-ca.crt` are the
-//! certificate in PEM and DER.
+//! A phase of the HTTP proxy: a request head enters its `request_filter`; for requests whose
+//! `Host` is `[tls] ca_page_host` (any destination address: the name does not need to resolve
+//! anywhere else) the page leaves as the answer, and nothing reaches an origin or the cache.
+//! `/` is a short page with per-OS instructions; `/velocache-ca.pem` and `/velocache-ca.crt`
+//! are the certificate in PEM and DER.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use http::{HeaderValue, Response, StatusCode, header, request};
 use http_body_util::{BodyExt as _, Full};
 
 use super::TlsShared;
-use crate::http::{Body, Ctx, Phases};
+use crate::http::{Body, Ctx, Phase, ProxyError, Step};
 
 /// The CA page as a phase of the HTTP proxy: requests for `[tls] ca_page_host` are answered
 /// here and never reach an origin or the cache.
@@ -31,8 +32,22 @@ impl CaPage {
     }
 }
 
-impl Phases for CaPage {
-    fn request_filter(&self, ctx: &Ctx, req: &request::Parts) -> Option<Response<Body>> {
+impl Phase for CaPage {
+    fn name(&self) -> &str {
+        "ca_page"
+    }
+
+    fn request_filter<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        req: &'a mut request::Parts,
+    ) -> Step<'a, Result<Option<Response<Body>>, ProxyError>> {
+        Step::Ready(Ok(self.answer(ctx, req)))
+    }
+}
+
+impl CaPage {
+    fn answer(&self, ctx: &Ctx, req: &request::Parts) -> Option<Response<Body>> {
         let name = ctx
             .host
             .rsplit_once(':')

@@ -14,6 +14,11 @@
 //! another version or of the wrong size, unverified content-addressed objects and objects whose
 //! length was never learnt are deleted. Deleted slices are unlinked after a short delay so that
 //! responses already reading them can finish.
+//!
+//! Data enters as metadata and slice writes from fills, and leaves as bytes read through the
+//! ring or — for a committed slice whose length is final — as a [`super::FileRegion`] on the
+//! slice's own file (offset 0), for a response to send with `sendfile`/`splice`. Lookups answer
+//! from the in-RAM index without waiting. Callers never see the ring.
 mod uring;
 
 use std::{
@@ -34,7 +39,8 @@ pub use uring::Uring;
 use uring::cpath;
 
 use super::{
-    CacheError, IoFuture, ObjectId, ObjectMeta, SliceReader, SliceWriter, Snapshot, Storage, Usage,
+    CacheError, FileRegion, Hit, IoFuture, Lookup, ObjectId, ObjectMeta, SliceReader, SliceWriter,
+    Step, Storage, Usage,
     index::{Dropped, Index},
 };
 
@@ -297,6 +303,9 @@ struct DiskReader {
     ring: Uring,
     fd: Arc<std::os::fd::OwnedFd>,
     path: PathBuf,
+    /// The slice's final length, when it is committed and the object's length is known: then
+    /// the whole file is the slice and can be handed out as a region.
+    committed_len: Option<u64>,
 }
 
 impl SliceReader for DiskReader {
@@ -310,6 +319,14 @@ impl SliceReader for DiskReader {
                     path,
                     source,
                 })
+        })
+    }
+
+    fn file(&self) -> Option<FileRegion> {
+        self.committed_len.map(|len| FileRegion {
+            fd: self.fd.clone(),
+            offset: 0,
+            len,
         })
     }
 }
@@ -407,7 +424,7 @@ impl Drop for DiskWriter {
 }
 
 impl Storage for DiskStorage {
-    fn list(&self) -> Vec<(ObjectId, Snapshot)> {
+    fn list(&self) -> Vec<(ObjectId, Hit)> {
         self.index.list()
     }
 
@@ -415,8 +432,8 @@ impl Storage for DiskStorage {
         self.index.record_hit(id, version);
     }
 
-    fn lookup(&self, id: &ObjectId) -> Option<Snapshot> {
-        self.index.lookup(id)
+    fn lookup(&self, id: &ObjectId) -> Lookup<'_> {
+        Step::Ready(Ok(self.index.lookup(id)))
     }
 
     fn has_slice(&self, id: &ObjectId, version: u64, idx: u64) -> bool {
@@ -443,13 +460,21 @@ impl Storage for DiskStorage {
     ) -> IoFuture<'static, Option<Arc<dyn SliceReader>>> {
         let ring = self.ring.clone();
         let committed = self.index.has_slice(&id, version, idx);
+        let committed_len = self.index.committed_len(&id, version, idx);
         let path = self.slice_path(&id, version, idx);
         let partial = self.partial.lock().get(&(id, version, idx)).cloned();
         let this = self.this.upgrade();
         Box::pin(async move {
+            let being_written = |ring, path, fd| {
+                Arc::new(DiskReader {
+                    ring,
+                    fd,
+                    path,
+                    committed_len: None,
+                }) as Arc<dyn SliceReader>
+            };
             if !committed {
-                return Ok(partial
-                    .map(|fd| Arc::new(DiskReader { ring, fd, path }) as Arc<dyn SliceReader>));
+                return Ok(partial.map(|fd| being_written(ring, path, fd)));
             }
             match ring
                 .open(
@@ -459,9 +484,12 @@ impl Storage for DiskStorage {
                 )
                 .await
             {
-                Ok(fd) => Ok(Some(
-                    Arc::new(DiskReader { ring, fd, path }) as Arc<dyn SliceReader>
-                )),
+                Ok(fd) => Ok(Some(Arc::new(DiskReader {
+                    ring,
+                    fd,
+                    path,
+                    committed_len,
+                }) as Arc<dyn SliceReader>)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     warn!(path = %path.display(), "indexed slice missing on disk; forgetting it");
                     if let Some(this) = &this {
@@ -472,8 +500,7 @@ impl Storage for DiskStorage {
                             .unwrap_or(0);
                         this.index.drop_slice(&id, version, idx, len);
                     }
-                    Ok(partial
-                        .map(|fd| Arc::new(DiskReader { ring, fd, path }) as Arc<dyn SliceReader>))
+                    Ok(partial.map(|fd| being_written(ring, path, fd)))
                 }
                 Err(source) => Err(CacheError::Io {
                     op: "open",
@@ -524,12 +551,19 @@ impl Storage for DiskStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::{meta::sample, storage_tests::exercise_store};
+    use crate::cache::{
+        meta::sample,
+        storage_tests::{Files, exercise_store},
+    };
 
     #[tokio::test]
     async fn behaves_like_a_store() {
         let dir = tempfile::tempdir().unwrap();
-        exercise_store(DiskStorage::open(dir.path(), 10_000, 64, true).unwrap()).await;
+        exercise_store(
+            DiskStorage::open(dir.path(), 10_000, 64, true).unwrap(),
+            Files::HandedOut,
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -567,15 +601,25 @@ mod tests {
         std::fs::write(ddir.join("meta"), b"{not json").unwrap();
 
         let store = DiskStorage::open(dir.path(), 1 << 20, 64, false).unwrap();
-        let snap = store.lookup(&a).unwrap();
+        let snap = store.lookup(&a).await.unwrap().unwrap();
         assert_eq!(snap.present.iter().collect::<Vec<_>>(), vec![0]);
         assert!(!adir.join(format!("{:016x}.1", 3)).exists());
         assert_eq!(
-            store.lookup(&b).unwrap().present.iter().collect::<Vec<_>>(),
+            store
+                .lookup(&b)
+                .await
+                .unwrap()
+                .unwrap()
+                .present
+                .iter()
+                .collect::<Vec<_>>(),
             vec![0]
         );
-        assert!(store.lookup(&c).is_none(), "length-less object kept");
-        assert!(store.lookup(&d).is_none());
+        assert!(
+            store.lookup(&c).await.unwrap().is_none(),
+            "length-less object kept"
+        );
+        assert!(store.lookup(&d).await.unwrap().is_none());
         assert!(!ddir.exists());
         assert_eq!(
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
