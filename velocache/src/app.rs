@@ -29,11 +29,11 @@ use velocache_common::Service;
 use crate::{
     config::{Config, Intercept, Transport},
     control::{AdminHub, AdminServer, ControlError, ControlPlane, PlaneMetrics, PlaneParts},
-    datapath::{Counters, Datapath, DatapathError, InstanceError, InstanceLock},
+    datapath::{Counters, DaemonSocket, Datapath, DatapathError, InstanceError, InstanceLock},
     flow::FlowTracker,
     net::{
-        TcpHandler, TimeWaitReaper, TransparentListener, TransparentUdp, UdpHandler, UdpReplier,
-        serve_tcp, serve_udp, wildcard_addrs,
+        TcpHandler, TransparentListener, TransparentUdp, UdpHandler, UdpReplier, serve_tcp,
+        serve_udp, wildcard_addrs,
     },
     passthrough::{TcpSplice, UdpRelay},
     rules::{Rules, RulesError},
@@ -126,6 +126,38 @@ fn bind_all(config: &Config) -> Result<Vec<Bound>, AppError> {
         all.push(bound);
     }
     Ok(all)
+}
+
+/// Duplicates of a service's bound sockets for the datapath, which hands them flows the
+/// kernel's own lookups decide (see `datapath::DaemonSocket`).
+fn daemon_sockets_of(bound: &Bound) -> Result<Vec<DaemonSocket>, AppError> {
+    use std::os::fd::AsFd as _;
+    let service = bound.intercept.service;
+    let mut out = Vec::new();
+    let tcp = bound
+        .tcp
+        .iter()
+        .map(|l| (Transport::Tcp, l.as_fd(), l.local_addr()));
+    let udp = bound
+        .udp
+        .iter()
+        .map(|u| (Transport::Udp, u.as_fd(), u.local_addr()));
+    for (transport, fd, addr) in tcp.chain(udp) {
+        let bind_err = |source| AppError::Bind {
+            service: service.name(),
+            transport,
+            addr: std::net::SocketAddr::from(([0, 0, 0, 0], bound.intercept.listen_port)),
+            source,
+        };
+        let addr = addr.map_err(bind_err)?;
+        out.push(DaemonSocket {
+            service,
+            transport,
+            v6: addr.is_ipv6(),
+            fd: fd.try_clone_to_owned().map_err(bind_err)?,
+        });
+    }
+    Ok(out)
 }
 
 /// The handlers of one service.
@@ -222,16 +254,6 @@ pub struct Launch {
     pub log: Option<LogControl>,
 }
 
-/// The TCP destination ports intercepted by enabled services (for the TIME_WAIT reaper).
-pub fn intercepted_tcp_ports(config: &Config) -> Vec<u16> {
-    config
-        .intercepts()
-        .into_iter()
-        .filter(|i| i.enabled && i.transports.contains(&Transport::Tcp))
-        .flat_map(|i| i.ports)
-        .collect()
-}
-
 /// Run the daemon until `shutdown` resolves (or a stop is asked through the admin API).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
     run_with(config, Launch::default(), shutdown).await
@@ -312,6 +334,7 @@ pub async fn run_with(
     let replier = Arc::new(UdpReplier::default());
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut daemon_sockets = Vec::new();
 
     for bound in bind_all(&config)? {
         let service = bound.intercept.service;
@@ -320,6 +343,7 @@ pub async fn run_with(
             &ctx.for_service(service),
             registry.sub_registry_with_prefix(service.name()),
         )?;
+        daemon_sockets.extend(daemon_sockets_of(&bound)?);
         for listener in bound.tcp {
             tasks.spawn(serve_tcp(listener, handlers.tcp.clone(), cancel.clone()));
         }
@@ -365,7 +389,7 @@ pub async fn run_with(
         warn!("no [datapath] lan_interfaces configured: nothing will be intercepted");
         None
     } else {
-        Some(Datapath::start(&config.datapath, &config.intercepts()).await?)
+        Some(Datapath::start(&config.datapath, &config.intercepts(), daemon_sockets).await?)
     };
     if let Some(dp) = &datapath {
         let _ = kernel_counters.set(dp.counters());
@@ -379,7 +403,6 @@ pub async fn run_with(
         }
     }
     tasks.spawn(expire_reply_sockets(replier.clone(), cancel.clone()));
-    let reaper = TimeWaitReaper::spawn(intercepted_tcp_ports(&config));
 
     let plane = ControlPlane::new(PlaneParts {
         config: config.clone(),
@@ -389,7 +412,6 @@ pub async fn run_with(
         hub,
         registry: Arc::new(registry),
         datapath,
-        reaper: Some(reaper),
         log: launch.log,
         metrics: plane_metrics,
     });
@@ -433,10 +455,6 @@ pub async fn run_with(
         }
         dp.stop().await;
     }
-    if let Some(reaper) = plane.take_reaper() {
-        // Dropping joins the reaper thread (one period at most).
-        let _ = tokio::task::spawn_blocking(move || drop(reaper)).await;
-    }
     admin_cancel.cancel();
     let _ = admin_task.await;
     info!("velocache stopped");
@@ -467,9 +485,16 @@ fn log_snapshot(s: &crate::datapath::CounterSnapshot) {
     for service in Service::ALL {
         let get = |v| s.get(service, v);
         use velocache_common::Verdict::*;
-        let steered = get(SteeredListener) + get(SteeredEstablished);
-        let passed =
-            get(PassedNoListener) + get(AssignFailed) + get(Disabled) + get(PassedTimeWait);
+        let steered = get(SteeredListener)
+            + get(SteeredEstablished)
+            + get(SteeredTimeWait)
+            + get(SteeredReusedPort)
+            + get(SteeredFragment);
+        let passed = get(PassedNoListener)
+            + get(AssignFailed)
+            + get(Disabled)
+            + get(PassedTimeWait)
+            + get(PassedFragmentsAhead);
         let bypassed = get(BypassedClient) + get(BypassedDestination) + get(GatewayLocal);
         if steered + passed + bypassed == 0 {
             continue;
@@ -479,9 +504,15 @@ fn log_snapshot(s: &crate::datapath::CounterSnapshot) {
             for_service = service.name(),
             steered_new = get(SteeredListener),
             steered_established = get(SteeredEstablished),
+            steered_time_wait = get(SteeredTimeWait),
+            steered_reused_port = get(SteeredReusedPort),
+            steered_fragment = get(SteeredFragment),
+            lookup_assigned = get(LookupAssigned),
+            lookup_dropped = get(LookupDropped),
             passed_no_listener = get(PassedNoListener),
             assign_failed = get(AssignFailed),
             passed_time_wait = get(PassedTimeWait),
+            passed_fragments_ahead = get(PassedFragmentsAhead),
             bypassed_client = get(BypassedClient),
             bypassed_destination = get(BypassedDestination),
             gateway_local = get(GatewayLocal),

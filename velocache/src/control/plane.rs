@@ -19,8 +19,7 @@ use super::{
     warmup::Warmup,
 };
 use crate::{
-    config::Config, datapath::Datapath, flow::FlowTracker, net::TimeWaitReaper, rules::Rules,
-    telemetry::LogControl,
+    config::Config, datapath::Datapath, flow::FlowTracker, rules::Rules, telemetry::LogControl,
 };
 
 /// Labels of `velocache_config_reloads_total`.
@@ -42,8 +41,6 @@ pub struct PlaneParts {
     pub registry: Arc<Registry>,
     /// The datapath, if one runs (reconfigured on reload, taken back at shutdown).
     pub datapath: Option<Datapath>,
-    /// The TIME_WAIT reaper (restarted when the intercepted TCP ports change on reload).
-    pub reaper: Option<TimeWaitReaper>,
     /// Changes the log filter on reload (none in tests that install no subscriber).
     pub log: Option<LogControl>,
     /// Metrics the control plane updates, registered before the registry was frozen.
@@ -89,7 +86,6 @@ pub struct ControlPlane {
     pub(super) hub: AdminHub,
     pub(super) registry: Arc<Registry>,
     pub(super) datapath: tokio::sync::Mutex<Option<Datapath>>,
-    pub(super) reaper: Mutex<Option<TimeWaitReaper>>,
     pub(super) log: Option<LogControl>,
     pub(super) warmup: Arc<Warmup>,
     pub(super) metrics: PlaneMetrics,
@@ -115,7 +111,6 @@ impl ControlPlane {
             hub: parts.hub,
             registry: parts.registry,
             datapath: tokio::sync::Mutex::new(parts.datapath),
-            reaper: Mutex::new(parts.reaper),
             log: parts.log,
             warmup,
             metrics: parts.metrics,
@@ -150,14 +145,6 @@ impl ControlPlane {
     /// Take the datapath back for shutdown (reloads then no longer touch it).
     pub async fn take_datapath(&self) -> Option<Datapath> {
         self.datapath.lock().await.take()
-    }
-
-    /// Take the TIME_WAIT reaper back for shutdown.
-    pub fn take_reaper(&self) -> Option<TimeWaitReaper> {
-        self.reaper
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
     }
 
     /// The warm-up runner.

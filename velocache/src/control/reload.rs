@@ -305,15 +305,6 @@ impl ControlPlane {
                 return (report, rules_report);
             }
         }
-        let tcp_ports = crate::app::intercepted_tcp_ports(&effective);
-        if tcp_ports != crate::app::intercepted_tcp_ports(&running) {
-            let mut reaper = self.reaper.lock().unwrap_or_else(PoisonError::into_inner);
-            if reaper.is_some() {
-                let old = reaper.replace(crate::net::TimeWaitReaper::spawn(tcp_ports));
-                // Dropping joins the old reaper's thread (one period at most).
-                tokio::task::spawn_blocking(move || drop(old));
-            }
-        }
         if running.log.level != effective.log.level {
             match &self.log {
                 Some(log) if log.env_override().is_some() => warn!(

@@ -52,7 +52,6 @@ async fn start(config_text: &str, register: impl FnOnce(&mut Registry)) -> Runni
         hub: AdminHub::new(),
         registry: Arc::new(registry),
         datapath: None,
-        reaper: None,
         log: None,
         metrics: plane_metrics,
     });

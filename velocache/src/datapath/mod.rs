@@ -10,6 +10,9 @@
 //!
 //! # Layout
 //! - `maps`: writing configuration into the kernel maps, reading counters.
+//! - `sweep`: on a clean stop, destroying the sockets that hold intercepted addresses.
+//! - `steering`: the `sk_lookup` program and the daemon's sockets it hands the kernel's own
+//!   lookups to (ports reused while a closing socket holds them, reassembled datagrams).
 //! - `routing`: the fwmark rule and local routes (rtnetlink).
 //! - `firewall`: an accept rule for steered packets in the input firewall (nftables).
 //! - `instance`: one daemon per network namespace.
@@ -22,7 +25,11 @@ mod inspect;
 mod instance;
 mod maps;
 mod routing;
+mod steering;
+mod sweep;
 mod sys;
+
+use std::collections::HashSet;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -41,8 +48,9 @@ pub use inspect::{InterfaceAttachments, inspect};
 pub use instance::{InstanceError, InstanceLock};
 pub use maps::{CounterSnapshot, Counters};
 pub use routing::{RoutingError, RoutingSpec};
+pub use steering::DaemonSocket;
 
-use crate::config::{AttachMode, DatapathConfig, Intercept};
+use crate::config::{AttachMode, DatapathConfig, Intercept, Transport};
 
 /// The kernel object built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/velocache"));
@@ -95,13 +103,18 @@ pub struct Datapath {
     firewall: Option<firewall::FirewallAccept>,
     log_task: Option<JoinHandle<()>>,
     interfaces: Vec<String>,
+    /// The intercepted TCP ports, for the sweep at stop.
+    tcp_ports: HashSet<u16>,
 }
 
 impl Datapath {
-    /// Load, configure and attach. On error nothing stays attached or installed.
+    /// Load, configure and attach. `sockets` are the daemon's bound listeners, which the
+    /// kernel's own lookups may hand flows to (see `steering`). On error nothing stays attached
+    /// or installed.
     pub async fn start(
         cfg: &DatapathConfig,
         intercepts: &[Intercept],
+        sockets: Vec<DaemonSocket>,
     ) -> Result<Self, DatapathError> {
         for iface in &cfg.lan_interfaces {
             if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
@@ -109,6 +122,10 @@ impl Datapath {
             }
         }
         let (mut ebpf, counters) = load_object(cfg, intercepts)?;
+        steering::register(&mut ebpf, sockets)?;
+        // Before the classifier: from the first steered tuple on, the kernel's lookups for it
+        // must find the daemon's socket.
+        steering::attach(&mut ebpf)?;
         let log_task = spawn_kernel_logger(&mut ebpf);
 
         // Policy routing first: from the first steered packet on, marked packets must be local.
@@ -134,6 +151,7 @@ impl Datapath {
             firewall,
             log_task,
             interfaces: Vec::new(),
+            tcp_ports: tcp_ports(intercepts),
         };
         for iface in &cfg.lan_interfaces {
             if let Err(e) = datapath.attach(iface, cfg.attach) {
@@ -212,7 +230,11 @@ impl Datapath {
         cfg: &DatapathConfig,
         intercepts: &[Intercept],
     ) -> Result<(), DatapathError> {
-        maps::apply(&mut self.ebpf, cfg, intercepts)
+        maps::apply(&mut self.ebpf, cfg, intercepts)?;
+        // Sockets of ports no longer intercepted are still swept at stop: they hold addresses
+        // nobody else may use.
+        self.tcp_ports.extend(tcp_ports(intercepts));
+        Ok(())
     }
 
     /// Stop intercepting: detach from every interface and remove the policy routing.
@@ -226,6 +248,13 @@ impl Datapath {
                 warn!(error = %e, "unloading the classifier failed");
             }
         }
+        steering::detach(&mut self.ebpf);
+        let ports = std::mem::take(&mut self.tcp_ports);
+        match tokio::task::spawn_blocking(move || sweep::sweep(&ports)).await {
+            Ok(0) => {}
+            Ok(n) => info!(sockets = n, "closed the sockets left by intercepted flows"),
+            Err(e) => warn!(error = %e, "the socket sweep did not run"),
+        }
         if let Some(routing) = self.routing.take() {
             routing.remove().await;
         }
@@ -237,6 +266,15 @@ impl Datapath {
         }
         info!(interfaces = ?self.interfaces, "datapath detached");
     }
+}
+
+/// The TCP destination ports `intercepts` steer.
+fn tcp_ports(intercepts: &[Intercept]) -> HashSet<u16> {
+    intercepts
+        .iter()
+        .filter(|i| i.enabled && i.transports.contains(&Transport::Tcp))
+        .flat_map(|i| i.ports.iter().copied())
+        .collect()
 }
 
 /// Load the object, fill its maps from the configuration and load (verify) the classifier,
@@ -267,6 +305,7 @@ fn load_object(
         name: CLASSIFIER_PROGRAM,
         source,
     })?;
+    steering::load(&mut ebpf)?;
     Ok((ebpf, counters))
 }
 

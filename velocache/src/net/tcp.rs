@@ -1,5 +1,9 @@
 //! The transparent TCP listener.
-use std::{io, net::SocketAddr};
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{AsFd, BorrowedFd},
+};
 
 use socket2::{Protocol, SockAddr, Type};
 use tokio::net::{TcpListener, TcpStream};
@@ -11,6 +15,14 @@ use super::{ClientAddr, OrigDstAddr, addrs::canonical};
 pub struct TransparentListener {
     inner: TcpListener,
     port: u16,
+}
+
+impl AsFd for TransparentListener {
+    /// The listening socket, for the datapath's `LISTENERS` map (the kernel's own lookups hand
+    /// it connections the classifier could not assign directly).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
 }
 
 /// One accepted, intercepted connection.
