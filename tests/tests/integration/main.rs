@@ -16,4 +16,5 @@ mod http;
 mod https;
 mod sip;
 mod smuggling;
+mod tools;
 mod util;
