@@ -14,6 +14,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("bash", "bash"),
     ("sh", "dash"),
     ("tar", "tar"),
+    ("cat", "coreutils"),
     ("sha256sum", "coreutils"),
     ("chroot", "coreutils"),
     ("chown", "coreutils"),

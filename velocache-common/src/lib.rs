@@ -99,8 +99,9 @@ pub enum Verdict {
     /// Interception is switched off in [`ClassifierConfig`]; packet passed untouched.
     Disabled = 7,
     /// A SYN for a tuple that a closing daemon socket (TIME_WAIT or orphaned FIN_WAIT2) still
-    /// holds, while the daemon has no listener for the service (it is gone or stopping). Passed
-    /// untouched; the kernel holds such a SYN back until that socket expires.
+    /// holds, while the daemon has no listener for the service (it is stopping, or gone with
+    /// the classifier left attached), and the later packets of that connection: passed
+    /// untouched, so the connection runs directly to its destination.
     PassedTimeWait = 8,
     /// A packet of an intercepted connection whose daemon socket is closing (a TIME_WAIT or
     /// orphaned FIN_WAIT2 minisocket): delivered to it, so the client's FIN, ACK or RST complete

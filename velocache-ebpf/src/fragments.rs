@@ -25,12 +25,11 @@ use crate::{
 
 #[inline(always)]
 fn key(addrs: &Addrs, proto: u8, id: u32) -> FragKey {
-    let (src, dst, family) = addrs.wide();
     FragKey {
-        src,
-        dst,
+        src: addrs.src,
+        dst: addrs.dst,
         id,
-        family,
+        family: addrs.family(),
         proto,
         _pad: [0; 2],
     }

@@ -38,10 +38,10 @@ use crate::{
         BYPASS_CLIENTS_V4, BYPASS_CLIENTS_V6, BYPASS_DESTS_V4, BYPASS_DESTS_V6, CONFIG, COUNTERS,
         SERVICE_PORTS,
     },
-    parse::{Addrs, Flow, Packet, TCP_ACK, TCP_SYN, parse},
+    parse::{Flow, Packet, TCP_ACK, TCP_SYN, parse},
     sockets::{
-        Established, lookup_established_tcp, lookup_listener, release, remember_steered, steer,
-        words,
+        Established, forget_passed, lookup_established_tcp, lookup_listener, release,
+        remember_passed, remember_steered, steer, was_passed, words,
     },
 };
 
@@ -129,10 +129,14 @@ fn classify_flow(ctx: &TcContext, flow: &Flow) -> Option<(u32, Verdict)> {
 /// (connected or closing), else the service's listener. Returns what was done.
 #[inline(always)]
 pub fn steer_flow(ctx: &TcContext, flow: &Flow, entry: &ServiceEntry, mark: u32) -> Verdict {
-    if flow.proto == IPPROTO_TCP {
+    let tcp = flow.proto == IPPROTO_TCP;
+    if tcp {
         match lookup_established_tcp(ctx, flow) {
             Established::Socket(sk) => return steer(ctx, sk, mark, Verdict::SteeredEstablished),
             Established::TimeWait(tw) => return closing(ctx, flow, entry, tw, mark),
+            Established::None if !is_syn(flow) && was_passed(flow) => {
+                return Verdict::PassedTimeWait;
+            }
             Established::None => {}
         }
     }
@@ -140,16 +144,28 @@ pub fn steer_flow(ctx: &TcContext, flow: &Flow, entry: &ServiceEntry, mark: u32)
     if sk.is_null() {
         return Verdict::PassedNoListener;
     }
-    steer(ctx, sk, mark, Verdict::SteeredListener)
+    let verdict = steer(ctx, sk, mark, Verdict::SteeredListener);
+    if tcp && verdict == Verdict::SteeredListener && is_syn(flow) {
+        forget_passed(flow);
+    }
+    verdict
+}
+
+/// A bare SYN: a client opening a connection.
+#[inline(always)]
+fn is_syn(flow: &Flow) -> bool {
+    flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
 /// A packet for a tuple a closing daemon socket `tw` holds. Consumes `tw`.
 ///
-/// Anything but a bare SYN belongs to that socket. A SYN is a client reusing its port: given to
-/// the closing socket, it makes the kernel look up a listener for the original destination,
-/// which the `sk_lookup` program answers with the daemon's — but only while the daemon listens.
-/// Without a listener the SYN is passed: handed over, it would reach whatever listens on that
-/// port on the gateway itself.
+/// Anything but a bare SYN belongs to that socket — unless the tuple's latest SYN was passed (a
+/// direct connection now uses it). A SYN is a client reusing its port: given to the closing
+/// socket, it makes the kernel look up a listener for the original destination, which the
+/// `sk_lookup` program answers with the daemon's — but only while the daemon listens. Without a
+/// listener the SYN is passed (handed over, it would reach whatever listens on that port on the
+/// gateway itself) and so are the connection's later packets; the kernel forwards them because
+/// the daemon turned TCP early demultiplexing off (`datapath::sysctl`).
 #[inline(always)]
 fn closing(
     ctx: &TcContext,
@@ -158,32 +174,42 @@ fn closing(
     tw: *mut bpf_sock,
     mark: u32,
 ) -> Verdict {
-    if flow.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+    if !is_syn(flow) {
+        if was_passed(flow) {
+            release(tw);
+            return Verdict::PassedTimeWait;
+        }
         return steer(ctx, tw, mark, Verdict::SteeredTimeWait);
     }
     let listener = lookup_listener(ctx, flow, (entry.listen_port as u16).to_be());
     if listener.is_null() {
         release(tw);
+        remember_passed(flow);
         return Verdict::PassedTimeWait;
     }
     release(listener);
+    forget_passed(flow);
     remember_steered(flow, entry.service);
     steer(ctx, tw, mark, Verdict::SteeredReusedPort)
 }
 
 #[inline(always)]
 fn client_bypassed(flow: &Flow) -> bool {
-    match flow.addrs {
-        Addrs::V4 { src, .. } => BYPASS_CLIENTS_V4.get(Key::new(32, src)).is_some(),
-        Addrs::V6 { src, .. } => BYPASS_CLIENTS_V6.get(Key::new(128, src)).is_some(),
+    let a = &flow.addrs;
+    if a.v6 {
+        BYPASS_CLIENTS_V6.get(Key::new(128, a.src)).is_some()
+    } else {
+        BYPASS_CLIENTS_V4.get(Key::new(32, a.src4())).is_some()
     }
 }
 
 #[inline(always)]
 fn destination_bypassed(flow: &Flow) -> bool {
-    match flow.addrs {
-        Addrs::V4 { dst, .. } => BYPASS_DESTS_V4.get(Key::new(32, dst)).is_some(),
-        Addrs::V6 { dst, .. } => BYPASS_DESTS_V6.get(Key::new(128, dst)).is_some(),
+    let a = &flow.addrs;
+    if a.v6 {
+        BYPASS_DESTS_V6.get(Key::new(128, a.dst)).is_some()
+    } else {
+        BYPASS_DESTS_V4.get(Key::new(32, a.dst4())).is_some()
     }
 }
 
@@ -199,17 +225,15 @@ fn addressed_to_gateway(ctx: &TcContext, flow: &Flow) -> bool {
     params.__bindgen_anon_1.tot_len = flow.tot_len;
     // SAFETY: reading a plain field of the context.
     params.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    match flow.addrs {
-        Addrs::V4 { src, dst } => {
-            params.family = AF_INET;
-            params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
-            params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
-        }
-        Addrs::V6 { src, dst } => {
-            params.family = AF_INET6;
-            params.__bindgen_anon_3.ipv6_src = words(&src);
-            params.__bindgen_anon_4.ipv6_dst = words(&dst);
-        }
+    let a = &flow.addrs;
+    if a.v6 {
+        params.family = AF_INET6;
+        params.__bindgen_anon_3.ipv6_src = words(&a.src);
+        params.__bindgen_anon_4.ipv6_dst = words(&a.dst);
+    } else {
+        params.family = AF_INET;
+        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(a.src4());
+        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(a.dst4());
     }
     // SAFETY: `params` is a valid stack buffer of the size passed.
     let rc = unsafe {

@@ -47,6 +47,12 @@ pub static LISTENERS: SockMap = SockMap::with_max_entries(LISTENER_SLOTS, 0);
 #[map]
 pub static STEERED: LruHashMap<SteerKey, SteerValue> = LruHashMap::with_max_entries(65536, 0);
 
+/// Tuples whose latest SYN was passed around a closing daemon socket (no listener then): the
+/// connection runs directly, so its later packets are passed too, even while that socket still
+/// holds the tuple. Deleted when a SYN of the tuple is steered again.
+#[map]
+pub static PASSED: LruHashMap<SteerKey, u32> = LruHashMap::with_max_entries(16384, 0);
+
 /// Per fragmented datagram: what was done with it, and its first fragment's ports.
 #[map]
 pub static FRAGMENTS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(16384, 0);

@@ -28,32 +28,45 @@ const IP6_OFFSET: u16 = 0xfff8;
 const IP6_MF: u16 = 0x0001;
 const IPPROTO_TCP: u8 = 6;
 
-/// Addresses of one packet, in network byte order as they appear on the wire.
+/// Addresses of one packet, in network byte order as they appear on the wire, always 16 bytes
+/// (IPv4 in the first four, the rest zero). A struct rather than an enum of both sizes: copying
+/// an enum copies the unused variant's uninitialised bytes, which the verifier refuses to read.
 #[derive(Clone, Copy)]
-pub enum Addrs {
-    V4 { src: [u8; 4], dst: [u8; 4] },
-    V6 { src: [u8; 16], dst: [u8; 16] },
+pub struct Addrs {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub v6: bool,
 }
 
 impl Addrs {
-    /// Both addresses as 16 bytes (IPv4 in the first four) and the family, as map keys hold them.
     #[inline(always)]
-    pub fn wide(&self) -> ([u8; 16], [u8; 16], u8) {
-        match *self {
-            Addrs::V4 { src, dst } => {
-                let mut s = [0u8; 16];
-                let mut d = [0u8; 16];
-                s[..4].copy_from_slice(&src);
-                d[..4].copy_from_slice(&dst);
-                (s, d, FAMILY_V4)
-            }
-            Addrs::V6 { src, dst } => (src, dst, FAMILY_V6),
-        }
+    fn v4(src: [u8; 4], dst: [u8; 4]) -> Self {
+        let mut a = Addrs {
+            src: [0; 16],
+            dst: [0; 16],
+            v6: false,
+        };
+        a.src[..4].copy_from_slice(&src);
+        a.dst[..4].copy_from_slice(&dst);
+        a
     }
 
+    /// The IPv4 source address (meaningful when `!v6`).
     #[inline(always)]
-    pub fn is_v6(&self) -> bool {
-        matches!(self, Addrs::V6 { .. })
+    pub fn src4(&self) -> [u8; 4] {
+        [self.src[0], self.src[1], self.src[2], self.src[3]]
+    }
+
+    /// The IPv4 destination address (meaningful when `!v6`).
+    #[inline(always)]
+    pub fn dst4(&self) -> [u8; 4] {
+        [self.dst[0], self.dst[1], self.dst[2], self.dst[3]]
+    }
+
+    /// The family as map keys hold it.
+    #[inline(always)]
+    pub fn family(&self) -> u8 {
+        if self.v6 { FAMILY_V6 } else { FAMILY_V4 }
     }
 }
 
@@ -135,7 +148,7 @@ fn parse_ipv4(ctx: &TcContext, off: usize) -> Option<Packet> {
     let proto: u8 = read(ctx, off + 9)?;
     let src: [u8; 4] = read(ctx, off + 12)?;
     let dst: [u8; 4] = read(ctx, off + 16)?;
-    let addrs = Addrs::V4 { src, dst };
+    let addrs = Addrs::v4(src, dst);
     if frag & IP_OFFSET != 0 {
         return Some(Packet::LaterFragment(LaterFragment {
             addrs,
@@ -154,7 +167,7 @@ fn parse_ipv6(ctx: &TcContext, off: usize) -> Option<Packet> {
     let next: u8 = read(ctx, off + 6)?;
     let src: [u8; 16] = read(ctx, off + 8)?;
     let dst: [u8; 16] = read(ctx, off + 24)?;
-    let addrs = Addrs::V6 { src, dst };
+    let addrs = Addrs { src, dst, v6: true };
     let tot_len = payload_len.wrapping_add(IPV6_HLEN as u16);
     if next != NEXTHDR_FRAGMENT {
         return transport(ctx, off + IPV6_HLEN, addrs, next, tot_len, None);

@@ -26,7 +26,10 @@ use velocache_common::{
     steer::{SteerKey, SteerValue, listener_slot},
 };
 
-use crate::{maps::STEERED, parse::Flow};
+use crate::{
+    maps::{PASSED, STEERED},
+    parse::Flow,
+};
 
 /// `BPF_F_CURRENT_NETNS`: look sockets up in the namespace the packet is in.
 const CURRENT_NETNS: u64 = u64::MAX;
@@ -106,22 +109,27 @@ pub fn lookup_listener(ctx: &TcContext, flow: &Flow, listen_port_be: u16) -> *mu
     }
 }
 
+/// `flow`'s tuple as the steering maps key it (remote = the client).
+#[inline(always)]
+fn tuple_key(flow: &Flow) -> SteerKey {
+    SteerKey {
+        remote: flow.addrs.src,
+        local: flow.addrs.dst,
+        remote_port_be: flow.sport_be,
+        local_port_be: flow.dport_be,
+        family: flow.addrs.family(),
+        proto: flow.proto,
+        _pad: [0; 2],
+    }
+}
+
 /// Leave `flow`'s tuple for the `sk_lookup` program: the kernel's next listener lookup for it
 /// is answered with `service`'s socket.
 #[inline(always)]
 pub fn remember_steered(flow: &Flow, service: u32) {
-    let (remote, local, family) = flow.addrs.wide();
-    let key = SteerKey {
-        remote,
-        local,
-        remote_port_be: flow.sport_be,
-        local_port_be: flow.dport_be,
-        family,
-        proto: flow.proto,
-        _pad: [0; 2],
-    };
+    let key = tuple_key(flow);
     let value = SteerValue {
-        slot: listener_slot(service, flow.proto, flow.addrs.is_v6()),
+        slot: listener_slot(service, flow.proto, flow.addrs.v6),
         _pad: 0,
         // SAFETY: a helper without arguments.
         stamp_ns: unsafe { bpf_ktime_get_ns() },
@@ -131,39 +139,55 @@ pub fn remember_steered(flow: &Flow, service: u32) {
     let _ = STEERED.insert(&key, &value, 0);
 }
 
+/// `flow`'s SYN was passed around a closing daemon socket: its connection runs directly.
+#[inline(always)]
+pub fn remember_passed(flow: &Flow) {
+    let _ = PASSED.insert(&tuple_key(flow), &1, 0);
+}
+
+/// Was the latest SYN of `flow`'s tuple passed (so its packets belong to a direct connection)?
+#[inline(always)]
+pub fn was_passed(flow: &Flow) -> bool {
+    PASSED.get_ptr(&tuple_key(flow)).is_some()
+}
+
+/// A SYN of `flow`'s tuple was steered: the tuple's packets are the daemon's again.
+#[inline(always)]
+pub fn forget_passed(flow: &Flow) {
+    let _ = PASSED.remove(&tuple_key(flow));
+}
+
 /// Build a socket lookup tuple. With `listener = Some(port)` the destination becomes the
 /// wildcard address and the listener's port.
 #[inline(always)]
 fn tuple_for(flow: &Flow, listener: Option<u16>) -> (bpf_sock_tuple, u32) {
     // SAFETY: all-zero is a valid value for this plain C union.
     let mut tuple: bpf_sock_tuple = unsafe { mem::zeroed() };
-    match flow.addrs {
-        crate::parse::Addrs::V4 { src, dst } => {
-            let (daddr, dport) = match listener {
-                Some(port) => (0, port),
-                None => (u32::from_ne_bytes(dst), flow.dport_be),
-            };
-            tuple.__bindgen_anon_1.ipv4 = Tuple4 {
-                saddr: u32::from_ne_bytes(src),
-                daddr,
-                sport: flow.sport_be,
-                dport,
-            };
-            (tuple, mem::size_of::<Tuple4>() as u32)
-        }
-        crate::parse::Addrs::V6 { src, dst } => {
-            let (daddr, dport) = match listener {
-                Some(port) => ([0u32; 4], port),
-                None => (words(&dst), flow.dport_be),
-            };
-            tuple.__bindgen_anon_1.ipv6 = Tuple6 {
-                saddr: words(&src),
-                daddr,
-                sport: flow.sport_be,
-                dport,
-            };
-            (tuple, mem::size_of::<Tuple6>() as u32)
-        }
+    let a = &flow.addrs;
+    if a.v6 {
+        let (daddr, dport) = match listener {
+            Some(port) => ([0u32; 4], port),
+            None => (words(&a.dst), flow.dport_be),
+        };
+        tuple.__bindgen_anon_1.ipv6 = Tuple6 {
+            saddr: words(&a.src),
+            daddr,
+            sport: flow.sport_be,
+            dport,
+        };
+        (tuple, mem::size_of::<Tuple6>() as u32)
+    } else {
+        let (daddr, dport) = match listener {
+            Some(port) => (0, port),
+            None => (u32::from_ne_bytes(a.dst4()), flow.dport_be),
+        };
+        tuple.__bindgen_anon_1.ipv4 = Tuple4 {
+            saddr: u32::from_ne_bytes(a.src4()),
+            daddr,
+            sport: flow.sport_be,
+            dport,
+        };
+        (tuple, mem::size_of::<Tuple4>() as u32)
     }
 }
 

@@ -10,6 +10,8 @@
 //!
 //! # Layout
 //! - `maps`: writing configuration into the kernel maps, reading counters.
+//! - `sysctl`: TCP early demux off, so forwarded packets are never held by the daemon's closing
+//!   sockets.
 //! - `sweep`: on a clean stop, destroying the sockets that hold intercepted addresses.
 //! - `steering`: the `sk_lookup` program and the daemon's sockets it hands the kernel's own
 //!   lookups to (ports reused while a closing socket holds them, reassembled datagrams).
@@ -28,6 +30,7 @@ mod routing;
 mod steering;
 mod sweep;
 mod sys;
+mod sysctl;
 
 use std::collections::HashSet;
 
@@ -105,6 +108,7 @@ pub struct Datapath {
     interfaces: Vec<String>,
     /// The intercepted TCP ports, for the sweep at stop.
     tcp_ports: HashSet<u16>,
+    early_demux: Option<sysctl::EarlyDemux>,
 }
 
 impl Datapath {
@@ -123,6 +127,7 @@ impl Datapath {
         }
         let (mut ebpf, counters) = load_object(cfg, intercepts)?;
         steering::register(&mut ebpf, sockets)?;
+        let early_demux = Some(sysctl::EarlyDemux::disable());
         // Before the classifier: from the first steered tuple on, the kernel's lookups for it
         // must find the daemon's socket.
         steering::attach(&mut ebpf)?;
@@ -152,6 +157,7 @@ impl Datapath {
             log_task,
             interfaces: Vec::new(),
             tcp_ports: tcp_ports(intercepts),
+            early_demux,
         };
         for iface in &cfg.lan_interfaces {
             if let Err(e) = datapath.attach(iface, cfg.attach) {
@@ -255,6 +261,8 @@ impl Datapath {
             Ok(n) => info!(sockets = n, "closed the sockets left by intercepted flows"),
             Err(e) => warn!(error = %e, "the socket sweep did not run"),
         }
+        // After the sweep: no socket is left that early demux could attach to a forwarded packet.
+        drop(self.early_demux.take());
         if let Some(routing) = self.routing.take() {
             routing.remove().await;
         }
