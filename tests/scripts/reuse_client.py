@@ -73,12 +73,19 @@ def read_answer(s):
 
 
 def read_to_end(s):
+    """Read until the far side closes. Over TLS the close_notify alert comes before the FIN:
+    wait for the FIN too (reading the socket itself, sending nothing: bytes sent to a socket the
+    far side has closed would be answered with a reset), so the far side has closed first."""
     data = b""
     while True:
         chunk = s.recv(65536)
         if not chunk:
-            return data
+            break
         data += chunk
+    if isinstance(s, ssl.SSLSocket):
+        while socket.socket.recv(s, 65536):
+            pass
+    return data
 
 
 def own_sockets_closing():

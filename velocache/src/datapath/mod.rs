@@ -170,6 +170,7 @@ impl Datapath {
             mark = cfg.mark,
             table = cfg.route_table,
             ipv6 = datapath.routing.as_ref().is_some_and(|r| r.ipv6()),
+            tcp_listeners_per_port = listeners_per_port(),
             "datapath attached"
         );
         Ok(datapath)
@@ -273,6 +274,19 @@ impl Datapath {
             task.abort();
         }
         info!(interfaces = ?self.interfaces, "datapath detached");
+    }
+}
+
+/// How many TCP listeners share each service's port (`SO_REUSEPORT`): one per CPU (at most 16)
+/// where the kernel lets the classifier assign a packet to a listener of a reuseport group and
+/// then picks the group's member itself (Linux 6.5), so connections are accepted on every core;
+/// one listener on older kernels, whose `bpf_sk_assign` refuses reuseport listeners.
+pub fn listeners_per_port() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 5, 0)) {
+        cpus.min(16)
+    } else {
+        1
     }
 }
 

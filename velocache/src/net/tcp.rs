@@ -1,4 +1,10 @@
-//! The transparent TCP listener.
+//! The transparent TCP listener: where intercepted connections are accepted.
+//!
+//! Data enters as connections the classifier steered (or the kernel's own lookup handed over,
+//! see `datapath::steering`) and leaves as [`InterceptedTcp`]: the stream, the client and the
+//! original destination (the accepted socket's local address). A service may listen with a
+//! group of sockets sharing its port (`SO_REUSEPORT`, [`TransparentListener::bind_group`]): the
+//! kernel spreads new connections over them, so accepting runs on every core in parallel.
 use std::{
     io,
     net::SocketAddr,
@@ -38,7 +44,22 @@ pub struct InterceptedTcp {
 impl TransparentListener {
     /// Bind and listen on `addr` (a wildcard address and the service's listener port).
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        Self::bind_with(addr, false)
+    }
+
+    /// `n` listeners sharing `addr` (`SO_REUSEPORT`); one plain listener when `n` is 1.
+    pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<Self>> {
+        let shared = n > 1;
+        (0..n.max(1))
+            .map(|_| Self::bind_with(addr, shared))
+            .collect()
+    }
+
+    fn bind_with(addr: SocketAddr, reuse_port: bool) -> io::Result<Self> {
         let socket = super::transparent_socket(addr, Type::STREAM, Protocol::TCP)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         socket.bind(&SockAddr::from(addr))?;
         socket.listen(1024)?;
         let inner = TcpListener::from_std(socket.into())?;
