@@ -12,6 +12,7 @@ mod control;
 mod datapath;
 mod deploy;
 mod dns;
+mod fragments;
 mod http;
 mod https;
 mod reuse;
