@@ -67,7 +67,7 @@ pub fn remember_first(flow: &Flow, id: u32, service: u32, listen_port: u32) {
         listen_port,
         stamp_ns: now(),
     };
-    let _ = FRAGMENTS.insert(&key(&flow.addrs, flow.proto, id), &value, 0);
+    let _ = FRAGMENTS.insert(key(&flow.addrs, flow.proto, id), value, 0);
     remember_steered(flow, service);
 }
 
@@ -87,7 +87,7 @@ pub fn follow(
             ..FragValue::default()
         };
         // BPF_NOEXIST: a first fragment racing on another CPU keeps its own decision.
-        let _ = FRAGMENTS.insert(&key, &forwarded, 1);
+        let _ = FRAGMENTS.insert(key, forwarded, 1);
         return None;
     };
     if value.decision != FRAG_STEERED {

@@ -58,7 +58,7 @@ fn try_lookup(ctx: &SkLookupContext) -> Option<Verdict> {
         _ => return None,
     }
     // SAFETY: a map lookup result stays valid for the program's run (RCU); copied out at once.
-    let value = unsafe { *STEERED.get(&key)? };
+    let value = unsafe { *STEERED.get(key)? };
     // SAFETY: a helper without arguments.
     if unsafe { bpf_ktime_get_ns() }.wrapping_sub(value.stamp_ns) >= STEERED_TTL_NS {
         return None;

@@ -136,25 +136,25 @@ pub fn remember_steered(flow: &Flow, service: u32) {
     };
     // A full LRU map evicts; an insert can only fail for lack of memory, and then the kernel's
     // lookup finds no entry and the flow is not intercepted — nothing to do about it here.
-    let _ = STEERED.insert(&key, &value, 0);
+    let _ = STEERED.insert(key, value, 0);
 }
 
 /// `flow`'s SYN was passed around a closing daemon socket: its connection runs directly.
 #[inline(always)]
 pub fn remember_passed(flow: &Flow) {
-    let _ = PASSED.insert(&tuple_key(flow), &1, 0);
+    let _ = PASSED.insert(tuple_key(flow), 1, 0);
 }
 
 /// Was the latest SYN of `flow`'s tuple passed (so its packets belong to a direct connection)?
 #[inline(always)]
 pub fn was_passed(flow: &Flow) -> bool {
-    PASSED.get_ptr(&tuple_key(flow)).is_some()
+    PASSED.get_ptr(tuple_key(flow)).is_some()
 }
 
 /// A SYN of `flow`'s tuple was steered: the tuple's packets are the daemon's again.
 #[inline(always)]
 pub fn forget_passed(flow: &Flow) {
-    let _ = PASSED.remove(&tuple_key(flow));
+    let _ = PASSED.remove(tuple_key(flow));
 }
 
 /// Build a socket lookup tuple. With `listener = Some(port)` the destination becomes the

@@ -77,7 +77,7 @@ mod tests {
     fn the_setting_found_is_turned_off_and_restored() {
         let dir = tempfile::tempdir().unwrap();
         let path: &'static Path = Box::leak(dir.path().join("tcp_early_demux").into_boxed_path());
-        std::fs::write(&path, "1\n").unwrap();
+        std::fs::write(path, "1\n").unwrap();
         let guard = EarlyDemux::disable_at(path);
         assert_eq!(std::fs::read_to_string(path).unwrap(), "0");
         drop(guard);
