@@ -6,6 +6,8 @@
 //! Every other lookup (the gateway's own services, the classifier's own socket lookups) is left
 //! alone (`SK_PASS` without assigning). A steered tuple whose daemon socket is gone is dropped
 //! (`SK_DROP`) rather than handed to whatever else listens on that port on the gateway.
+use core::ptr::read_volatile;
+
 use aya_ebpf::{
     bindings::{sk_action::SK_DROP, sk_action::SK_PASS},
     helpers::generated::bpf_ktime_get_ns,
@@ -33,27 +35,60 @@ pub fn velocache_sk_lookup(ctx: SkLookupContext) -> u32 {
 /// `None`: not a steered tuple. `Some`: what was done (and counted).
 #[inline(always)]
 fn try_lookup(ctx: &SkLookupContext) -> Option<Verdict> {
+    let l = ctx.lookup;
+    // Every field is read once, up front, each with its own constant offset from the context:
+    // the verifier refuses a load through a context pointer the compiler moved (as merging the
+    // IPv4 and IPv6 paths would).
     // SAFETY: the context pointer is valid for the program's run; the verifier checks each
     // field access.
-    let l = unsafe { &*ctx.lookup };
+    let (family, protocol, remote_port_be, local_port) = unsafe {
+        (
+            read_volatile(&(*l).family),
+            read_volatile(&(*l).protocol),
+            read_volatile(&(*l).remote_port),
+            read_volatile(&(*l).local_port),
+        )
+    };
     let mut key = SteerKey {
-        proto: l.protocol as u8,
-        remote_port_be: l.remote_port,
-        local_port_be: (l.local_port as u16).to_be(),
+        proto: protocol as u8,
+        remote_port_be,
+        local_port_be: (local_port as u16).to_be(),
         ..SteerKey::default()
     };
-    match l.family {
+    match family {
         AF_INET => {
             key.family = FAMILY_V4;
-            key.remote[..4].copy_from_slice(&l.remote_ip4.to_ne_bytes());
-            key.local[..4].copy_from_slice(&l.local_ip4.to_ne_bytes());
+            // SAFETY: as above.
+            let (remote, local) = unsafe {
+                (
+                    read_volatile(&(*l).remote_ip4),
+                    read_volatile(&(*l).local_ip4),
+                )
+            };
+            key.remote[..4].copy_from_slice(&remote.to_ne_bytes());
+            key.local[..4].copy_from_slice(&local.to_ne_bytes());
         }
         AF_INET6 => {
             key.family = FAMILY_V6;
-            for i in 0..4 {
-                key.remote[i * 4..i * 4 + 4].copy_from_slice(&l.remote_ip6[i].to_ne_bytes());
-                key.local[i * 4..i * 4 + 4].copy_from_slice(&l.local_ip6[i].to_ne_bytes());
-            }
+            // SAFETY: as above.
+            let (remote, local) = unsafe {
+                (
+                    [
+                        read_volatile(&(*l).remote_ip6[0]),
+                        read_volatile(&(*l).remote_ip6[1]),
+                        read_volatile(&(*l).remote_ip6[2]),
+                        read_volatile(&(*l).remote_ip6[3]),
+                    ],
+                    [
+                        read_volatile(&(*l).local_ip6[0]),
+                        read_volatile(&(*l).local_ip6[1]),
+                        read_volatile(&(*l).local_ip6[2]),
+                        read_volatile(&(*l).local_ip6[3]),
+                    ],
+                )
+            };
+            key.remote = bytes16(remote);
+            key.local = bytes16(local);
         }
         _ => return None,
     }
@@ -70,6 +105,17 @@ fn try_lookup(ctx: &SkLookupContext) -> Option<Verdict> {
     // Slots are laid out four per service (`listener_slot`).
     count(value.slot / 4, verdict);
     Some(verdict)
+}
+
+/// Four network-order words as the 16 bytes of an address.
+#[inline(always)]
+fn bytes16(w: [u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&w[0].to_ne_bytes());
+    out[4..8].copy_from_slice(&w[1].to_ne_bytes());
+    out[8..12].copy_from_slice(&w[2].to_ne_bytes());
+    out[12..].copy_from_slice(&w[3].to_ne_bytes());
+    out
 }
 
 #[inline(always)]
