@@ -25,6 +25,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("umount", "mount"),
     ("dpkg", "dpkg"),
     ("dpkg-deb", "dpkg"),
+    ("dpkg-query", "dpkg"),
     // Networking.
     ("ip", "iproute2"),
     ("tc", "iproute2"),

@@ -151,10 +151,14 @@ pub fn was_passed(flow: &Flow) -> bool {
     PASSED.get_ptr(tuple_key(flow)).is_some()
 }
 
-/// A SYN of `flow`'s tuple was steered: the tuple's packets are the daemon's again.
+/// A SYN of `flow`'s tuple was steered: the tuple's packets are the daemon's again. (Looked up
+/// first: a lookup takes no lock, a delete does, and the entry is almost never there.)
 #[inline(always)]
 pub fn forget_passed(flow: &Flow) {
-    let _ = PASSED.remove(tuple_key(flow));
+    let key = tuple_key(flow);
+    if PASSED.get_ptr(&key).is_some() {
+        let _ = PASSED.remove(key);
+    }
 }
 
 /// Build a socket lookup tuple. With `listener = Some(port)` the destination becomes the

@@ -60,6 +60,8 @@ impl TransparentListener {
         if reuse_port {
             socket.set_reuse_port(true)?;
         }
+        // Accepted sockets inherit TCP_NODELAY from the listener: no system call per connection.
+        socket.set_tcp_nodelay(true)?;
         socket.bind(&SockAddr::from(addr))?;
         socket.listen(1024)?;
         let inner = TcpListener::from_std(socket.into())?;
@@ -84,11 +86,35 @@ impl TransparentListener {
             tracing::debug!(client = %peer, "refused a direct connection to the listener port");
             return Ok(None);
         }
-        stream.set_nodelay(true)?;
         Ok(Some(InterceptedTcp {
             stream,
             client: ClientAddr(canonical(peer)),
             orig_dst: OrigDstAddr(local),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs `CAP_NET_ADMIN` (IP_TRANSPARENT), like the daemon.
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay_and_a_group_shares_its_port() {
+        let group = TransparentListener::bind_group("127.0.0.1:0".parse().unwrap(), 1)
+            .expect("binding a transparent listener needs CAP_NET_ADMIN");
+        let addr = group[0].local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = group[0].inner.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY not inherited");
+        drop(client);
+
+        // Two listeners on one port only as a reuseport group.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port_addr = free.local_addr().unwrap();
+        drop(free);
+        let pair = TransparentListener::bind_group(port_addr, 2).unwrap();
+        assert_eq!(pair.len(), 2);
+        assert!(TransparentListener::bind(port_addr).is_err());
     }
 }
