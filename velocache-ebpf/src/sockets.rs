@@ -156,7 +156,7 @@ pub fn was_passed(flow: &Flow) -> bool {
 #[inline(always)]
 pub fn forget_passed(flow: &Flow) {
     let key = tuple_key(flow);
-    if PASSED.get_ptr(&key).is_some() {
+    if PASSED.get_ptr(key).is_some() {
         let _ = PASSED.remove(key);
     }
 }
