@@ -160,6 +160,14 @@ impl Daemon {
         self.dir.path()
     }
 
+    /// Take the daemon's directory (its config, state and run directories), leaving an empty
+    /// one in its place: a restarted daemon with the same configuration gets it back with
+    /// [`Daemon::start_with`]. Stop or kill this daemon first.
+    pub fn take_dir(&mut self) -> TempDir {
+        let fresh = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        std::mem::replace(&mut self.dir, fresh)
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
         self.process.pid()

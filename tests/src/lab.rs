@@ -370,22 +370,3 @@ pub fn cleanup_stale() -> usize {
     }
     removed
 }
-
-/// Panic with a clear message unless every tool is on PATH.
-pub fn require_tools(tools: &[&str]) {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "missing tools {missing:?}: run `cargo xtask setup`"
-    );
-}

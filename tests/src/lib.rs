@@ -24,6 +24,8 @@
 //! - [`rtpload`]: the RTP load generator's packets, bench SIP and rtpengine's ng protocol
 //!   (the `rtp-load` binary runs them inside the lab).
 //! - [`dns`]: DNS upstreams and peer forwarders (unbound, dnsmasq), and a `dig` reader.
+//! - [`tools`]: which Debian package ships each command the tests, demo and benches run;
+//!   [`require_tools`].
 #![deny(missing_docs)]
 #![expect(
     clippy::disallowed_methods,
@@ -37,8 +39,10 @@ pub mod process;
 pub mod rtpload;
 pub mod servers;
 pub mod sipp;
+pub mod tools;
 pub mod xdp;
 
 pub use daemon::{Daemon, set_velocache_bin, velocache_bin};
-pub use lab::{Lab, Ns, addr, cleanup_live, cleanup_stale, require_tools};
+pub use lab::{Lab, Ns, addr, cleanup_live, cleanup_stale};
 pub use process::Background;
+pub use tools::require_tools;

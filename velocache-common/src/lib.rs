@@ -14,11 +14,15 @@
 //! - [`Verdict`]: the one numbered list of classifier outcomes; the per-CPU `COUNTERS` array is
 //!   indexed by `service * VERDICT_COUNT + verdict` (see [`counter_index`]).
 //! - [`ClassifierConfig`]: the single-entry `CONFIG` array (mark, switches).
+//! - [`steer`]: what the classifier leaves for the kernel's own socket lookup (tuples handed
+//!   to the `sk_lookup` program, the daemon's sockets by slot) and the per-datagram fragment
+//!   decisions.
 //! - [`rtp`]: the RTP fast path's flow keys, actions, counters and RTP quality state.
 #![no_std]
 #![deny(missing_docs)]
 
 pub mod rtp;
+pub mod steer;
 
 /// IP protocol number of TCP, as it appears in [`PortKey::proto`].
 pub const IPPROTO_TCP: u8 = 6;
@@ -94,14 +98,35 @@ pub enum Verdict {
     AssignFailed = 6,
     /// Interception is switched off in [`ClassifierConfig`]; packet passed untouched.
     Disabled = 7,
-    /// The tuple belongs to a daemon socket in TIME_WAIT: the client reused its port for a new
-    /// connection, which the TIME_WAIT socket cannot hand to our listener. Passed untouched, so
-    /// that connection goes straight to its destination.
+    /// A SYN for a tuple that a closing daemon socket (TIME_WAIT or orphaned FIN_WAIT2) still
+    /// holds, while the daemon has no listener for the service (it is stopping, or gone with
+    /// the classifier left attached), and the later packets of that connection: passed
+    /// untouched, so the connection runs directly to its destination.
     PassedTimeWait = 8,
+    /// A packet of an intercepted connection whose daemon socket is closing (a TIME_WAIT or
+    /// orphaned FIN_WAIT2 minisocket): delivered to it, so the client's FIN, ACK or RST complete
+    /// the close as TCP intends instead of being forwarded to the origin.
+    SteeredTimeWait = 9,
+    /// A SYN that reuses a tuple a closing daemon socket still holds: handed to that socket,
+    /// which makes way for the daemon's listener (found by the `sk_lookup` program), so the new
+    /// connection is intercepted at once.
+    SteeredReusedPort = 10,
+    /// A later fragment of a datagram whose first fragment was steered: steered with it.
+    SteeredFragment = 11,
+    /// A first fragment that arrived after later fragments of its datagram had been forwarded:
+    /// forwarded too, so the datagram stays whole (it is not intercepted).
+    PassedFragmentsAhead = 12,
+    /// Counted by the `sk_lookup` program: the kernel's listener lookup for a tuple the
+    /// classifier steered (a reused port, a reassembled datagram) was answered with the daemon's
+    /// socket.
+    LookupAssigned = 13,
+    /// Counted by the `sk_lookup` program: as [`Verdict::LookupAssigned`], but the daemon's socket
+    /// was gone, so the packet was dropped rather than handed to a service of the gateway's own.
+    LookupDropped = 14,
 }
 
 /// Number of [`Verdict`] values.
-pub const VERDICT_COUNT: u32 = 9;
+pub const VERDICT_COUNT: u32 = 15;
 
 impl Verdict {
     /// Every verdict, in numeric order.
@@ -115,6 +140,12 @@ impl Verdict {
         Verdict::AssignFailed,
         Verdict::Disabled,
         Verdict::PassedTimeWait,
+        Verdict::SteeredTimeWait,
+        Verdict::SteeredReusedPort,
+        Verdict::SteeredFragment,
+        Verdict::PassedFragmentsAhead,
+        Verdict::LookupAssigned,
+        Verdict::LookupDropped,
     ];
 
     /// Lower-case name used in logs and metrics.
@@ -129,6 +160,12 @@ impl Verdict {
             Verdict::AssignFailed => "assign_failed",
             Verdict::Disabled => "disabled",
             Verdict::PassedTimeWait => "passed_time_wait",
+            Verdict::SteeredTimeWait => "steered_time_wait",
+            Verdict::SteeredReusedPort => "steered_reused_port",
+            Verdict::SteeredFragment => "steered_fragment",
+            Verdict::PassedFragmentsAhead => "passed_fragments_ahead",
+            Verdict::LookupAssigned => "lookup_assigned",
+            Verdict::LookupDropped => "lookup_dropped",
         }
     }
 }

@@ -2,9 +2,14 @@
 //!
 //! # Layout
 //! - `maps`: every map, declared once; their key/value types come from `velocache-common`.
-//! - `parse`: bounds-checked header access (`ptr_at`) and the L3/L4 parse of one frame.
+//! - `parse`: bounds-checked header access (`ptr_at`) and the L3/L4 parse of one frame,
+//!   fragments included.
 //! - `ingress`: the LAN ingress classifier — decides per packet whether it belongs to a service
 //!   the daemon handles and, if a daemon socket exists for it, assigns the packet to that socket.
+//! - `sockets`: the classifier's socket lookups and the assign-and-mark step.
+//! - `fragments`: later fragments follow the decision taken for their first fragment.
+//! - `lookup`: the `sk_lookup` program, which answers the kernel's own listener lookups for the
+//!   tuples the classifier steered (a reused port, a reassembled datagram).
 //!
 //! The programs hold no policy: which ports, which bypassed prefixes and which mark are all in
 //! maps the daemon fills. When no daemon socket exists the packet is passed untouched, which is
@@ -12,9 +17,12 @@
 #![no_std]
 #![no_main]
 
+mod fragments;
 mod ingress;
+mod lookup;
 mod maps;
 mod parse;
+mod sockets;
 
 #[cfg(not(test))]
 #[panic_handler]

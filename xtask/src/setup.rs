@@ -18,23 +18,27 @@ pub enum Profile {
     Bench,
 }
 
-/// Debian packages needed to build and test.
+/// Debian packages needed to build and test. Every command a lab test or the demo runs is
+/// shipped by one of these or by a base package: `velocache_tests::tools::TOOLS` says which,
+/// and this module's test checks it against the sources.
 const TEST_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "iproute2",
+    "procps",
     "nftables",
     "ethtool",
     "curl",
-    "dnsutils",
-    "dnsmasq",
+    "bind9-dnsutils",
+    "dnsmasq-base",
     "unbound",
     "ldnsutils",
     "nginx",
     "sip-tester",
     "tshark",
     "python3",
+    "python3-minimal",
     "openssl",
     "nghttp2-client",
     "debootstrap",
@@ -46,8 +50,8 @@ const TEST_PACKAGES: &[&str] = &[
     "dpkg-dev",
 ];
 
-/// Debian packages the benchmarks add.
-const BENCH_PACKAGES: &[&str] = &["dnsperf", "wrk", "squid", "rtpengine-daemon"];
+/// Debian packages the benchmarks add (`linux-perf`: profiling the datapath under a bench load).
+const BENCH_PACKAGES: &[&str] = &["dnsperf", "wrk", "squid", "rtpengine-daemon", "linux-perf"];
 
 /// The bpf-linker that builds against LLVM 22 (see DESIGN.md).
 const BPF_LINKER_VERSION: &str = "^0.13";
@@ -220,4 +224,159 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use velocache_tests::tools::{BASE_PACKAGES, TOOLS, package_of};
+
+    use super::{BENCH_PACKAGES, TEST_PACKAGES};
+
+    /// A command found in the sources, and where.
+    struct Use {
+        tool: String,
+        at: String,
+        bench: bool,
+    }
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The string literals of the list that starts right after each `open` in `text`
+    /// (`require_tools(&[` → every name) — or, with `first_only`, the first literal right after
+    /// `open` (`Command::new(` → the program).
+    fn literals_after(text: &str, open: &str, first_only: bool) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(i) = text[from..].find(open) {
+            let start = from + i + open.len();
+            from = start;
+            let line = text[..start].matches('\n').count() + 1;
+            let rest = text[start..].trim_start();
+            if first_only {
+                if let Some(lit) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                    out.push((line, lit.to_string()));
+                }
+                continue;
+            }
+            let list = rest.split(']').next().unwrap_or("");
+            for (n, lit) in list.split('"').enumerate() {
+                if n % 2 == 1 {
+                    out.push((line, lit.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every command named in a `require_tools` call, or run directly (`Command::new("x")`,
+    /// `ns.run(&["x", …])`, …), by the lab tests and their harness, the demo and the benches.
+    fn uses() -> Vec<Use> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        for dir in ["tests", "xtask/src/bench", "xtask/src/demo"] {
+            rust_files(&root.join(dir), &mut files);
+        }
+        files.push(root.join("xtask/src/lab.rs"));
+        let mut found = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let rel = file
+                .strip_prefix(&root)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            let bench = rel.starts_with("xtask/src/bench");
+            let mut all = literals_after(&text, "require_tools(&[", false);
+            for open in [
+                "Command::new(",
+                ".command(",
+                ".run(&[",
+                ".run_ok(&[",
+                ".spawn(&[",
+            ] {
+                all.extend(literals_after(&text, open, true));
+            }
+            for (line, tool) in all {
+                if tool.is_empty() || tool.contains(' ') || tool.starts_with('-') {
+                    continue;
+                }
+                found.push(Use {
+                    tool,
+                    at: format!("{rel}:{line}"),
+                    bench,
+                });
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_tool_the_tests_demo_and_benches_run_is_installed_by_setup() {
+        let uses = uses();
+        assert!(
+            uses.iter().any(|u| u.tool == "curl") && uses.iter().any(|u| u.tool == "wrk"),
+            "the scan found too little; did the sources move?"
+        );
+        let mut problems = Vec::new();
+        for u in &uses {
+            let Some(package) = package_of(&u.tool) else {
+                problems.push(format!(
+                    "{}: `{}` is not in velocache_tests::tools::TOOLS",
+                    u.at, u.tool
+                ));
+                continue;
+            };
+            let installed = BASE_PACKAGES.contains(&package)
+                || TEST_PACKAGES.contains(&package)
+                || (u.bench && BENCH_PACKAGES.contains(&package));
+            if !installed {
+                problems.push(format!(
+                    "{}: `{}` comes from Debian package `{package}`, which setup does not install{}",
+                    u.at,
+                    u.tool,
+                    if BENCH_PACKAGES.contains(&package) {
+                        " for tests (only for benches)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        for (tool, package) in TOOLS {
+            if !(BASE_PACKAGES.contains(package)
+                || TEST_PACKAGES.contains(package)
+                || BENCH_PACKAGES.contains(package))
+            {
+                problems.push(format!(
+                    "TOOLS maps `{tool}` to `{package}`, which is in no setup list"
+                ));
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn the_scanner_reads_lists_and_first_arguments() {
+        let text = "x\nrequire_tools(&[\"curl\",\n \"dig\"]);\nns.run_ok(&[\n    \"ip\", \"-n\"]);\nCommand::new(bin)";
+        let req = literals_after(text, "require_tools(&[", false);
+        assert_eq!(req, vec![(2, "curl".to_string()), (2, "dig".to_string())]);
+        let run = literals_after(text, ".run_ok(&[", true);
+        assert_eq!(run, vec![(4, "ip".to_string())]);
+        assert!(literals_after(text, "Command::new(", true).is_empty());
+    }
 }

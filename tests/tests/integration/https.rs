@@ -9,8 +9,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A TLS origin for `origin.lab` (certificate from a test CA) on ORIGIN:443, and a second one
 /// with a self-signed certificate nobody trusts (`bad.lab`) on ORIGIN2:443.
-struct TlsOrigin {
-    pki: servers::TestPki,
+pub(crate) struct TlsOrigin {
+    pub(crate) pki: servers::TestPki,
     www: tempfile::TempDir,
     /// SHA-256 of `blob.bin` (256 KiB of random bytes next to `hello.txt`).
     blob_sha: String,
@@ -18,7 +18,7 @@ struct TlsOrigin {
     servers: Vec<velocache_tests::Background>,
 }
 
-fn tls_origin(lab: &Lab) -> TlsOrigin {
+pub(crate) fn tls_origin(lab: &Lab) -> TlsOrigin {
     let work = tempfile::tempdir().unwrap();
     let www = tempfile::tempdir().unwrap();
     std::fs::write(www.path().join("hello.txt"), "hello over tls\n").unwrap();
@@ -130,7 +130,11 @@ fn rules(lab_dir: &std::path::Path, text: &str) -> String {
     format!("[rules]\nfile = \"{}\"\n", path.display())
 }
 
-fn daemon_with(lab: &Lab, origin: &TlsOrigin, rules_text: &str) -> (Daemon, tempfile::TempDir) {
+pub(crate) fn daemon_with(
+    lab: &Lab,
+    origin: &TlsOrigin,
+    rules_text: &str,
+) -> (Daemon, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
         "{}\n[tls]\nextra_roots = [\"{}\"]\n",
@@ -140,7 +144,7 @@ fn daemon_with(lab: &Lab, origin: &TlsOrigin, rules_text: &str) -> (Daemon, temp
     (Daemon::start(lab, &extra), dir)
 }
 
-fn our_ca(daemon: &Daemon) -> std::path::PathBuf {
+pub(crate) fn our_ca(daemon: &Daemon) -> std::path::PathBuf {
     daemon.dir().join("state/ca/ca.crt")
 }
 

@@ -7,6 +7,7 @@ use velocache_common::Service;
 use super::AppError;
 use crate::{
     config::{Config, Transport},
+    datapath::DaemonSocket,
     net::{TransparentListener, TransparentUdp, wildcard_addrs},
 };
 
@@ -16,6 +17,8 @@ pub struct Bound {
     pub service: Service,
     /// Its intercepted destination ports (for the start-up log line).
     pub ports: Vec<u16>,
+    /// The port its sockets listen on.
+    pub listen_port: u16,
     /// Its TCP listeners.
     pub tcp: Vec<TransparentListener>,
     /// Its UDP sockets.
@@ -29,6 +32,7 @@ pub fn bind_all(config: &Config) -> Result<Vec<Bound>, AppError> {
         let mut bound = Bound {
             service: intercept.service,
             ports: intercept.ports.clone(),
+            listen_port: intercept.listen_port,
             tcp: Vec::new(),
             udp: Vec::new(),
         };
@@ -36,7 +40,11 @@ pub fn bind_all(config: &Config) -> Result<Vec<Bound>, AppError> {
             let v6 = addr.is_ipv6();
             for &transport in intercept.transports {
                 let result = match transport {
-                    Transport::Tcp => TransparentListener::bind(addr).map(|l| bound.tcp.push(l)),
+                    Transport::Tcp => TransparentListener::bind_group(
+                        addr,
+                        crate::datapath::listeners_per_port(),
+                    )
+                    .map(|l| bound.tcp.extend(l)),
                     Transport::Udp => TransparentUdp::bind(addr).map(|s| bound.udp.push(s)),
                 };
                 match result {
@@ -65,6 +73,38 @@ pub fn bind_all(config: &Config) -> Result<Vec<Bound>, AppError> {
 }
 
 impl Bound {
+    /// Duplicates of these sockets for the datapath, which hands them the flows the kernel's
+    /// own lookups decide (see `datapath::DaemonSocket`).
+    pub fn daemon_sockets(&self) -> Result<Vec<DaemonSocket>, AppError> {
+        use std::os::fd::AsFd as _;
+        let tcp = self
+            .tcp
+            .iter()
+            .map(|l| (Transport::Tcp, l.as_fd(), l.local_addr()));
+        let udp = self
+            .udp
+            .iter()
+            .map(|u| (Transport::Udp, u.as_fd(), u.local_addr()));
+        let mut out = Vec::new();
+        for (transport, fd, addr) in tcp.chain(udp) {
+            let service = self.service;
+            let bind_err = |source| AppError::Bind {
+                service: service.name(),
+                transport,
+                addr: std::net::SocketAddr::from(([0, 0, 0, 0], self.listen_port)),
+                source,
+            };
+            let addr = addr.map_err(bind_err)?;
+            out.push(DaemonSocket {
+                service,
+                transport,
+                v6: addr.is_ipv6(),
+                fd: fd.try_clone_to_owned().map_err(bind_err)?,
+            });
+        }
+        Ok(out)
+    }
+
     /// Start the accept and receive loops of these sockets with `handlers`; each ends (and drops
     /// its socket, so new flows fail open) when `cancel` fires.
     pub fn serve(

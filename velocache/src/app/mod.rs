@@ -94,6 +94,7 @@ pub async fn run(
     let replier = Arc::new(UdpReplier::default());
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut daemon_sockets = Vec::new();
     for bound in parts.listeners {
         let Some(i) = factories.iter().position(|f| f.service() == bound.service) else {
             continue;
@@ -104,6 +105,7 @@ pub async fn run(
             &ctx.for_service(service),
             registry.sub_registry_with_prefix(service.name()),
         )?;
+        daemon_sockets.extend(bound.daemon_sockets()?);
         info!(service = service.name(), ports = ?bound.ports, "service listening");
         bound.serve(&handlers, &replier, &cancel, &mut tasks);
     }
@@ -118,7 +120,7 @@ pub async fn run(
     // Bound before the datapath so that a socket problem stops start-up with nothing attached.
     let admin = AdminServer::bind(&config).await?;
 
-    let datapath = (parts.kernel)(config.clone()).await?;
+    let datapath = (parts.kernel)(config.clone(), daemon_sockets).await?;
     if let Some(counters) = datapath.as_ref().and_then(|k| k.counters()) {
         let _ = kernel_counters.set(counters.clone());
         let every = config.daemon.stats_interval_secs;

@@ -157,11 +157,12 @@ async fn start(kernel_fails: bool) -> Daemon {
         listeners: vec![Bound {
             service: Service::Http,
             ports: vec![80],
+            listen_port: 80,
             tcp: vec![TransparentListener::from_std(std_listener).unwrap()],
             udp: Vec::new(),
         }],
         services: Box::new(move |_, _, _, _| Ok(vec![Box::new(EchoFactory(e1)) as _])),
-        kernel: Box::new(move |_config| {
+        kernel: Box::new(move |_config, _sockets| {
             Box::pin(async move {
                 // The first steered packet must find its socket: the service is already served.
                 let served = echo_once(listener, b"up").await.is_ok();

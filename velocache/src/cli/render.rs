@@ -98,13 +98,20 @@ pub fn stats(s: &StatsReport) -> String {
                 if svc.enabled { "on" } else { "off" }.into(),
                 svc.active_sessions.to_string(),
                 svc.flows.to_string(),
-                k(&["steered_listener"]).to_string(),
-                k(&["steered_established"]).to_string(),
+                k(&["steered_listener", "steered_reused_port"]).to_string(),
+                k(&[
+                    "steered_established",
+                    "steered_time_wait",
+                    "steered_fragment",
+                ])
+                .to_string(),
                 k(&[
                     "passed_no_listener",
                     "assign_failed",
                     "disabled",
                     "passed_time_wait",
+                    "passed_fragments_ahead",
+                    "lookup_dropped",
                 ])
                 .to_string(),
                 k(&["bypassed_client", "bypassed_destination", "gateway_local"]).to_string(),
@@ -126,8 +133,10 @@ pub fn stats(s: &StatsReport) -> String {
     );
     out.push_str(
         "  ACTIVE/FLOWS: flows the daemon handles now / since start. Kernel packet counters: \
-         NEW = first packets steered to a listener, PACKETS = later packets of intercepted flows, \
-         PASSED = fail-open (no daemon socket), BYPASSED = bypass lists or gateway-local.\n",
+         NEW = first packets steered to a listener (directly, or through a closing socket whose \
+         port the client reused), PACKETS = later packets and fragments of intercepted flows, \
+         PASSED = fail-open (no daemon socket), BYPASSED = bypass lists or gateway-local. \
+         `--json` lists every counter.\n",
     );
     for svc in &s.services {
         if svc.metrics.is_empty() {

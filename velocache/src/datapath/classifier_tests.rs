@@ -284,3 +284,148 @@ fn truncated_fragmented_and_odd_frames_pass_without_harm() {
         assert_eq!(h.count(Service::Dns, Verdict::PassedNoListener), 0);
     });
 }
+
+/// An IPv4 fragment of a UDP datagram to `dport`: the first one (`offset` 0, more to come)
+/// carries the UDP header, a later one only payload.
+fn fragment_v4(id: u16, offset_units: u16, more: bool, dport: u16) -> Vec<u8> {
+    let mut f = frame(client(), resolver(), IPPROTO_UDP, 40000, dport, &[7u8; 64]);
+    f[18..20].copy_from_slice(&id.to_be_bytes());
+    let flags = offset_units | if more { 0x2000 } else { 0 };
+    f[20..22].copy_from_slice(&flags.to_be_bytes());
+    if offset_units != 0 {
+        // No UDP header in a later fragment: overwrite it with payload bytes.
+        f[34..42].copy_from_slice(&[7u8; 8]);
+    }
+    f
+}
+
+/// An IPv6 fragment (fragment header right after the fixed header) of a UDP datagram.
+fn fragment_v6(id: u32, offset_units: u16, more: bool, dport: u16) -> Vec<u8> {
+    let c6 = IpAddr::V6("fd00::2".parse::<Ipv6Addr>().unwrap());
+    let d6 = IpAddr::V6("fd99::53".parse::<Ipv6Addr>().unwrap());
+    let whole = frame(c6, d6, IPPROTO_UDP, 40000, dport, &[7u8; 64]);
+    let (head, l4) = whole.split_at(14 + 40);
+    let mut f = head.to_vec();
+    f[14 + 6] = 44; // next header: fragment
+    let payload_len = u16::from_be_bytes([f[18], f[19]]) + 8;
+    f[18..20].copy_from_slice(&payload_len.to_be_bytes());
+    f.push(IPPROTO_UDP);
+    f.push(0);
+    f.extend_from_slice(&((offset_units << 3) | u16::from(more)).to_be_bytes());
+    f.extend_from_slice(&id.to_be_bytes());
+    if offset_units == 0 {
+        f.extend_from_slice(l4);
+    } else {
+        f.extend_from_slice(&[7u8; 72]);
+    }
+    f
+}
+
+#[test]
+fn a_first_fragment_is_classified_by_its_ports_in_ipv4_and_ipv6() {
+    in_fresh_netns(|| {
+        let mut h = Harness::new(DatapathConfig::default());
+        assert_eq!(h.run(&fragment_v4(0x1234, 0, true, 53)), (0, 0));
+        assert_eq!(h.run(&fragment_v6(0x5678_9abc, 0, true, 53)), (0, 0));
+        assert_eq!(h.count(Service::Dns, Verdict::PassedNoListener), 2);
+        // An IPv6 "atomic" fragment (offset 0, no more) is a whole datagram.
+        assert_eq!(h.run(&fragment_v6(7, 0, false, 5060)), (0, 0));
+        assert_eq!(h.count(Service::Sip, Verdict::PassedNoListener), 1);
+    });
+}
+
+#[test]
+fn later_fragments_ahead_of_their_first_take_the_whole_datagram_past() {
+    in_fresh_netns(|| {
+        let mut h = Harness::new(DatapathConfig::default());
+        // The last fragment arrives first: no ports, no decision yet — forwarded, not counted.
+        assert_eq!(h.run(&fragment_v4(0x1234, 185, false, 53)), (0, 0));
+        assert_eq!(h.run(&fragment_v6(0x42, 175, false, 53)), (0, 0));
+        assert_eq!(h.total(), 0);
+        // Its first fragment follows it past, even with a daemon socket to take it.
+        let _listener = std::net::UdpSocket::bind("0.0.0.0:15053").unwrap();
+        assert_eq!(h.run(&fragment_v4(0x1234, 0, true, 53)), (0, 0));
+        assert_eq!(h.run(&fragment_v6(0x42, 0, true, 53)), (0, 0));
+        assert_eq!(h.count(Service::Dns, Verdict::PassedFragmentsAhead), 2);
+        assert_eq!(h.count(Service::Dns, Verdict::SteeredListener), 0);
+        assert_eq!(h.count(Service::Dns, Verdict::AssignFailed), 0);
+        // Another datagram (another ID) of the same flow is classified on its own.
+        h.run(&fragment_v4(0x1235, 0, true, 53));
+        assert_eq!(
+            h.count(Service::Dns, Verdict::SteeredListener)
+                + h.count(Service::Dns, Verdict::AssignFailed),
+            1
+        );
+    });
+}
+
+/// `bpf_ktime_get_ns()`'s clock.
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+#[test]
+fn a_later_fragment_follows_its_steered_first_fragment_to_the_same_socket() {
+    use aya::maps::HashMap;
+    use velocache_common::steer::{FAMILY_V4, FRAG_STEERED, FragKey, FragValue};
+    in_fresh_netns(|| {
+        let mut h = Harness::new(DatapathConfig::default());
+        let _listener = std::net::UdpSocket::bind("0.0.0.0:15053").unwrap();
+        // What the classifier leaves when it steers a first fragment (BPF_PROG_TEST_RUN does not
+        // run at TC ingress, so its own assignment would be refused here).
+        let mut key = FragKey {
+            id: u32::from(0x2222u16.to_be()),
+            family: FAMILY_V4,
+            proto: IPPROTO_UDP,
+            ..FragKey::default()
+        };
+        key.src[..4].copy_from_slice(&[10, 0, 0, 2]);
+        key.dst[..4].copy_from_slice(&[10, 9, 9, 9]);
+        let value = |stamp_ns| FragValue {
+            decision: FRAG_STEERED,
+            service: Service::Dns as u32,
+            sport_be: 40000u16.to_be(),
+            dport_be: 53u16.to_be(),
+            listen_port: 15053,
+            stamp_ns,
+        };
+        {
+            let mut frags: HashMap<_, FragKey, FragValue> =
+                HashMap::try_from(h.ebpf.map_mut("FRAGMENTS").unwrap()).unwrap();
+            frags.insert(key, value(monotonic_ns()), 0).unwrap();
+        }
+        // The later fragment finds the listener through the first fragment's ports: the socket
+        // is found (and the assignment refused outside TC ingress).
+        assert_eq!(h.run(&fragment_v4(0x2222, 185, false, 53)), (0, 0));
+        assert_eq!(h.count(Service::Dns, Verdict::AssignFailed), 1);
+        assert_eq!(h.count(Service::Dns, Verdict::PassedNoListener), 0);
+
+        // An entry older than the reassembly timeout is another datagram's (IDs wrap): ignored.
+        key.id = u32::from(0x3333u16.to_be());
+        {
+            let mut frags: HashMap<_, FragKey, FragValue> =
+                HashMap::try_from(h.ebpf.map_mut("FRAGMENTS").unwrap()).unwrap();
+            frags
+                .insert(key, value(monotonic_ns() - 31_000_000_000), 0)
+                .unwrap();
+        }
+        assert_eq!(h.run(&fragment_v4(0x3333, 185, false, 53)), (0, 0));
+        assert_eq!(h.count(Service::Dns, Verdict::AssignFailed), 1);
+    });
+}
+
+#[test]
+fn truncated_fragment_headers_pass_without_harm() {
+    in_fresh_netns(|| {
+        let mut h = Harness::new(DatapathConfig::default());
+        let full = fragment_v6(9, 0, true, 53);
+        for len in 54..full.len() {
+            match h.try_run(&full[..len]) {
+                Ok(r) => assert_eq!(r.1, 0, "truncated to {len}"),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => panic!("truncated to {len}: {e}"),
+            }
+        }
+    });
+}

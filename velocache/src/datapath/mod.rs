@@ -10,6 +10,11 @@
 //!
 //! # Layout
 //! - `maps`: writing configuration into the kernel maps, reading counters.
+//! - `sysctl`: TCP early demux off, so forwarded packets are never held by the daemon's closing
+//!   sockets.
+//! - `sweep`: on a clean stop, destroying the sockets that hold intercepted addresses.
+//! - `steering`: the `sk_lookup` program and the daemon's sockets it hands the kernel's own
+//!   lookups to (ports reused while a closing socket holds them, reassembled datagrams).
 //! - `routing`: the fwmark rule and local routes (rtnetlink).
 //! - `firewall`: an accept rule for steered packets in the input firewall (nftables).
 //! - `instance`: one daemon per network namespace.
@@ -22,7 +27,12 @@ mod inspect;
 mod instance;
 mod maps;
 mod routing;
+mod steering;
+mod sweep;
 mod sys;
+mod sysctl;
+
+use std::collections::HashSet;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -41,13 +51,11 @@ pub use inspect::{InterfaceAttachments, inspect};
 pub use instance::{InstanceError, InstanceLock};
 pub use maps::{CounterSnapshot, Counters};
 pub use routing::{RoutingError, RoutingSpec};
+pub use steering::DaemonSocket;
 
 use std::sync::Arc;
 
-use crate::{
-    config::{AttachMode, Config, DatapathConfig, Intercept},
-    net::TimeWaitReaper,
-};
+use crate::config::{AttachMode, Config, DatapathConfig, Intercept, Transport};
 
 /// The kernel object built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/velocache"));
@@ -108,10 +116,13 @@ pub trait Kernel: Send {
     fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()>;
 }
 
-/// Brings the kernel side up once the listeners are bound (`None`: nothing to attach).
+/// Brings the kernel side up once the listeners are bound (`None`: nothing to attach). It is
+/// given duplicates of the daemon's sockets, to which the kernel's own lookups hand flows (see
+/// [`DaemonSocket`]).
 pub type KernelStart = Box<
     dyn FnOnce(
             Arc<Config>,
+            Vec<DaemonSocket>,
         ) -> futures::future::BoxFuture<
             'static,
             Result<Option<Box<dyn Kernel>>, DatapathError>,
@@ -121,13 +132,13 @@ pub type KernelStart = Box<
 /// The real kernel side: [`Datapath::start`] on `[datapath] lan_interfaces`, or nothing (with a
 /// warning) when none are configured.
 pub fn kernel() -> KernelStart {
-    Box::new(|config: Arc<Config>| {
+    Box::new(|config: Arc<Config>, sockets: Vec<DaemonSocket>| {
         Box::pin(async move {
             if config.datapath.lan_interfaces.is_empty() {
                 warn!("no [datapath] lan_interfaces configured: nothing will be intercepted");
                 return Ok(None);
             }
-            let dp = Datapath::start(&config.datapath, &config.intercepts()).await?;
+            let dp = Datapath::start(&config.datapath, &config.intercepts(), sockets).await?;
             Ok(Some(Box::new(dp) as Box<dyn Kernel>))
         })
     })
@@ -159,25 +170,19 @@ pub struct Datapath {
     firewall: Option<firewall::FirewallAccept>,
     log_task: Option<JoinHandle<()>>,
     interfaces: Vec<String>,
-    /// Destroys TIME_WAIT sockets holding intercepted addresses (see `net::TimeWaitReaper`);
-    /// restarted when the intercepted TCP ports change.
-    reaper: Option<(Vec<u16>, TimeWaitReaper)>,
-}
-
-/// The TCP destination ports intercepted by enabled services.
-fn tcp_ports(intercepts: &[Intercept]) -> Vec<u16> {
-    intercepts
-        .iter()
-        .filter(|i| i.enabled && i.transports.contains(&crate::config::Transport::Tcp))
-        .flat_map(|i| i.ports.iter().copied())
-        .collect()
+    /// The intercepted TCP ports, for the sweep at stop.
+    tcp_ports: HashSet<u16>,
+    early_demux: Option<sysctl::EarlyDemux>,
 }
 
 impl Datapath {
-    /// Load, configure and attach. On error nothing stays attached or installed.
+    /// Load, configure and attach. `sockets` are the daemon's bound listeners, which the
+    /// kernel's own lookups may hand flows to (see `steering`). On error nothing stays attached
+    /// or installed.
     pub async fn start(
         cfg: &DatapathConfig,
         intercepts: &[Intercept],
+        sockets: Vec<DaemonSocket>,
     ) -> Result<Self, DatapathError> {
         for iface in &cfg.lan_interfaces {
             if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
@@ -185,6 +190,11 @@ impl Datapath {
             }
         }
         let (mut ebpf, counters) = load_object(cfg, intercepts)?;
+        steering::register(&mut ebpf, sockets)?;
+        let early_demux = Some(sysctl::EarlyDemux::disable());
+        // Before the classifier: from the first steered tuple on, the kernel's lookups for it
+        // must find the daemon's socket.
+        steering::attach(&mut ebpf)?;
         let log_task = spawn_kernel_logger(&mut ebpf);
 
         // Policy routing first: from the first steered packet on, marked packets must be local.
@@ -210,7 +220,8 @@ impl Datapath {
             firewall,
             log_task,
             interfaces: Vec::new(),
-            reaper: None,
+            tcp_ports: tcp_ports(intercepts),
+            early_demux,
         };
         for iface in &cfg.lan_interfaces {
             if let Err(e) = datapath.attach(iface, cfg.attach) {
@@ -223,10 +234,9 @@ impl Datapath {
             mark = cfg.mark,
             table = cfg.route_table,
             ipv6 = datapath.routing.as_ref().is_some_and(|r| r.ipv6()),
+            tcp_listeners_per_port = listeners_per_port(),
             "datapath attached"
         );
-        let ports = tcp_ports(intercepts);
-        datapath.reaper = Some((ports.clone(), TimeWaitReaper::spawn(ports)));
         Ok(datapath)
     }
 
@@ -292,16 +302,9 @@ impl Datapath {
         intercepts: &[Intercept],
     ) -> Result<(), DatapathError> {
         maps::apply(&mut self.ebpf, cfg, intercepts)?;
-        let ports = tcp_ports(intercepts);
-        if let Some((running, _)) = &self.reaper
-            && *running != ports
-        {
-            let old = self
-                .reaper
-                .replace((ports.clone(), TimeWaitReaper::spawn(ports)));
-            // Dropping joins the old reaper's thread (one period at most).
-            tokio::task::spawn_blocking(move || drop(old));
-        }
+        // Sockets of ports no longer intercepted are still swept at stop: they hold addresses
+        // nobody else may use.
+        self.tcp_ports.extend(tcp_ports(intercepts));
         Ok(())
     }
 
@@ -316,6 +319,15 @@ impl Datapath {
                 warn!(error = %e, "unloading the classifier failed");
             }
         }
+        steering::detach(&mut self.ebpf);
+        let ports = std::mem::take(&mut self.tcp_ports);
+        match tokio::task::spawn_blocking(move || sweep::sweep(&ports)).await {
+            Ok(0) => {}
+            Ok(n) => info!(sockets = n, "closed the sockets left by intercepted flows"),
+            Err(e) => warn!(error = %e, "the socket sweep did not run"),
+        }
+        // After the sweep: no socket is left that early demux could attach to a forwarded packet.
+        drop(self.early_demux.take());
         if let Some(routing) = self.routing.take() {
             routing.remove().await;
         }
@@ -325,12 +337,30 @@ impl Datapath {
         if let Some(task) = self.log_task.take() {
             task.abort();
         }
-        if let Some(reaper) = self.reaper.take() {
-            // Dropping joins the reaper thread (one period at most).
-            let _ = tokio::task::spawn_blocking(move || drop(reaper)).await;
-        }
         info!(interfaces = ?self.interfaces, "datapath detached");
     }
+}
+
+/// How many TCP listeners share each service's port (`SO_REUSEPORT`): one per CPU (at most 16)
+/// where the kernel lets the classifier assign a packet to a listener of a reuseport group and
+/// then picks the group's member itself (Linux 6.5), so connections are accepted on every core;
+/// one listener on older kernels, whose `bpf_sk_assign` refuses reuseport listeners.
+pub fn listeners_per_port() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 5, 0)) {
+        cpus.min(16)
+    } else {
+        1
+    }
+}
+
+/// The TCP destination ports `intercepts` steer.
+fn tcp_ports(intercepts: &[Intercept]) -> HashSet<u16> {
+    intercepts
+        .iter()
+        .filter(|i| i.enabled && i.transports.contains(&Transport::Tcp))
+        .flat_map(|i| i.ports.iter().copied())
+        .collect()
 }
 
 /// Load the object, fill its maps from the configuration and load (verify) the classifier,
@@ -361,6 +391,7 @@ fn load_object(
         name: CLASSIFIER_PROGRAM,
         source,
     })?;
+    steering::load(&mut ebpf)?;
     Ok((ebpf, counters))
 }
 

@@ -160,6 +160,9 @@ impl Proxy {
                 builder
                     .timer(TokioTimer::new())
                     .header_read_timeout(self.settings.header_read_timeout)
+                    // A client may send its request and shut its side down (half-close); it
+                    // still gets its answer, as from any origin.
+                    .half_close(true)
                     .keep_alive(true);
                 builder
                     .serve_connection(TokioIo::new(io), svc)

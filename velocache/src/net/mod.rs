@@ -10,18 +10,15 @@
 //! - `service`: the handler traits services implement, and the accept/receive loops.
 //! - `tcp`: the transparent TCP listener.
 //! - `udp`: the transparent UDP socket, original-destination recovery and reply sockets.
-//! - `timewait`: destroying TIME_WAIT sockets that hold intercepted addresses.
 
 mod addrs;
 mod service;
 mod tcp;
-mod timewait;
 mod udp;
 
 pub use addrs::{ClientAddr, OrigDstAddr, canonical};
 pub use service::{TcpHandler, UdpHandler, serve_tcp, serve_udp};
 pub use tcp::{InterceptedTcp, TransparentListener};
-pub use timewait::TimeWaitReaper;
 pub use udp::{Datagram, TransparentUdp, UdpReplier};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

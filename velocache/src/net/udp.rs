@@ -8,7 +8,7 @@ use std::{
     collections::HashMap,
     io::{self, IoSliceMut},
     net::{SocketAddr, SocketAddrV4, SocketAddrV6},
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -47,6 +47,14 @@ pub struct Datagram {
 pub struct TransparentUdp {
     sock: UdpSocket,
     port: u16,
+}
+
+impl AsFd for TransparentUdp {
+    /// The receiving socket, for the datapath's `LISTENERS` map (reassembled datagrams reach it
+    /// through the kernel's own lookup).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
 }
 
 fn transparent_udp_socket(addr: SocketAddr) -> io::Result<Socket> {

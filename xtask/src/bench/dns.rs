@@ -158,6 +158,7 @@ struct Files<'a> {
 
 /// Run the benchmark.
 pub fn run(seconds: u64) -> Result<()> {
+    velocache_tests::require_tools(&["dnsperf", "dnsmasq", "unbound", "dig"]);
     let work = tempfile::tempdir()?;
     let hit_file = work.path().join("hits.txt");
     write_queries(&hit_file, "", HIT_NAMES)?;

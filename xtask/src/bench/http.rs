@@ -48,6 +48,7 @@ struct Measured {
 
 /// Run the benchmark.
 pub fn run(seconds: u64) -> Result<()> {
+    velocache_tests::require_tools(&["wrk", "nginx", "squid", "curl"]);
     let www = tempfile::tempdir()?;
     write_file(&www.path().join("1k.bin"), 1024)?;
     write_file(&www.path().join("100m.bin"), 100 << 20)?;

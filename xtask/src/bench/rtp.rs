@@ -279,7 +279,7 @@ fn rtpengine(lab: &Lab, tool: &Path, streams: usize, seconds: u64, dir: &Path) -
 
 /// Run the benchmark.
 pub fn run(seconds: u64) -> Result<()> {
-    velocache_tests::require_tools(&["rtpengine", "ethtool", "ss"]);
+    velocache_tests::require_tools(&["rtpengine", "ethtool", "ss", "sipp"]);
     let tool = build_tool()?;
     let dir = tempfile::tempdir()?;
     let lab = Lab::new();

@@ -12,6 +12,7 @@ pub const PART: Part = Part {
 };
 
 fn setup(lab: &Lab, dir: &std::path::Path) -> Result<Setup> {
+    velocache_tests::require_tools(&["unbound", "dig"]);
     let zone = unbound_zone(&lab.origin, dir, &[addr::ORIGIN], "");
     let config = format!("[dns]\nupstreams = [\"{}:53\"]\n", addr::ORIGIN);
     Ok((vec![zone], config))

@@ -15,6 +15,7 @@ pub const PART: Part = Part {
 const PORT: u16 = 8080;
 
 fn setup(lab: &Lab, dir: &std::path::Path) -> Result<Setup> {
+    velocache_tests::require_tools(&["nginx", "curl"]);
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
     let data: Vec<u8> = (0..(32u32 << 20))

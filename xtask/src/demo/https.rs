@@ -22,6 +22,7 @@ pub const PART: Part = Part {
 static ORIGIN_CA_PATH: OnceLock<PathBuf> = OnceLock::new();
 
 fn setup(lab: &Lab, dir: &std::path::Path) -> Result<Setup> {
+    velocache_tests::require_tools(&["nginx", "openssl", "curl", "dig", "ip"]);
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
     let model = www.join("model.bin");

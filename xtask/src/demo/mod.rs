@@ -87,15 +87,13 @@ impl Demo<'_> {
         self.printed = lines.len();
     }
 
-    /// Replace the daemon (after a kill or a stop) with a fresh one using the same config.
+    /// Replace the daemon (after a kill or a stop) with a fresh one using the same config — and
+    /// the same directory, which the config names as its state and runtime directories (the
+    /// cache the first daemon filled is still there).
     pub fn restart(&mut self) {
         let config = self.daemon.config.clone();
-        self.daemon = Daemon::start_with(
-            self.lab,
-            tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
-            config,
-            &[("RUST_LOG", DEMO_LOG)],
-        );
+        let dir = self.daemon.take_dir();
+        self.daemon = Daemon::start_with(self.lab, dir, config, &[("RUST_LOG", DEMO_LOG)]);
         self.printed = 0;
     }
 
@@ -126,7 +124,9 @@ pub fn run() -> Result<()> {
         );
         let work = tempfile::tempdir()?;
         let mut servers = Vec::new();
-        let mut config = String::new();
+        // The lab's default logs kernel counters every second, which would drown the demo's
+        // output; the daemon logs them once more when it stops, at the end.
+        let mut config = String::from("[daemon]\nstats_interval_secs = 0\n");
         for (i, part) in PARTS.iter().enumerate() {
             let dir = work.path().join(format!("part{i}"));
             std::fs::create_dir_all(&dir)?;

@@ -11,6 +11,7 @@ pub const PART: Part = Part {
 };
 
 fn setup(lab: &Lab, dir: &std::path::Path) -> Result<Setup> {
+    velocache_tests::require_tools(&["nginx", "curl"]);
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
     std::fs::write(www.join("hello.txt"), "hello from the origin\n")?;

@@ -19,6 +19,7 @@ pub const PART: Part = Part {
 };
 
 fn setup(lab: &Lab, dir: &std::path::Path) -> Result<Setup> {
+    velocache_tests::require_tools(&["sipp", "ethtool"]);
     xdp::prepare_for_xdp(lab);
     let accept = sipp::write_scenario(dir, "uas.xml", &sipp::uas_scenario(Answer::Accept));
     let busy = sipp::write_scenario(

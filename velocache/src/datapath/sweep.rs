@@ -1,22 +1,22 @@
-//! Reaping TIME_WAIT sockets that hold intercepted (non-local) addresses.
+//! Destroying the daemon's TCP sockets that hold intercepted addresses, once the classifier is
+//! detached.
 //!
-//! A transparent proxy that closes a client connection first inherits the TIME_WAIT its server
-//! would have had — but on the gateway, holding the *server's* address. Two things then break
-//! for a client that soon reuses its port toward the same server: the classifier has no socket
-//! that can take the new SYN (given to the TIME_WAIT socket it looks for a listener on the
-//! original port; given to our listener it is dropped as a duplicate), and the kernel's early
-//! demultiplexing attaches the TIME_WAIT socket to the packet so it cannot even be forwarded
-//! around us. Netfilter's TPROXY solves this by killing the TIME_WAIT socket when such a SYN
-//! arrives; BPF cannot, so a small thread does it shortly after the fact: it lists TIME_WAIT
-//! sockets over `sock_diag` and destroys (`SOCK_DESTROY`, the `ss -K` mechanism) those whose
-//! local port is an intercepted port and whose local address is not one of the gateway's.
-//! The socket cookie is echoed back, so a newer socket on the same tuple is never touched.
+//! While the classifier runs, a closing daemon socket (TIME_WAIT, or an orphaned FIN_WAIT2 after
+//! the daemon closed first) gets its tuple's packets, and a SYN that reuses its tuple is handed
+//! through it to the daemon's listener (see the kernel's `ingress` and `lookup` programs). Once
+//! the classifier is detached nothing can reach such a socket any more — yet the kernel's early
+//! demultiplexing still attaches it to a packet of its tuple, and `ip_forward()` drops any packet
+//! that carries a socket: a client reusing its port would stall until the socket expires (up to
+//! a minute), and an established flow left after the grace period would hang instead of ending.
+//! So on a clean stop, after detaching, every TCP socket (any state but LISTEN) whose local
+//! port is an intercepted port and whose local address is not one of the gateway's is destroyed
+//! over `sock_diag` (`SOCK_DESTROY`, the `ss -K` mechanism): traffic then flows as if VeloCache
+//! had never been there. The socket cookie is echoed back, so only the socket dumped is touched.
+//!
+//! Data enters as the intercepted TCP ports; it leaves as the number of sockets destroyed.
 use std::{
     collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::mpsc,
-    thread::JoinHandle,
-    time::Duration,
 };
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
@@ -29,7 +29,10 @@ const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
-const TCP_TIME_WAIT: u8 = 6;
+const TCP_LISTEN: u8 = 10;
+/// `TCPF_ALL` without LISTEN: every state a connection (or its timewait minisocket, reported
+/// under its substate) can be in.
+const STATES: u32 = 0xfff & !(1 << TCP_LISTEN);
 const NLMSG_HDRLEN: usize = 16;
 /// `struct inet_diag_sockid`.
 const SOCKID_LEN: usize = 48;
@@ -38,60 +41,34 @@ const REQ_LEN: usize = 8 + SOCKID_LEN;
 /// `struct inet_diag_msg`.
 const MSG_LEN: usize = 4 + SOCKID_LEN + 20;
 
-/// How often TIME_WAIT sockets are looked for.
-const PERIOD: Duration = Duration::from_millis(200);
-
-/// A TIME_WAIT socket found in the dump: its family, raw `inet_diag_sockid`, local address/port.
+/// A socket found in the dump: its family, state, raw `inet_diag_sockid`, local address/port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Found {
     family: u8,
+    state: u8,
     sockid: [u8; SOCKID_LEN],
     local: IpAddr,
     local_port: u16,
 }
 
-/// The reaper thread; stopping it (or dropping the handle) ends the thread.
-pub struct TimeWaitReaper {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl TimeWaitReaper {
-    /// Start reaping TIME_WAIT sockets on `ports` in the current network namespace.
-    pub fn spawn(ports: Vec<u16>) -> Self {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let ports: HashSet<u16> = ports.into_iter().collect();
-        let thread = std::thread::Builder::new()
-            .name("timewait-reaper".into())
-            .spawn(move || {
-                let socket = match open() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(error = %e, "sock_diag unavailable: TIME_WAIT sockets of intercepted flows will not be reaped");
-                        return;
-                    }
-                };
-                let mut seq = 1u32;
-                // recv_timeout doubles as the period and the stop signal.
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(PERIOD) {
-                    if let Err(e) = reap_once(&socket, &ports, &mut seq) {
-                        debug!(error = %e, "TIME_WAIT reaping failed");
-                    }
-                }
-            })
-            .ok();
-        TimeWaitReaper {
-            stop: Some(stop),
-            thread,
-        }
+/// Destroy the TCP sockets of this network namespace that hold an intercepted address on one of
+/// `ports`. Returns how many were destroyed; failures are logged, never fatal.
+pub(super) fn sweep(ports: &HashSet<u16>) -> usize {
+    if ports.is_empty() {
+        return 0;
     }
-}
-
-impl Drop for TimeWaitReaper {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    let socket = match open() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "sock_diag unavailable: sockets of intercepted flows are left to expire");
+            return 0;
+        }
+    };
+    match sweep_once(&socket, ports) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "destroying the sockets of intercepted flows failed");
+            0
         }
     }
 }
@@ -119,29 +96,29 @@ fn local_addresses() -> HashSet<IpAddr> {
         .unwrap_or_default()
 }
 
-fn reap_once(socket: &Socket, ports: &HashSet<u16>, seq: &mut u32) -> std::io::Result<()> {
+fn sweep_once(socket: &Socket, ports: &HashSet<u16>) -> std::io::Result<usize> {
     let mut found = Vec::new();
+    let mut seq = 1u32;
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        *seq = seq.wrapping_add(1);
-        socket.send(&dump_request(family, *seq), 0)?;
+        seq = seq.wrapping_add(1);
+        socket.send(&dump_request(family, seq), 0)?;
         read_dump(socket, &mut found)?;
     }
-    if found.is_empty() {
-        return Ok(());
-    }
     let local = local_addresses();
+    let mut destroyed = 0;
     for f in found
         .into_iter()
         .filter(|f| ports.contains(&f.local_port) && !local.contains(&f.local))
     {
-        *seq = seq.wrapping_add(1);
-        socket.send(&destroy_request(&f, *seq), 0)?;
-        // The ACK (an NLMSG_ERROR with code 0, or ENOENT if it expired meanwhile).
+        seq = seq.wrapping_add(1);
+        socket.send(&destroy_request(&f, seq), 0)?;
+        // The ACK (an NLMSG_ERROR with code 0, or ENOENT if it went away meanwhile).
         let mut buf = vec![0u8; 4096];
         let _ = socket.recv(&mut &mut buf[..], 0)?;
-        debug!(local = %f.local, port = f.local_port, "reaped a TIME_WAIT socket of an intercepted flow");
+        debug!(local = %f.local, port = f.local_port, state = f.state, "destroyed a socket of an intercepted flow");
+        destroyed += 1;
     }
-    Ok(())
+    Ok(destroyed)
 }
 
 fn header(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, body_len: usize) {
@@ -162,7 +139,7 @@ fn dump_request(family: u8, seq: u32) -> Vec<u8> {
         REQ_LEN,
     );
     buf.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
-    buf.extend_from_slice(&(1u32 << TCP_TIME_WAIT).to_ne_bytes());
+    buf.extend_from_slice(&STATES.to_ne_bytes());
     buf.extend_from_slice(&[0u8; SOCKID_LEN]);
     buf
 }
@@ -177,12 +154,12 @@ fn destroy_request(f: &Found, seq: u32) -> Vec<u8> {
         REQ_LEN,
     );
     buf.extend_from_slice(&[f.family, libc::IPPROTO_TCP as u8, 0, 0]);
-    buf.extend_from_slice(&(1u32 << TCP_TIME_WAIT).to_ne_bytes());
+    buf.extend_from_slice(&(1u32 << f.state).to_ne_bytes());
     buf.extend_from_slice(&f.sockid);
     buf
 }
 
-/// Read a multipart dump until NLMSG_DONE, collecting TIME_WAIT sockets.
+/// Read a multipart dump until NLMSG_DONE, collecting the sockets.
 fn read_dump(socket: &Socket, out: &mut Vec<Found>) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -223,7 +200,7 @@ fn parse_msg(msg: &[u8]) -> Option<Found> {
     }
     let family = msg[0];
     let state = msg[1];
-    if state != TCP_TIME_WAIT {
+    if state == TCP_LISTEN || state > 11 {
         return None;
     }
     let mut sockid = [0u8; SOCKID_LEN];
@@ -239,6 +216,7 @@ fn parse_msg(msg: &[u8]) -> Option<Found> {
     };
     Some(Found {
         family,
+        state,
         sockid,
         local,
         local_port,
@@ -250,8 +228,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_an_inet_diag_msg_and_echoes_its_id() {
-        let mut msg = vec![libc::AF_INET as u8, TCP_TIME_WAIT, 3, 0];
+    fn parses_an_inet_diag_msg_and_echoes_its_id_and_state() {
+        // A FIN_WAIT2 timewait minisocket (an orphan whose close is pending).
+        let mut msg = vec![libc::AF_INET as u8, 5, 3, 0];
         let mut id = [0u8; SOCKID_LEN];
         id[0..2].copy_from_slice(&80u16.to_be_bytes());
         id[2..4].copy_from_slice(&40000u16.to_be_bytes());
@@ -270,10 +249,15 @@ mod tests {
             &id[..],
             "cookie and tuple echoed unchanged"
         );
-        // Established sockets and short messages are ignored.
-        let mut est = msg.clone();
-        est[1] = 1;
-        assert!(parse_msg(&est).is_none());
+        assert_eq!(
+            &req[NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 8],
+            &(1u32 << 5).to_ne_bytes(),
+            "destroy asks for the socket's own state"
+        );
+        // Listeners and short messages are ignored.
+        let mut listener = msg.clone();
+        listener[1] = TCP_LISTEN;
+        assert!(parse_msg(&listener).is_none());
         assert!(parse_msg(&msg[..10]).is_none());
     }
 }
