@@ -15,10 +15,13 @@
 //!   indexed by `service * VERDICT_COUNT + verdict` (see [`counter_index`]).
 //! - [`ClassifierConfig`]: the single-entry `CONFIG` array (mark, switches).
 //! - [`rtp`]: the RTP fast path's flow keys, actions, counters and RTP quality state.
+//! - [`tls`]: TLS observation without steering (flows, ClientHello events, SNI policy, steered
+//!   destinations) and the kernel relay of spliced connections.
 #![no_std]
 #![deny(missing_docs)]
 
 pub mod rtp;
+pub mod tls;
 
 /// IP protocol number of TCP, as it appears in [`PortKey::proto`].
 pub const IPPROTO_TCP: u8 = 6;
@@ -98,10 +101,21 @@ pub enum Verdict {
     /// connection, which the TIME_WAIT socket cannot hand to our listener. Passed untouched, so
     /// that connection goes straight to its destination.
     PassedTimeWait = 8,
+    /// TLS: the SYN of a flow no rule could act on; forwarded by the kernel and observed (its
+    /// ClientHello read, its bytes counted), never steered.
+    ObservedNew = 9,
+    /// TLS: a later packet of an observed flow, forwarded by the kernel and counted.
+    Observed = 10,
+    /// TLS: a packet of an observed flow whose SNI a `deny` rule names: delivered to the
+    /// gateway's own stack without a socket, which answers with a reset.
+    DeniedSni = 11,
+    /// TLS: a packet of a flow that is neither steered nor observed (it began before the daemon,
+    /// or its entry was evicted): forwarded untouched. Never given to a listener.
+    PassedUntracked = 12,
 }
 
 /// Number of [`Verdict`] values.
-pub const VERDICT_COUNT: u32 = 9;
+pub const VERDICT_COUNT: u32 = 13;
 
 impl Verdict {
     /// Every verdict, in numeric order.
@@ -115,6 +129,10 @@ impl Verdict {
         Verdict::AssignFailed,
         Verdict::Disabled,
         Verdict::PassedTimeWait,
+        Verdict::ObservedNew,
+        Verdict::Observed,
+        Verdict::DeniedSni,
+        Verdict::PassedUntracked,
     ];
 
     /// Lower-case name used in logs and metrics.
@@ -129,6 +147,10 @@ impl Verdict {
             Verdict::AssignFailed => "assign_failed",
             Verdict::Disabled => "disabled",
             Verdict::PassedTimeWait => "passed_time_wait",
+            Verdict::ObservedNew => "observed_new",
+            Verdict::Observed => "observed",
+            Verdict::DeniedSni => "denied_sni",
+            Verdict::PassedUntracked => "passed_untracked",
         }
     }
 }

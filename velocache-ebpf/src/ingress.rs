@@ -28,7 +28,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::{debug, warn};
-use velocache_common::{IPPROTO_TCP, IPPROTO_UDP, PortKey, Verdict, counter_index};
+use velocache_common::{IPPROTO_TCP, IPPROTO_UDP, PortKey, Service, Verdict, counter_index};
 
 use crate::{
     maps::{
@@ -82,6 +82,14 @@ fn try_classify(ctx: &TcContext) -> Option<(u32, Verdict)> {
     }
     if cfg.intercept_gateway == 0 && addressed_to_gateway(ctx, &flow) {
         return Some((service, Verdict::GatewayLocal));
+    }
+    // TLS observation (`observe`): an HTTPS flow no rule could act on is forwarded by the kernel
+    // and observed, never steered. `None`: this packet takes the usual path below.
+    if service == Service::Https as u32
+        && let Some(verdict) =
+            crate::observe::ingress(ctx, &flow, entry.listen_port as u16, cfg.mark)
+    {
+        return Some((service, verdict));
     }
 
     if flow.proto == IPPROTO_TCP {

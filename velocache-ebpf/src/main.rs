@@ -5,15 +5,24 @@
 //! - `parse`: bounds-checked header access (`ptr_at`) and the L3/L4 parse of one frame.
 //! - `ingress`: the LAN ingress classifier — decides per packet whether it belongs to a service
 //!   the daemon handles and, if a daemon socket exists for it, assigns the packet to that socket.
+//! - `observe`: TLS flows no rule could act on — forwarded, counted both ways (its LAN egress
+//!   program), their ClientHello read and reported, `deny` rules enforced by SNI.
 //!
 //! The programs hold no policy: which ports, which bypassed prefixes and which mark are all in
 //! maps the daemon fills. When no daemon socket exists the packet is passed untouched, which is
 //! what makes VeloCache fail open.
 #![no_std]
 #![no_main]
+// The atomic add of counters two programs share (`observe`); the kernel crate builds on nightly.
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "core::intrinsics::atomic_xadd, see `observe::add`"
+)]
 
 mod ingress;
 mod maps;
+mod observe;
 mod parse;
 
 #[cfg(not(test))]

@@ -158,6 +158,9 @@ pub struct ServiceContext {
     /// The HTTP proxy and its cache, built once when HTTP or HTTPS is enabled: plain HTTP and
     /// decrypted HTTPS go through the same one, so an object is stored once for both.
     pub http_proxy: Option<Arc<crate::http::Proxy>>,
+    /// Which TLS destinations are steered (HTTPS enabled): the DNS service writes the addresses
+    /// of answers for names a rule could act on into it.
+    pub steering: Option<crate::observe::Steering>,
 }
 
 impl ServiceContext {
@@ -300,6 +303,10 @@ pub async fn run_with(
             https,
         )));
     }
+    let steering = config
+        .https
+        .enabled
+        .then(|| crate::observe::Steering::new(rules.clone(), &config.tls.pinned_hosts));
     let ctx = ServiceContext {
         config: config.clone(),
         rules: rules.clone(),
@@ -307,6 +314,7 @@ pub async fn run_with(
         tls,
         admin: hub.clone(),
         http_proxy,
+        steering: steering.clone(),
     };
     let flows = ctx.flows.clone();
     let replier = Arc::new(UdpReplier::default());
@@ -361,12 +369,29 @@ pub async fn run_with(
     // Bound before the datapath so that a socket problem stops start-up with nothing attached.
     let admin = AdminServer::bind(&config).await?;
 
-    let datapath = if config.datapath.lan_interfaces.is_empty() {
+    let mut datapath = if config.datapath.lan_interfaces.is_empty() {
         warn!("no [datapath] lan_interfaces configured: nothing will be intercepted");
         None
     } else {
         Some(Datapath::start(&config.datapath, &config.intercepts()).await?)
     };
+    // TLS observation: until it is on, every TLS flow is steered (see `observe`).
+    if let (Some(dp), Some(steering)) = (datapath.as_mut(), &steering)
+        && let Some((maps, events)) = dp.take_tls()
+    {
+        let settings = crate::observe::ObserveSettings {
+            steer_prefixes: config.tls.steer_prefixes.clone(),
+            idle: Duration::from_secs(config.tls.observed_idle_timeout_secs),
+        };
+        tasks.spawn(crate::observe::Observer::start(
+            maps,
+            events,
+            settings,
+            rules.clone(),
+            steering,
+            cancel.clone(),
+        ));
+    }
     if let Some(dp) = &datapath {
         let _ = kernel_counters.set(dp.counters());
         let interval = config.daemon.stats_interval_secs;

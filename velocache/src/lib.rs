@@ -9,6 +9,8 @@
 //! - [`datapath`]: kernel programs, their maps and counters, policy routing.
 //! - [`net`]: transparent listeners, original destinations, the handler seam.
 //! - [`passthrough`]: splice and relay to the original destination.
+//! - [`observe`]: TLS flows no rule could act on, forwarded by the kernel: which destinations are
+//!   steered (DNS answers, prefixes), the kernel's SNI policy, their `flow` lines.
 //! - [`sip`]: SIP observation (messages, calls, REGISTERs) and media learning.
 //! - [`rtp`]: the RTP fast path's userspace side: kernel flow maps, anchors, media reports.
 //! - [`rules`]: the operator's `rules.toml`, facts in, decision out.
@@ -35,6 +37,7 @@ pub mod dns;
 pub mod flow;
 pub mod http;
 pub mod net;
+pub mod observe;
 pub mod passthrough;
 pub mod rtp;
 pub mod rules;

@@ -14,6 +14,8 @@
 //! - `firewall`: an accept rule for steered packets in the input firewall (nftables).
 //! - `instance`: one daemon per network namespace.
 //! - `inspect`: what is attached to the interfaces, for `velocache datapath show`.
+//! - `observe`: the TLS ClientHello reader (the classifier's tail call) and the LAN egress
+//!   counter of observed flows; their maps are read and filled by `crate::observe`.
 
 #[cfg(test)]
 mod classifier_tests;
@@ -21,6 +23,9 @@ mod firewall;
 mod inspect;
 mod instance;
 mod maps;
+mod observe;
+#[cfg(test)]
+mod observe_tests;
 mod routing;
 mod sys;
 
@@ -40,6 +45,7 @@ use velocache_common::CLASSIFIER_PROGRAM;
 pub use inspect::{InterfaceAttachments, inspect};
 pub use instance::{InstanceError, InstanceLock};
 pub use maps::{CounterSnapshot, Counters};
+pub use observe::{TlsEvents, TlsMaps};
 pub use routing::{RoutingError, RoutingSpec};
 
 use crate::config::{AttachMode, DatapathConfig, Intercept};
@@ -191,6 +197,7 @@ impl Datapath {
                 interface: iface.to_string(),
                 source,
             })?;
+        observe::attach_egress(&mut self.ebpf, iface, tcx)?;
         info!(
             interface = iface,
             mode = if tcx { "tcx" } else { "netlink" },
@@ -198,6 +205,18 @@ impl Datapath {
         );
         self.interfaces.push(iface.to_string());
         Ok(())
+    }
+
+    /// The TLS observation maps and event ring buffer, for the daemon's observer (once; `None`
+    /// afterwards or if they cannot be taken — TLS flows are then all steered, as before).
+    pub fn take_tls(&mut self) -> Option<(TlsMaps, TlsEvents)> {
+        match observe::take_maps(&mut self.ebpf) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                warn!(error = %e, "TLS observation unavailable: every TLS flow is steered");
+                None
+            }
+        }
     }
 
     /// A cloneable handle to the per-CPU counters.
@@ -226,6 +245,9 @@ impl Datapath {
                 warn!(error = %e, "unloading the classifier failed");
             }
         }
+        if let Err(e) = observe::unload(&mut self.ebpf) {
+            warn!(error = %e, "unloading the TLS egress counter failed");
+        }
         if let Some(routing) = self.routing.take() {
             routing.remove().await;
         }
@@ -252,6 +274,7 @@ fn load_object(
         .map_err(DatapathError::Load)?;
     maps::apply(&mut ebpf, cfg, intercepts)?;
     let counters = Counters::take(&mut ebpf)?;
+    observe::load(&mut ebpf)?;
     let program: &mut SchedClassifier = ebpf
         .program_mut(CLASSIFIER_PROGRAM)
         .ok_or(DatapathError::Program {
