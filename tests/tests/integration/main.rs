@@ -14,6 +14,7 @@ mod deploy;
 mod dns;
 mod http;
 mod https;
+mod observe;
 mod sip;
 mod smuggling;
 mod util;

@@ -151,14 +151,15 @@ fn try_hello(ctx: &TcContext) -> Option<bool> {
     // SAFETY: maps values valid for this run, copied out at once.
     let entry =
         unsafe { *SERVICE_PORTS.get(PortKey::new(IPPROTO_TCP, u16::from_be(pkt.dport_be)))? };
+    let listen_port = entry.listen_port as u16;
     let mark = CONFIG.get(0)?.mark;
     // The daemon must still be there for its policy to act (fail-open).
-    if !sockets::daemon_listening_for(ctx, key, entry.listen_port as u16) {
+    if !sockets::daemon_listening_for(ctx, key, listen_port) {
         return Some(false);
     }
     // SAFETY: the flow's entry; `up_flags` is written by the LAN ingress programs only.
     unsafe { (*st).up_flags |= UP_DENIED };
-    ctx.set_mark(mark);
+    sockets::reset_by_listener(ctx, key, listen_port, mark);
     Some(true)
 }
 

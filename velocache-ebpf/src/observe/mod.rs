@@ -12,9 +12,11 @@
 //! so that a daemon that died leaves nothing behind that acts — the flow gets an entry and is
 //! forwarded untouched. Its packets are counted, its ClientHello read (`hello`), and a `deny`
 //! for its SNI is enforced here: the packet carrying the ClientHello, and every later one of
-//! that flow, is marked for local delivery without a socket, so the gateway's own TCP stack
-//! answers with a reset (the ClientHello never reaches the origin). The origin's packets are
-//! left alone: they reach the client, whose stack resets them too.
+//! that flow, is given to the daemon's (transparent) listener, whose TCP stack answers a packet
+//! that is not a SYN with a reset from the original destination's address
+//! (`sockets::reset_by_listener`); the ClientHello never reaches the origin. The origin is left
+//! with a connection that never got its hello, which it closes at its handshake timeout; its
+//! packets are left alone on their way to the client, whose stack resets them.
 //!
 //! A packet of a TLS flow that is neither steered nor tracked (it began before the daemon did,
 //! or its entry was evicted) goes to the daemon only if a daemon socket holds its tuple, and
@@ -41,7 +43,7 @@ use velocache_common::{
     IPPROTO_TCP, PortKey, Service, Verdict,
     tls::{
         DIR_FIN, DIR_RST, DOWN_END_SENT, END_FIN, END_REUSED, END_RST, EVENT_END, HELLO_DONE,
-        ObservedFlow, TlsEventHead, UP_DENIED, UP_END_SENT,
+        ObservedFlow, TlsEventHead, TlsFlowKey, UP_DENIED, UP_END_SENT,
     },
 };
 
@@ -81,7 +83,7 @@ pub fn ingress(ctx: &TcContext, flow: &Flow, listen_port: u16, mark: u32) -> Opt
         // SAFETY: a map value pointer valid for this run.
         let reused = tcp.is_syn() && unsafe { (*st).syn_seq } != tcp.seq;
         if !reused {
-            return Some(observed(ctx, st, &tcp, now, mark));
+            return Some(observed(ctx, st, key, &tcp, now, listen_port, mark));
         }
         // A new connection on the same tuple: the old one is over.
         // SAFETY: as above.
@@ -112,7 +114,15 @@ pub fn ingress(ctx: &TcContext, flow: &Flow, listen_port: u16, mark: u32) -> Opt
 
 /// A packet of an observed flow, client → server.
 #[inline(always)]
-fn observed(ctx: &TcContext, st: *mut ObservedFlow, tcp: &Tcp, now: u64, mark: u32) -> Verdict {
+fn observed(
+    ctx: &TcContext,
+    st: *mut ObservedFlow,
+    key: &TlsFlowKey,
+    tcp: &Tcp,
+    now: u64,
+    listen_port: u16,
+    mark: u32,
+) -> Verdict {
     // SAFETY: `st` is a map value pointer valid for this run. The counters are shared with the
     // egress program (another CPU) and added atomically; `up_flags` and the hello state are
     // written by the LAN ingress programs only (this one and the reader it calls).
@@ -122,7 +132,8 @@ fn observed(ctx: &TcContext, st: *mut ObservedFlow, tcp: &Tcp, now: u64, mark: u
         (*st).last_ns = now;
         let mut flags = (*st).up_flags;
         if flags & UP_DENIED != 0 {
-            ctx.set_mark(mark);
+            // Every later packet of a denied flow is reset too (a retransmitted hello, data).
+            sockets::reset_by_listener(ctx, key, listen_port, mark);
             return Verdict::DeniedSni;
         }
         if tcp.flags & (FIN | RST) != 0 {

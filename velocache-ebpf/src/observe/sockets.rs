@@ -1,5 +1,6 @@
 //! Socket lookups: is the daemon's listener there (observation and kernel denies act only while
-//! it is: the fail-open), and does a daemon socket own this very tuple.
+//! it is: the fail-open), does a daemon socket own this very tuple, and the reset of a denied
+//! flow by the listener.
 //!
 //! These duplicate a few lines of the classifier's own lookups on purpose: observation asks
 //! different questions (yes/no, never a socket to assign) and must not depend on how the
@@ -12,7 +13,7 @@ use aya_ebpf::{
         bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 as Tuple4,
         bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 as Tuple6,
     },
-    helpers::generated::{bpf_sk_lookup_tcp, bpf_sk_release, bpf_skc_lookup_tcp},
+    helpers::generated::{bpf_sk_assign, bpf_sk_lookup_tcp, bpf_sk_release, bpf_skc_lookup_tcp},
     programs::TcContext,
 };
 use velocache_common::tls::{FAMILY_V4, TlsFlowKey};
@@ -44,6 +45,30 @@ pub fn daemon_listening_for(ctx: &TcContext, key: &TlsFlowKey, listen_port: u16)
     // SAFETY: releasing the reference the lookup returned, once.
     unsafe { bpf_sk_release(sk as *mut _) };
     true
+}
+
+/// Reset a denied flow: give this packet (not a SYN) to the daemon's listener and mark it for
+/// local delivery. A listener answers such a packet with a reset, and since ours is transparent
+/// the reset leaves from the original destination's address — the client sees the server reset
+/// the connection. (A mark alone is not enough: the stack finds no socket and would answer, but
+/// refuses to send from an address that is not the gateway's own.) Returns false when the
+/// listener is gone or refuses the packet; the packet is then marked anyway, and goes to the
+/// local stack to be dropped: denied either way, the client then gives up on its own.
+#[inline(always)]
+pub fn reset_by_listener(ctx: &TcContext, key: &TlsFlowKey, listen_port: u16, mark: u32) -> bool {
+    let (mut tuple, size) = tuple(key, Some(listen_port.to_be()));
+    // SAFETY: as above.
+    let sk = unsafe { bpf_sk_lookup_tcp(ctx.as_ptr() as *mut _, &mut tuple, size, CURRENT_NETNS, 0) };
+    let mut assigned = false;
+    if !sk.is_null() {
+        // SAFETY: a non-null reference from the lookup, released exactly once.
+        unsafe {
+            assigned = bpf_sk_assign(ctx.as_ptr() as *mut _, sk as *mut _, 0) == 0;
+            bpf_sk_release(sk as *mut _);
+        }
+    }
+    ctx.set_mark(mark);
+    assigned
 }
 
 /// Whether a daemon socket other than a listener holds this packet's own tuple (a flow the

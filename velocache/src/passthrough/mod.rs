@@ -12,12 +12,16 @@
 //! - `tcp`: [`TcpSplice`].
 //! - `udp`: [`UdpRelay`].
 //! - `zerocopy`: `splice(2)` between two TCP sockets, used when both ends are plain TCP.
+//! - `kernel_relay`: the two sockets joined in the kernel (sockmap, `sk_skb` verdict), for the
+//!   handlers that have loaded it (spliced TLS); `splice(2)` is the fallback.
 
 mod counted;
+mod kernel_relay;
 mod tcp;
 mod udp;
 mod zerocopy;
 
 pub use counted::Counted;
-pub use tcp::{SpliceEnd, TcpSplice, splice_to_origin};
+pub use kernel_relay::{KernelRelay, RelayError, Relayed};
+pub use tcp::{SpliceEnd, TcpSplice, splice_to_origin, splice_to_origin_with};
 pub use udp::UdpRelay;

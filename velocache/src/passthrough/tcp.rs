@@ -1,4 +1,7 @@
-//! TCP splice to the original destination.
+//! TCP splice to the original destination: connect, send the bytes already read, then move
+//! both directions until both ends close — joined in the kernel by the relay when the caller has
+//! one, else with `splice(2)` (or a copy for an end that is not a socket) — and log one `flow`
+//! line with both byte counts.
 use std::{
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
@@ -8,10 +11,10 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes},
     net::TcpStream,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use velocache_common::Service;
 
-use super::{Counted, zerocopy};
+use super::{Counted, KernelRelay, zerocopy};
 use crate::{
     flow::FlowTracker,
     net::{ClientAddr, InterceptedTcp, OrigDstAddr, TcpHandler},
@@ -85,6 +88,24 @@ pub async fn splice_to_origin<S>(
 ) where
     S: SpliceEnd,
 {
+    splice_to_origin_with(None, service, client_stream, client, orig_dst, prefix, connect_timeout)
+        .await;
+}
+
+/// [`splice_to_origin`], joining the two sockets in the kernel with `relay` when there is one
+/// and both ends are TCP sockets; `splice(2)` otherwise. The flow line's `path` says which:
+/// `sockmap`, `splice` or `copy` (an end that is not a socket).
+pub async fn splice_to_origin_with<S>(
+    relay: Option<&KernelRelay>,
+    service: Service,
+    client_stream: S,
+    client: ClientAddr,
+    orig_dst: OrigDstAddr,
+    prefix: &[u8],
+    connect_timeout: Duration,
+) where
+    S: SpliceEnd,
+{
     let started = Instant::now();
     let upstream = match tokio::time::timeout(connect_timeout, TcpStream::connect(orig_dst.0)).await
     {
@@ -102,6 +123,29 @@ pub async fn splice_to_origin<S>(
         }
     };
     let _ = upstream.set_nodelay(true);
+    if let (Some(relay), Some(tcp)) = (relay, client_stream.as_tcp()) {
+        match relay.relay(tcp, &upstream, prefix).await {
+            Ok((moved, error)) => {
+                let duration_ms = started.elapsed().as_millis() as u64;
+                let (bytes_up, bytes_down) = (moved.up, moved.down);
+                match error {
+                    None => info!(service = service.name(), %client, %orig_dst, transport = "tcp",
+                        path = "sockmap", bytes_up, bytes_down, duration_ms, "flow"),
+                    Some(e) => info!(service = service.name(), %client, %orig_dst,
+                        transport = "tcp", path = "sockmap", bytes_up, bytes_down, duration_ms,
+                        error = %e, "flow"),
+                }
+                return;
+            }
+            Err(e) => debug!(%client, %orig_dst, error = %e,
+                "not relayed in the kernel; splicing"),
+        }
+    }
+    let path = if client_stream.as_tcp().is_some() {
+        "splice"
+    } else {
+        "copy"
+    };
     let mut upstream = upstream;
     let (up_count, down_count) = (AtomicU64::new(0), AtomicU64::new(0));
     let mut error = None;
@@ -129,9 +173,9 @@ pub async fn splice_to_origin<S>(
     let bytes_down = down_count.load(Ordering::Relaxed);
     let duration_ms = started.elapsed().as_millis() as u64;
     match error {
-        None => info!(service = service.name(), %client, %orig_dst, transport = "tcp",
+        None => info!(service = service.name(), %client, %orig_dst, transport = "tcp", path,
             bytes_up, bytes_down, duration_ms, "flow"),
-        Some(e) => info!(service = service.name(), %client, %orig_dst, transport = "tcp",
+        Some(e) => info!(service = service.name(), %client, %orig_dst, transport = "tcp", path,
             bytes_up, bytes_down, duration_ms, error = %e, "flow"),
     }
 }

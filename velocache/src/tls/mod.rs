@@ -1,10 +1,12 @@
 //! HTTPS: SNI splice by default, interception with generated certificates where a rule asks.
 //!
-//! Every intercepted TCP 443 connection enters [`TlsService`]. Its first flight is read and
+//! Only TLS connections a rule could act on are steered here (see `observe`: the others are
+//! forwarded and observed by the kernel); each one enters [`TlsService`]. Its first flight is read and
 //! parsed without answering (`hello`); the SNI and ALPN go into the connection's log line.
 //! Then, by the rules (`RuleSet::tls_decision`) and the pinning policy (`pinning`):
 //! - **passthrough** (the default, and anything unparsable): the buffered bytes and the rest of
-//!   the connection are spliced to the original destination, never decrypted;
+//!   the connection are spliced to the original destination, never decrypted — the two sockets
+//!   joined in the kernel (`passthrough::KernelRelay`, sockmap) or with `splice(2)`;
 //! - **deny**: the connection is reset and logged;
 //! - **intercept**: the client gets a certificate for its SNI minted by the local CA (`ca`,
 //!   `certs`) and its requests go through the daemon's HTTP proxy and cache, which reaches the
@@ -52,7 +54,7 @@ pub use prefixed::Prefixed;
 use crate::{
     config::Config,
     net::{ClientAddr, InterceptedTcp, OrigDstAddr, TcpHandler},
-    passthrough::splice_to_origin,
+    passthrough::{KernelRelay, splice_to_origin_with},
     rules::{Rules, TlsDecision},
 };
 
@@ -164,6 +166,8 @@ pub struct TlsService {
     hello_timeout: Duration,
     flows: crate::flow::FlowTracker,
     to_proxy: Option<intercept::ToProxy>,
+    /// Joins spliced connections in the kernel (`[tls] kernel_relay`); `None`: `splice(2)`.
+    relay: Option<Arc<KernelRelay>>,
 }
 
 impl TlsService {
@@ -178,12 +182,25 @@ impl TlsService {
         proxy: Option<Arc<crate::http::Proxy>>,
     ) -> Self {
         let timeouts = OriginTimeouts::from_config(&config.http);
+        let relay = if config.tls.kernel_relay {
+            match KernelRelay::load() {
+                Ok(r) => Some(Arc::new(r)),
+                Err(e) => {
+                    warn!(service = "https", error = %e,
+                        "kernel relay unavailable: spliced connections use splice(2)");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         TlsService {
             shared,
             rules,
             hello_timeout: Duration::from_millis(config.tls.hello_timeout_ms),
             flows,
             to_proxy: proxy.map(|proxy| intercept::ToProxy { proxy, timeouts }),
+            relay,
         }
     }
 }
@@ -246,7 +263,7 @@ impl TlsService {
         let (sni, alpn, raw) = match hello {
             Hello::Unparsed { raw, reason } => {
                 let span = info_span!("tls", service = "https", sni = "", tls = "unparsed", reason = %reason);
-                splice(stream, client, orig_dst, raw).instrument(span).await;
+                self.splice(stream, client, orig_dst, raw).instrument(span).await;
                 return;
             }
             Hello::Parsed { sni, alpn, raw } => (sni, alpn, raw),
@@ -254,17 +271,17 @@ impl TlsService {
         let alpn_text = alpn_list(&alpn);
         let Some(sni) = sni else {
             let span = info_span!("tls", service = "https", sni = "", alpn = %alpn_text, action = "passthrough", reason = "no SNI");
-            splice(stream, client, orig_dst, raw).instrument(span).await;
+            self.splice(stream, client, orig_dst, raw).instrument(span).await;
             return;
         };
         match self.plan(client, &sni) {
             Plan::Splice { rule } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = rule.as_deref().unwrap_or(""));
-                splice(stream, client, orig_dst, raw).instrument(span).await;
+                self.splice(stream, client, orig_dst, raw).instrument(span).await;
             }
             Plan::Pinned { rule, learned } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = %rule, pinned = if learned { "learned" } else { "listed" });
-                splice(stream, client, orig_dst, raw).instrument(span).await;
+                self.splice(stream, client, orig_dst, raw).instrument(span).await;
             }
             Plan::Deny { rule } => {
                 warn!(service = "https", %client, sni = %sni, %orig_dst, rule = %rule, action = "deny", "TLS connection denied by rule");
@@ -301,16 +318,21 @@ pub fn origin_client(
     Arc::new(origin::TlsOrigin::new(shared, dst, sni, None, timeouts))
 }
 
-async fn splice(stream: TcpStream, client: ClientAddr, orig_dst: OrigDstAddr, raw: Vec<u8>) {
-    splice_to_origin(
-        Service::Https,
-        stream,
-        client,
-        orig_dst,
-        &raw,
-        CONNECT_TIMEOUT,
-    )
-    .await;
+impl TlsService {
+    /// Splice to the original destination, the bytes already read first: joined in the kernel
+    /// when the relay is loaded, `splice(2)` otherwise.
+    async fn splice(&self, stream: TcpStream, client: ClientAddr, orig_dst: OrigDstAddr, raw: Vec<u8>) {
+        splice_to_origin_with(
+            self.relay.as_deref(),
+            Service::Https,
+            stream,
+            client,
+            orig_dst,
+            &raw,
+            CONNECT_TIMEOUT,
+        )
+        .await;
+    }
 }
 
 fn alpn_list(alpn: &[Vec<u8>]) -> String {
