@@ -116,9 +116,11 @@ impl Ns {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         std::fs::write(
             dir.join("resolv.conf"),
-            format!("nameserver {nameserver}
+            format!(
+                "nameserver {nameserver}
 options timeout:2 attempts:2
-"),
+"
+            ),
         )
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     }

@@ -493,10 +493,14 @@ fn log_snapshot(s: &crate::datapath::CounterSnapshot) {
         let get = |v| s.get(service, v);
         use velocache_common::Verdict::*;
         let steered = get(SteeredListener) + get(SteeredEstablished);
-        let passed =
-            get(PassedNoListener) + get(AssignFailed) + get(Disabled) + get(PassedTimeWait);
+        let passed = get(PassedNoListener)
+            + get(AssignFailed)
+            + get(Disabled)
+            + get(PassedTimeWait)
+            + get(PassedUntracked);
         let bypassed = get(BypassedClient) + get(BypassedDestination) + get(GatewayLocal);
-        if steered + passed + bypassed == 0 {
+        let observed = get(ObservedNew) + get(Observed) + get(DeniedSni);
+        if steered + passed + bypassed + observed == 0 {
             continue;
         }
         info!(
@@ -507,6 +511,10 @@ fn log_snapshot(s: &crate::datapath::CounterSnapshot) {
             passed_no_listener = get(PassedNoListener),
             assign_failed = get(AssignFailed),
             passed_time_wait = get(PassedTimeWait),
+            observed_new = get(ObservedNew),
+            observed = get(Observed),
+            denied_sni = get(DeniedSni),
+            passed_untracked = get(PassedUntracked),
             bypassed_client = get(BypassedClient),
             bypassed_destination = get(BypassedDestination),
             gateway_local = get(GatewayLocal),

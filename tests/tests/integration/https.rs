@@ -138,12 +138,7 @@ pub(crate) fn rules(lab_dir: &std::path::Path, text: &str) -> String {
 /// A daemon with `rules_text`, trusting the origin's CA, steering every TLS connection to the
 /// origin's network.
 fn daemon_with(lab: &Lab, origin: &TlsOrigin, rules_text: &str) -> (Daemon, tempfile::TempDir) {
-    daemon_steering(
-        lab,
-        origin,
-        rules_text,
-        &["10.77.2.0/24", "fd77:2::/64"],
-    )
+    daemon_steering(lab, origin, rules_text, &["10.77.2.0/24", "fd77:2::/64"])
 }
 
 /// A daemon with `rules_text`, trusting the origin's CA, steering `prefixes`.

@@ -65,9 +65,15 @@ fn a_tls_connection_no_rule_names_is_observed_with_sni_alpn_and_bytes_never_stee
     assert_eq!(line["action"], "passthrough");
     assert_eq!(line["hello"], "parsed");
     assert_eq!(line["end"], "fin");
-    assert_eq!(line["client"].as_str().unwrap().split(':').next(), Some(addr::CLIENT));
+    assert_eq!(
+        line["client"].as_str().unwrap().split(':').next(),
+        Some(addr::CLIENT)
+    );
     assert_eq!(line["orig_dst"], format!("{}:443", addr::ORIGIN));
-    let (up, down) = (line["bytes_up"].as_u64().unwrap(), line["bytes_down"].as_u64().unwrap());
+    let (up, down) = (
+        line["bytes_up"].as_u64().unwrap(),
+        line["bytes_down"].as_u64().unwrap(),
+    );
     assert!(up > 200, "the ClientHello and the request: {line}");
     assert!(down > 500, "the certificate chain and the body: {line}");
     assert!(line["packets_down"].as_u64().unwrap() >= 2, "{line}");
@@ -76,7 +82,11 @@ fn a_tls_connection_no_rule_names_is_observed_with_sni_alpn_and_bytes_never_stee
     let kernel = https_kernel(&lab, &daemon);
     assert!(count(&kernel, "observed_new") >= 1, "{kernel}");
     assert!(count(&kernel, "observed") >= 3, "{kernel}");
-    assert_eq!(count(&kernel, "steered_listener"), 0, "nothing steered: {kernel}");
+    assert_eq!(
+        count(&kernel, "steered_listener"),
+        0,
+        "nothing steered: {kernel}"
+    );
     assert_eq!(count(&kernel, "steered_established"), 0, "{kernel}");
     // The daemon handled no HTTPS connection itself.
     assert!(
@@ -103,7 +113,11 @@ fn deny_by_sni_resets_in_the_kernel_without_steering() {
     let out = curl(&lab, &origin.pki.ca_cert(), "denied.lab", addr::ORIGIN, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("reset"), "a reset, not a timeout: {err}\n{}", daemon.log_text());
+    assert!(
+        err.contains("reset"),
+        "a reset, not a timeout: {err}\n{}",
+        daemon.log_text()
+    );
     let warn = daemon.wait_for_log(WAIT, |l| {
         l["action"] == "deny" && l["sni"] == "denied.lab" && l["rule"] == "nope"
     });
@@ -117,7 +131,13 @@ fn deny_by_sni_resets_in_the_kernel_without_steering() {
     // A suffix rule, and a name no rule denies, from the same client.
     let out = curl(&lab, &origin.pki.ca_cert(), "x.ads.lab", addr::ORIGIN, &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("reset"));
-    let body = ok_body(&curl(&lab, &origin.pki.ca_cert(), "origin.lab", addr::ORIGIN, &[]));
+    let body = ok_body(&curl(
+        &lab,
+        &origin.pki.ca_cert(),
+        "origin.lab",
+        addr::ORIGIN,
+        &[],
+    ));
     assert_eq!(body, "hello over tls\n");
 
     let kernel = https_kernel(&lab, &daemon);
@@ -180,15 +200,16 @@ fn a_host_a_cache_rule_names_resolved_through_the_gateway_is_steered_and_cached(
     assert!(head.contains("x-cache-status: hit"), "{head}");
     assert_eq!(sha, origin.blob_sha);
     // The DNS answer went through the gateway and made the address steered.
-    daemon.wait_for_log(WAIT, |l| l["message"] == "query" && l["qname"] == "origin.lab.");
+    daemon.wait_for_log(WAIT, |l| {
+        l["message"] == "query" && l["qname"] == "origin.lab."
+    });
     let kernel = https_kernel(&lab, &daemon);
     assert!(count(&kernel, "steered_listener") >= 2, "{kernel}");
     assert!(observed(&daemon).is_empty(), "{}", daemon.log_text());
 }
 
 #[test]
-fn a_client_resolving_by_itself_is_observed_and_logged_never_broken_and_steer_prefixes_force_it()
-{
+fn a_client_resolving_by_itself_is_observed_and_logged_never_broken_and_steer_prefixes_force_it() {
     require_tools(&["curl", "nginx", "openssl", "nft"]);
     let lab = Lab::new();
     let origin = tls_origin(&lab);

@@ -58,7 +58,8 @@ pub fn daemon_listening_for(ctx: &TcContext, key: &TlsFlowKey, listen_port: u16)
 pub fn reset_by_listener(ctx: &TcContext, key: &TlsFlowKey, listen_port: u16, mark: u32) -> bool {
     let (mut tuple, size) = tuple(key, Some(listen_port.to_be()));
     // SAFETY: as above.
-    let sk = unsafe { bpf_sk_lookup_tcp(ctx.as_ptr() as *mut _, &mut tuple, size, CURRENT_NETNS, 0) };
+    let sk =
+        unsafe { bpf_sk_lookup_tcp(ctx.as_ptr() as *mut _, &mut tuple, size, CURRENT_NETNS, 0) };
     let mut assigned = false;
     if !sk.is_null() {
         // SAFETY: a non-null reference from the lookup, released exactly once.

@@ -100,11 +100,13 @@ pub fn stats(s: &StatsReport) -> String {
                 svc.flows.to_string(),
                 k(&["steered_listener"]).to_string(),
                 k(&["steered_established"]).to_string(),
+                k(&["observed_new", "observed", "denied_sni"]).to_string(),
                 k(&[
                     "passed_no_listener",
                     "assign_failed",
                     "disabled",
                     "passed_time_wait",
+                    "passed_untracked",
                 ])
                 .to_string(),
                 k(&["bypassed_client", "bypassed_destination", "gateway_local"]).to_string(),
@@ -119,6 +121,7 @@ pub fn stats(s: &StatsReport) -> String {
             "FLOWS",
             "NEW(KERNEL)",
             "PACKETS",
+            "OBSERVED",
             "PASSED",
             "BYPASSED",
         ],
@@ -127,7 +130,9 @@ pub fn stats(s: &StatsReport) -> String {
     out.push_str(
         "  ACTIVE/FLOWS: flows the daemon handles now / since start. Kernel packet counters: \
          NEW = first packets steered to a listener, PACKETS = later packets of intercepted flows, \
-         PASSED = fail-open (no daemon socket), BYPASSED = bypass lists or gateway-local.\n",
+         OBSERVED = packets of TLS flows forwarded by the kernel and observed, not steered (denied \
+         ones included), PASSED = fail-open (no daemon socket) or untracked, BYPASSED = bypass \
+         lists or gateway-local.\n",
     );
     for svc in &s.services {
         if svc.metrics.is_empty() {

@@ -46,8 +46,8 @@ pub use inspect::{InterfaceAttachments, inspect};
 pub use instance::{InstanceError, InstanceLock};
 pub use maps::{CounterSnapshot, Counters};
 pub use observe::{TlsEvents, TlsMaps};
-pub(crate) use sys::{socket_cookie, tcp_bytes_taken};
 pub use routing::{RoutingError, RoutingSpec};
+pub(crate) use sys::{socket_cookie, tcp_bytes_taken};
 
 use crate::config::{AttachMode, DatapathConfig, Intercept};
 

@@ -109,10 +109,10 @@ impl KernelRelay {
         };
         let socks: SockHash<MapData, u64> =
             SockHash::try_from(take(&mut ebpf, "RELAY_SOCKS")?).map_err(map_err("RELAY_SOCKS"))?;
-        let peers = HashMap::try_from(take(&mut ebpf, "RELAY_PEERS")?)
-            .map_err(map_err("RELAY_PEERS"))?;
-        let bytes = HashMap::try_from(take(&mut ebpf, "RELAY_BYTES")?)
-            .map_err(map_err("RELAY_BYTES"))?;
+        let peers =
+            HashMap::try_from(take(&mut ebpf, "RELAY_PEERS")?).map_err(map_err("RELAY_PEERS"))?;
+        let bytes =
+            HashMap::try_from(take(&mut ebpf, "RELAY_BYTES")?).map_err(map_err("RELAY_BYTES"))?;
         let map_fd = socks.fd().try_clone().map_err(|e| load(&e))?;
         let program: &mut SkSkb = ebpf
             .program_mut(RELAY_PROGRAM)
@@ -133,7 +133,9 @@ impl KernelRelay {
     }
 
     fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
-        self.maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Join `client` and `upstream` in the kernel after writing `prefix` (bytes already read
@@ -270,7 +272,10 @@ impl<'a> Registration<'a> {
             if taken != last.0 {
                 last = (taken, Instant::now());
             } else if last.1.elapsed() > DRAIN_STALL {
-                debug!(taken, want, "relay: the peer stopped taking bytes; closing anyway");
+                debug!(
+                    taken,
+                    want, "relay: the peer stopped taking bytes; closing anyway"
+                );
                 break;
             }
             tokio::time::sleep(pause).await;

@@ -88,8 +88,16 @@ pub async fn splice_to_origin<S>(
 ) where
     S: SpliceEnd,
 {
-    splice_to_origin_with(None, service, client_stream, client, orig_dst, prefix, connect_timeout)
-        .await;
+    splice_to_origin_with(
+        None,
+        service,
+        client_stream,
+        client,
+        orig_dst,
+        prefix,
+        connect_timeout,
+    )
+    .await;
 }
 
 /// [`splice_to_origin`], joining the two sockets in the kernel with `relay` when there is one

@@ -263,7 +263,9 @@ impl TlsService {
         let (sni, alpn, raw) = match hello {
             Hello::Unparsed { raw, reason } => {
                 let span = info_span!("tls", service = "https", sni = "", tls = "unparsed", reason = %reason);
-                self.splice(stream, client, orig_dst, raw).instrument(span).await;
+                self.splice(stream, client, orig_dst, raw)
+                    .instrument(span)
+                    .await;
                 return;
             }
             Hello::Parsed { sni, alpn, raw } => (sni, alpn, raw),
@@ -271,17 +273,23 @@ impl TlsService {
         let alpn_text = alpn_list(&alpn);
         let Some(sni) = sni else {
             let span = info_span!("tls", service = "https", sni = "", alpn = %alpn_text, action = "passthrough", reason = "no SNI");
-            self.splice(stream, client, orig_dst, raw).instrument(span).await;
+            self.splice(stream, client, orig_dst, raw)
+                .instrument(span)
+                .await;
             return;
         };
         match self.plan(client, &sni) {
             Plan::Splice { rule } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = rule.as_deref().unwrap_or(""));
-                self.splice(stream, client, orig_dst, raw).instrument(span).await;
+                self.splice(stream, client, orig_dst, raw)
+                    .instrument(span)
+                    .await;
             }
             Plan::Pinned { rule, learned } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = %rule, pinned = if learned { "learned" } else { "listed" });
-                self.splice(stream, client, orig_dst, raw).instrument(span).await;
+                self.splice(stream, client, orig_dst, raw)
+                    .instrument(span)
+                    .await;
             }
             Plan::Deny { rule } => {
                 warn!(service = "https", %client, sni = %sni, %orig_dst, rule = %rule, action = "deny", "TLS connection denied by rule");
@@ -321,7 +329,13 @@ pub fn origin_client(
 impl TlsService {
     /// Splice to the original destination, the bytes already read first: joined in the kernel
     /// when the relay is loaded, `splice(2)` otherwise.
-    async fn splice(&self, stream: TcpStream, client: ClientAddr, orig_dst: OrigDstAddr, raw: Vec<u8>) {
+    async fn splice(
+        &self,
+        stream: TcpStream,
+        client: ClientAddr,
+        orig_dst: OrigDstAddr,
+        raw: Vec<u8>,
+    ) {
         splice_to_origin_with(
             self.relay.as_deref(),
             Service::Https,
