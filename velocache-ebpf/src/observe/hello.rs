@@ -541,7 +541,7 @@ unsafe fn policy(s: *mut Scratch) {
 unsafe fn consider(s: *mut Scratch, hash: u64, len: u32) {
     let key = SniKey { hash, len, _pad: 0 };
     // SAFETY: a map value valid for this run, copied out at once.
-    if let Some(p) = unsafe { TLS_SNI_POLICY.get(&key) } {
+    if let Some(p) = unsafe { TLS_SNI_POLICY.get(key) } {
         let p = *p;
         unsafe {
             if p.rule < (*s).ev.policy_rule {

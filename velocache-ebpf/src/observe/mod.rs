@@ -102,6 +102,10 @@ pub fn ingress(ctx: &TcContext, flow: &Flow, listen_port: u16, mark: u32) -> Opt
             (*entry).last_ns = now;
             (*entry).syn_seq = tcp.seq;
             // A full map evicts its least recently used flow (LRU): observation never stops.
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by value, key and entry would be copied onto the classifier's full stack"
+            )]
             let _ = TLS_FLOWS.insert(&(*s).ev.head.key, &*entry, 0);
         }
         return Some(Verdict::ObservedNew);
@@ -175,11 +179,11 @@ fn steered(flow: &Flow, now: u64) -> bool {
     match flow.addrs {
         Addrs::V4 { dst, .. } => {
             TLS_STEER_PREFIX_V4.get(Key::new(32, dst)).is_some()
-                || unsafe { TLS_STEER_V4.get(&dst) }.is_some_and(|e| e.expires_ns > now)
+                || unsafe { TLS_STEER_V4.get(dst) }.is_some_and(|e| e.expires_ns > now)
         }
         Addrs::V6 { dst, .. } => {
             TLS_STEER_PREFIX_V6.get(Key::new(128, dst)).is_some()
-                || unsafe { TLS_STEER_V6.get(&dst) }.is_some_and(|e| e.expires_ns > now)
+                || unsafe { TLS_STEER_V6.get(dst) }.is_some_and(|e| e.expires_ns > now)
         }
     }
 }

@@ -39,10 +39,10 @@ pub fn velocache_relay(ctx: SkBuffContext) -> u32 {
     // SAFETY: the helper reads the socket the skb belongs to (the receiving one).
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: map values are valid for this run and copied out at once.
-    let Some(&peer) = (unsafe { RELAY_PEERS.get(&cookie) }) else {
+    let Some(&peer) = (unsafe { RELAY_PEERS.get(cookie) }) else {
         return SK_PASS;
     };
-    if let Some(n) = RELAY_BYTES.get_ptr_mut(&cookie) {
+    if let Some(n) = RELAY_BYTES.get_ptr_mut(cookie) {
         // SAFETY: see `RELAY_BYTES`: one writer at a time.
         unsafe { *n += u64::from(ctx.len()) };
     }
