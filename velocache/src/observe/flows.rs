@@ -11,14 +11,14 @@
 //! The kernel decides `deny` for exact names and `*.suffix` patterns itself; for a glob it
 //! cannot follow it lets the flow through (`SNI_PUNT`) and this table evaluates the real rules:
 //! a deny then marks the flow's entry denied, and the kernel resets its next client packet.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use tracing::{info, warn};
 use velocache_common::tls::{
     DIR_FIN, DIR_RST, END_FIN, END_REUSED, END_RST, HELLO_MALFORMED, HELLO_NOT_TLS, HELLO_PARSED,
-    HELLO_PENDING, HELLO_SPLIT, HELLO_SPLIT_PARTIAL, HELLO_UNSUPPORTED, ObservedFlow, SNI_DENY,
-    SNI_PUNT, TlsFlowKey, UP_DENIED,
+    HELLO_PENDING, HELLO_SPLIT, HELLO_SPLIT_PARTIAL, HELLO_UNSUPPORTED, MAX_OBSERVED_FLOWS,
+    ObservedFlow, SNI_DENY, SNI_PUNT, TlsFlowKey, UP_DENIED,
 };
 
 use super::{
@@ -219,7 +219,7 @@ impl Flows {
     /// `idle_ns`; forget table entries whose kernel entry is gone (evicted).
     pub fn sweep(&mut self, idle_ns: u64) {
         let now = monotonic_ns();
-        let keys: Vec<TlsFlowKey> = self.kernel.keys().filter_map(Result::ok).collect();
+        let keys = self.kernel_keys();
         for key in &keys {
             let Ok(f) = self.kernel.get(key, 0) else {
                 continue;
@@ -234,19 +234,27 @@ impl Flows {
                 self.finish(key, None, End::Idle);
             }
         }
-        let live: std::collections::HashSet<TlsFlowKey> = keys.into_iter().collect();
         self.seen
-            .retain(|k, s| live.contains(k) || now.saturating_sub(s.started_ns) < idle_ns);
+            .retain(|k, s| keys.contains(k) || now.saturating_sub(s.started_ns) < idle_ns);
         self.finished
             .retain(|_, f| now.saturating_sub(f.1) < 10_000_000_000);
     }
 
     /// Report every flow still in the kernel map (the daemon is stopping).
     pub fn report_all(&mut self) {
-        let keys: Vec<TlsFlowKey> = self.kernel.keys().filter_map(Result::ok).collect();
-        for key in keys {
+        for key in self.kernel_keys() {
             self.finish(&key, None, End::Shutdown);
         }
+    }
+
+    /// The keys in the kernel map. Walking a hash map the kernel changes meanwhile restarts
+    /// from its first key whenever the current one disappears, so the walk is bounded.
+    fn kernel_keys(&self) -> HashSet<TlsFlowKey> {
+        self.kernel
+            .keys()
+            .filter_map(Result::ok)
+            .take(2 * MAX_OBSERVED_FLOWS as usize)
+            .collect()
     }
 }
 
