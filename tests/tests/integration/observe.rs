@@ -296,3 +296,49 @@ fn a_pinned_host_is_relayed_in_the_kernel_byte_identical_and_counted() {
     let kernel = https_kernel(&lab, &daemon);
     assert!(count(&kernel, "steered_listener") >= 1, "{kernel}");
 }
+
+#[test]
+fn with_the_daemon_killed_and_its_programs_left_attached_tls_flows_untouched_even_denied_names() {
+    require_tools(&["curl", "nginx", "openssl", "nft"]);
+    let lab = Lab::new();
+    let origin = tls_origin(&lab);
+    let dir = tempfile::tempdir().unwrap();
+    // Netlink (clsact) attachments outlive a SIGKILL: the programs and their maps stay, with
+    // the SNI policy and observation on. What makes them fail open is their own lookups.
+    let extra = format!(
+        "{}\n[datapath]\nattach = \"netlink\"\n[tls]\nextra_roots = [\"{}\"]\n",
+        crate::https::rules(
+            dir.path(),
+            "[[rule]]\nname = \"nope\"\nmatch_host = \"denied.lab\"\naction = \"deny\"\n"
+        ),
+        origin.pki.ca_cert().display(),
+    );
+    let mut daemon = Daemon::start(&lab, &extra);
+    let denied = curl(&lab, &origin.pki.ca_cert(), "denied.lab", addr::ORIGIN, &[]);
+    assert!(!denied.status.success(), "denied while the daemon runs");
+    daemon.kill9();
+    let bin = velocache_tests::velocache_bin().display().to_string();
+    let shown = lab
+        .gw
+        .run_ok(&[&bin, "datapath", "show", "--json", addr::LAN_IF]);
+    assert!(
+        shown.contains("\"velocache_attached\": true"),
+        "still attached: {shown}"
+    );
+    let body = ok_body(&curl(
+        &lab,
+        &origin.pki.ca_cert(),
+        "denied.lab",
+        addr::ORIGIN,
+        &[],
+    ));
+    assert_eq!(body, "hello over tls\n", "no daemon, no policy: untouched");
+    let body = ok_body(&curl(
+        &lab,
+        &origin.pki.ca_cert(),
+        "origin.lab",
+        addr::ORIGIN,
+        &[],
+    ));
+    assert_eq!(body, "hello over tls\n");
+}
