@@ -1,4 +1,4 @@
-//! Reading a ClientHello as it passes: SNI, ALPN, and the kernel's SNI policy.
+//! Reading a ClientHello as it passes: SNI and ALPN, then the kernel's SNI policy (`policy`).
 //!
 //! Positions are counted from the first byte of the TLS record (the byte after the client's
 //! SYN), so a ClientHello that spans TCP segments is read on: a segment is used only if it holds
@@ -10,36 +10,30 @@
 //!
 //! Bounds: at most [`MAX_EXTENSIONS`] extension headers per segment, a name of at most
 //! [`SNI_MAX`] bytes (one backwards pass, then lookups of the name and of its last
-//! [`MAX_SUFFIXES`] dot suffixes), an ALPN list cut at [`ALPN_MAX`] - 1 bytes. Copies into the event use power-of-two chunks whose offsets are
-//! computed from the length, so the verifier sees constant sizes and bounded offsets.
-use core::ffi::c_void;
-
-use aya_ebpf::{
-    EbpfContext, bindings::TC_ACT_OK, helpers::generated::bpf_skb_load_bytes, macros::classifier,
-    programs::TcContext,
-};
+//! [`MAX_SUFFIXES`] dot suffixes), an ALPN list cut at [`ALPN_MAX`] - 1 bytes. Copies into the
+//! event use power-of-two chunks whose offsets are computed from the length
+//! (`packet::copy_chunks`), so the verifier sees constant sizes and bounded offsets.
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use velocache_common::{
     IPPROTO_TCP, PortKey, Service, Verdict, counter_index,
     tls::{
         ALPN_MAX, EVENT_HELLO, HELLO_AWAIT, HELLO_CONTINUE, HELLO_DONE, HELLO_MALFORMED,
         HELLO_NOT_TLS, HELLO_PARSED, HELLO_PENDING, HELLO_SPLIT, HELLO_SPLIT_PARTIAL,
-        HELLO_UNSUPPORTED, NO_RULE, ObservedFlow, SNI_DENY, SNI_HASH_SEED, SNI_MAX, SNI_PASS,
-        SniKey, TlsEvent, TlsFlowKey, UP_DENIED, sni_hash_step,
+        HELLO_UNSUPPORTED, NO_RULE, ObservedFlow, SNI_DENY, SNI_MAX, SNI_PASS, TlsEvent,
+        TlsFlowKey, UP_DENIED,
     },
 };
 
 use super::{
-    maps::{TLS_EVENTS, TLS_FLOWS, TLS_SCRATCH, TLS_SNI_POLICY},
-    packet::{Tcp, parse_tcp},
+    maps::{TLS_EVENTS, TLS_FLOWS, TLS_SCRATCH},
+    packet::{Tcp, copy_chunks, copy_right_aligned, parse_tcp},
+    policy::{MAX_SUFFIXES, policy},
     sockets,
 };
 use crate::maps::{CONFIG, COUNTERS, SERVICE_PORTS};
 
 /// Extension headers read per segment (browsers send about 20, GREASE included).
 pub const MAX_EXTENSIONS: u32 = 48;
-/// Dot suffixes of a name looked up (the shortest ones: `.org`, `.example.org`, …); a rule
-/// naming a suffix of more labels is matched by the daemon instead (a punt the daemon resets).
-pub const MAX_SUFFIXES: u32 = 16;
 /// A ClientHello record is at most 16 KiB + 5 bytes: segments further in are not the hello.
 const MAX_HELLO_SPAN: u32 = 1 << 15;
 
@@ -71,9 +65,9 @@ pub struct Scratch {
     walk: u32,
     end_pos: u32,
     /// Dot suffixes of the name found by the policy's first pass (hash, length), shortest first.
-    suffixes: u32,
-    suffix_len: [u32; MAX_SUFFIXES as usize],
-    suffix_hash: [u64; MAX_SUFFIXES as usize],
+    pub(super) suffixes: u32,
+    pub(super) suffix_len: [u32; MAX_SUFFIXES as usize],
+    pub(super) suffix_hash: [u64; MAX_SUFFIXES as usize],
 }
 
 /// The walk over the extensions went past the last one.
@@ -401,155 +395,6 @@ unsafe fn alpn(ctx: &TcContext, seg: &Segment, s: *mut Scratch) -> bool {
         unsafe { (*s).ev.alpn_len = n };
     }
     true
-}
-
-/// Copy `n` (< 256) packet bytes at skb offset `from` so that they end at the end of the
-/// 256-byte array at `dst` (the name then ends at a fixed index, so the policy's backwards pass
-/// reads constant offsets). Chunks are taken from the end, largest first; each chunk's distance
-/// from the end is `n` with its lower bits cleared, so the verifier sees its bounds directly.
-///
-/// # Safety
-/// `dst` points to 256 writable bytes of a map value.
-#[inline(always)]
-unsafe fn copy_right_aligned(ctx: &TcContext, from: u32, n: u32, dst: *mut u8) -> bool {
-    macro_rules! chunk {
-        ($size:literal) => {
-            if n & $size != 0 {
-                // Bytes already copied from the end: the larger chunks of `n`.
-                let done = n & !(2 * $size - 1) & 0xff;
-                let to = 256 - $size - done;
-                // SAFETY: `to + $size <= 256`; the source is inside the name.
-                let rc = unsafe {
-                    bpf_skb_load_bytes(
-                        ctx.as_ptr(),
-                        from + (n - done - $size),
-                        dst.add(to as usize) as *mut c_void,
-                        $size,
-                    )
-                };
-                if rc != 0 {
-                    return false;
-                }
-            }
-        };
-    }
-    chunk!(128);
-    chunk!(64);
-    chunk!(32);
-    chunk!(16);
-    chunk!(8);
-    chunk!(4);
-    chunk!(2);
-    chunk!(1);
-    true
-}
-
-/// Copy `n` (< 256) packet bytes at skb offset `from` to `dst` in power-of-two chunks. Each
-/// chunk's offset is `n` with its lower bits cleared, so no offset is carried from branch to
-/// branch and the verifier sees each chunk's bounds directly.
-///
-/// # Safety
-/// `dst` points into a map value with at least `n` writable bytes.
-#[inline(always)]
-unsafe fn copy_chunks(ctx: &TcContext, from: u32, n: u32, dst: *mut u8) -> bool {
-    macro_rules! chunk {
-        ($size:literal) => {
-            if n & $size != 0 {
-                let off = n & !(2 * $size - 1) & 0xff;
-                // SAFETY: `off + $size <= n`, within the caller's bound.
-                let rc = unsafe {
-                    bpf_skb_load_bytes(
-                        ctx.as_ptr(),
-                        from + off,
-                        dst.add(off as usize) as *mut c_void,
-                        $size,
-                    )
-                };
-                if rc != 0 {
-                    return false;
-                }
-            }
-        };
-    }
-    chunk!(128);
-    chunk!(64);
-    chunk!(32);
-    chunk!(16);
-    chunk!(8);
-    chunk!(4);
-    chunk!(2);
-    chunk!(1);
-    true
-}
-
-/// Look the name and each of its dot suffixes up in `TLS_SNI_POLICY` and keep the entry of the
-/// earliest rule in the event.
-///
-/// Two passes, each cheap to verify. The first walks the name backwards, hashing, and notes the
-/// hash at each of the last [`MAX_SUFFIXES`] dots in memory; the name ends at the `sni` array's
-/// last byte, so it reads constant offsets and never does arithmetic with the name's length —
-/// the verifier has no reason to track that length precisely, and the up to 255 ways out of the
-/// pass are one state for what follows. The second looks up the noted suffixes, the whole name
-/// and the empty suffix.
-///
-/// # Safety
-/// `s` is this CPU's scratch with a name of `sni_len` (1..=255) bytes, right-aligned.
-#[inline(always)]
-unsafe fn policy(s: *mut Scratch) {
-    let n = unsafe { (*s).ev.sni_len };
-    unsafe { core::ptr::write_volatile(&raw mut (*s).suffixes, 0) };
-    let mut hash = SNI_HASH_SEED;
-    for k in 0..SNI_MAX as u32 {
-        if k >= n {
-            break;
-        }
-        let c = unsafe { (*s).ev.sni[SNI_MAX - k as usize] };
-        hash = sni_hash_step(hash, c);
-        if c == b'.' {
-            // Memory only (see `Scratch::walk`), volatile so that the compiler cannot keep the
-            // count in a register across the pass: read back, it is one unknown for every path.
-            unsafe {
-                let count = &raw mut (*s).suffixes;
-                let i = core::ptr::read_volatile(count);
-                if i < MAX_SUFFIXES {
-                    (*s).suffix_hash[(i & (MAX_SUFFIXES - 1)) as usize] = hash;
-                    (*s).suffix_len[(i & (MAX_SUFFIXES - 1)) as usize] = k + 1;
-                    core::ptr::write_volatile(count, i + 1);
-                }
-            }
-        }
-    }
-    // The whole name, and the empty suffix (globs with no literal tail, "ads.*", punt all).
-    unsafe {
-        consider(s, hash, n);
-        consider(s, SNI_HASH_SEED, 0);
-    }
-    for i in 0..MAX_SUFFIXES {
-        unsafe {
-            if i >= core::ptr::read_volatile(&raw const (*s).suffixes) {
-                break;
-            }
-            let at = (i & (MAX_SUFFIXES - 1)) as usize;
-            consider(s, (*s).suffix_hash[at], (*s).suffix_len[at]);
-        }
-    }
-}
-
-/// # Safety
-/// `s` is this CPU's scratch.
-#[inline(always)]
-unsafe fn consider(s: *mut Scratch, hash: u64, len: u32) {
-    let key = SniKey { hash, len, _pad: 0 };
-    // SAFETY: a map value valid for this run, copied out at once.
-    if let Some(p) = unsafe { TLS_SNI_POLICY.get(key) } {
-        let p = *p;
-        unsafe {
-            if p.rule < (*s).ev.policy_rule {
-                (*s).ev.policy_rule = p.rule;
-                (*s).ev.policy_action = p.action;
-            }
-        }
-    }
 }
 
 /// Send the hello event in the scratch with `status` and the flow's counters.

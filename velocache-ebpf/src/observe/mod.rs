@@ -25,12 +25,13 @@
 //!
 //! # Layout
 //! - `maps`: the maps; `packet`: the TCP header and the flow key.
-//! - `hello`: the bounded ClientHello reader and the SNI policy lookup — a program of its own
-//!   (`velocache_tls_hello`) the classifier tail-calls for a flow's first data segments.
+//! - `hello`: the bounded ClientHello reader — a program of its own (`velocache_tls_hello`) the
+//!   classifier tail-calls for a flow's first data segments; `policy`: its SNI policy lookup.
 //! - `sockets`: is the daemon there (listener), does it own this tuple (established socket).
 pub mod hello;
 mod maps;
 mod packet;
+mod policy;
 mod sockets;
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};

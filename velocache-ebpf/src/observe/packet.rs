@@ -1,9 +1,12 @@
-//! The TCP header of a packet the classifier already parsed, and the observed-flow key.
+//! The TCP header of a packet the classifier already parsed, the observed-flow key, and copies
+//! of packet bytes into map memory in verifier-friendly chunks.
 //!
 //! Every read goes through `bpf_skb_load_bytes` (`TcContext::load`): offsets here depend on
 //! header lengths read from the packet, and the helper checks them at run time, so the verifier
 //! has no variable packet pointers to prove and non-linear packets read the same.
-use aya_ebpf::programs::TcContext;
+use core::ffi::c_void;
+
+use aya_ebpf::{EbpfContext, helpers::generated::bpf_skb_load_bytes, programs::TcContext};
 use velocache_common::tls::{FAMILY_V4, FAMILY_V6, TlsFlowKey};
 
 use crate::parse::{Addrs, ETH_HLEN, Flow};
@@ -191,4 +194,83 @@ fn addrs16(flow: &Flow) -> ([u8; 16], [u8; 16], u32) {
         }
         Addrs::V6 { src, dst } => (src, dst, FAMILY_V6),
     }
+}
+
+/// Copy `n` (< 256) packet bytes at skb offset `from` so that they end at the end of the
+/// 256-byte array at `dst` (the name then ends at a fixed index, so the policy's backwards pass
+/// reads constant offsets). Chunks are taken from the end, largest first; each chunk's distance
+/// from the end is `n` with its lower bits cleared, so the verifier sees its bounds directly.
+///
+/// # Safety
+/// `dst` points to 256 writable bytes of a map value.
+#[inline(always)]
+pub unsafe fn copy_right_aligned(ctx: &TcContext, from: u32, n: u32, dst: *mut u8) -> bool {
+    macro_rules! chunk {
+        ($size:literal) => {
+            if n & $size != 0 {
+                // Bytes already copied from the end: the larger chunks of `n`.
+                let done = n & !(2 * $size - 1) & 0xff;
+                let to = 256 - $size - done;
+                // SAFETY: `to + $size <= 256`; the source is inside the name.
+                let rc = unsafe {
+                    bpf_skb_load_bytes(
+                        ctx.as_ptr(),
+                        from + (n - done - $size),
+                        dst.add(to as usize) as *mut c_void,
+                        $size,
+                    )
+                };
+                if rc != 0 {
+                    return false;
+                }
+            }
+        };
+    }
+    chunk!(128);
+    chunk!(64);
+    chunk!(32);
+    chunk!(16);
+    chunk!(8);
+    chunk!(4);
+    chunk!(2);
+    chunk!(1);
+    true
+}
+
+/// Copy `n` (< 256) packet bytes at skb offset `from` to `dst` in power-of-two chunks. Each
+/// chunk's offset is `n` with its lower bits cleared, so no offset is carried from branch to
+/// branch and the verifier sees each chunk's bounds directly.
+///
+/// # Safety
+/// `dst` points into a map value with at least `n` writable bytes.
+#[inline(always)]
+pub unsafe fn copy_chunks(ctx: &TcContext, from: u32, n: u32, dst: *mut u8) -> bool {
+    macro_rules! chunk {
+        ($size:literal) => {
+            if n & $size != 0 {
+                let off = n & !(2 * $size - 1) & 0xff;
+                // SAFETY: `off + $size <= n`, within the caller's bound.
+                let rc = unsafe {
+                    bpf_skb_load_bytes(
+                        ctx.as_ptr(),
+                        from + off,
+                        dst.add(off as usize) as *mut c_void,
+                        $size,
+                    )
+                };
+                if rc != 0 {
+                    return false;
+                }
+            }
+        };
+    }
+    chunk!(128);
+    chunk!(64);
+    chunk!(32);
+    chunk!(16);
+    chunk!(8);
+    chunk!(4);
+    chunk!(2);
+    chunk!(1);
+    true
 }
