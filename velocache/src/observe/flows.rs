@@ -22,6 +22,7 @@ use velocache_common::tls::{
 };
 
 use super::{
+    Steering,
     events::{Event, Hello, endpoints},
     monotonic_ns,
 };
@@ -97,16 +98,23 @@ pub struct Flows {
     /// Flows reported in the last seconds (start time, when reported), against duplicates.
     finished: HashMap<TlsFlowKey, (u64, u64)>,
     rules: Rules,
+    /// Whether a host would have been steered (a rule acts on it, pinning considered).
+    steering: Steering,
 }
 
 impl Flows {
-    /// Flows over the kernel's `TLS_FLOWS`, with the live rules.
-    pub fn new(kernel: BpfHashMap<MapData, TlsFlowKey, ObservedFlow>, rules: Rules) -> Self {
+    /// Flows over the kernel's `TLS_FLOWS`, with the live rules and the steering table.
+    pub fn new(
+        kernel: BpfHashMap<MapData, TlsFlowKey, ObservedFlow>,
+        rules: Rules,
+        steering: Steering,
+    ) -> Self {
         Flows {
             kernel,
             seen: HashMap::new(),
             finished: HashMap::new(),
             rules,
+            steering,
         }
     }
 
@@ -141,11 +149,10 @@ impl Flows {
         let (rule, deny) = match decision {
             TlsDecision::Passthrough(r) => (r.map(|r| r.name.clone()), false),
             TlsDecision::Deny(r) => (Some(r.name.clone()), true),
-            TlsDecision::Intercept { rule, .. } => {
-                seen.wanted_interception = true;
-                (Some(rule.name.clone()), false)
-            }
+            TlsDecision::Intercept { rule, .. } => (Some(rule.name.clone()), false),
         };
+        // A pinned host a rule names only through a glob would have been spliced anyway.
+        seen.wanted_interception = !deny && self.steering.steers(&sni);
         seen.rule = rule.clone();
         seen.sni = Some(sni.clone());
         let rule = rule.unwrap_or_default();

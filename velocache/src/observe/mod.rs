@@ -121,7 +121,7 @@ impl Observer {
         }
 
         let steering = steering.clone();
-        let mut flows = flows::Flows::new(flows, rules.clone());
+        let mut flows = flows::Flows::new(flows, rules.clone(), steering.clone());
         let mut events = events;
         let idle_ns = settings.idle.as_nanos() as u64;
         let sweep_every =
