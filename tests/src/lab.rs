@@ -108,6 +108,23 @@ impl Ns {
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     }
 
+    /// Give the namespace its own `/etc/resolv.conf` (bind-mounted by `ip netns exec` from
+    /// `/etc/netns/<name>/resolv.conf`): clients resolve names through `nameserver`, as a LAN
+    /// host does through the resolver its DHCP gave it. The file goes away with the lab.
+    pub fn set_resolver(&self, nameserver: &str) {
+        let dir = std::path::Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!(
+                "nameserver {nameserver}
+options timeout:2 attempts:2
+"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
+
     /// Start `args` in the background inside the namespace; it is killed when the handle drops.
     pub fn spawn(&self, args: &[&str]) -> Background {
         let (program, rest) = args

@@ -18,11 +18,14 @@
 //!   to the `sk_lookup` program, the daemon's sockets by slot) and the per-datagram fragment
 //!   decisions.
 //! - [`rtp`]: the RTP fast path's flow keys, actions, counters and RTP quality state.
+//! - [`tls`]: TLS observation without steering (flows, ClientHello events, SNI policy, steered
+//!   destinations) and the kernel relay of spliced connections.
 #![no_std]
 #![deny(missing_docs)]
 
 pub mod rtp;
 pub mod steer;
+pub mod tls;
 
 /// IP protocol number of TCP, as it appears in [`PortKey::proto`].
 pub const IPPROTO_TCP: u8 = 6;
@@ -123,10 +126,21 @@ pub enum Verdict {
     /// Counted by the `sk_lookup` program: as [`Verdict::LookupAssigned`], but the daemon's socket
     /// was gone, so the packet was dropped rather than handed to a service of the gateway's own.
     LookupDropped = 14,
+    /// TLS: the SYN of a flow no rule could act on; forwarded by the kernel and observed (its
+    /// ClientHello read, its bytes counted), never steered.
+    ObservedNew = 15,
+    /// TLS: a later packet of an observed flow, forwarded by the kernel and counted.
+    Observed = 16,
+    /// TLS: a packet of an observed flow whose SNI a `deny` rule names: delivered to the
+    /// gateway's own stack without a socket, which answers with a reset.
+    DeniedSni = 17,
+    /// TLS: a packet of a flow that is neither steered nor observed (it began before the daemon,
+    /// or its entry was evicted): forwarded untouched. Never given to a listener.
+    PassedUntracked = 18,
 }
 
 /// Number of [`Verdict`] values.
-pub const VERDICT_COUNT: u32 = 15;
+pub const VERDICT_COUNT: u32 = 19;
 
 impl Verdict {
     /// Every verdict, in numeric order.
@@ -146,6 +160,10 @@ impl Verdict {
         Verdict::PassedFragmentsAhead,
         Verdict::LookupAssigned,
         Verdict::LookupDropped,
+        Verdict::ObservedNew,
+        Verdict::Observed,
+        Verdict::DeniedSni,
+        Verdict::PassedUntracked,
     ];
 
     /// Lower-case name used in logs and metrics.
@@ -166,6 +184,10 @@ impl Verdict {
             Verdict::PassedFragmentsAhead => "passed_fragments_ahead",
             Verdict::LookupAssigned => "lookup_assigned",
             Verdict::LookupDropped => "lookup_dropped",
+            Verdict::ObservedNew => "observed_new",
+            Verdict::Observed => "observed",
+            Verdict::DeniedSni => "denied_sni",
+            Verdict::PassedUntracked => "passed_untracked",
         }
     }
 }

@@ -30,7 +30,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
-use velocache_common::{IPPROTO_TCP, IPPROTO_UDP, PortKey, ServiceEntry, Verdict, counter_index};
+use velocache_common::{
+    IPPROTO_TCP, IPPROTO_UDP, PortKey, Service, ServiceEntry, Verdict, counter_index,
+};
 
 use crate::{
     fragments,
@@ -101,6 +103,14 @@ fn classify_flow(ctx: &TcContext, flow: &Flow) -> Option<(u32, Verdict)> {
         && fragments::forwarded_ahead(flow, id)
     {
         return Some((service, Verdict::PassedFragmentsAhead));
+    }
+    // TLS observation (`observe`): an HTTPS flow no rule could act on is forwarded by the kernel
+    // and observed, never steered. `None`: this packet takes the usual path below.
+    if service == Service::Https as u32
+        && let Some(verdict) =
+            crate::observe::ingress(ctx, flow, entry.listen_port as u16, cfg.mark)
+    {
+        return Some((service, verdict));
     }
 
     let verdict = steer_flow(ctx, flow, &entry, cfg.mark);

@@ -10,17 +10,26 @@
 //! - `fragments`: later fragments follow the decision taken for their first fragment.
 //! - `lookup`: the `sk_lookup` program, which answers the kernel's own listener lookups for the
 //!   tuples the classifier steered (a reused port, a reassembled datagram).
+//! - `observe`: TLS flows no rule could act on — forwarded, counted both ways (its LAN egress
+//!   program), their ClientHello read and reported, `deny` rules enforced by SNI.
 //!
 //! The programs hold no policy: which ports, which bypassed prefixes and which mark are all in
 //! maps the daemon fills. When no daemon socket exists the packet is passed untouched, which is
 //! what makes VeloCache fail open.
 #![no_std]
 #![no_main]
+// The atomic add of counters two programs share (`observe`); the kernel crate builds on nightly.
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "core::intrinsics::atomic_xadd, see `observe::add`"
+)]
 
 mod fragments;
 mod ingress;
 mod lookup;
 mod maps;
+mod observe;
 mod parse;
 mod sockets;
 

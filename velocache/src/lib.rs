@@ -13,6 +13,8 @@
 //! - [`service`]: the service seam — [`service::ServiceFactory`], [`service::Handlers`],
 //!   [`service::ServiceContext`] — that every service below plugs into.
 //! - [`passthrough`]: splice and relay to the original destination (the one UDP session table).
+//! - [`observe`]: TLS flows no rule could act on, forwarded by the kernel: which destinations are
+//!   steered (DNS answers, prefixes), the kernel's SNI policy, their `flow` lines.
 //! - [`dns`]: DNS — a transparent caching forwarder (wire-format answer cache, upstreams).
 //! - [`http`]: the transparent caching proxy, HTTP/1.1 and HTTP/2 (phases, upstream pool,
 //!   access log); [`tls`]: HTTPS — SNI splice, interception with a local CA, through `http`.
@@ -44,6 +46,7 @@ pub mod dns;
 pub mod flow;
 pub mod http;
 pub mod net;
+pub mod observe;
 pub mod passthrough;
 pub mod rtp;
 pub mod rules;

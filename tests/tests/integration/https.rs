@@ -1,4 +1,9 @@
 //! HTTPS: SNI splice by default, interception where a rule asks, pinning, refusals.
+//!
+//! These tests reach their origins with `curl --resolve`, so the gateway's DNS never sees the
+//! names: [`daemon_with`] steers the origin's whole network (`[tls] steer_prefixes`), and every
+//! connection reaches the TLS service as an operator who lists the prefix would have it. What
+//! happens to connections that are *not* steered is `observe.rs`'s subject.
 use std::time::Duration;
 
 use velocache_tests::{Daemon, Lab, addr, require_tools, servers};
@@ -11,9 +16,9 @@ const WAIT: Duration = Duration::from_secs(20);
 /// with a self-signed certificate nobody trusts (`bad.lab`) on ORIGIN2:443.
 pub(crate) struct TlsOrigin {
     pub(crate) pki: servers::TestPki,
-    www: tempfile::TempDir,
+    pub(crate) www: tempfile::TempDir,
     /// SHA-256 of `blob.bin` (256 KiB of random bytes next to `hello.txt`).
-    blob_sha: String,
+    pub(crate) blob_sha: String,
     _work: tempfile::TempDir,
     servers: Vec<velocache_tests::Background>,
 }
@@ -89,7 +94,7 @@ impl TapMkdir for std::path::PathBuf {
 }
 
 /// `curl` from the client trusting `cacert`, resolving `host` to `ip`.
-fn curl(
+pub(crate) fn curl(
     lab: &Lab,
     cacert: &std::path::Path,
     host: &str,
@@ -114,7 +119,7 @@ fn curl(
     lab.client.run(&args)
 }
 
-fn ok_body(out: &std::process::Output) -> String {
+pub(crate) fn ok_body(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
         "curl failed: {}{}",
@@ -124,22 +129,35 @@ fn ok_body(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn rules(lab_dir: &std::path::Path, text: &str) -> String {
+pub(crate) fn rules(lab_dir: &std::path::Path, text: &str) -> String {
     let path = lab_dir.join("rules.toml");
     std::fs::write(&path, text).unwrap();
     format!("[rules]\nfile = \"{}\"\n", path.display())
 }
 
+/// A daemon with `rules_text`, trusting the origin's CA, steering every TLS connection to the
+/// origin's network.
 pub(crate) fn daemon_with(
     lab: &Lab,
     origin: &TlsOrigin,
     rules_text: &str,
 ) -> (Daemon, tempfile::TempDir) {
+    daemon_steering(lab, origin, rules_text, &["10.77.2.0/24", "fd77:2::/64"])
+}
+
+/// A daemon with `rules_text`, trusting the origin's CA, steering `prefixes`.
+pub(crate) fn daemon_steering(
+    lab: &Lab,
+    origin: &TlsOrigin,
+    rules_text: &str,
+    prefixes: &[&str],
+) -> (Daemon, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
-        "{}\n[tls]\nextra_roots = [\"{}\"]\n",
+        "{}\n[tls]\nextra_roots = [\"{}\"]\nsteer_prefixes = {:?}\n",
         rules(dir.path(), rules_text),
-        origin.pki.ca_cert().display()
+        origin.pki.ca_cert().display(),
+        prefixes
     );
     (Daemon::start(lab, &extra), dir)
 }

@@ -15,6 +15,7 @@ mod dns;
 mod fragments;
 mod http;
 mod https;
+mod observe;
 mod reuse;
 mod sip;
 mod smuggling;

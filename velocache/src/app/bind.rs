@@ -40,11 +40,10 @@ pub fn bind_all(config: &Config) -> Result<Vec<Bound>, AppError> {
             let v6 = addr.is_ipv6();
             for &transport in intercept.transports {
                 let result = match transport {
-                    Transport::Tcp => TransparentListener::bind_group(
-                        addr,
-                        crate::datapath::listeners_per_port(),
-                    )
-                    .map(|l| bound.tcp.extend(l)),
+                    Transport::Tcp => {
+                        TransparentListener::bind_group(addr, crate::datapath::listeners_per_port())
+                            .map(|l| bound.tcp.extend(l))
+                    }
                     Transport::Udp => TransparentUdp::bind(addr).map(|s| bound.udp.push(s)),
                 };
                 match result {

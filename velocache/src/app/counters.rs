@@ -34,11 +34,20 @@ pub fn log_snapshot(s: &CounterSnapshot) {
     for service in Service::ALL {
         let get = |v| s.get(service, v);
         use Verdict::*;
-        let steered = get(SteeredListener) + get(SteeredEstablished);
-        let passed =
-            get(PassedNoListener) + get(AssignFailed) + get(Disabled) + get(PassedTimeWait);
+        let steered = get(SteeredListener)
+            + get(SteeredEstablished)
+            + get(SteeredTimeWait)
+            + get(SteeredReusedPort)
+            + get(SteeredFragment);
+        let passed = get(PassedNoListener)
+            + get(AssignFailed)
+            + get(Disabled)
+            + get(PassedTimeWait)
+            + get(PassedFragmentsAhead)
+            + get(PassedUntracked);
         let bypassed = get(BypassedClient) + get(BypassedDestination) + get(GatewayLocal);
-        if steered + passed + bypassed == 0 {
+        let observed = get(ObservedNew) + get(Observed) + get(DeniedSni);
+        if steered + passed + bypassed + observed == 0 {
             continue;
         }
         info!(
@@ -46,9 +55,19 @@ pub fn log_snapshot(s: &CounterSnapshot) {
             for_service = service.name(),
             steered_new = get(SteeredListener),
             steered_established = get(SteeredEstablished),
+            steered_time_wait = get(SteeredTimeWait),
+            steered_reused_port = get(SteeredReusedPort),
+            steered_fragment = get(SteeredFragment),
+            lookup_assigned = get(LookupAssigned),
+            lookup_dropped = get(LookupDropped),
             passed_no_listener = get(PassedNoListener),
             assign_failed = get(AssignFailed),
             passed_time_wait = get(PassedTimeWait),
+            passed_fragments_ahead = get(PassedFragmentsAhead),
+            observed_new = get(ObservedNew),
+            observed = get(Observed),
+            denied_sni = get(DeniedSni),
+            passed_untracked = get(PassedUntracked),
             bypassed_client = get(BypassedClient),
             bypassed_destination = get(BypassedDestination),
             gateway_local = get(GatewayLocal),

@@ -84,11 +84,16 @@ pub async fn run(
     let hub = AdminHub::new();
     let mut registry = Registry::with_prefix("velocache");
     let mut factories = (parts.services)(&config, &rules, &hub, &mut registry)?;
+    let steering = config
+        .https
+        .enabled
+        .then(|| crate::observe::Steering::new(rules.clone(), &config.tls.pinned_hosts));
     let ctx = ServiceContext {
         config: config.clone(),
         rules: rules.clone(),
         flows: FlowTracker::new(),
         admin: hub.clone(),
+        steering: steering.clone(),
     };
     let flows = ctx.flows.clone();
     let replier = Arc::new(UdpReplier::default());
@@ -120,7 +125,24 @@ pub async fn run(
     // Bound before the datapath so that a socket problem stops start-up with nothing attached.
     let admin = AdminServer::bind(&config).await?;
 
-    let datapath = (parts.kernel)(config.clone(), daemon_sockets).await?;
+    let mut datapath = (parts.kernel)(config.clone(), daemon_sockets).await?;
+    // TLS observation: until it is on, every TLS flow is steered (see `observe`).
+    if let (Some(kernel), Some(steering)) = (datapath.as_mut(), &steering)
+        && let Some((maps, events)) = kernel.take_tls()
+    {
+        let settings = crate::observe::ObserveSettings {
+            steer_prefixes: config.tls.steer_prefixes.clone(),
+            idle: config.tls.observed_idle_timeout_secs.get(),
+        };
+        tasks.spawn(crate::observe::Observer::start(
+            maps,
+            events,
+            settings,
+            rules.clone(),
+            steering,
+            cancel.clone(),
+        ));
+    }
     if let Some(counters) = datapath.as_ref().and_then(|k| k.counters()) {
         let _ = kernel_counters.set(counters.clone());
         let every = config.daemon.stats_interval_secs;

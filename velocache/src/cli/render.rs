@@ -105,6 +105,7 @@ pub fn stats(s: &StatsReport) -> String {
                     "steered_fragment",
                 ])
                 .to_string(),
+                k(&["observed_new", "observed", "denied_sni"]).to_string(),
                 k(&[
                     "passed_no_listener",
                     "assign_failed",
@@ -112,6 +113,7 @@ pub fn stats(s: &StatsReport) -> String {
                     "passed_time_wait",
                     "passed_fragments_ahead",
                     "lookup_dropped",
+                    "passed_untracked",
                 ])
                 .to_string(),
                 k(&["bypassed_client", "bypassed_destination", "gateway_local"]).to_string(),
@@ -126,6 +128,7 @@ pub fn stats(s: &StatsReport) -> String {
             "FLOWS",
             "NEW(KERNEL)",
             "PACKETS",
+            "OBSERVED",
             "PASSED",
             "BYPASSED",
         ],
@@ -135,8 +138,9 @@ pub fn stats(s: &StatsReport) -> String {
         "  ACTIVE/FLOWS: flows the daemon handles now / since start. Kernel packet counters: \
          NEW = first packets steered to a listener (directly, or through a closing socket whose \
          port the client reused), PACKETS = later packets and fragments of intercepted flows, \
-         PASSED = fail-open (no daemon socket), BYPASSED = bypass lists or gateway-local. \
-         `--json` lists every counter.\n",
+         OBSERVED = packets of TLS flows forwarded by the kernel and observed, not steered (denied \
+         ones included), PASSED = fail-open (no daemon socket) or untracked, BYPASSED = bypass \
+         lists or gateway-local. `--json` lists every counter.\n",
     );
     for svc in &s.services {
         if svc.metrics.is_empty() {

@@ -2,6 +2,7 @@
 //! upstream trust, hosts that pin.
 use std::{net::Ipv4Addr, path::PathBuf};
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{HostPattern, Invalid, Millis, Secs, intercept::service_section};
@@ -43,6 +44,17 @@ pub struct TlsConfig {
     /// destination); the default is from the benchmarking range 198.18.0.0/15, which no
     /// network serves.
     pub ca_page_address: Ipv4Addr,
+    /// Destinations whose TLS connections are always steered to the daemon (then spliced or
+    /// decrypted by the rules). Other connections are steered only when their address came from
+    /// a DNS answer (through the gateway) for a name a rule could act on; the rest are forwarded
+    /// by the kernel and observed. `["0.0.0.0/0", "::/0"]` steers every TLS connection.
+    pub steer_prefixes: Vec<IpNet>,
+    /// An observed (not steered) TLS connection with no packet for this long is reported and
+    /// forgotten; later packets still pass.
+    pub observed_idle_timeout_secs: Secs,
+    /// Join the two sockets of a spliced connection in the kernel (sockmap): its bytes never
+    /// reach the daemon. Off: `splice(2)` through a pipe (no copies either, more wake-ups).
+    pub kernel_relay: bool,
 }
 
 impl Default for TlsConfig {
@@ -74,6 +86,9 @@ impl Default for TlsConfig {
             pinning_memory_secs: Secs(86_400),
             ca_page_host: "velocache.ca".into(),
             ca_page_address: Ipv4Addr::new(198, 18, 0, 80),
+            steer_prefixes: Vec::new(),
+            observed_idle_timeout_secs: Secs(300),
+            kernel_relay: true,
         }
     }
 }
@@ -92,6 +107,19 @@ impl TlsConfig {
             return Err(Invalid::new(
                 "tls.ca_page_host",
                 "must be a plain host name",
+            ));
+        }
+        if self.observed_idle_timeout_secs.0 == 0 {
+            return Err(Invalid::new(
+                "tls.observed_idle_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        let max = velocache_common::tls::MAX_STEER_PREFIXES as usize / 2;
+        if self.steer_prefixes.len() > max {
+            return Err(Invalid::new(
+                "tls.steer_prefixes",
+                format!("at most {max} prefixes"),
             ));
         }
         Ok(())

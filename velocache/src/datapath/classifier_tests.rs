@@ -18,7 +18,7 @@ const SKB_IFINDEX_OFFSET: usize = 40;
 /// up, forwarding on, a veth uplink with default routes. (The FIB helper answers "not
 /// forwarded" for local *and* unroutable destinations, and "forwarding disabled" before
 /// anything else, so the namespace must be able to forward for the verdicts to mean anything.)
-fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .expect("unshare(CLONE_NEWNET) needs root");

@@ -19,6 +19,8 @@
 //! - `firewall`: an accept rule for steered packets in the input firewall (nftables).
 //! - `instance`: one daemon per network namespace.
 //! - `inspect`: what is attached to the interfaces, for `velocache datapath show`.
+//! - `observe`: the TLS ClientHello reader (the classifier's tail call) and the LAN egress
+//!   counter of observed flows; their maps are read and filled by `crate::observe`.
 
 #[cfg(test)]
 mod classifier_tests;
@@ -26,6 +28,9 @@ mod firewall;
 mod inspect;
 mod instance;
 mod maps;
+mod observe;
+#[cfg(test)]
+mod observe_tests;
 mod routing;
 mod steering;
 mod sweep;
@@ -50,8 +55,10 @@ use velocache_common::CLASSIFIER_PROGRAM;
 pub use inspect::{InterfaceAttachments, inspect};
 pub use instance::{InstanceError, InstanceLock};
 pub use maps::{CounterSnapshot, Counters};
+pub use observe::{TlsEvents, TlsMaps};
 pub use routing::{RoutingError, RoutingSpec};
 pub use steering::DaemonSocket;
+pub(crate) use sys::{socket_cookie, tcp_bytes_taken};
 
 use std::sync::Arc;
 
@@ -112,6 +119,11 @@ pub trait Kernel: Send {
         cfg: &DatapathConfig,
         intercepts: &[Intercept],
     ) -> Result<(), DatapathError>;
+    /// The TLS observation maps and event ring buffer, for the daemon's observer (once; `None`
+    /// when there are none: every TLS flow is then steered).
+    fn take_tls(&mut self) -> Option<(TlsMaps, TlsEvents)> {
+        None
+    }
     /// Detach and remove everything.
     fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()>;
 }
@@ -155,6 +167,10 @@ impl Kernel for Datapath {
         intercepts: &[Intercept],
     ) -> Result<(), DatapathError> {
         Datapath::reconfigure(self, cfg, intercepts)
+    }
+
+    fn take_tls(&mut self) -> Option<(TlsMaps, TlsEvents)> {
+        Datapath::take_tls(self)
     }
 
     fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()> {
@@ -280,6 +296,7 @@ impl Datapath {
                 interface: iface.to_string(),
                 source,
             })?;
+        observe::attach_egress(&mut self.ebpf, iface, tcx)?;
         info!(
             interface = iface,
             mode = if tcx { "tcx" } else { "netlink" },
@@ -287,6 +304,18 @@ impl Datapath {
         );
         self.interfaces.push(iface.to_string());
         Ok(())
+    }
+
+    /// The TLS observation maps and event ring buffer, for the daemon's observer (once; `None`
+    /// afterwards or if they cannot be taken — TLS flows are then all steered, as before).
+    pub fn take_tls(&mut self) -> Option<(TlsMaps, TlsEvents)> {
+        match observe::take_maps(&mut self.ebpf) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                warn!(error = %e, "TLS observation unavailable: every TLS flow is steered");
+                None
+            }
+        }
     }
 
     /// A cloneable handle to the per-CPU counters.
@@ -318,6 +347,9 @@ impl Datapath {
             {
                 warn!(error = %e, "unloading the classifier failed");
             }
+        }
+        if let Err(e) = observe::unload(&mut self.ebpf) {
+            warn!(error = %e, "unloading the TLS egress counter failed");
         }
         steering::detach(&mut self.ebpf);
         let ports = std::mem::take(&mut self.tcp_ports);
@@ -376,6 +408,7 @@ fn load_object(
         .map_err(DatapathError::Load)?;
     maps::apply(&mut ebpf, cfg, intercepts)?;
     let counters = Counters::take(&mut ebpf)?;
+    observe::load(&mut ebpf)?;
     let program: &mut SchedClassifier = ebpf
         .program_mut(CLASSIFIER_PROGRAM)
         .ok_or(DatapathError::Program {

@@ -17,6 +17,8 @@
 //! - `upstream`: UDP/TCP/DoT exchanges, failover and health.
 //! - `stats`: counters and latency histograms.
 //! - `runtime`: the service's own single-threaded runtime for UDP.
+//! - `steer`: around the forwarder, the addresses of answers for names a rule could act on go
+//!   to TLS steering (`observe::Steering`), so connections to them reach the TLS service.
 use std::{io, sync::Arc, time::Duration};
 
 use prometheus_client::registry::Registry;
@@ -35,6 +37,7 @@ pub mod handler;
 mod resolve;
 pub mod runtime;
 pub mod stats;
+pub mod steer;
 pub mod tcp;
 #[cfg(test)]
 mod testutil;
@@ -235,8 +238,15 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
         stats.clone(),
         config.max_pending_queries as usize,
     );
+    let handler: Arc<dyn RequestHandler> = match &ctx.steering {
+        Some(steering) => Arc::new(steer::SteeringHandler::new(
+            Arc::new(forwarder),
+            steering.clone(),
+        )),
+        None => Arc::new(forwarder),
+    };
     let service = Arc::new(DnsService::new(
-        Arc::new(forwarder),
+        handler,
         stats,
         config.tcp_idle_timeout_secs.get(),
         Some(runtime::DnsRuntime::start().map_err(DnsError::Thread)?),

@@ -172,7 +172,8 @@ impl FlowGuard {
     }
 
     /// Add what the handler learnt to the flow line: `protocol`, `sni`, `alpn`, `action`,
-    /// `rule`, `reason`, `pinned`, `tls`, `error`. Other names are not written.
+    /// `rule`, `reason`, `pinned`, `tls`, `path` (how a splice moved the bytes: `sockmap`,
+    /// `splice`, `copy`), `error`. Other names are not written.
     pub fn record(&self, field: &'static str, value: &str) {
         if let Some(line) = &self.line {
             let mut fields = line.fields.lock();
@@ -206,6 +207,7 @@ impl FlowGuard {
             reason = Empty,
             pinned = Empty,
             tls = Empty,
+            path = Empty,
             error = Empty,
             datagrams_up = Empty,
             datagrams_down = Empty,

@@ -11,10 +11,14 @@
 //! - `tcp`: [`TcpSplice`], [`splice_to_origin`].
 //! - `udp`: [`UdpRelay`], the one UDP session table.
 //! - `zerocopy`: `splice(2)` between two TCP sockets, used when both ends are plain TCP.
+//! - `kernel_relay`: the two sockets joined in the kernel (sockmap, `sk_skb` verdict), for the
+//!   handlers that have loaded it (spliced TLS); `splice(2)` is the fallback.
 
+mod kernel_relay;
 mod tcp;
 mod udp;
 mod zerocopy;
 
-pub use tcp::{SpliceEnd, TcpSplice, splice_to_origin};
+pub use kernel_relay::{KernelRelay, RelayError, Relayed};
+pub use tcp::{SpliceEnd, TcpSplice, splice_to_origin, splice_to_origin_with};
 pub use udp::{DatagramTap, End, Session, UdpRelay, Untouched};

@@ -1,16 +1,17 @@
-//! TCP splice to the original destination: connect, replay what was already read, then move
-//! bytes both ways — with `splice(2)` when both ends are plain TCP sockets, through the
-//! counting wrapper otherwise — until both sides close.
+//! TCP splice to the original destination: connect, send the bytes already read, then move
+//! both directions until both ends close — joined in the kernel by the relay when the caller has
+//! one, else with `splice(2)` (or a copy through the counting wrapper for an end that is not a
+//! socket). Bytes and failures are recorded on the connection's flow guard.
 use std::time::Duration;
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes},
     net::TcpStream,
 };
-use tracing::warn;
+use tracing::{debug, warn};
 use velocache_common::Service;
 
-use super::zerocopy;
+use super::{KernelRelay, zerocopy};
 use crate::{
     flow::{FlowGuard, FlowTracker, Metered},
     net::{InterceptedTcp, OrigDstAddr, TcpHandler},
@@ -82,6 +83,22 @@ pub async fn splice_to_origin<S>(
 ) where
     S: SpliceEnd,
 {
+    splice_to_origin_with(None, flow, client_stream, orig_dst, prefix, connect_timeout).await;
+}
+
+/// [`splice_to_origin`], joining the two sockets in the kernel with `relay` when there is one
+/// and both ends are TCP sockets; `splice(2)` otherwise. The flow line's `path` says which:
+/// `sockmap`, `splice` or `copy` (an end that is not a socket).
+pub async fn splice_to_origin_with<S>(
+    relay: Option<&KernelRelay>,
+    flow: &FlowGuard,
+    client_stream: S,
+    orig_dst: OrigDstAddr,
+    prefix: &[u8],
+    connect_timeout: Duration,
+) where
+    S: SpliceEnd,
+{
     let counts = flow.counts();
     let upstream = match tokio::time::timeout(connect_timeout, TcpStream::connect(orig_dst.0)).await
     {
@@ -99,6 +116,28 @@ pub async fn splice_to_origin<S>(
         }
     };
     let _ = upstream.set_nodelay(true);
+    if let (Some(relay), Some(tcp)) = (relay, client_stream.as_tcp()) {
+        match relay.relay(tcp, &upstream, prefix).await {
+            Ok((moved, error)) => {
+                counts.add_up(moved.up);
+                counts.add_down(moved.down);
+                flow.record("path", "sockmap");
+                if let Some(e) = error {
+                    flow.fail(&e);
+                }
+                return;
+            }
+            Err(e) => debug!(%orig_dst, error = %e, "not relayed in the kernel; splicing"),
+        }
+    }
+    flow.record(
+        "path",
+        if client_stream.as_tcp().is_some() {
+            "splice"
+        } else {
+            "copy"
+        },
+    );
     let mut upstream = upstream;
     if !prefix.is_empty() {
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut upstream, prefix).await {

@@ -47,6 +47,9 @@ pub struct ServiceContext {
     /// (`cache …`, warm-up), the SIP observer (`calls`), the local CA (`ca …`). Until one
     /// registers, the API answers "not available" for it.
     pub admin: AdminHub,
+    /// Which TLS destinations are steered (HTTPS enabled): the DNS service writes the addresses
+    /// of answers for names a rule could act on into it; the observer gives it the kernel maps.
+    pub steering: Option<crate::observe::Steering>,
 }
 
 impl ServiceContext {

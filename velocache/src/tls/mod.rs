@@ -1,10 +1,12 @@
 //! HTTPS: SNI splice by default, interception with generated certificates where a rule asks.
 //!
-//! Every intercepted TCP 443 connection enters [`TlsService`]. Its first flight is read and
+//! Only TLS connections a rule could act on are steered here (see `observe`: the others are
+//! forwarded and observed by the kernel); each one enters [`TlsService`]. Its first flight is read and
 //! parsed without answering (`hello`); the SNI and ALPN go into the connection's log line.
 //! Then, by the rules (`RuleSet::tls_decision`) and the pinning policy (`pinning`):
 //! - **passthrough** (the default, and anything unparsable): the buffered bytes and the rest of
-//!   the connection are spliced to the original destination, never decrypted;
+//!   the connection are spliced to the original destination, never decrypted — the two sockets
+//!   joined in the kernel (`passthrough::KernelRelay`, sockmap) or with `splice(2)`;
 //! - **deny**: the connection is reset and logged;
 //! - **intercept**: the client gets a certificate for its SNI minted by the local CA (`ca`,
 //!   `certs`) and its requests go through the daemon's HTTP proxy and cache, which reaches the
@@ -54,7 +56,7 @@ use crate::{
     config::Config,
     flow::FlowGuard,
     net::{ClientAddr, InterceptedTcp, OrigDstAddr, TcpHandler},
-    passthrough::splice_to_origin,
+    passthrough::{KernelRelay, splice_to_origin_with},
     rules::{Rules, TlsDecision},
     service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
@@ -221,6 +223,8 @@ pub struct TlsService {
     splice_timeout: Duration,
     flows: crate::flow::FlowTracker,
     to_proxy: Option<intercept::ToProxy>,
+    /// Joins spliced connections in the kernel (`[tls] kernel_relay`); `None`: `splice(2)`.
+    relay: Option<Arc<KernelRelay>>,
 }
 
 impl TlsService {
@@ -235,6 +239,18 @@ impl TlsService {
         proxy: Option<Arc<crate::http::Proxy>>,
     ) -> Self {
         let timeouts = OriginTimeouts::from_config(&config.http);
+        let relay = if config.tls.kernel_relay {
+            match KernelRelay::load() {
+                Ok(r) => Some(Arc::new(r)),
+                Err(e) => {
+                    warn!(service = "https", error = %e,
+                        "kernel relay unavailable: spliced connections use splice(2)");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         TlsService {
             shared,
             rules,
@@ -242,6 +258,7 @@ impl TlsService {
             splice_timeout: config.datapath.connect_timeout_ms.get(),
             flows,
             to_proxy: proxy.map(|proxy| intercept::ToProxy { proxy, timeouts }),
+            relay,
         }
     }
 }
@@ -308,7 +325,7 @@ impl TlsService {
             Hello::Unparsed { raw, reason } => {
                 let span = info_span!("tls", service = "https", sni = "", tls = "unparsed", reason = %reason);
                 flow.within(&span);
-                splice_to_origin(flow, stream, orig_dst, &raw, self.splice_timeout)
+                self.splice(flow, stream, orig_dst, &raw)
                     .instrument(span)
                     .await;
                 return;
@@ -319,7 +336,7 @@ impl TlsService {
         let Some(sni) = sni else {
             let span = info_span!("tls", service = "https", sni = "", alpn = %alpn_text, action = "passthrough", reason = "no SNI");
             flow.within(&span);
-            splice_to_origin(flow, stream, orig_dst, &raw, self.splice_timeout)
+            self.splice(flow, stream, orig_dst, &raw)
                 .instrument(span)
                 .await;
             return;
@@ -328,14 +345,14 @@ impl TlsService {
             Plan::Splice { rule } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = rule.as_deref().unwrap_or(""));
                 flow.within(&span);
-                splice_to_origin(flow, stream, orig_dst, &raw, self.splice_timeout)
+                self.splice(flow, stream, orig_dst, &raw)
                     .instrument(span)
                     .await;
             }
             Plan::Pinned { rule, learned } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = %rule, pinned = if learned { "learned" } else { "listed" });
                 flow.within(&span);
-                splice_to_origin(flow, stream, orig_dst, &raw, self.splice_timeout)
+                self.splice(flow, stream, orig_dst, &raw)
                     .instrument(span)
                     .await;
             }
@@ -377,6 +394,22 @@ pub fn origin_client(
     timeouts: OriginTimeouts,
 ) -> Arc<dyn crate::http::OriginClient> {
     Arc::new(origin::TlsOrigin::new(shared, dst, sni, None, timeouts))
+}
+
+impl TlsService {
+    /// Splice to the original destination, the bytes already read first: joined in the kernel
+    /// when the relay is loaded, `splice(2)` otherwise.
+    async fn splice(&self, flow: &FlowGuard, stream: TcpStream, orig_dst: OrigDstAddr, raw: &[u8]) {
+        splice_to_origin_with(
+            self.relay.as_deref(),
+            flow,
+            stream,
+            orig_dst,
+            raw,
+            self.splice_timeout,
+        )
+        .await;
+    }
 }
 
 fn alpn_list(alpn: &[Vec<u8>]) -> String {

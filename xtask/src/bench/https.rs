@@ -4,7 +4,8 @@
 //! - The origin: nginx in `origin` serving `cdn.lab` over TLS (a certificate from a test CA),
 //!   `Cache-Control: max-age=3600`.
 //! - VeloCache: the daemon in `gw`, `[tls] extra_roots` = the test CA, a rule caching
-//!   `cdn.lab`; the client's `/etc/hosts` names the origin's address, which is intercepted.
+//!   `cdn.lab`; the client's `/etc/hosts` names the origin's address, which is intercepted
+//!   (`[tls] steer_prefixes` lists it: the gateway's DNS never answers for it here).
 //! - nginx: on the gateway's LAN address, port 443, a certificate for `cdn.lab` from the same
 //!   test CA, `proxy_cache` to the origin over verified TLS (2 workers: 2 cores here, and
 //!   VeloCache's runtime has 2 worker threads); the client's `/etc/hosts` names the gateway.
@@ -233,9 +234,10 @@ fn velocache(lab: &Lab, pki: &servers::TestPki, seconds: u64) -> Result<Measured
         format!("[[rule]]\nname = \"cdn\"\nmatch_host = \"{HOST}\"\naction = \"cache\"\n"),
     )?;
     let extra = format!(
-        "[daemon]\nstats_interval_secs = 0\n[http]\nfsync = false\n[rules]\nfile = \"{}\"\n[tls]\nextra_roots = [\"{}\"]\n",
+        "[daemon]\nstats_interval_secs = 0\n[http]\nfsync = false\n[rules]\nfile = \"{}\"\n[tls]\nextra_roots = [\"{}\"]\nsteer_prefixes = [\"{}/32\"]\n",
         rules.display(),
-        pki.ca_cert().display()
+        pki.ca_cert().display(),
+        addr::ORIGIN
     );
     let daemon = Daemon::start_env(lab, &extra, &[("RUST_LOG", "warn,velocache::app=info")]);
     warm(lab, &daemon.dir().join("state/ca/ca.crt"))?;

@@ -1,4 +1,6 @@
-//! Demo part: HTTPS — spliced by default with the SNI logged; for a host a rule caches, the
+//! Demo part: HTTPS — a host no rule names is not even steered: the kernel forwards it and
+//! reads its SNI as it passes; for a host a rule caches (steered: its address is in
+//! `[tls] steer_prefixes` here, as it would be once the gateway's DNS answered for it), the
 //! client fetches the gateway's CA from the CA page once and then gets a miss over HTTP/2 and a
 //! hit over HTTP/1.1, through the same cache as plain HTTP.
 use std::{
@@ -17,6 +19,9 @@ pub const PART: Part = Part {
     setup,
     run,
 };
+
+/// Where `models.lab` lives (the origin's second address, steered); `bank.lab` is on the first.
+const MODELS_ADDR: &str = addr::ORIGIN2;
 
 /// The origin's CA, which the client trusts as it trusts public CAs (set by `setup`).
 static ORIGIN_CA_PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -47,9 +52,10 @@ fn setup(lab: &Lab, dir: &std::path::Path) -> Result<Setup> {
         "[[rule]]\nname = \"models\"\nmatch_host = \"models.lab\"\naction = \"cache\"\n",
     )?;
     let config = format!(
-        "[rules]\nfile = \"{}\"\n\n[tls]\nextra_roots = [\"{}\"]\n",
+        "[rules]\nfile = \"{}\"\n\n[tls]\nextra_roots = [\"{}\"]\nsteer_prefixes = [\"{}/32\"]\n",
         rules.display(),
-        pki.ca_cert().display()
+        pki.ca_cert().display(),
+        MODELS_ADDR
     );
     Ok((vec![nginx], config))
 }
@@ -60,8 +66,14 @@ fn run(demo: &mut Demo<'_>) -> Result<()> {
         .context("the HTTPS part was not set up")?
         .display()
         .to_string();
-    demo.step("client: curl https://bank.lab/ — no rule names it: spliced, never decrypted");
-    print!("{}", fetch(demo, &origin_ca, "bank.lab", "hello.txt", &[])?);
+    demo.step(
+        "client: curl https://bank.lab/ — no rule names it: not steered; the kernel forwards it, \
+         reads its SNI and counts its bytes (a `flow` line with path \"observed\")",
+    );
+    print!(
+        "{}",
+        fetch(demo, &origin_ca, "bank.lab", addr::ORIGIN, "hello.txt", &[])?
+    );
     demo.settle(300);
     demo.print_log();
 
@@ -95,7 +107,14 @@ fn run(demo: &mut Demo<'_>) -> Result<()> {
     demo.step("client: curl --http2 https://models.lab/model.bin (8 MiB) — a `cache` rule: a miss");
     print!(
         "{}",
-        fetch(demo, &our_ca, "models.lab", "model.bin", &["--http2"])?
+        fetch(
+            demo,
+            &our_ca,
+            "models.lab",
+            MODELS_ADDR,
+            "model.bin",
+            &["--http2"]
+        )?
     );
     demo.settle(500);
     demo.print_log();
@@ -103,16 +122,31 @@ fn run(demo: &mut Demo<'_>) -> Result<()> {
     demo.step("the same file over HTTP/1.1: a hit from the gateway's disk");
     print!(
         "{}",
-        fetch(demo, &our_ca, "models.lab", "model.bin", &["--http1.1"])?
+        fetch(
+            demo,
+            &our_ca,
+            "models.lab",
+            MODELS_ADDR,
+            "model.bin",
+            &["--http1.1"]
+        )?
     );
     demo.settle(300);
     demo.print_log();
     Ok(())
 }
 
-/// `curl` `https://host/file` from the client trusting `cacert`; the lines worth showing.
-fn fetch(demo: &Demo<'_>, cacert: &str, host: &str, file: &str, extra: &[&str]) -> Result<String> {
-    let resolve = format!("{host}:443:{}", addr::ORIGIN);
+/// `curl` `https://host/file` (at `ip`) from the client trusting `cacert`; the lines worth
+/// showing.
+fn fetch(
+    demo: &Demo<'_>,
+    cacert: &str,
+    host: &str,
+    ip: &str,
+    file: &str,
+    extra: &[&str],
+) -> Result<String> {
+    let resolve = format!("{host}:443:{ip}");
     let url = format!("https://{host}/{file}");
     let mut args = vec![
         "curl",
