@@ -15,10 +15,12 @@
 //!   indexed by `service * VERDICT_COUNT + verdict` (see [`counter_index`]).
 //! - [`ClassifierConfig`]: the single-entry `CONFIG` array (mark, switches).
 //! - [`rtp`]: the RTP fast path's flow keys, actions, counters and RTP quality state.
+//! - [`xdp`]: the XDP dispatcher's numbered slots (one per program an interface can chain).
 #![no_std]
 #![deny(missing_docs)]
 
 pub mod rtp;
+pub mod xdp;
 
 /// IP protocol number of TCP, as it appears in [`PortKey::proto`].
 pub const IPPROTO_TCP: u8 = 6;

@@ -6,7 +6,8 @@
 //! to go. If the daemon is gone, the classifier finds no socket and traffic flows untouched.
 //!
 //! # Layout (in the order a packet meets it)
-//! - [`datapath`]: kernel programs, their maps and counters, policy routing.
+//! - [`datapath`]: kernel programs, their maps and counters, policy routing; the one owner of
+//!   XDP on the interfaces (a dispatcher chaining the programs services claim slots for).
 //! - [`net`]: transparent listeners, original destinations, the handler seam.
 //! - [`passthrough`]: splice and relay to the original destination.
 //! - [`sip`]: SIP observation (messages, calls, REGISTERs) and media learning.
@@ -42,4 +43,6 @@ pub mod rules;
 pub mod service;
 pub mod sip;
 pub mod telemetry;
+#[cfg(test)]
+mod testutil;
 pub mod tls;

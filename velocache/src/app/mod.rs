@@ -2,10 +2,15 @@
 //! then take everything down in the order that keeps clients working.
 //!
 //! Start-up order matters: listeners are bound and served before the kernel side is attached,
-//! so the first steered packet already finds its socket. Shutdown runs the other way: listeners
+//! so the first steered packet already finds its socket. XDP follows the same order with one
+//! step earlier: the XDP owner exists before the services, a service claims its slot while it
+//! is built (which loads the XDP programs and hands it the slot's maps, so it is whole from its
+//! first call), and the dispatcher is attached to the claimed interfaces only when the kernel
+//! side starts, after the classifier. Shutdown runs the other way: listeners
 //! close first (new flows then find no socket and fail open straight to their destination),
 //! flows in progress get `shutdown_grace_secs` to finish while the classifier still steers their
-//! packets, and only then is the kernel side detached and the routing removed. The control
+//! packets, and only then is the kernel side detached (the classifier, then XDP) and the routing
+//! removed. The control
 //! plane comes up last, once every service has registered its metrics and admin seams; a stop
 //! through the admin API takes the same path as SIGTERM, and the admin socket stays up while
 //! flows drain (`service status` says `stopping`).
@@ -38,7 +43,7 @@ use crate::{
     admin::AdminHub,
     config::Config,
     control::{AdminServer, ControlPlane, PlaneMetrics, PlaneParts},
-    datapath::InstanceLock,
+    datapath::{InstanceLock, XdpOwner, XdpSettings},
     flow::FlowTracker,
     net::UdpReplier,
     rules::Rules,
@@ -53,10 +58,12 @@ pub async fn start(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let _lock = InstanceLock::acquire()?;
+    let xdp = XdpOwner::new(XdpSettings::from_config(&config));
     let parts = Parts {
         listeners: bind_all(&config)?,
         services: Box::new(services::factories),
-        kernel: crate::datapath::kernel(),
+        kernel: crate::datapath::kernel(xdp.clone()),
+        xdp,
     };
     run(config, launch, parts, shutdown).await
 }
@@ -89,6 +96,7 @@ pub async fn run(
         rules: rules.clone(),
         flows: FlowTracker::new(),
         admin: hub.clone(),
+        xdp: parts.xdp,
     };
     let flows = ctx.flows.clone();
     let replier = Arc::new(UdpReplier::default());

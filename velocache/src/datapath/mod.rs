@@ -1,5 +1,6 @@
 //! The datapath: loads the kernel programs, fills their maps, attaches the LAN classifier and
-//! installs the policy routing that makes steered packets local.
+//! installs the policy routing that makes steered packets local; and owns every XDP attachment
+//! (`xdp`: one dispatcher per interface, chaining the programs services claimed slots for).
 //!
 //! Data enters as the `[datapath]` section plus the services' [`Intercept`]s; it leaves as a
 //! running [`Datapath`] whose [`Counters`] handle can be read at any time (periodic log,
@@ -14,15 +15,19 @@
 //! - `firewall`: an accept rule for steered packets in the input firewall (nftables).
 //! - `instance`: one daemon per network namespace.
 //! - `inspect`: what is attached to the interfaces, for `velocache datapath show`.
+//! - `xdp`: the XDP owner — the dispatcher, its slots, the programs and maps services claim.
+//! - `kernel`: the kernel side as the daemon's life sees it: classifier and XDP together.
 
 #[cfg(test)]
 mod classifier_tests;
 mod firewall;
 mod inspect;
 mod instance;
+mod kernel;
 mod maps;
 mod routing;
 mod sys;
+pub mod xdp;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -41,6 +46,7 @@ pub use inspect::{InterfaceAttachments, inspect};
 pub use instance::{InstanceError, InstanceLock};
 pub use maps::{CounterSnapshot, Counters};
 pub use routing::{RoutingError, RoutingSpec};
+pub use xdp::{SlotMaps, XdpError, XdpOwner, XdpSettings};
 
 use std::sync::Arc;
 
@@ -118,17 +124,18 @@ pub type KernelStart = Box<
         > + Send,
 >;
 
-/// The real kernel side: [`Datapath::start`] on `[datapath] lan_interfaces`, or nothing (with a
-/// warning) when none are configured.
-pub fn kernel() -> KernelStart {
-    Box::new(|config: Arc<Config>| {
+/// The real kernel side: [`Datapath::start`] on `[datapath] lan_interfaces` (nothing, with a
+/// warning, when none are configured), then the XDP slots services claimed ([`XdpOwner::attach`]).
+pub fn kernel(xdp: XdpOwner) -> KernelStart {
+    Box::new(move |config: Arc<Config>| {
         Box::pin(async move {
-            if config.datapath.lan_interfaces.is_empty() {
+            let classifier = if config.datapath.lan_interfaces.is_empty() {
                 warn!("no [datapath] lan_interfaces configured: nothing will be intercepted");
-                return Ok(None);
-            }
-            let dp = Datapath::start(&config.datapath, &config.intercepts()).await?;
-            Ok(Some(Box::new(dp) as Box<dyn Kernel>))
+                None
+            } else {
+                Some(Datapath::start(&config.datapath, &config.intercepts()).await?)
+            };
+            Ok(kernel::KernelSide::start(classifier, xdp))
         })
     })
 }
