@@ -24,8 +24,10 @@
 //!
 //! # Layout
 //! - `object`: loading the object, filling slots, interface masks, pins.
+//! - `inspect`: what an interface's XDP hook runs, for `velocache datapath show`.
 //! - `tests`: the dispatcher's chain through `BPF_PROG_TEST_RUN`, with the probe object.
 
+mod inspect;
 mod object;
 #[cfg(test)]
 mod tests;
@@ -40,6 +42,8 @@ use parking_lot::Mutex;
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
 use velocache_common::xdp::{XdpSlot, slots_in};
+
+pub use inspect::{XdpAttachment, inspect_xdp};
 
 use crate::config::Config;
 
