@@ -2,18 +2,17 @@
 //! then take everything down in the order that keeps clients working.
 //!
 //! Start-up order matters: listeners are bound and served before the kernel side is attached,
-//! so the first steered packet already finds its socket. XDP follows the same order with one
-//! step earlier: the XDP owner exists before the services, a service claims its slot while it
-//! is built (which loads the XDP programs and hands it the slot's maps, so it is whole from its
-//! first call), and the dispatcher is attached to the claimed interfaces only when the kernel
-//! side starts, after the classifier. Shutdown runs the other way: listeners
-//! close first (new flows then find no socket and fail open straight to their destination),
-//! flows in progress get `shutdown_grace_secs` to finish while the classifier still steers their
-//! packets, and only then is the kernel side detached (the classifier, then XDP) and the routing
-//! removed. The control
-//! plane comes up last, once every service has registered its metrics and admin seams; a stop
-//! through the admin API takes the same path as SIGTERM, and the admin socket stays up while
-//! flows drain (`service status` says `stopping`).
+//! so the first steered packet already finds its socket. XDP has one step more: the XDP owner
+//! exists before the services, a service claims its slot while it is built (loading the XDP
+//! programs and getting the slot's maps, so it is whole from its first call), and the
+//! dispatcher is attached to the claimed interfaces when the kernel side starts, after the
+//! classifier. Shutdown runs the other way: listeners close first (new flows then find no
+//! socket and fail open straight to their destination), flows in progress get
+//! `shutdown_grace_secs` to finish while the classifier still steers their packets, and only
+//! then is the kernel side detached (classifier, routing, then XDP). The control plane comes up
+//! last, once every service has registered its metrics and admin seams; a stop through the
+//! admin API takes the same path as SIGTERM, and the admin socket stays up while flows drain
+//! (`service status` says `stopping`).
 //!
 //! [`start`] is what `main` calls: it takes the instance lock, binds the transparent sockets
 //! ([`bind_all`]) and runs with the real datapath. [`run`] takes the bound sockets and the
