@@ -36,26 +36,58 @@ pub fn xdp_prog_id(ns: &crate::Ns, dev: &str) -> Option<u64> {
         .or_else(|| v[0]["xdp"]["attached"][0]["prog"]["id"].as_u64())
 }
 
-/// Entries in each map (by name) of the XDP program attached to `dev` in `ns`. BPF maps are
-/// not namespaced; going through the program this lab's interface runs keeps two labs apart.
+/// Entries in each map (by name) of the XDP programs `dev` in `ns` runs: the one attached (the
+/// dispatcher) and those its program arrays hold (the slot programs). BPF maps are not
+/// namespaced; going through the program this lab's interface runs keeps two labs apart.
 pub fn xdp_map_entries(ns: &crate::Ns, dev: &str) -> std::collections::BTreeMap<String, usize> {
     let mut out = std::collections::BTreeMap::new();
     let Some(id) = xdp_prog_id(ns, dev) else {
         return out;
     };
-    let prog: serde_json::Value =
-        serde_json::from_str(&ns.run_ok(&["bpftool", "-j", "prog", "show", "id", &id.to_string()]))
-            .unwrap_or_default();
-    for map_id in prog["map_ids"].as_array().cloned().unwrap_or_default() {
-        let map_id = map_id.as_u64().unwrap_or(0).to_string();
-        let info: serde_json::Value =
-            serde_json::from_str(&ns.run_ok(&["bpftool", "-j", "map", "show", "id", &map_id]))
-                .unwrap_or_default();
-        let dump: serde_json::Value =
-            serde_json::from_str(&ns.run_ok(&["bpftool", "-j", "map", "dump", "id", &map_id]))
-                .unwrap_or_default();
-        let name = info["name"].as_str().unwrap_or("?").to_string();
-        out.insert(name, dump.as_array().map_or(0, Vec::len));
+    let mut todo = vec![id];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let prog: serde_json::Value = serde_json::from_str(&ns.run_ok(&[
+            "bpftool",
+            "-j",
+            "prog",
+            "show",
+            "id",
+            &id.to_string(),
+        ]))
+        .unwrap_or_default();
+        for map_id in prog["map_ids"].as_array().cloned().unwrap_or_default() {
+            let map_id = map_id.as_u64().unwrap_or(0).to_string();
+            let info: serde_json::Value =
+                serde_json::from_str(&ns.run_ok(&["bpftool", "-j", "map", "show", "id", &map_id]))
+                    .unwrap_or_default();
+            let dump: serde_json::Value =
+                serde_json::from_str(&ns.run_ok(&["bpftool", "-j", "map", "dump", "id", &map_id]))
+                    .unwrap_or_default();
+            let entries = dump.as_array().cloned().unwrap_or_default();
+            if info["type"] == "prog_array" {
+                // A program array's values are the ids of the programs in it.
+                todo.extend(entries.iter().filter_map(|e| le_number(&e["value"])));
+            }
+            let name = info["name"].as_str().unwrap_or("?").to_string();
+            out.insert(name, entries.len());
+        }
     }
     out
+}
+
+/// bpftool prints a value without BTF as little-endian hex bytes (`["0x2a","0x00",…]`).
+fn le_number(v: &serde_json::Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let mut n = 0u64;
+    for (i, b) in v.as_array()?.iter().enumerate().take(8) {
+        let b = u64::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok()?;
+        n |= b << (8 * i);
+    }
+    Some(n)
 }

@@ -20,12 +20,14 @@
 //! - [`rtp`]: the RTP fast path's flow keys, actions, counters and RTP quality state.
 //! - [`tls`]: TLS observation without steering (flows, ClientHello events, SNI policy, steered
 //!   destinations) and the kernel relay of spliced connections.
+//! - [`xdp`]: the XDP dispatcher's numbered slots (one per program an interface can chain).
 #![no_std]
 #![deny(missing_docs)]
 
 pub mod rtp;
 pub mod steer;
 pub mod tls;
+pub mod xdp;
 
 /// IP protocol number of TCP, as it appears in [`PortKey::proto`].
 pub const IPPROTO_TCP: u8 = 6;

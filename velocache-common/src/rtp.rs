@@ -1,4 +1,7 @@
-//! Types of the RTP fast path (`velocache-rtp` XDP program) and the maps the daemon fills.
+//! Types of the RTP fast path (the `velocache_rtp` program, slot [`XdpSlot::Rtp`] of the XDP
+//! dispatcher) and the maps the daemon fills.
+//!
+//! [`XdpSlot::Rtp`]: crate::xdp::XdpSlot::Rtp
 //!
 //! The daemon learns media flows from SIP/SDP and writes one [`MediaFlow`] per direction into
 //! `RTP_FLOWS`, keyed by the packet's 5-tuple ([`FlowKey`], never the SSRC: endpoints reuse
@@ -11,7 +14,7 @@
 //! zero) and ports in network byte order, exactly as they appear on the wire, so the kernel
 //! builds a key without conversions.
 
-/// Name of the XDP program in the `velocache-rtp` object.
+/// Name of the RTP fast path's program in the `velocache-xdp` object.
 pub const RTP_PROGRAM: &str = "velocache_rtp";
 
 /// `FlowKey::family` for IPv4.

@@ -6,7 +6,8 @@
 //! to go. If the daemon is gone, the classifier finds no socket and traffic flows untouched.
 //!
 //! # Layout (in the order a packet meets it)
-//! - [`datapath`]: kernel programs, their maps and counters, policy routing; the
+//! - [`datapath`]: kernel programs, their maps and counters, policy routing; the one owner of
+//!   XDP on the interfaces (a dispatcher chaining the programs services claim slots for); the
 //!   [`datapath::Kernel`] seam the daemon's life cycle drives.
 //! - [`net`]: transparent listeners and sockets, original destinations, the accept and receive
 //!   loops that hand flows to handlers.
@@ -53,4 +54,6 @@ pub mod rules;
 pub mod service;
 pub mod sip;
 pub mod telemetry;
+#[cfg(test)]
+mod testutil;
 pub mod tls;

@@ -50,7 +50,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DatapathCommand {
-    /// Show which interfaces have VeloCache's classifier attached. Exit status 0 if any has.
+    /// Show which interfaces have VeloCache's classifier and its XDP dispatcher (with the slots
+    /// enabled there) attached. Exit status 0 if any has either.
     Show {
         /// Interfaces to inspect (default: all in this network namespace).
         interfaces: Vec<String>,
@@ -108,8 +109,8 @@ fn dispatch(command: Command, global: &GlobalOpts) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&found)?);
             } else {
                 println!(
-                    "{:<16} {:<10} TCX INGRESS PROGRAMS",
-                    "INTERFACE", "VELOCACHE"
+                    "{:<16} {:<10} {:<24} TCX INGRESS PROGRAMS",
+                    "INTERFACE", "VELOCACHE", "XDP"
                 );
                 for i in &found {
                     let mode = match (i.velocache_attached, i.netlink_classifier) {
@@ -117,19 +118,36 @@ fn dispatch(command: Command, global: &GlobalOpts) -> Result<()> {
                         (true, true) => "netlink",
                         (true, false) => "tcx",
                     };
+                    // `native rtp,dns` for our dispatcher, `generic other_prog` for another.
+                    let xdp = match &i.xdp {
+                        None => "-".to_string(),
+                        Some(x) if x.velocache_dispatcher => {
+                            let slots = if x.slots.is_empty() {
+                                "(no slot)".to_string()
+                            } else {
+                                x.slots.join(",")
+                            };
+                            format!("{} {slots}", x.mode)
+                        }
+                        Some(x) => format!("{} {}", x.mode, x.program),
+                    };
                     println!(
-                        "{:<16} {:<10} {}",
+                        "{:<16} {:<10} {:<24} {}",
                         i.interface,
                         mode,
+                        xdp,
                         i.tcx_ingress.join(",")
                     );
                 }
             }
-            if found.iter().any(|i| i.velocache_attached) {
+            let ours = |i: &velocache::datapath::InterfaceAttachments| {
+                i.velocache_attached || i.xdp.as_ref().is_some_and(|x| x.velocache_dispatcher)
+            };
+            if found.iter().any(ours) {
                 Ok(())
             } else {
                 Err(anyhow::anyhow!(
-                    "VeloCache's classifier is not attached to any inspected interface"
+                    "neither VeloCache's classifier nor its XDP dispatcher is attached to any inspected interface"
                 ))
             }
         }

@@ -633,10 +633,26 @@ fn dtmf_end_of_event_repeats_and_ssrc_changes_never_count_as_loss() {
 #[test]
 fn clean_stop_detaches_the_fast_path() {
     let mut c = Call::setup("");
+    // `datapath show` names the dispatcher and the RTP slot on both media interfaces.
+    let show = ["datapath", "show", "--json", addr::LAN_IF, addr::WAN_IF];
+    let shown = crate::control::cli(&c.lab, &c.daemon, &show).ok();
+    for (i, dev) in [addr::LAN_IF, addr::WAN_IF].iter().enumerate() {
+        let x = &shown[i]["xdp"];
+        assert_eq!(shown[i]["interface"], *dev, "{shown}");
+        assert_eq!(x["program"], "velocache_xdp", "{shown}");
+        assert_eq!(x["velocache_dispatcher"], true, "{shown}");
+        assert_eq!(x["slots"], serde_json::json!(["rtp"]), "{shown}");
+    }
     assert!(c.daemon.stop().success());
     for dev in [addr::LAN_IF, addr::WAN_IF] {
         assert!(!xdp::xdp_attached(&c.lab.gw, dev), "XDP left on {dev}");
     }
+    let shown = crate::control::cli(&c.lab, &c.daemon, &show);
+    let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert!(
+        shown[0]["xdp"].is_null() && shown[1]["xdp"].is_null(),
+        "{shown}"
+    );
     c.daemon
         .wait_for_log(WAIT, |l| l["message"] == "RTP fast path detached");
 }

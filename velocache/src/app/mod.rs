@@ -2,13 +2,17 @@
 //! then take everything down in the order that keeps clients working.
 //!
 //! Start-up order matters: listeners are bound and served before the kernel side is attached,
-//! so the first steered packet already finds its socket. Shutdown runs the other way: listeners
-//! close first (new flows then find no socket and fail open straight to their destination),
-//! flows in progress get `shutdown_grace_secs` to finish while the classifier still steers their
-//! packets, and only then is the kernel side detached and the routing removed. The control
-//! plane comes up last, once every service has registered its metrics and admin seams; a stop
-//! through the admin API takes the same path as SIGTERM, and the admin socket stays up while
-//! flows drain (`service status` says `stopping`).
+//! so the first steered packet already finds its socket. XDP has one step more: the XDP owner
+//! exists before the services, a service claims its slot while it is built (loading the XDP
+//! programs and getting the slot's maps, so it is whole from its first call), and the
+//! dispatcher is attached to the claimed interfaces when the kernel side starts, after the
+//! classifier. Shutdown runs the other way: listeners close first (new flows then find no
+//! socket and fail open straight to their destination), flows in progress get
+//! `shutdown_grace_secs` to finish while the classifier still steers their packets, and only
+//! then is the kernel side detached (classifier, routing, then XDP). The control plane comes up
+//! last, once every service has registered its metrics and admin seams; a stop through the
+//! admin API takes the same path as SIGTERM, and the admin socket stays up while flows drain
+//! (`service status` says `stopping`).
 //!
 //! [`start`] is what `main` calls: it takes the instance lock, binds the transparent sockets
 //! ([`bind_all`]) and runs with the real datapath. [`run`] takes the bound sockets and the
@@ -38,7 +42,7 @@ use crate::{
     admin::AdminHub,
     config::Config,
     control::{AdminServer, ControlPlane, PlaneMetrics, PlaneParts},
-    datapath::InstanceLock,
+    datapath::{InstanceLock, XdpOwner, XdpSettings},
     flow::FlowTracker,
     net::UdpReplier,
     rules::Rules,
@@ -53,10 +57,12 @@ pub async fn start(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let _lock = InstanceLock::acquire()?;
+    let xdp = XdpOwner::new(XdpSettings::from_config(&config));
     let parts = Parts {
         listeners: bind_all(&config)?,
         services: Box::new(services::factories),
-        kernel: crate::datapath::kernel(),
+        kernel: crate::datapath::kernel(xdp.clone()),
+        xdp,
     };
     run(config, launch, parts, shutdown).await
 }
@@ -94,6 +100,7 @@ pub async fn run(
         flows: FlowTracker::new(),
         admin: hub.clone(),
         steering: steering.clone(),
+        xdp: parts.xdp,
     };
     let flows = ctx.flows.clone();
     let replier = Arc::new(UdpReplier::default());

@@ -11,7 +11,7 @@ use crate::{
     admin::AdminHub,
     config::{Config, Transport},
     control::ControlError,
-    datapath::{DatapathError, InstanceError, KernelStart},
+    datapath::{DatapathError, InstanceError, KernelStart, XdpOwner},
     rules::{Rules, RulesError},
     service::{ServiceError, ServiceFactory},
     telemetry::LogControl,
@@ -84,4 +84,7 @@ pub struct Parts {
     pub services: ServicesStart,
     /// The kernel side, started once the sockets are served.
     pub kernel: KernelStart,
+    /// The XDP owner the services claim their slots from while they are built; the kernel side
+    /// attaches what they claimed (`datapath::kernel` holds a clone).
+    pub xdp: XdpOwner,
 }

@@ -1,13 +1,17 @@
 //! The classifier run on crafted frames through `BPF_PROG_TEST_RUN`, without a live network
 //! (STYLE.md §4). Each test runs in a thread moved into a fresh network namespace, so socket
-//! lookups and the FIB see only what the test put there. Needs root and BPF, like the daemon.
+//! lookups and the FIB see only what the test put there. Needs root and BPF, like the daemon
+//! (`crate::testutil`).
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use velocache_common::{CLASSIFIER_PROGRAM, IPPROTO_TCP, IPPROTO_UDP, Service, Verdict};
 
 use super::{Counters, load_object};
-use crate::config::{Config, DatapathConfig};
+use crate::{
+    config::{Config, DatapathConfig},
+    testutil::require_root,
+};
 
 /// Offsets in `struct __sk_buff` (uapi/linux/bpf.h).
 const SKB_MARK_OFFSET: usize = 8;
@@ -19,9 +23,10 @@ const SKB_IFINDEX_OFFSET: usize = 40;
 /// forwarded" for local *and* unroutable destinations, and "forwarding disabled" before
 /// anything else, so the namespace must be able to forward for the verdicts to mean anything.)
 pub(super) fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    require_root("a network namespace and loading BPF programs");
     std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .expect("unshare(CLONE_NEWNET) needs root");
+            .expect("unshare(CLONE_NEWNET)");
         // Commands forked from this thread run in its namespace.
         let sh = |cmd: &str| {
             let ok = std::process::Command::new("sh")

@@ -1,9 +1,12 @@
 //! What is attached to the interfaces, asked of the kernel (not of a running daemon), so an
-//! operator can check a box before install, after a crash, or after uninstall.
+//! operator can check a box before install, after a crash, or after uninstall: the TC ingress
+//! classifier, and the XDP program (VeloCache's dispatcher and its enabled slots, `xdp`).
 use std::process::Command;
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use serde::Serialize;
+
+use super::xdp::{XdpAttachment, inspect_xdp};
 
 /// BPF program names are cut to 15 bytes by the kernel.
 const KERNEL_NAME_PREFIX: &str = "velocache_lan_i";
@@ -19,6 +22,9 @@ pub struct InterfaceAttachments {
     pub netlink_classifier: bool,
     /// Whether VeloCache's classifier is attached either way.
     pub velocache_attached: bool,
+    /// The XDP program on the interface: VeloCache's dispatcher (with the slots enabled there)
+    /// or another one; `null` when there is none.
+    pub xdp: Option<XdpAttachment>,
 }
 
 /// Inspect `interfaces` (every interface of this network namespace when empty).
@@ -55,11 +61,13 @@ pub fn inspect(interfaces: &[String]) -> Vec<InterfaceAttachments> {
                 || tcx_ingress
                     .iter()
                     .any(|n| n.starts_with(KERNEL_NAME_PREFIX));
+            let xdp = inspect_xdp(&interface);
             InterfaceAttachments {
                 interface,
                 tcx_ingress,
                 netlink_classifier,
                 velocache_attached,
+                xdp,
             }
         })
         .collect()

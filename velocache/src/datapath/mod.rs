@@ -1,5 +1,6 @@
 //! The datapath: loads the kernel programs, fills their maps, attaches the LAN classifier and
-//! installs the policy routing that makes steered packets local.
+//! installs the policy routing that makes steered packets local; and owns every XDP attachment
+//! (`xdp`: one dispatcher per interface, chaining the programs services claimed slots for).
 //!
 //! Data enters as the `[datapath]` section plus the services' [`Intercept`]s; it leaves as a
 //! running [`Datapath`] whose [`Counters`] handle can be read at any time (periodic log,
@@ -21,12 +22,15 @@
 //! - `inspect`: what is attached to the interfaces, for `velocache datapath show`.
 //! - `observe`: the TLS ClientHello reader (the classifier's tail call) and the LAN egress
 //!   counter of observed flows; their maps are read and filled by `crate::observe`.
+//! - `xdp`: the XDP owner — the dispatcher, its slots, the programs and maps services claim.
+//! - `kernel`: the kernel side as the daemon's life sees it: classifier and XDP together.
 
 #[cfg(test)]
 mod classifier_tests;
 mod firewall;
 mod inspect;
 mod instance;
+mod kernel;
 mod maps;
 mod observe;
 #[cfg(test)]
@@ -38,6 +42,7 @@ mod sys;
 mod sysctl;
 
 use std::collections::HashSet;
+pub mod xdp;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -59,6 +64,7 @@ pub use observe::{TlsEvents, TlsMaps};
 pub use routing::{RoutingError, RoutingSpec};
 pub use steering::DaemonSocket;
 pub(crate) use sys::{socket_cookie, tcp_bytes_taken};
+pub use xdp::{SlotMaps, XdpError, XdpOwner, XdpSettings};
 
 use std::sync::Arc;
 
@@ -141,17 +147,18 @@ pub type KernelStart = Box<
         > + Send,
 >;
 
-/// The real kernel side: [`Datapath::start`] on `[datapath] lan_interfaces`, or nothing (with a
-/// warning) when none are configured.
-pub fn kernel() -> KernelStart {
-    Box::new(|config: Arc<Config>, sockets: Vec<DaemonSocket>| {
+/// The real kernel side: [`Datapath::start`] on `[datapath] lan_interfaces` (nothing, with a
+/// warning, when none are configured), then the XDP slots services claimed ([`XdpOwner::attach`]).
+pub fn kernel(xdp: XdpOwner) -> KernelStart {
+    Box::new(move |config: Arc<Config>, sockets: Vec<DaemonSocket>| {
         Box::pin(async move {
-            if config.datapath.lan_interfaces.is_empty() {
+            let classifier = if config.datapath.lan_interfaces.is_empty() {
                 warn!("no [datapath] lan_interfaces configured: nothing will be intercepted");
-                return Ok(None);
-            }
-            let dp = Datapath::start(&config.datapath, &config.intercepts(), sockets).await?;
-            Ok(Some(Box::new(dp) as Box<dyn Kernel>))
+                None
+            } else {
+                Some(Datapath::start(&config.datapath, &config.intercepts(), sockets).await?)
+            };
+            Ok(kernel::KernelSide::start(classifier, xdp))
         })
     })
 }

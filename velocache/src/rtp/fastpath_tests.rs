@@ -1,21 +1,23 @@
-//! The XDP program fed crafted frames through `BPF_PROG_TEST_RUN`: no interface, no network.
+//! The RTP program as an interface runs it — through the XDP dispatcher, in its slot — fed
+//! crafted frames with `BPF_PROG_TEST_RUN`: no interface, no network, nothing attached.
 //!
-//! Test runs happen in this process's network namespace with no ingress interface, so the FIB
-//! lookup never succeeds and every learned frame is passed (unmodified) after being counted —
-//! exactly the path a frame takes when its neighbour is not resolved yet. Redirection and
-//! address rewriting are exercised in the namespace lab (`tests/integration/sip.rs`).
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+//! Test runs enter on `lo` in this process's network namespace, where the slot is enabled
+//! without a link. The FIB lookup never succeeds there, so every learned frame is passed
+//! (unmodified) after being counted — exactly the path a frame takes when its neighbour is not
+//! resolved yet. Redirection and address rewriting are exercised in the namespace lab
+//! (`tests/integration/sip.rs`). Needs root, like the daemon (`crate::testutil`).
+use velocache_common::xdp::{XDP_DISPATCHER, XdpSlot};
 
 use super::*;
-use crate::rtp::FlowSpec;
+use crate::{
+    datapath::{XdpOwner, XdpSettings},
+    rtp::FlowSpec,
+    testutil::require_root,
+};
 
 const XDP_PASS: u32 = 2;
 const SRC: &str = "192.0.2.10:6000";
 const DST: &str = "198.51.100.20:7000";
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// Ethernet + IPv4 + UDP + RTP (PCMA, 160 bytes of payload).
 fn frame(src: &str, dst: &str, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
@@ -42,19 +44,9 @@ fn frame(src: &str, dst: &str, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
     f
 }
 
-fn run(fp: &FastPath, data: &[u8]) -> (u32, Vec<u8>) {
-    let ebpf = fp.ebpf.lock().unwrap();
-    let prog: &Xdp = ebpf.program(RTP_PROGRAM).unwrap().try_into().unwrap();
-    let mut out = vec![0u8; data.len() + 64];
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(data),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .unwrap();
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+/// One frame through the dispatcher: (action, frame afterwards).
+fn run(xdp: &XdpOwner, data: &[u8]) -> (u32, Vec<u8>) {
+    xdp.test_run(XDP_DISPATCHER, data)
 }
 
 fn spec(rtcp: bool) -> FlowSpec {
@@ -68,37 +60,37 @@ fn spec(rtcp: bool) -> FlowSpec {
     }
 }
 
-fn fast_path() -> Option<FastPath> {
-    if !is_root() {
-        eprintln!("skipped: loading BPF programs needs root (cargo xtask test runs as root)");
-        return None;
-    }
-    Some(
-        FastPath::start(&FastPathConfig {
-            interfaces: Vec::new(),
-            pin_dir: None,
-        })
-        .unwrap(),
-    )
+/// The slot claimed from a fresh owner (no interfaces, no pins) and enabled on `lo`, where test
+/// runs enter.
+fn fast_path() -> (XdpOwner, FastPath) {
+    require_root("loading BPF programs");
+    let xdp = XdpOwner::new(XdpSettings::default());
+    let maps = xdp.claim(XdpSlot::Rtp, &[]).unwrap();
+    xdp.enable_for_test(lo(), &[XdpSlot::Rtp]);
+    (xdp, FastPath::new(maps).unwrap())
+}
+
+fn lo() -> u32 {
+    nix::net::if_::if_nametoindex("lo").unwrap()
 }
 
 #[test]
 fn frames_of_unlearned_flows_pass_untouched_and_uncounted() {
-    let Some(fp) = fast_path() else { return };
+    let (xdp, fp) = fast_path();
     let f = frame(SRC, DST, 1, 160, 7);
-    let (action, out) = run(&fp, &f);
+    let (action, out) = run(&xdp, &f);
     assert_eq!(action, XDP_PASS);
     assert_eq!(out, f);
     assert!(fp.stats(&spec(false)).is_none());
     // Runts and non-IP frames too.
     for bad in [&f[..20], &f[..40], &[0u8; 60][..]] {
-        assert_eq!(run(&fp, bad).0, XDP_PASS);
+        assert_eq!(run(&xdp, bad).0, XDP_PASS);
     }
 }
 
 #[test]
 fn learned_rtp_is_counted_with_gaps_duplicates_and_ssrc_changes() {
-    let Some(fp) = fast_path() else { return };
+    let (xdp, fp) = fast_path();
     let s = spec(false);
     fp.install(&[s]).unwrap();
     // 1 2 3 _ 5 5(dup) 6, then a new source.
@@ -113,7 +105,7 @@ fn learned_rtp_is_counted_with_gaps_duplicates_and_ssrc_changes() {
         (901, 8),
     ] {
         let f = frame(SRC, DST, seq, u32::from(seq) * 160, ssrc);
-        let (action, out) = run(&fp, &f);
+        let (action, out) = run(&xdp, &f);
         // No ingress interface, so no route: counted, then passed as it came.
         assert_eq!(action, XDP_PASS);
         assert_eq!(out, f, "a passed frame is never modified");
@@ -138,10 +130,10 @@ fn learned_rtp_is_counted_with_gaps_duplicates_and_ssrc_changes() {
 
 #[test]
 fn rtcp_flows_are_counted_without_rtp_tracking() {
-    let Some(fp) = fast_path() else { return };
+    let (xdp, fp) = fast_path();
     let s = spec(true);
     fp.install(&[s]).unwrap();
-    run(&fp, &frame(SRC, DST, 1, 160, 7));
+    run(&xdp, &frame(SRC, DST, 1, 160, 7));
     let st = fp.stats(&s).unwrap();
     assert_eq!(st.counters.packets, 1);
     assert_eq!(st.quality.started, 0);
@@ -149,10 +141,10 @@ fn rtcp_flows_are_counted_without_rtp_tracking() {
 
 #[test]
 fn reinstalling_a_flow_keeps_its_counters_and_orphans_expire() {
-    let Some(fp) = fast_path() else { return };
+    let (xdp, fp) = fast_path();
     let s = spec(false);
     fp.install(&[s]).unwrap();
-    run(&fp, &frame(SRC, DST, 1, 160, 7));
+    run(&xdp, &frame(SRC, DST, 1, 160, 7));
     fp.install(&[s]).unwrap();
     assert_eq!(fp.stats(&s).unwrap().counters.packets, 1);
     // Known flows are never orphans; unknown ones are once idle.
@@ -160,4 +152,22 @@ fn reinstalling_a_flow_keeps_its_counters_and_orphans_expire() {
     assert_eq!(fp.expire_orphans(&[], u64::MAX), 0);
     assert_eq!(fp.expire_orphans(&[], 0), 1);
     assert_eq!(fp.installed(), 0);
+}
+
+#[test]
+fn frames_on_an_interface_without_the_slot_never_reach_the_program() {
+    let (xdp, fp) = fast_path();
+    let s = spec(false);
+    fp.install(&[s]).unwrap();
+    xdp.enable_for_test(lo(), &[]);
+    let f = frame(SRC, DST, 1, 160, 7);
+    assert_eq!(run(&xdp, &f), (XDP_PASS, f.clone()));
+    assert_eq!(
+        fp.stats(&s).unwrap().counters.packets,
+        0,
+        "the slot is off on lo"
+    );
+    xdp.enable_for_test(lo(), &[XdpSlot::Rtp]);
+    run(&xdp, &f);
+    assert_eq!(fp.stats(&s).unwrap().counters.packets, 1);
 }

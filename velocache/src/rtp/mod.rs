@@ -2,7 +2,8 @@
 //!
 //! Data enters as [`FlowSpec`]s — one per direction of each RTP and RTCP stream the SIP
 //! observer learned from an offer/answer — and leaves as entries in the kernel maps of the
-//! `velocache-rtp` XDP program, which forwards those packets itself. Reading goes the other
+//! `velocache_rtp` XDP program (slot `Rtp` of the datapath's dispatcher), which forwards those
+//! packets itself. Reading goes the other
 //! way: per-CPU counters and the RFC 3550 state come back as [`FlowStats`], which
 //! [`report`] turns into the numbers a call record carries (packets, loss %, jitter ms, MOS).
 //!
@@ -11,7 +12,8 @@
 //! simply follows the stack and calls carry no media statistics).
 //!
 //! # Layout
-//! - `fastpath`: loading and attaching the XDP program, writing and reading its maps, pins.
+//! - `fastpath`: writing and reading the program's maps (the datapath's XDP owner loads,
+//!   attaches and pins them).
 //! - `anchor`: gateway ports for anchored media (a configured range) and the userspace relay
 //!   that carries the few packets the kernel hands to the stack (first packet before the
 //!   neighbour is resolved).
@@ -24,8 +26,10 @@ pub mod report;
 use std::net::{IpAddr, SocketAddr};
 
 pub use anchor::{AnchorError, AnchorPorts, PortPool};
-pub use fastpath::{FastPath, FastPathConfig};
+pub use fastpath::FastPath;
 use thiserror::Error;
+
+use crate::datapath::XdpError;
 use velocache_common::rtp::{
     FAMILY_V4, FLOW_REWRITE, FLOW_RTCP, FLOW_SRTP, FlowCounters, FlowKey, MediaFlow, RtpQuality,
 };
@@ -33,18 +37,9 @@ use velocache_common::rtp::{
 /// The media plane failed.
 #[derive(Debug, Error)]
 pub enum RtpError {
-    /// The XDP object did not load (verifier, permissions).
-    #[error("loading the RTP fast path failed: {0}")]
-    Load(#[source] aya::EbpfError),
-    /// The program could not be loaded or attached.
-    #[error("RTP fast path program on `{interface}`: {source}")]
-    Program {
-        /// Interface (or `-` for loading).
-        interface: String,
-        /// aya's error.
-        #[source]
-        source: aya::programs::ProgramError,
-    },
+    /// The XDP slot could not be claimed (the programs did not load, an interface is missing).
+    #[error("the RTP fast path's XDP slot: {0}")]
+    Xdp(#[from] XdpError),
     /// A map is missing or an update failed.
     #[error("RTP map `{name}`: {reason}")]
     Map {
@@ -53,9 +48,6 @@ pub enum RtpError {
         /// What failed.
         reason: String,
     },
-    /// An interface does not exist.
-    #[error("media interface `{0}` does not exist")]
-    NoSuchInterface(String),
 }
 
 /// An address rewrite for anchored media: what the packet becomes.

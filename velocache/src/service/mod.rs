@@ -3,11 +3,12 @@
 //!
 //! A service is a [`ServiceFactory`]. At start-up the wiring (`crate::app`) hands each
 //! factory a [`ServiceContext`] — the configuration, the live rules, the flow tracker, the admin
-//! hub — and the service's own metrics sub-registry; the factory returns its [`Handlers`], the
+//! hub, the XDP owner — and the service's own metrics sub-registry; the factory returns its [`Handlers`], the
 //! [`TcpHandler`] and [`UdpHandler`] the accept and receive loops of `crate::net` feed with
 //! intercepted connections and datagrams. What a service offers the admin API it registers in
-//! the hub (`crate::admin`) while it is built. A service with nothing of its own passes its flows
-//! through ([`ServiceContext::passthrough`]).
+//! the hub (`crate::admin`) while it is built; a kernel program it runs at XDP it claims from the
+//! XDP owner then too, getting the program's maps at once (attached when the kernel side starts).
+//! A service with nothing of its own passes its flows through ([`ServiceContext::passthrough`]).
 //!
 //! Nothing here names a concrete service, so every service depends on this module and this
 //! module on none of them.
@@ -20,6 +21,7 @@ use velocache_common::Service;
 use crate::{
     admin::AdminHub,
     config::Config,
+    datapath::XdpOwner,
     flow::FlowTracker,
     net::{TcpHandler, UdpHandler},
     passthrough::{TcpSplice, UdpRelay},
@@ -50,6 +52,9 @@ pub struct ServiceContext {
     /// Which TLS destinations are steered (HTTPS enabled): the DNS service writes the addresses
     /// of answers for names a rule could act on into it; the observer gives it the kernel maps.
     pub steering: Option<crate::observe::Steering>,
+    /// The one owner of XDP on the interfaces: a service claims its slot here while it is
+    /// built (the RTP fast path); the dispatcher is attached when the kernel side starts.
+    pub xdp: XdpOwner,
 }
 
 impl ServiceContext {

@@ -7,7 +7,8 @@
 //! per message (`call_id`, `method` or `status`, `cseq`, `from`, `to`, `src`, `dst`,
 //! `transport`), keeps a record per call (setup time, post-dial delay, duration, final failure
 //! code and reason, who hung up) and per REGISTER transaction, and installs the media flows the
-//! offer/answer negotiated into the RTP fast path (`crate::rtp`) when the call is answered. When
+//! offer/answer negotiated into the RTP fast path (`crate::rtp`, slot `Rtp` of the datapath's
+//! XDP dispatcher, claimed while the service is built) when the call is answered. When
 //! the call ends (BYE, CANCEL, failure, RTP idle timeout) the flows are removed and the record
 //! is logged with per-direction media statistics (packets, loss %, jitter ms, MOS).
 //!
@@ -40,6 +41,7 @@ use std::{sync::Arc, time::Duration};
 
 use prometheus_client::registry::Registry;
 use tracing::{error, info, warn};
+use velocache_common::xdp::XdpSlot;
 
 pub use metrics::Metrics;
 pub use observer::{Hop, Observer, Settings};
@@ -47,7 +49,7 @@ pub use tcp::SipTcp;
 pub use udp::SipTap;
 
 use crate::{
-    rtp::{FastPath, FastPathConfig, MediaPlane, NoMediaPlane, PortPool},
+    rtp::{FastPath, MediaPlane, NoMediaPlane, PortPool, RtpError},
     service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
@@ -75,9 +77,10 @@ impl ServiceFactory for SipFactory {
     }
 }
 
-/// The SIP service's handlers: observation relays for UDP and TCP, the RTP fast path, and the
-/// periodic timeout task. Everything is torn down (records of calls in progress logged, kernel
-/// flows removed, XDP detached, pins removed) when the daemon drops the handlers at shutdown.
+/// The SIP service's handlers: observation relays for UDP and TCP, the RTP fast path (the
+/// [`XdpSlot::Rtp`] slot claimed on the media interfaces), and the periodic timeout task.
+/// Everything is torn down (records of calls in progress logged, kernel flows removed) when the
+/// daemon drops the handlers at shutdown; the XDP owner detaches the slot and removes the pins.
 pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
     let cfg = &ctx.config.sip;
     let metrics = metrics::Metrics::register(registry);
@@ -94,10 +97,13 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
             );
             Arc::new(NoMediaPlane)
         } else {
-            match FastPath::start(&FastPathConfig {
-                interfaces,
-                pin_dir: Some(cfg.pin_dir.clone()),
-            }) {
+            // The slot is attached when the kernel side starts; its maps are ours from now on.
+            let fast_path = ctx
+                .xdp
+                .claim(XdpSlot::Rtp, &interfaces)
+                .map_err(RtpError::from)
+                .and_then(FastPath::new);
+            match fast_path {
                 Ok(fp) => Arc::new(fp),
                 Err(e) => {
                     // Observation still works; media simply follows the stack.

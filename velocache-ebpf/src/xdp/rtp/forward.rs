@@ -1,5 +1,5 @@
 //! The XDP program: learned media flows are accounted and forwarded here, everything else is
-//! passed to the stack untouched.
+//! handed on untouched (to the dispatcher's next slot, else the stack).
 //!
 //! Order matters for fail-safety: the FIB is asked about the packet's *new* addresses first,
 //! and the frame is modified only once the answer says it can be redirected. A frame that
@@ -22,23 +22,28 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
-use velocache_common::rtp::{
-    FAMILY_V4, FLOW_REWRITE, FLOW_RTCP, FlowKey, MediaFlow, arrival_units, csum_replace2,
-    csum_replace4,
+use velocache_common::{
+    rtp::{
+        FAMILY_V4, FLOW_REWRITE, FLOW_RTCP, FlowKey, MediaFlow, arrival_units, csum_replace2,
+        csum_replace4,
+    },
+    xdp::XdpSlot,
 };
 
-use crate::{
+use super::{
     maps::{RTP_COUNTERS, RTP_FLOWS, RTP_QUALITY},
     packet::{ETH_HLEN, IPPROTO_UDP, Udp4, parse_rtp, parse_udp4, read, write},
 };
+use crate::dispatch::next;
 
 const AF_INET: u8 = 2;
 
 #[xdp]
 pub fn velocache_rtp(ctx: XdpContext) -> u32 {
     match try_forward(&ctx) {
+        // Not ours, or ours but the stack must carry it this time: the next slot decides.
+        None | Some(XDP_PASS) => next(&ctx, XdpSlot::Rtp),
         Some(action) => action,
-        None => XDP_PASS,
     }
 }
 
