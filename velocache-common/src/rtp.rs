@@ -83,6 +83,24 @@ pub struct FlowCounters {
     pub last_seen_ns: u64,
 }
 
+impl FlowCounters {
+    /// These counters and `other`'s summed (two CPUs' shares of one flow): saturating, so
+    /// values read from a map can never overflow the sum; the latest `last_seen_ns` wins.
+    pub const fn merged(&self, other: &FlowCounters) -> FlowCounters {
+        FlowCounters {
+            packets: self.packets.saturating_add(other.packets),
+            bytes: self.bytes.saturating_add(other.bytes),
+            redirected: self.redirected.saturating_add(other.redirected),
+            passed: self.passed.saturating_add(other.passed),
+            last_seen_ns: if other.last_seen_ns > self.last_seen_ns {
+                other.last_seen_ns
+            } else {
+                self.last_seen_ns
+            },
+        }
+    }
+}
+
 /// RTP sequence and jitter state of one flow (RFC 3550 appendix A.1 and A.8), shared by all
 /// CPUs. One stream arrives 50 times a second, so two CPUs updating the same entry at once is
 /// rare; the worst case is one lost jitter update, never a wrong packet count (those are
@@ -203,7 +221,7 @@ impl RtpQuality {
             self.jitter_x16 = self
                 .jitter_x16
                 .wrapping_add(d)
-                .wrapping_sub((self.jitter_x16 + 8) >> 4);
+                .wrapping_sub(self.jitter_x16.wrapping_add(8) >> 4);
             if self.jitter_x16 > self.max_jitter_x16 {
                 self.max_jitter_x16 = self.jitter_x16;
             }

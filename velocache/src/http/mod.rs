@@ -42,7 +42,7 @@ pub use admin::{HttpsOrigins, ProxyCacheAdmin};
 pub use body::Body;
 pub use ctx::{CacheStatus, Conn, Ctx};
 pub use error::{ProxyError, Side};
-pub use framing::Refusal;
+pub use framing::{Refusal, check_request, frame_upstream};
 pub use headers::{check_host, strip_hop_by_hop};
 pub use proxy::{ClientProtocol, NoPhases, Phases, Proxy, Settings, Verdict};
 pub use upstream::{OriginClient, Upstream};

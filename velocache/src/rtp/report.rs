@@ -85,16 +85,17 @@ pub fn direction(streams: &[(FlowStats, u32, Option<&str>)]) -> DirectionReport 
     let mut expected = 0u64;
     let mut codec = None;
     for (s, clock, c) in streams {
-        r.packets += s.counters.packets;
-        r.bytes += s.counters.bytes;
-        r.fast_path_packets += s.counters.redirected;
+        // Map values are summed saturating: a corrupt or absurd counter must not panic.
+        r.packets = r.packets.saturating_add(s.counters.packets);
+        r.bytes = r.bytes.saturating_add(s.counters.bytes);
+        r.fast_path_packets = r.fast_path_packets.saturating_add(s.counters.redirected);
         let q: &RtpQuality = &s.quality;
-        expected += q.expected();
-        r.lost += q.lost();
+        expected = expected.saturating_add(q.expected());
+        r.lost = r.lost.saturating_add(q.lost());
         r.jitter_ms = r.jitter_ms.max(ms(q.jitter_x16, *clock));
         r.max_jitter_ms = r.max_jitter_ms.max(ms(q.max_jitter_x16, *clock));
-        r.ssrc_changes += q.ssrc_changes;
-        r.duplicates += q.duplicates;
+        r.ssrc_changes = r.ssrc_changes.saturating_add(q.ssrc_changes);
+        r.duplicates = r.duplicates.saturating_add(q.duplicates);
         if codec.is_none() {
             codec = *c;
         }
