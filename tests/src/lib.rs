@@ -24,6 +24,7 @@
 //! - [`rtpload`]: the RTP load generator's packets, bench SIP and rtpengine's ng protocol
 //!   (the `rtp-load` binary runs them inside the lab).
 //! - [`dns`]: DNS upstreams and peer forwarders (unbound, dnsmasq), and a `dig` reader.
+//! - [`mutate`]: a seeded SIP mutator for the torture tests.
 #![deny(missing_docs)]
 #![expect(
     clippy::disallowed_methods,
@@ -33,6 +34,7 @@
 pub mod daemon;
 pub mod dns;
 pub mod lab;
+pub mod mutate;
 pub mod process;
 pub mod rtpload;
 pub mod servers;

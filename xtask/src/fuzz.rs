@@ -110,24 +110,53 @@ pub fn run(only: Option<&str>, seconds: u64, commit: bool) -> Result<()> {
     Ok(())
 }
 
-/// Start an empty SIP corpus with the RFC 4475 torture messages.
+/// Request heads the smuggling tests send, for `http_head` (first byte: the body size).
+const HTTP_SEEDS: &[&str] = &[
+    "\x00GET / HTTP/1.1\r\nHost: a\r\n\r\nHTTP/1.1 200 OK\r\nConnection: x\r\nX: y\r\n\r\n",
+    "\x1fPOST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "\x01GET http://b/x HTTP/1.1\r\nHost: a\r\nHost: c\r\nExpect: 100-continue\r\n\r\n",
+    "\x00GET / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n",
+];
+
+/// Start an empty corpus with inputs worth starting from: the RFC 4475 torture messages for
+/// the SIP targets, the shipped configuration files, the smuggling tests' heads.
 fn seed(target: &str, corpus: &Path) -> Result<()> {
-    if std::fs::read_dir(corpus)?.next().is_some() || !target.starts_with("sip") {
+    if std::fs::read_dir(corpus)?.next().is_some() {
         return Ok(());
     }
-    let data = util::root().join("tests").join("data").join("rfc4475");
-    for e in std::fs::read_dir(&data)? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "dat")
-            && let Some(name) = p.file_name()
-        {
-            let mut bytes = std::fs::read(&p)?;
-            if target == "sip_tcp_framing" {
-                // The first byte is the read size.
+    let root = util::root();
+    let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
+    let files_in = |dir: PathBuf, ext: &str| -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == ext)
+                && let Some(name) = p.file_name().and_then(|n| n.to_str())
+            {
+                out.push((name.to_string(), std::fs::read(&p)?));
+            }
+        }
+        Ok(out)
+    };
+    if target.starts_with("sip") {
+        seeds = files_in(root.join("tests").join("data").join("rfc4475"), "dat")?;
+        if target == "sip_tcp_framing" {
+            // The first byte is the read size.
+            for (_, bytes) in &mut seeds {
                 bytes.insert(0, 7);
             }
-            std::fs::write(corpus.join(name), bytes)?;
         }
+    } else if target == "config_files" {
+        seeds = files_in(root.join("deploy"), "toml")?;
+    } else if target == "http_head" {
+        seeds = HTTP_SEEDS
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("seed-{i}"), s.bytes().collect()))
+            .collect();
+    }
+    for (name, bytes) in seeds {
+        std::fs::write(corpus.join(name), bytes)?;
     }
     Ok(())
 }

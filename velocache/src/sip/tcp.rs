@@ -139,3 +139,52 @@ where
     let _ = w.shutdown().await;
     written
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        rtp::NoMediaPlane,
+        sip::{Metrics, Settings, message::tests::rfc4475},
+    };
+
+    const OPTIONS: &str = "OPTIONS sip:a@10.77.2.2 SIP/2.0\r\nCall-ID: after@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+    #[tokio::test]
+    async fn observation_goes_on_after_unframable_bytes_and_a_cut_message_is_reported_at_close() {
+        let metrics = Metrics::default();
+        let observer = Arc::new(Observer::new(
+            Settings {
+                anchor: false,
+                rtp_idle: Duration::from_secs(5),
+                setup_timeout: Duration::from_secs(5),
+                max_calls: 10,
+            },
+            Arc::new(NoMediaPlane),
+            None,
+            metrics.clone(),
+        ));
+        // Conflicting lengths (its body cannot be found), a message, then one whose
+        // Content-Length runs past the end of the connection.
+        let mut stream = rfc4475("mcl01");
+        stream.extend_from_slice(OPTIONS.as_bytes());
+        stream.extend_from_slice(&rfc4475("clerr"));
+        let hop = Hop {
+            from: Side::Client,
+            client: "10.77.1.2:40000".parse().unwrap(),
+            far: "10.77.2.2:5060".parse().unwrap(),
+            transport: "tcp",
+            relay: None,
+        };
+        let mut out = Vec::new();
+        let written = pump(&stream[..], &mut out, observer, hop).await;
+        assert_eq!(out, stream, "every byte forwarded, in order");
+        assert_eq!(written, stream.len() as u64);
+        assert_eq!(metrics.messages.get(), 1, "the OPTIONS after the bad head");
+        assert_eq!(
+            metrics.malformed.get(),
+            2,
+            "mcl01's head (its body with it) and clerr at close"
+        );
+    }
+}
