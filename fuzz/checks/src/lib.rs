@@ -36,8 +36,11 @@ pub use http::{http_cache_control, http_cache_policy, http_head, http_range};
 pub use sip::{sdp, sip_message, sip_observer, sip_tcp_framing};
 pub use tls::tls_client_hello;
 
+/// A target's check: any bytes in, a panic only when an invariant breaks.
+pub type Check = fn(&[u8]);
+
 /// Every target by name (the name of its `fuzz_targets/<name>.rs` and `corpus/<name>/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("bpf_map_values", bpf_map_values),
     ("config_files", config_files),
     ("dns_answer_patch", dns_answer_patch),

@@ -1,7 +1,8 @@
-//! Replays every committed corpus file (`fuzz/corpus/<target>/*`) through its target's check
-//! on the stable toolchain: inputs libFuzzer found interesting — crashes among them, once
-//! fixed — stay checked by `cargo xtask test` without nightly or cargo-fuzz.
-#![expect(clippy::unwrap_used, reason = "tests panic with a message")]
+//! Replays every committed corpus file (`fuzz/corpus/<target>/*`, minimised by
+//! `cargo xtask fuzz`) and every regression input (`fuzz/regressions/<target>/*`: inputs that
+//! crashed a check once, kept next to their fix and never minimised away) through its target's
+//! check on the stable toolchain, so `cargo xtask test` keeps them checked without nightly or
+//! cargo-fuzz.
 
 use std::path::{Path, PathBuf};
 
@@ -34,11 +35,11 @@ fn every_fuzz_target_has_a_check_and_a_committed_corpus() {
 fn every_committed_corpus_input_passes_its_check() {
     let mut total = 0;
     for (name, check) in TARGETS {
-        let dir = fuzz_dir().join("corpus").join(name);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<PathBuf> = ["corpus", "regressions"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(fuzz_dir().join(d).join(name)).ok())
+            .flat_map(|entries| entries.map(|e| e.unwrap().path()))
+            .collect();
         files.sort();
         for file in files {
             let data = std::fs::read(&file).unwrap();

@@ -117,6 +117,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn absurd_map_values_give_finite_figures_not_a_panic() {
+        let huge = FlowStats {
+            counters: FlowCounters {
+                packets: u64::MAX,
+                bytes: u64::MAX,
+                redirected: u64::MAX,
+                passed: 0,
+                last_seen_ns: 0,
+            },
+            quality: RtpQuality {
+                started: 1,
+                cycles: u32::MAX,
+                max_seq: u32::MAX,
+                received: 0,
+                expected_prior: u32::MAX,
+                ssrc_changes: u32::MAX,
+                duplicates: u32::MAX,
+                jitter_x16: u32::MAX,
+                max_jitter_x16: u32::MAX,
+                ..RtpQuality::default()
+            },
+        };
+        let r = direction(&[(huge, 8000, Some("PCMA")), (huge, 1, None)]);
+        assert_eq!(r.packets, u64::MAX);
+        assert!(r.loss_pct.is_finite() && r.loss_pct <= 100.0);
+        assert!(r.mos.is_some_and(f64::is_finite));
+    }
+
+    #[test]
     fn a_clean_g711_call_scores_near_the_top() {
         let m = mos(0.0, 0.5, Some("PCMA"));
         assert!(m > 4.3 && m <= 4.5, "{m}");
