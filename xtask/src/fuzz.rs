@@ -45,6 +45,9 @@ struct Run {
     ft: u64,
     corpus: u64,
     crashes: u64,
+    /// CPU seconds the fuzzer used (user + system): the rate per CPU second does not depend
+    /// on how busy the shared machine was.
+    cpu_seconds: f64,
 }
 
 /// Run the campaign.
@@ -177,8 +180,25 @@ fn cargo_fuzz(args: &[&str]) -> Command {
 /// the rate) but debug assertions, so integer overflow is a crash.
 const BUILD: &[&str] = &["--sanitizer", "none", "--debug-assertions"];
 
+/// CPU time of every waited-for descendant so far (`/proc/self/stat` cutime + cstime).
+fn children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // cutime and cstime are fields 16 and 17 of the whole line: 13 and 14 here.
+    (ticks(13) + ticks(14)) / 100.0
+}
+
 fn fuzz_one(target: &str, corpus: &Path, seconds: u64) -> Result<Run> {
     let corpus_s = corpus.display().to_string();
+    // Build first, so the run's CPU time is the fuzzer's alone.
+    let mut build = vec!["build"];
+    build.extend_from_slice(BUILD);
+    build.push(target);
+    util::run(&mut cargo_fuzz(&build)).with_context(|| format!("building {target}"))?;
+    let cpu_before = children_cpu_seconds();
     let mut args = vec!["run"];
     args.extend_from_slice(BUILD);
     let time = format!("-max_total_time={seconds}");
@@ -205,6 +225,7 @@ fn fuzz_one(target: &str, corpus: &Path, seconds: u64) -> Result<Run> {
         .join(format!("fuzz-{target}.log"));
     std::fs::write(&log, &text)?;
     let mut run = parse_stats(target, seconds, &text);
+    run.cpu_seconds = children_cpu_seconds() - cpu_before;
     if !out.status.success() {
         let crashed = text.contains("Test unit written to") || text.contains("panicked at");
         if !crashed {
@@ -282,7 +303,8 @@ fn campaign_file() -> PathBuf {
     util::root().join("fuzz").join("campaign.tsv")
 }
 
-const HEADER: &str = "date\ttarget\tseconds\texecutions\texec_per_sec\tcov\tft\tcorpus\tcrashes";
+const HEADER: &str =
+    "date\ttarget\tseconds\texecutions\texec_per_sec\tcov\tft\tcorpus\tcrashes\tcpu_seconds";
 
 fn record(run: &Run) -> Result<()> {
     let path = campaign_file();
@@ -290,7 +312,7 @@ fn record(run: &Run) -> Result<()> {
     let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%MZ"]))?;
     let _ = writeln!(
         text,
-        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.1}",
         date.trim(),
         run.target,
         run.seconds,
@@ -299,7 +321,8 @@ fn record(run: &Run) -> Result<()> {
         run.cov,
         run.ft,
         run.corpus,
-        run.crashes
+        run.crashes,
+        run.cpu_seconds
     );
     std::fs::write(&path, text)?;
     Ok(())
@@ -333,23 +356,42 @@ fn write_table() -> Result<()> {
         e.ft = n(6);
         e.corpus = n(7);
         e.crashes += n(8);
+        e.cpu_seconds += f.get(9).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     }
     let mut table = String::from(
-        "| target | executions (all runs) | CPU time | exec/s (last run) | cov / ft (last run) | corpus | crash runs | to 10⁷ at that rate |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| target | executions (all runs) | wall time | exec/s wall (last run) | exec per CPU-s (all runs) | cov / ft (last run) | corpus | crash runs | CPU time to 10⁷ |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in per.values() {
+        let per_cpu = if r.cpu_seconds > 0.0 {
+            r.execs as f64 / r.cpu_seconds
+        } else {
+            0.0
+        };
         let left = GOAL.saturating_sub(r.execs);
         let eta = if left == 0 {
             "done".to_string()
-        } else if r.per_sec == 0 {
+        } else if per_cpu == 0.0 {
             "?".to_string()
         } else {
-            format!("{:.1} h", left as f64 / r.per_sec as f64 / 3600.0)
+            format!("{:.1} h", left as f64 / per_cpu / 3600.0)
         };
         let _ = writeln!(
             table,
-            "| `{}` | {} | {} s | {} | {} / {} | {} | {} | {} |",
-            r.target, r.execs, r.seconds, r.per_sec, r.cov, r.ft, r.corpus, r.crashes, eta
+            "| `{}` | {} | {} s | {} | {} | {} / {} | {} | {} | {} |",
+            r.target,
+            r.execs,
+            r.seconds,
+            r.per_sec,
+            if per_cpu > 0.0 {
+                format!("{per_cpu:.0}")
+            } else {
+                "?".to_string()
+            },
+            r.cov,
+            r.ft,
+            r.corpus,
+            r.crashes,
+            eta
         );
     }
     let readme = util::root().join("fuzz").join("README.md");
