@@ -26,6 +26,7 @@
 //! - [`dns`]: DNS upstreams and peer forwarders (unbound, dnsmasq), and a `dig` reader.
 //! - [`tools`]: which Debian package ships each command the tests, demo and benches run;
 //!   [`require_tools`].
+//! - [`mutate`]: a seeded SIP mutator for the torture tests.
 #![deny(missing_docs)]
 #![expect(
     clippy::disallowed_methods,
@@ -35,6 +36,7 @@
 pub mod daemon;
 pub mod dns;
 pub mod lab;
+pub mod mutate;
 pub mod process;
 pub mod rtpload;
 pub mod servers;

@@ -86,6 +86,24 @@ pub struct FlowCounters {
     pub last_seen_ns: u64,
 }
 
+impl FlowCounters {
+    /// These counters and `other`'s summed (two CPUs' shares of one flow): saturating, so
+    /// values read from a map can never overflow the sum; the latest `last_seen_ns` wins.
+    pub const fn merged(&self, other: &FlowCounters) -> FlowCounters {
+        FlowCounters {
+            packets: self.packets.saturating_add(other.packets),
+            bytes: self.bytes.saturating_add(other.bytes),
+            redirected: self.redirected.saturating_add(other.redirected),
+            passed: self.passed.saturating_add(other.passed),
+            last_seen_ns: if other.last_seen_ns > self.last_seen_ns {
+                other.last_seen_ns
+            } else {
+                self.last_seen_ns
+            },
+        }
+    }
+}
+
 /// RTP sequence and jitter state of one flow (RFC 3550 appendix A.1 and A.8), shared by all
 /// CPUs. One stream arrives 50 times a second, so two CPUs updating the same entry at once is
 /// rare; the worst case is one lost jitter update, never a wrong packet count (those are
@@ -206,7 +224,7 @@ impl RtpQuality {
             self.jitter_x16 = self
                 .jitter_x16
                 .wrapping_add(d)
-                .wrapping_sub((self.jitter_x16 + 8) >> 4);
+                .wrapping_sub(self.jitter_x16.wrapping_add(8) >> 4);
             if self.jitter_x16 > self.max_jitter_x16 {
                 self.max_jitter_x16 = self.jitter_x16;
             }
@@ -288,6 +306,52 @@ mod user {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_from_any_map_value_sum_without_overflow() {
+        let max = FlowCounters {
+            packets: u64::MAX,
+            bytes: u64::MAX - 1,
+            redirected: 1,
+            passed: u64::MAX,
+            last_seen_ns: 7,
+        };
+        let sum = max.merged(&max).merged(&FlowCounters {
+            last_seen_ns: 9,
+            ..FlowCounters::default()
+        });
+        assert_eq!(
+            (sum.packets, sum.bytes, sum.redirected),
+            (u64::MAX, u64::MAX, 2)
+        );
+        assert_eq!(sum.last_seen_ns, 9);
+    }
+
+    #[test]
+    fn the_sequence_tracker_continues_from_any_state_without_overflow() {
+        // A corrupt or hostile map value: every field at its maximum.
+        let mut q = RtpQuality {
+            ssrc: 5,
+            started: 1,
+            base_seq: u32::MAX,
+            max_seq: u32::MAX,
+            cycles: u32::MAX,
+            received: u32::MAX,
+            expected_prior: u32::MAX,
+            duplicates: u32::MAX,
+            late: u32::MAX,
+            ssrc_changes: u32::MAX,
+            jitter_x16: u32::MAX,
+            last_transit: u32::MAX,
+            max_jitter_x16: u32::MAX,
+            _pad: 0,
+        };
+        for seq in [0u16, 1, 40_000, 65_535, 2] {
+            q.on_packet(seq, 1_000, 5, Some(u32::MAX));
+        }
+        q.on_packet(3, 0, 6, None);
+        assert!(q.lost() <= q.expected());
+    }
 
     fn feed(q: &mut RtpQuality, seqs: &[u16]) {
         for &s in seqs {

@@ -6,6 +6,7 @@
 //! - `bench`: side-by-side measurements against the peers VeloCache is compared with.
 //! - `lab`: bring the lab up and keep it until Ctrl-C (for poking at it by hand).
 //! - `package`: build the `.deb` (cargo-deb) and check its contents.
+//! - `fuzz`: run the fuzz targets (cargo-fuzz), minimise and record their corpora.
 #![expect(
     clippy::disallowed_methods,
     reason = "xtask is synchronous: blocking sleeps are what it needs"
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod fuzz;
 mod lab;
 mod modgraph;
 mod package;
@@ -58,6 +60,17 @@ enum Command {
     },
     /// Bring the lab up with the daemon running and wait for Ctrl-C.
     Lab,
+    /// Run the fuzz targets (all, or one), minimise their corpora, update fuzz/README.md.
+    Fuzz {
+        /// Only this target.
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Commit the corpora, campaign file and table when no crash was found.
+        #[arg(long)]
+        commit: bool,
+    },
     /// Build the .deb (cargo-deb) and check that it holds the binary, unit and configuration.
     Package {
         /// Package the debug build (for testing the packaging; releases use the default).
@@ -80,6 +93,11 @@ fn main() {
         Command::Bench { name, seconds } => bench::run(&name, seconds),
         Command::Lab => lab::run(),
         Command::Package { debug } => package::run(debug).map(|_| ()),
+        Command::Fuzz {
+            target,
+            seconds,
+            commit,
+        } => fuzz::run(target.as_deref(), seconds, commit),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

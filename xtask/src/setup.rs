@@ -147,6 +147,13 @@ pub fn run(profile: Profile) -> Result<()> {
         installed.push("cargo-deb".into());
     }
 
+    if have("cargo-fuzz") {
+        present.push("cargo-fuzz".into());
+    } else {
+        ensure_cargo_fuzz()?;
+        installed.push("cargo-fuzz".into());
+    }
+
     println!("setup: already present: {}", present.join(", "));
     if installed.is_empty() {
         println!("setup: nothing to install");
@@ -173,6 +180,25 @@ pub fn ensure_cargo_deb() -> Result<()> {
         CARGO_DEB_VERSION,
     ]))
     .context("cannot install cargo-deb")
+}
+
+/// cargo-fuzz runs the fuzz targets (`cargo xtask fuzz`, on nightly).
+const CARGO_FUZZ_VERSION: &str = "^0.13";
+
+/// Install cargo-fuzz unless it is there.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    if have("cargo-fuzz") {
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz");
+    util::run(util::cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
+    .context("cannot install cargo-fuzz")
 }
 
 fn dpkg_installed(package: &str) -> bool {

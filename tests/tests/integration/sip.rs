@@ -13,7 +13,7 @@ const UAS_MEDIA: u16 = 7000;
 const UAC_MEDIA: u16 = 6000;
 
 /// Daemon config: the fast path on both gateway interfaces.
-fn config(extra: &str) -> String {
+pub(crate) fn config(extra: &str) -> String {
     format!(
         "[sip]\nmedia_interfaces = [\"{}\", \"{}\"]\nrtp_idle_timeout_secs = 5\n{extra}",
         addr::LAN_IF,
@@ -26,14 +26,14 @@ fn lines<'a>(logs: &'a [Value], message: &str) -> Vec<&'a Value> {
 }
 
 /// A lab ready for XDP, the daemon, and the two scenarios written out.
-struct Call {
-    lab: Lab,
-    daemon: Daemon,
-    dir: tempfile::TempDir,
+pub(crate) struct Call {
+    pub(crate) lab: Lab,
+    pub(crate) daemon: Daemon,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Call {
-    fn setup(extra: &str) -> Call {
+    pub(crate) fn setup(extra: &str) -> Call {
         require_tools(&["sipp", "tshark", "bpftool", "ethtool", "python3"]);
         let lab = Lab::new();
         xdp::prepare_for_xdp(&lab);
@@ -52,11 +52,11 @@ impl Call {
         }
     }
 
-    fn scenario(&self, name: &str, xml: &str) -> PathBuf {
+    pub(crate) fn scenario(&self, name: &str, xml: &str) -> PathBuf {
         sipp::write_scenario(self.dir.path(), name, xml)
     }
 
-    fn uas(&self, answer: Answer, calls: u32, transport: &str) -> Background {
+    pub(crate) fn uas(&self, answer: Answer, calls: u32, transport: &str) -> Background {
         let xml = self.scenario("uas.xml", &sipp::uas_scenario(answer));
         let uas = sipp::start_uas(
             &self.lab.origin,
@@ -71,7 +71,7 @@ impl Call {
     }
 
     /// One call from the client; panics with sipp's and the daemon's output if it fails.
-    fn place(&self, dtmf: Option<&str>, transport: &str) {
+    pub(crate) fn place(&self, dtmf: Option<&str>, transport: &str) {
         self.place_with(&format!("{PCAP_DIR}/g711a.pcap"), dtmf, transport);
     }
 
@@ -97,7 +97,7 @@ impl Call {
         assert!(ok, "sipp UAC failed:\n{out}\n{}", self.daemon.log_text());
     }
 
-    fn record(&self) -> Value {
+    pub(crate) fn record(&self) -> Value {
         self.daemon.wait_for_log(WAIT, |l| l["message"] == "call")
     }
 

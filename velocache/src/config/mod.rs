@@ -195,12 +195,24 @@ pub fn load_with_env(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
+    let file_layer = file.map(layers::FileLayer::read).transpose()?;
+    load_layers(file_layer, env)
+}
+
+/// Load the configuration from `text` as if read from the file `origin` (no environment):
+/// what `velocache check-config` does to a file, without the file (the fuzz target's entry).
+pub fn load_text(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let layer = layers::FileLayer::parse(origin, text.to_string())?;
+    load_layers(Some(layer), std::iter::empty())
+}
+
+fn load_layers(
+    file_layer: Option<layers::FileLayer>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
-    let mut file_layer = None;
-    if let Some(path) = file {
-        let layer = layers::FileLayer::read(path)?;
+    if let Some(layer) = &file_layer {
         figment = figment.merge(layer.clone());
-        file_layer = Some(layer);
     }
     let env_layer = layers::EnvLayer::from_vars(env);
     figment = figment.merge(env_layer.clone());

@@ -57,7 +57,7 @@ pub use admin::{HttpsOrigins, ProxyCacheAdmin};
 pub use body::Body;
 pub use ctx::{CacheDecision, CacheStatus, ClientProtocol, Conn, Ctx, RequestEnd, Scheme, Timings};
 pub use error::{ProxyError, Side};
-pub use framing::Refusal;
+pub use framing::{Refusal, check_request, frame_upstream};
 pub use headers::{check_host, strip_hop_by_hop};
 pub use phase::{Phase, Step, Verdict};
 pub use proxy::{Proxy, Settings};

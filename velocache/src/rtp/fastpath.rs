@@ -100,14 +100,9 @@ impl MediaPlane for FastPath {
         let key = flow.key()?;
         let maps = self.maps.lock().ok()?;
         let per_cpu = maps.counters.get(&key, 0).ok()?;
-        let mut c = FlowCounters::default();
-        for v in per_cpu.iter() {
-            c.packets += v.packets;
-            c.bytes += v.bytes;
-            c.redirected += v.redirected;
-            c.passed += v.passed;
-            c.last_seen_ns = c.last_seen_ns.max(v.last_seen_ns);
-        }
+        let c = per_cpu
+            .iter()
+            .fold(FlowCounters::default(), |sum, v| sum.merged(v));
         let quality = maps.quality.get(&key, 0).unwrap_or_default();
         Some(FlowStats {
             counters: c,

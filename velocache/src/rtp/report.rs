@@ -85,16 +85,17 @@ pub fn direction(streams: &[(FlowStats, u32, Option<&str>)]) -> DirectionReport 
     let mut expected = 0u64;
     let mut codec = None;
     for (s, clock, c) in streams {
-        r.packets += s.counters.packets;
-        r.bytes += s.counters.bytes;
-        r.fast_path_packets += s.counters.redirected;
+        // Map values are summed saturating: a corrupt or absurd counter must not panic.
+        r.packets = r.packets.saturating_add(s.counters.packets);
+        r.bytes = r.bytes.saturating_add(s.counters.bytes);
+        r.fast_path_packets = r.fast_path_packets.saturating_add(s.counters.redirected);
         let q: &RtpQuality = &s.quality;
-        expected += q.expected();
-        r.lost += q.lost();
+        expected = expected.saturating_add(q.expected());
+        r.lost = r.lost.saturating_add(q.lost());
         r.jitter_ms = r.jitter_ms.max(ms(q.jitter_x16, *clock));
         r.max_jitter_ms = r.max_jitter_ms.max(ms(q.max_jitter_x16, *clock));
-        r.ssrc_changes += q.ssrc_changes;
-        r.duplicates += q.duplicates;
+        r.ssrc_changes = r.ssrc_changes.saturating_add(q.ssrc_changes);
+        r.duplicates = r.duplicates.saturating_add(q.duplicates);
         if codec.is_none() {
             codec = *c;
         }
@@ -114,6 +115,35 @@ mod tests {
     use velocache_common::rtp::FlowCounters;
 
     use super::*;
+
+    #[test]
+    fn absurd_map_values_give_finite_figures_not_a_panic() {
+        let huge = FlowStats {
+            counters: FlowCounters {
+                packets: u64::MAX,
+                bytes: u64::MAX,
+                redirected: u64::MAX,
+                passed: 0,
+                last_seen_ns: 0,
+            },
+            quality: RtpQuality {
+                started: 1,
+                cycles: u32::MAX,
+                max_seq: u32::MAX,
+                received: 0,
+                expected_prior: u32::MAX,
+                ssrc_changes: u32::MAX,
+                duplicates: u32::MAX,
+                jitter_x16: u32::MAX,
+                max_jitter_x16: u32::MAX,
+                ..RtpQuality::default()
+            },
+        };
+        let r = direction(&[(huge, 8000, Some("PCMA")), (huge, 1, None)]);
+        assert_eq!(r.packets, u64::MAX);
+        assert!(r.loss_pct.is_finite() && r.loss_pct <= 100.0);
+        assert!(r.mos.is_some_and(f64::is_finite));
+    }
 
     #[test]
     fn a_clean_g711_call_scores_near_the_top() {

@@ -4,6 +4,7 @@
 //! calls, whose records `finish` keeps here as it logs them.
 use std::{
     collections::VecDeque,
+    net::SocketAddr,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -12,6 +13,7 @@ use tracing::info;
 use super::{
     dialog::{Call, CallState, Outcome},
     media::PlannedFlow,
+    message::{SipMessage, StartLine},
 };
 use crate::{
     admin::api::{CallRecord, MediaStats},
@@ -158,4 +160,28 @@ pub fn log_call(
         down_fast_path_packets = down.map(|r| r.fast_path_packets),
         down_ssrc_changes = down.map(|r| r.ssrc_changes),
         "call");
+}
+
+/// The `sip` line every observed message gets.
+pub fn log_message(msg: &SipMessage, src: SocketAddr, dst: SocketAddr, transport: &str) {
+    let call_id = msg.call_id.as_deref().unwrap_or("");
+    let cseq = msg
+        .cseq
+        .as_ref()
+        .map(|(n, m)| format!("{n} {m}"))
+        .unwrap_or_default();
+    let from = msg.from.as_ref().map(|p| p.uri.as_str()).unwrap_or("");
+    let to = msg.to.as_ref().map(|p| p.uri.as_str()).unwrap_or("");
+    match &msg.start {
+        StartLine::Request { method, uri } => {
+            info!(service = "sip", call_id, method = %method, uri = %uri, cseq = %cseq,
+                from, to, src = %src, dst = %dst, transport,
+                parser = msg.parser, "sip");
+        }
+        StartLine::Response { code, reason } => {
+            info!(service = "sip", call_id, status = *code, reason = %reason, cseq = %cseq,
+                from, to, src = %src, dst = %dst, transport,
+                parser = msg.parser, "sip");
+        }
+    }
 }

@@ -1,13 +1,20 @@
 //! Calls and REGISTER transactions, as a pure state machine: messages in, changes out.
 //!
-//! A call is keyed by its Call-ID (forked early dialogs of one INVITE share the record; the
-//! answer that wins is the one that counts). It moves Calling → Proceeding (1xx) → Early
+//! A call is keyed by its Call-ID *and* its signalling path — the client's address, the far
+//! end, the transport ([`CallKey`]): a Call-ID is only unique per user agent, so a BYE that
+//! reuses one from another client or over another transport must not end someone else's
+//! call. Forked early dialogs of one INVITE share the record (the answer that wins is the one
+//! that counts). It moves Calling → Proceeding (1xx) → Early
 //! (first 18x: post-dial delay) → Answered (2xx: setup time) → Confirmed (ACK), takes
 //! re-INVITEs (a higher CSeq) in its stride, and ends on BYE, on a final failure of the initial
 //! INVITE (the code and reason are kept; 487 after a CANCEL is "cancelled"), or when the caller
 //! of [`CallTable::expire`] says so (RTP idle, no answer). Nothing here does I/O or reads a
 //! clock: `now` is passed in, so the tests drive time.
-use std::{collections::HashMap, net::SocketAddr, time::Instant};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
 
 use super::{
     message::{SipMessage, StartLine},
@@ -44,6 +51,38 @@ impl Side {
         match self {
             Side::Client => 0,
             Side::Far => 1,
+        }
+    }
+}
+
+/// What identifies a call: its Call-ID on one signalling path. The client is identified by
+/// its address without the port, so a request on a new TCP connection from the same client
+/// still belongs to its call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallKey {
+    /// `Call-ID`.
+    pub call_id: String,
+    /// The LAN client's address.
+    pub client: IpAddr,
+    /// The far end's signalling address (the original destination).
+    pub far: SocketAddr,
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+}
+
+impl CallKey {
+    /// The key of `call_id` between `client` and `far` over `transport`.
+    pub fn new(
+        call_id: &str,
+        client: SocketAddr,
+        far: SocketAddr,
+        transport: &'static str,
+    ) -> Self {
+        CallKey {
+            call_id: call_id.to_string(),
+            client: client.ip(),
+            far,
+            transport,
         }
     }
 }
@@ -134,6 +173,11 @@ pub struct Call {
 }
 
 impl Call {
+    /// The call's key in the table.
+    pub fn key(&self) -> CallKey {
+        CallKey::new(&self.call_id, self.client, self.far, self.transport)
+    }
+
     /// The media `side` announced.
     pub fn media_of(&self, side: Side) -> Option<&Vec<MediaStream>> {
         self.media[side.index()].as_ref()
@@ -167,8 +211,8 @@ pub struct Change {
 /// Every call and REGISTER transaction in progress.
 #[derive(Debug, Default)]
 pub struct CallTable {
-    calls: HashMap<String, Call>,
-    registers: HashMap<(String, u32), Register>,
+    calls: HashMap<CallKey, Call>,
+    registers: HashMap<(CallKey, u32), Register>,
     max_calls: usize,
 }
 
@@ -192,9 +236,9 @@ impl CallTable {
         self.calls.is_empty()
     }
 
-    /// A call by Call-ID.
-    pub fn get(&self, call_id: &str) -> Option<&Call> {
-        self.calls.get(call_id)
+    /// A call by key.
+    pub fn get(&self, key: &CallKey) -> Option<&Call> {
+        self.calls.get(key)
     }
 
     /// Every call.
@@ -203,8 +247,8 @@ impl CallTable {
     }
 
     /// Remove a call (after it ended).
-    pub fn take(&mut self, call_id: &str) -> Option<Call> {
-        self.calls.remove(call_id)
+    pub fn take(&mut self, key: &CallKey) -> Option<Call> {
+        self.calls.remove(key)
     }
 
     /// Account one message that travelled from `from` (whose peer is `client`/`far`).
@@ -224,13 +268,14 @@ impl CallTable {
         let Some(call_id) = msg.call_id.clone() else {
             return change;
         };
+        let key = CallKey::new(&call_id, client, far, transport);
         let Some((cseq, cseq_method)) = msg.cseq.clone() else {
             return change;
         };
         match &msg.start {
             StartLine::Request { method, .. } if method == "REGISTER" => {
                 if self.registers.len() < self.max_calls {
-                    self.registers.entry((call_id, cseq)).or_insert(Register {
+                    self.registers.entry((key, cseq)).or_insert(Register {
                         aor: msg.to.as_ref().map(|t| t.uri.clone()).unwrap_or_default(),
                         at: now,
                         expires: msg.expires,
@@ -239,13 +284,13 @@ impl CallTable {
             }
             StartLine::Response { code, reason } if cseq_method == "REGISTER" => {
                 if *code >= 200
-                    && let Some(r) = self.registers.remove(&(call_id, cseq))
+                    && let Some(r) = self.registers.remove(&(key, cseq))
                 {
                     change.registered = Some((r, *code, reason.clone()));
                 }
             }
             StartLine::Request { method, .. } if method == "INVITE" => {
-                match self.calls.get_mut(&call_id) {
+                match self.calls.get_mut(&key) {
                     None => {
                         if self.calls.len() >= self.max_calls {
                             return change;
@@ -272,7 +317,7 @@ impl CallTable {
                         if let Some(s) = sdp {
                             call.media[from.index()] = Some(s);
                         }
-                        self.calls.insert(call_id, call);
+                        self.calls.insert(key, call);
                         change.new_call = true;
                     }
                     Some(call) if cseq > call.invite_cseq => {
@@ -292,7 +337,7 @@ impl CallTable {
                 }
             }
             StartLine::Request { method, .. } => {
-                let Some(call) = self.calls.get_mut(&call_id) else {
+                let Some(call) = self.calls.get_mut(&key) else {
                     return change;
                 };
                 match method.as_str() {
@@ -328,7 +373,7 @@ impl CallTable {
                 }
             }
             StartLine::Response { code, reason } if cseq_method == "INVITE" => {
-                let Some(call) = self.calls.get_mut(&call_id) else {
+                let Some(call) = self.calls.get_mut(&key) else {
                     return change;
                 };
                 let initial = call.state < CallState::Answered;
@@ -378,11 +423,13 @@ impl CallTable {
 
     /// Calls unanswered for longer than `setup` (no final response lost forever) — the caller
     /// ends them with [`Outcome::SetupTimeout`].
-    pub fn expire(&self, now: Instant, setup: std::time::Duration) -> Vec<String> {
+    pub fn expire(&self, now: Instant, setup: std::time::Duration) -> Vec<CallKey> {
         self.calls
-            .values()
-            .filter(|c| c.state < CallState::Answered && now.duration_since(c.invited_at) > setup)
-            .map(|c| c.call_id.clone())
+            .iter()
+            .filter(|(_, c)| {
+                c.state < CallState::Answered && now.duration_since(c.invited_at) > setup
+            })
+            .map(|(k, _)| k.clone())
             .collect()
     }
 

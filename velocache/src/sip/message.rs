@@ -7,8 +7,11 @@
 //! - a message rsip rejects (an extension method such as `PUBLISH2`, an odd URI) is not lost:
 //!   a minimal header scan ([`scan`]) still yields the Call-ID, CSeq, From/To and body, and the
 //!   summary says which parser produced it;
-//! - `Content-Length` is honoured: [`frame`] cuts a TCP byte stream into messages, and a UDP
-//!   body is cut to the declared length (rsip takes whatever follows the head).
+//! - `Content-Length` is honoured: a UDP body is cut to the declared length (rsip takes
+//!   whatever follows the head); `sip::stream` cuts TCP byte streams by it;
+//! - header folding (RFC 3261 §7.3.1: a line starting with whitespace continues the previous
+//!   one) is undone before anything reads a header, and CRLFs before the start line are
+//!   skipped (§7.5), so a folded `Content-Length` or a leading keep-alive is not "malformed".
 //!
 //! Nothing here decides what to do with a message; a parse failure is an `Err` the caller logs
 //! before forwarding the bytes untouched.
@@ -24,7 +27,7 @@ use thiserror::Error;
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// Why bytes are not a SIP message we can summarise.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum SipParseError {
     /// No blank line ends the head.
     #[error("no end of headers")]
@@ -35,6 +38,9 @@ pub enum SipParseError {
     /// `Content-Length` is not a number.
     #[error("bad Content-Length `{0}`")]
     ContentLength(String),
+    /// Two `Content-Length` headers disagree (RFC 4475 §3.3.9): where the body ends is unknown.
+    #[error("conflicting Content-Length values `{0}` and `{1}`")]
+    ConflictingContentLength(usize, usize),
     /// The body is shorter than `Content-Length` says (a truncated datagram).
     #[error("body is {got} bytes, Content-Length says {declared}")]
     ShortBody {
@@ -204,66 +210,57 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The value of `Content-Length` (or `l`) in a head, if present.
+/// The head with folded lines joined (RFC 3261 §7.3.1): a line starting with a space or tab
+/// continues the previous one, and the line break before it counts as one space.
+pub fn unfold(head: &str) -> Cow<'_, str> {
+    let folded = |l: &str| l.starts_with([' ', '\t']);
+    if !head.split_inclusive('\n').skip(1).any(folded) {
+        return Cow::Borrowed(head);
+    }
+    let mut out = String::with_capacity(head.len());
+    for (i, line) in head.split_inclusive('\n').enumerate() {
+        if i > 0 && folded(line) {
+            let kept = out.trim_end_matches(['\r', '\n']).len();
+            out.truncate(kept);
+            out.push(' ');
+            out.push_str(line.trim_start_matches([' ', '\t']));
+        } else {
+            out.push_str(line);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// How many CR and LF bytes precede the start line (RFC 3261 §7.5: ignored).
+pub fn leading_crlf(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count()
+}
+
+/// The value of `Content-Length` (or `l`) in an unfolded head, if present. Repeated headers
+/// must agree.
 pub fn content_length(head: &str) -> Result<Option<usize>, SipParseError> {
+    let mut found: Option<usize> = None;
     for line in head.lines().skip(1) {
         if let Some((name, value)) = line.split_once(':') {
             let name = name.trim();
             if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
                 let v = value.trim();
-                return v
+                let n = v
                     .parse::<usize>()
-                    .map(Some)
-                    .map_err(|_| SipParseError::ContentLength(v.to_string()));
+                    .map_err(|_| SipParseError::ContentLength(v.chars().take(40).collect()))?;
+                match found {
+                    Some(first) if first != n => {
+                        return Err(SipParseError::ConflictingContentLength(first, n));
+                    }
+                    _ => found = Some(n),
+                }
             }
         }
     }
-    Ok(None)
-}
-
-/// What [`frame`] found at the start of a TCP buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame {
-    /// A complete message of this many bytes.
-    Message(usize),
-    /// Keep-alive CRLFs (RFC 5626) of this many bytes.
-    KeepAlive(usize),
-    /// More bytes are needed.
-    Incomplete,
-    /// Not SIP that can be framed (no length, oversized, garbage): pass the buffer through.
-    Invalid,
-}
-
-/// Cut the first message off a TCP stream buffer by its `Content-Length` (mandatory on
-/// stream transports, RFC 3261 §18.3).
-pub fn frame(buf: &[u8]) -> Frame {
-    let ws = buf
-        .iter()
-        .take_while(|b| **b == b'\r' || **b == b'\n')
-        .count();
-    if ws > 0 {
-        return Frame::KeepAlive(ws);
-    }
-    let Some((head_len, body_at)) = head_end(buf) else {
-        return if buf.len() > MAX_MESSAGE {
-            Frame::Invalid
-        } else {
-            Frame::Incomplete
-        };
-    };
-    let Ok(head) = std::str::from_utf8(&buf[..head_len]) else {
-        return Frame::Invalid;
-    };
-    match content_length(head) {
-        Ok(Some(len)) if body_at + len <= MAX_MESSAGE => {
-            if buf.len() >= body_at + len {
-                Frame::Message(body_at + len)
-            } else {
-                Frame::Incomplete
-            }
-        }
-        _ => Frame::Invalid,
-    }
+    Ok(found)
 }
 
 /// Parse one message (a UDP datagram, or a frame cut by [`frame`]).
@@ -271,9 +268,11 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, SipParseError> {
     if bytes.len() > MAX_MESSAGE {
         return Err(SipParseError::TooLarge);
     }
+    let bytes = &bytes[leading_crlf(bytes)..];
     let (head_len, body_at) = head_end(bytes).ok_or(SipParseError::NoHeaderEnd)?;
     let head = std::str::from_utf8(&bytes[..head_len]).map_err(|_| SipParseError::NotUtf8)?;
-    let head = normalize_compact(head);
+    let unfolded = unfold(head);
+    let head = normalize_compact(&unfolded);
     let rest = &bytes[body_at..];
     let body = match content_length(&head)? {
         Some(len) if len > rest.len() => {
@@ -469,11 +468,20 @@ pub fn scan(head: &str, body: &[u8]) -> Result<SipMessage, SipParseError> {
 /// The same message with another body: every head byte is kept except the `Content-Length`
 /// (or `l`) value, which is set to the new body's length. `None` if `bytes` has no head end.
 pub fn with_body(bytes: &[u8], body: &[u8]) -> Option<Vec<u8>> {
+    let (lead, bytes) = bytes.split_at(leading_crlf(bytes));
     let (head_len, body_at) = head_end(bytes)?;
     let head = std::str::from_utf8(&bytes[..head_len]).ok()?;
-    let mut out = Vec::with_capacity(bytes.len() + 32);
+    let mut out = Vec::with_capacity(lead.len() + bytes.len() + 32);
+    out.extend_from_slice(lead);
+    // A folded Content-Length value continues on the lines after it: they go with it.
+    let mut in_length = false;
     for (i, line) in head.split_inclusive('\n').enumerate() {
+        if in_length && line.starts_with([' ', '\t']) {
+            continue;
+        }
+        in_length = false;
         if i > 0
+            && !line.starts_with([' ', '\t'])
             && let Some((name, _)) = line.split_once(':')
             && (name.trim().eq_ignore_ascii_case("content-length")
                 || name.trim().eq_ignore_ascii_case("l"))
@@ -486,6 +494,7 @@ pub fn with_body(bytes: &[u8], body: &[u8]) -> Option<Vec<u8>> {
                 ""
             };
             out.extend_from_slice(format!("{}: {}{ending}", name.trim(), body.len()).as_bytes());
+            in_length = true;
         } else {
             out.extend_from_slice(line.as_bytes());
         }
@@ -497,4 +506,4 @@ pub fn with_body(bytes: &[u8], body: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 #[path = "message_tests.rs"]
-mod tests;
+pub(crate) mod tests;

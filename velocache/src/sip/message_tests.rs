@@ -1,5 +1,13 @@
 use super::*;
 
+/// An RFC 4475 torture message, byte for byte (`tests/data/rfc4475`).
+pub(crate) fn rfc4475(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/rfc4475")
+        .join(format!("{name}.dat"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 const INVITE: &str = "INVITE sip:service@10.77.2.2:5060 SIP/2.0\r\n\
 Via: SIP/2.0/UDP 10.77.1.2:5061;branch=z9hG4bK-1\r\n\
 From: sipp <sip:sipp@10.77.1.2:5061>;tag=abc\r\n\
@@ -88,27 +96,6 @@ fn garbage_and_truncation_are_errors_not_panics() {
 }
 
 #[test]
-fn tcp_streams_are_framed_by_content_length() {
-    let two = INVITE.to_string();
-    let first_len = INVITE.find("TRAILING").unwrap();
-    let stream = format!("{}{}", &two[..first_len], &two[..first_len]);
-    assert_eq!(frame(stream.as_bytes()), Frame::Message(first_len));
-    assert_eq!(
-        frame(&stream.as_bytes()[..first_len - 2]),
-        Frame::Incomplete
-    );
-    assert_eq!(frame(b"\r\n\r\nINVITE"), Frame::KeepAlive(4));
-    assert_eq!(
-        frame(b"INVITE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n"),
-        Frame::Invalid
-    );
-    assert_eq!(
-        frame(b"INVITE sip:a@b SIP/2.0\r\nl: 3\r\n\r\nabc"),
-        Frame::Message(35)
-    );
-}
-
-#[test]
 fn a_new_body_updates_only_the_content_length() {
     let out = with_body(INVITE.as_bytes(), b"v=0\r\nlonger\r\n").unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -119,4 +106,100 @@ fn a_new_body_updates_only_the_content_length() {
     assert!(text.starts_with("INVITE sip:service@10.77.2.2:5060 SIP/2.0\r\nVia:"));
     let m = parse(text.as_bytes()).unwrap();
     assert_eq!(m.body, b"v=0\r\nlonger\r\n");
+}
+
+#[test]
+fn a_folded_content_length_is_read_unfolded() {
+    // RFC 3261 §7.3.1 allows folding any header; this one used to be "bad Content-Length ``".
+    let msg = String::from_utf8(rfc4475("sdp01")).unwrap();
+    let folded = msg.replace("Content-Length: 150\r\n", "Content-Length:\r\n   150\r\n");
+    assert_ne!(folded, msg);
+    let m = parse(folded.as_bytes()).unwrap();
+    assert_eq!(m.call_id.as_deref(), Some("sdp01.ndaksdj9342dasdd"));
+    assert_eq!(m.body.len(), 150);
+    assert!(m.has_sdp());
+    // A new body replaces the folded value, continuation line included.
+    let out = String::from_utf8(with_body(folded.as_bytes(), b"v=0\r\n").unwrap()).unwrap();
+    assert!(
+        out.contains("\r\nContent-Length: 5\r\nContent-Type:"),
+        "{out}"
+    );
+    assert_eq!(parse(out.as_bytes()).unwrap().body, b"v=0\r\n");
+}
+
+#[test]
+fn crlf_before_the_start_line_is_ignored() {
+    // RFC 3261 §7.5: used to be "bad start line ``".
+    for lead in ["\r\n", "\r\n\r\n", "\n"] {
+        let mut bytes = lead.as_bytes().to_vec();
+        bytes.extend_from_slice(&rfc4475("sdp01"));
+        let m = parse(&bytes).unwrap();
+        assert_eq!(m.method(), Some("INVITE"), "{lead:?}");
+        assert_eq!(m.body.len(), 150, "{lead:?}");
+        let out = with_body(&bytes, b"").unwrap();
+        assert!(out.starts_with(lead.as_bytes()) && out.ends_with(b"\r\n\r\n"));
+    }
+}
+
+#[test]
+fn the_short_tortuous_invite_is_read_through_its_folding() {
+    let m = parse(&rfc4475("wsinv")).unwrap();
+    assert_eq!(m.method(), Some("INVITE"));
+    assert_eq!(m.call_id.as_deref(), Some("wsinv.ndaksdj@192.0.2.1"));
+    assert_eq!(m.cseq, Some((9, "INVITE".into())), "folded CSeq");
+    assert_eq!(m.from.as_ref().unwrap().tag.as_deref(), Some("98asjd8"));
+    assert_eq!(m.body.len(), 150);
+    assert!(m.has_sdp());
+}
+
+#[test]
+fn extra_octets_after_a_udp_message_are_not_its_body() {
+    let m = parse(&rfc4475("dblreq")).unwrap();
+    assert_eq!(m.method(), Some("REGISTER"));
+    assert!(m.body.is_empty());
+}
+
+#[test]
+fn rfc4475_framing_errors_are_errors() {
+    assert_eq!(
+        parse(&rfc4475("mcl01")),
+        Err(SipParseError::ConflictingContentLength(13, 5))
+    );
+    assert_eq!(
+        parse(&rfc4475("ncl")),
+        Err(SipParseError::ContentLength("-999".into()))
+    );
+    assert_eq!(
+        parse(&rfc4475("clerr")),
+        Err(SipParseError::ShortBody {
+            declared: 9999,
+            got: 154
+        })
+    );
+}
+
+/// What the observer makes of each RFC 4475 message (`tests/data/rfc4475/MANIFEST`): every
+/// one is summarised or refused with a reason, none panics.
+#[test]
+fn every_rfc4475_message_is_summarised_or_refused_as_the_manifest_says() {
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/rfc4475/MANIFEST"),
+    )
+    .unwrap();
+    let mut seen = 0;
+    for line in manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (name, observer) = (f[0], f[3]);
+        let got = parse(&rfc4475(name));
+        match observer {
+            "parsed" => assert!(got.is_ok(), "{name}: {got:?}"),
+            "malformed" => assert!(got.is_err(), "{name}: {got:?}"),
+            other => panic!("{name}: unknown outcome {other}"),
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 49, "RFC 4475 has 49 messages");
 }

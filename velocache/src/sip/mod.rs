@@ -15,8 +15,9 @@
 //! Malformed SIP or SDP is logged and forwarded untouched: observation must never break a call.
 //!
 //! # Layout
-//! - `message`: rsip parsing with compact-form normalisation, a header-scan fallback, and
-//!   `Content-Length` framing.
+//! - `message`: rsip parsing with unfolding and compact-form normalisation, a header-scan
+//!   fallback, `Content-Length`.
+//! - `stream`: SIP over TCP cut into messages, resynchronising after bytes that are not SIP.
 //! - `sdp`: media streams of an SDP body; line-level rewriting for anchoring.
 //! - `dialog`: the call and REGISTER state machine (pure).
 //! - `media`: offer/answer → kernel flows; anchors and SDP replacements.
@@ -34,6 +35,7 @@ mod metrics;
 pub mod nat;
 mod observer;
 pub mod sdp;
+pub mod stream;
 mod tcp;
 mod udp;
 

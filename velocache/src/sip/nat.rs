@@ -8,7 +8,7 @@
 //! back get the client's own `Via` restored; requests coming back (a BYE, a re-INVITE) get the
 //! client's own Request-URI restored. Everything else in the head, and the body, is kept
 //! byte for byte. Without anchoring none of this runs: observation forwards unchanged.
-use super::message::head_end;
+use super::message::{head_end, leading_crlf};
 
 /// What was replaced, to put back on the way in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,9 +53,12 @@ fn uri_hostport(s: &str) -> Option<(usize, usize)> {
 }
 
 fn edit_head(bytes: &[u8], mut f: impl FnMut(usize, &str) -> Option<String>) -> Option<Vec<u8>> {
+    // CRLFs before the start line (RFC 3261 §7.5) are kept as they came.
+    let (lead, bytes) = bytes.split_at(leading_crlf(bytes));
     let (head_len, _) = head_end(bytes)?;
     let head = std::str::from_utf8(&bytes[..head_len]).ok()?;
-    let mut out = Vec::with_capacity(bytes.len() + 32);
+    let mut out = Vec::with_capacity(lead.len() + bytes.len() + 32);
+    out.extend_from_slice(lead);
     let mut changed = false;
     for (i, line) in head.split_inclusive('\n').enumerate() {
         match f(i, line) {

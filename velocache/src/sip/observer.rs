@@ -20,12 +20,13 @@ use tracing::{debug, info, warn};
 
 use super::{
     calls,
-    dialog::{Call, CallTable, Outcome, Side},
+    dialog::{Call, CallKey, CallTable, Outcome, Side},
     media::{CallMedia, PlannedFlow, local_ip_towards, plan, replacements},
     message::{self, SipMessage, StartLine},
     metrics::Metrics,
     nat,
     sdp::{self, MediaStream},
+    stream::Unobserved,
 };
 use crate::{
     admin::{AdminError, CallsAdmin, api::CallsReport},
@@ -78,7 +79,7 @@ impl Hop {
 
 struct State {
     table: CallTable,
-    media: HashMap<String, CallMedia>,
+    media: HashMap<CallKey, CallMedia>,
     /// Registrations by (client, registrar): until when the registrar may send to the client.
     bindings: HashMap<(SocketAddr, SocketAddr), Instant>,
     /// With anchoring: the client's own Via/Contact per signalling path, to restore.
@@ -150,19 +151,12 @@ impl Observer {
         let msg = match message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
-                self.metrics.malformed.inc();
-                let head: String = String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
-                    .chars()
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .collect();
-                warn!(service = "sip", src = %hop.src(), dst = %hop.dst(), transport = hop.transport,
-                    bytes = bytes.len(), error = %e, start = %head,
-                    "malformed SIP message forwarded untouched");
+                self.malformed(bytes, &e, &hop);
                 return None;
             }
         };
         self.metrics.messages.inc();
-        log_message(&msg, &hop);
+        calls::log_message(&msg, hop.src(), hop.dst(), hop.transport);
         let streams = if msg.has_sdp() {
             match sdp::parse(&msg.body) {
                 Ok(s) => Some(s),
@@ -206,7 +200,7 @@ impl Observer {
                 }
             }
         }
-        let call_id = msg.call_id.clone()?;
+        let key = CallKey::new(msg.call_id.as_deref()?, hop.client, hop.far, hop.transport);
         if change.new_call {
             self.metrics.calls_active.inc();
         }
@@ -214,9 +208,9 @@ impl Observer {
         if self.settings.anchor
             && change.ended.is_none()
             && let Some(streams) = &streams
-            && st.table.get(&call_id).is_some()
+            && st.table.get(&key).is_some()
         {
-            out = self.anchor(st, &call_id, streams, &hop, bytes, &msg);
+            out = self.anchor(st, &key, streams, &hop, bytes, &msg);
         }
         if self.settings.anchor
             && let Some(relay) = hop.relay
@@ -226,26 +220,57 @@ impl Observer {
                 .or(out);
         }
         if change.media {
-            self.reconcile(st, &call_id);
+            self.reconcile(st, &key);
         }
         if let Some(outcome) = change.ended {
-            self.finish(st, &call_id, outcome, now);
+            self.finish(st, &key, outcome, now);
         }
         out
+    }
+
+    /// Bytes of a stream that went on without being observed as a message (see
+    /// `sip::stream`): reported like a malformed message, once per run.
+    pub fn on_unobserved(&self, bytes: &[u8], why: &Unobserved, hop: Hop) {
+        match why {
+            Unobserved::KeepAlive | Unobserved::Continued => {}
+            Unobserved::Unframable(e) => self.malformed(bytes, e, &hop),
+            Unobserved::Junk => self.malformed(bytes, &"not a SIP message", &hop),
+            Unobserved::TooLarge(total) => self.malformed(
+                bytes,
+                &format!(
+                    "message of {total} bytes is larger than {} bytes",
+                    message::MAX_MESSAGE
+                ),
+                &hop,
+            ),
+        }
+    }
+
+    fn malformed(&self, bytes: &[u8], error: &dyn std::fmt::Display, hop: &Hop) {
+        self.metrics.malformed.inc();
+        let start = &bytes[message::leading_crlf(bytes)..];
+        let head: String = String::from_utf8_lossy(&start[..start.len().min(60)])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        warn!(service = "sip", src = %hop.src(), dst = %hop.dst(), transport = hop.transport,
+            bytes = bytes.len(), error = %error, start = %head,
+            "malformed SIP message forwarded untouched");
     }
 
     /// Allocate anchors for the sender's streams and rewrite the SDP to announce them.
     fn anchor(
         &self,
         st: &mut State,
-        call_id: &str,
+        key: &CallKey,
         streams: &[MediaStream],
         hop: &Hop,
         bytes: &[u8],
         msg: &SipMessage,
     ) -> Option<Vec<u8>> {
         let ports = self.ports.as_ref()?;
-        let media = st.media.entry(call_id.to_string()).or_default();
+        let call_id = key.call_id.as_str();
+        let media = st.media.entry(key.clone()).or_default();
         if media.gateway_ips.is_none() {
             media.gateway_ips = Some((
                 local_ip_towards(hop.client.ip())?,
@@ -311,12 +336,13 @@ impl Observer {
     }
 
     /// Bring the kernel's flows in line with the call's current offer/answer.
-    fn reconcile(&self, st: &mut State, call_id: &str) {
+    fn reconcile(&self, st: &mut State, key: &CallKey) {
         let State { table, media, .. } = st;
-        let Some(call) = table.get(call_id) else {
+        let Some(call) = table.get(key) else {
             return;
         };
-        let m = media.entry(call_id.to_string()).or_default();
+        let call_id = key.call_id.as_str();
+        let m = media.entry(key.clone()).or_default();
         let planned = plan(call, m, self.settings.anchor);
         let (kept, gone): (Vec<PlannedFlow>, Vec<PlannedFlow>) = m
             .flows
@@ -400,11 +426,11 @@ impl Observer {
     }
 
     /// End a call: collect its media statistics, remove its flows, log the record.
-    fn finish(&self, st: &mut State, call_id: &str, outcome: Outcome, now: Instant) {
-        let Some(call) = st.table.take(call_id) else {
+    fn finish(&self, st: &mut State, key: &CallKey, outcome: Outcome, now: Instant) {
+        let Some(call) = st.table.take(key) else {
             return;
         };
-        let mut m = st.media.remove(call_id).unwrap_or_default();
+        let mut m = st.media.remove(key).unwrap_or_default();
         self.metrics.calls_active.dec();
         self.metrics.ended(outcome).inc();
         let mut all = std::mem::take(&mut m.finished);
@@ -456,7 +482,7 @@ impl Observer {
             .map(|c| {
                 let flows: Vec<(PlannedFlow, FlowStats)> = st
                     .media
-                    .get(&c.call_id)
+                    .get(&c.key())
                     .map(|m| {
                         m.flows
                             .iter()
@@ -493,7 +519,7 @@ impl Observer {
         } else {
             1
         };
-        let silent: Vec<String> = if st.ticks % every != 0 {
+        let silent: Vec<CallKey> = if st.ticks % every != 0 {
             Vec::new()
         } else {
             st.media
@@ -549,7 +575,7 @@ impl Observer {
         let now = Instant::now();
         if let Ok(mut guard) = self.state.lock() {
             let st = &mut *guard;
-            let ids: Vec<String> = st.table.calls().map(|c| c.call_id.clone()).collect();
+            let ids: Vec<CallKey> = st.table.calls().map(Call::key).collect();
             for id in ids {
                 self.finish(st, &id, Outcome::Shutdown, now);
             }
@@ -560,30 +586,6 @@ impl Observer {
 impl Drop for Observer {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-fn log_message(msg: &SipMessage, hop: &Hop) {
-    let call_id = msg.call_id.as_deref().unwrap_or("");
-    let cseq = msg
-        .cseq
-        .as_ref()
-        .map(|(n, m)| format!("{n} {m}"))
-        .unwrap_or_default();
-    let from = msg.from.as_ref().map(|p| p.uri.as_str()).unwrap_or("");
-    let to = msg.to.as_ref().map(|p| p.uri.as_str()).unwrap_or("");
-    let (src, dst) = (hop.src().to_string(), hop.dst().to_string());
-    match &msg.start {
-        StartLine::Request { method, uri } => {
-            info!(service = "sip", call_id, method = %method, uri = %uri, cseq = %cseq,
-                from, to, src = %src, dst = %dst, transport = hop.transport,
-                parser = msg.parser, "sip");
-        }
-        StartLine::Response { code, reason } => {
-            info!(service = "sip", call_id, status = *code, reason = %reason, cseq = %cseq,
-                from, to, src = %src, dst = %dst, transport = hop.transport,
-                parser = msg.parser, "sip");
-        }
     }
 }
 

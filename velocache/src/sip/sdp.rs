@@ -1,11 +1,16 @@
 //! SDP bodies: what media each side announces, and (for anchoring) the same body with the
 //! connection addresses and ports replaced.
 //!
-//! Parsing is `webrtc-sdp`'s (Mozilla's parser, maintained for Firefox; it reads the plain
-//! RFC 4566 offers SIP phones send, not only WebRTC's). Its result is reduced to
-//! [`MediaStream`]s: per `m=` line the address and ports where that side wants to receive RTP
-//! and RTCP, the transport profile, and the clock rate of the first payload type (jitter is
-//! measured in timestamp units, so the kernel needs it).
+//! Parsing is a line reader of our own for the few lines an observer needs (RFC 8866 §5:
+//! `v=`, `c=`, `m=`, and the `rtpmap`, `rtcp`, `rtcp-mux` and `inactive` attributes); every
+//! other line is checked only for the `x=value` shape and otherwise ignored, as the RFC asks
+//! of unknown attributes. A general parser (webrtc-sdp, tried first) judges SIP's SDP by
+//! WebRTC's rules: it refused `a=rtpmap:31 LPC` (an rtpmap without a clock rate, valid in
+//! RFC 2327), dropped `m=` lines with a transport it does not know (T.38's `udptl`,
+//! `UDP/BFCP`) so the streams after them were misnumbered, and logged warnings of its own for
+//! `a=crypto`. Its result is reduced to [`MediaStream`]s: per `m=` line the address and ports
+//! where that side wants to receive RTP and RTCP, the transport profile, and the clock rate of
+//! the first payload type (jitter is measured in timestamp units, so the kernel needs it).
 //!
 //! Rewriting is done on the text, line by line, touching only `c=`, the port of `m=`, and
 //! `a=rtcp:`: re-serialising the parsed session would reorder or drop attributes the endpoints
@@ -13,12 +18,6 @@
 use std::net::IpAddr;
 
 use thiserror::Error;
-use webrtc_sdp::{
-    SdpConnection,
-    address::ExplicitlyTypedAddress,
-    attribute_type::{SdpAttribute, SdpAttributeType},
-    media_type::{SdpFormatList, SdpMediaValue, SdpProtocolValue},
-};
 
 /// The body is not SDP we can learn from.
 #[derive(Debug, Error)]
@@ -26,9 +25,14 @@ pub enum SdpError {
     /// Not UTF-8.
     #[error("SDP is not UTF-8")]
     NotUtf8,
-    /// webrtc-sdp rejected it.
-    #[error("SDP does not parse: {0}")]
-    Parse(String),
+    /// A line the media description needs does not parse.
+    #[error("SDP line {line}: {reason}")]
+    Parse {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// One `m=` line as its sender described it.
@@ -36,7 +40,7 @@ pub enum SdpError {
 pub struct MediaStream {
     /// Position of the `m=` line (0-based); offer and answer streams pair up by it.
     pub index: usize,
-    /// `audio`, `video`, `application`.
+    /// `audio`, `video`, `application`, `image`, …
     pub kind: String,
     /// Where the sender receives RTP (`None`: an FQDN, which is not learned).
     pub addr: Option<IpAddr>,
@@ -72,75 +76,183 @@ fn static_payload(pt: u32) -> Option<(&'static str, u32)> {
     })
 }
 
-fn ip_of(addr: &ExplicitlyTypedAddress) -> Option<IpAddr> {
-    match addr {
-        ExplicitlyTypedAddress::Ip(ip) => Some(*ip),
-        ExplicitlyTypedAddress::Fqdn { .. } => None,
+/// A media section being read.
+struct Section {
+    stream: MediaStream,
+    first_pt: Option<u32>,
+    rtpmap: Option<(String, Option<u32>)>,
+    rtcp: Option<u16>,
+    mux: bool,
+    has_addr: bool,
+}
+
+impl Section {
+    fn finish(self, session_addr: Option<IpAddr>) -> MediaStream {
+        let mut s = self.stream;
+        if !self.has_addr {
+            s.addr = session_addr;
+        }
+        let (codec, clock_rate) = match (self.rtpmap, self.first_pt.and_then(static_payload)) {
+            (Some((name, rate)), _) => (Some(name), rate),
+            (None, Some((name, rate))) => (Some(name.to_string()), Some(rate)),
+            (None, None) => (None, None),
+        };
+        s.codec = codec;
+        s.clock_rate = clock_rate;
+        s.rtcp_port = match self.rtcp {
+            Some(p) => p,
+            None if self.mux => s.port,
+            None => s.port.saturating_add(1),
+        };
+        s
     }
 }
 
-fn conn_ip(c: &Option<SdpConnection>) -> Option<IpAddr> {
-    c.as_ref().and_then(|c| ip_of(&c.address))
+/// `c=IN IP4 192.0.2.1[/ttl]`: the address (`None` for a name), or why it does not parse.
+fn connection(value: &str) -> Result<Option<IpAddr>, String> {
+    let mut t = value.split_whitespace();
+    let (Some(_net), Some(kind), Some(addr)) = (t.next(), t.next(), t.next()) else {
+        return Err(format!(
+            "connection line `{value}` needs a network, type and address"
+        ));
+    };
+    if !kind.eq_ignore_ascii_case("IP4") && !kind.eq_ignore_ascii_case("IP6") {
+        return Ok(None);
+    }
+    let host = addr.split('/').next().unwrap_or(addr);
+    Ok(host.parse().ok())
+}
+
+/// `m=audio 49170[/2] RTP/AVP 0 8`.
+fn media(index: usize, value: &str) -> Result<(MediaStream, Option<u32>), String> {
+    let t: Vec<&str> = value.split_whitespace().collect();
+    let [kind, port, proto, fmt, ..] = t.as_slice() else {
+        return Err(format!(
+            "media line `{value}` needs a type, port, transport and format"
+        ));
+    };
+    let port: u16 = port
+        .split('/')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("media port `{port}` is not a port"))?;
+    let upper = proto.to_ascii_uppercase();
+    let srtp = matches!(
+        upper.as_str(),
+        "RTP/SAVP" | "RTP/SAVPF" | "UDP/TLS/RTP/SAVP" | "UDP/TLS/RTP/SAVPF"
+    );
+    let kind = match kind.to_ascii_lowercase().as_str() {
+        k @ ("audio" | "video" | "application") => k.to_string(),
+        _ => kind.to_string(),
+    };
+    let stream = MediaStream {
+        index,
+        kind,
+        addr: None,
+        port,
+        rtcp_port: 0,
+        protocol: proto.to_string(),
+        srtp,
+        codec: None,
+        clock_rate: None,
+        inactive: false,
+    };
+    Ok((stream, fmt.parse().ok()))
+}
+
+/// `a=rtpmap:8 PCMA/8000[/1]` → payload type, encoding, clock rate (absent in old SDP).
+fn rtpmap(value: &str) -> Option<(u32, String, Option<u32>)> {
+    let (pt, rest) = value.trim().split_once([' ', '\t'])?;
+    let mut parts = rest.trim().split('/');
+    let name = parts.next().filter(|n| !n.is_empty())?;
+    let rate = parts.next().and_then(|r| r.trim().parse().ok());
+    Some((pt.parse().ok()?, name.to_string(), rate))
 }
 
 /// The media streams an SDP body announces.
 pub fn parse(body: &[u8]) -> Result<Vec<MediaStream>, SdpError> {
     let text = std::str::from_utf8(body).map_err(|_| SdpError::NotUtf8)?;
-    let session = webrtc_sdp::parse_sdp(text, false).map_err(|e| SdpError::Parse(e.to_string()))?;
-    let session_addr = conn_ip(session.get_connection());
-    let mut out = Vec::new();
-    for (index, m) in session.media.iter().enumerate() {
-        let port = u16::try_from(m.get_port()).unwrap_or(0);
-        let first_pt = match m.get_formats() {
-            SdpFormatList::Integers(v) => v.first().copied(),
-            _ => None,
+    let mut session_addr = None;
+    let mut sections: Vec<Section> = Vec::new();
+    let mut seen_version = false;
+    for (n, raw) in text.split('\n').enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let err = |reason: String| SdpError::Parse {
+            line: n + 1,
+            reason,
         };
-        let rtpmap = m.get_attributes().iter().find_map(|a| match a {
-            SdpAttribute::Rtpmap(r) if Some(u32::from(r.payload_type)) == first_pt => {
-                Some((r.codec_name.clone(), r.frequency))
+        if line.trim().is_empty() {
+            continue;
+        }
+        let b = line.as_bytes();
+        if b.len() < 2 || !b[0].is_ascii_lowercase() || b[1] != b'=' {
+            let shown: String = line.chars().take(40).collect();
+            return Err(err(format!("`{shown}` is not a `x=value` line")));
+        }
+        let value = &line[2..];
+        if !seen_version {
+            if b[0] != b'v' || value.trim() != "0" {
+                return Err(err("SDP starts with `v=0`".into()));
             }
-            _ => None,
-        });
-        let (codec, clock_rate) = match rtpmap {
-            Some((c, f)) => (Some(c), Some(f)),
-            None => match first_pt.and_then(static_payload) {
-                Some((c, f)) => (Some(c.to_string()), Some(f)),
-                None => (None, None),
-            },
-        };
-        let mux = m.get_attribute(SdpAttributeType::RtcpMux).is_some();
-        let rtcp_port = match m.get_attribute(SdpAttributeType::Rtcp) {
-            Some(SdpAttribute::Rtcp(r)) => r.port,
-            _ if mux => port,
-            _ => port.saturating_add(1),
-        };
-        let protocol = m.get_proto().to_string();
-        let srtp = matches!(
-            m.get_proto(),
-            SdpProtocolValue::RtpSavp
-                | SdpProtocolValue::RtpSavpf
-                | SdpProtocolValue::UdpTlsRtpSavp
-                | SdpProtocolValue::UdpTlsRtpSavpf
-        );
-        out.push(MediaStream {
-            index,
-            kind: match m.get_type() {
-                SdpMediaValue::Audio => "audio".into(),
-                SdpMediaValue::Video => "video".into(),
-                SdpMediaValue::Application => "application".into(),
-                SdpMediaValue::Unknown(other) => other.clone(),
-            },
-            addr: conn_ip(m.get_connection()).or(session_addr),
-            port,
-            rtcp_port,
-            protocol,
-            srtp,
-            codec,
-            clock_rate,
-            inactive: m.get_attribute(SdpAttributeType::Inactive).is_some(),
+            seen_version = true;
+            continue;
+        }
+        match b[0] {
+            b'm' => {
+                let (stream, first_pt) = media(sections.len(), value).map_err(err)?;
+                sections.push(Section {
+                    stream,
+                    first_pt,
+                    rtpmap: None,
+                    rtcp: None,
+                    mux: false,
+                    has_addr: false,
+                });
+            }
+            b'c' => {
+                let addr = connection(value).map_err(err)?;
+                match sections.last_mut() {
+                    Some(s) => {
+                        s.stream.addr = addr;
+                        s.has_addr = true;
+                    }
+                    None => session_addr = addr,
+                }
+            }
+            b'a' => {
+                let Some(s) = sections.last_mut() else {
+                    continue;
+                };
+                let (name, arg) = value.split_once(':').unwrap_or((value, ""));
+                match name.trim() {
+                    "rtpmap" => {
+                        if let Some((pt, codec, rate)) = rtpmap(arg)
+                            && Some(pt) == s.first_pt
+                        {
+                            s.rtpmap = Some((codec, rate));
+                        }
+                    }
+                    "rtcp" => {
+                        s.rtcp = arg.split_whitespace().next().and_then(|p| p.parse().ok());
+                    }
+                    "rtcp-mux" => s.mux = true,
+                    "inactive" => s.stream.inactive = true,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    if !seen_version {
+        return Err(SdpError::Parse {
+            line: 1,
+            reason: "empty SDP".into(),
         });
     }
-    Ok(out)
+    Ok(sections
+        .into_iter()
+        .map(|s| s.finish(session_addr))
+        .collect())
 }
 
 /// Where one anchored stream is to be announced instead.
@@ -264,9 +376,51 @@ mod tests {
     }
 
     #[test]
+    fn an_rtpmap_without_a_clock_rate_is_old_sdp_not_malformed() {
+        // RFC 4475's INVITEs all carry `a=rtpmap:31 LPC` (RFC 2327 allowed it).
+        let m = crate::sip::message::parse(&crate::sip::message::tests::rfc4475("wsinv")).unwrap();
+        let s = parse(&m.body).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].port, s[0].codec.as_deref()), (49217, Some("PCMU")));
+        assert_eq!(s[0].addr, Some("192.0.2.4".parse().unwrap()));
+        assert_eq!((s[1].port, s[1].codec.as_deref()), (3227, Some("LPC")));
+        assert_eq!(s[1].clock_rate, None);
+    }
+
+    #[test]
+    fn t38_bfcp_and_crypto_keep_every_stream_in_its_place() {
+        // webrtc-sdp dropped the `udptl` and `UDP/BFCP` lines (numbering the audio stream
+        // after them wrongly) and logged warnings of its own for them and `a=crypto`.
+        let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+m=image 49170 udptl t38\r\na=T38FaxVersion:0\r\na=T38FaxRateManagement:transferredTCF\r\n\
+m=application 5070 UDP/BFCP *\r\na=floorctrl:c-only\r\n\
+m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+        let s = parse(sdp.as_bytes()).unwrap();
+        let kinds: Vec<(usize, &str, &str, u16)> = s
+            .iter()
+            .map(|m| (m.index, m.kind.as_str(), m.protocol.as_str(), m.port))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (0, "image", "udptl", 49170),
+                (1, "application", "UDP/BFCP", 5070),
+                (2, "audio", "RTP/SAVP", 4000),
+            ]
+        );
+        assert!(s[2].srtp);
+        assert_eq!(s[2].codec.as_deref(), Some("PCMU"));
+        assert_eq!(s[0].codec, None);
+    }
+
+    #[test]
     fn malformed_sdp_is_an_error() {
         assert!(parse(b"v=0\r\nm=audio banana\r\n").is_err());
         assert!(parse(&[0xff, 0xfe]).is_err());
+        assert!(parse(b"").is_err());
+        assert!(parse(b"hello\r\n").is_err());
+        assert!(parse(b"v=0\r\nc=IN\r\n").is_err());
+        assert!(parse(b"v=0\r\nm=audio 99999 RTP/AVP 0\r\n").is_err());
     }
 
     #[test]

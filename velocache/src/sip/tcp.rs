@@ -1,13 +1,14 @@
 //! SIP over TCP: the connection is spliced to the original destination, and each direction is
-//! cut into messages by `Content-Length` so the observer sees whole messages.
+//! cut into messages (`sip::stream::Deframer`) so the observer sees whole messages.
 //!
 //! A message is written on as soon as its last byte arrived (what any SIP proxy does). Bytes
-//! that cannot be framed — no `Content-Length`, a message over 64 KiB, not SIP at all — switch
-//! that direction to a plain byte copy for the rest of the connection: observation may miss
-//! messages, it never blocks or alters a stream it does not understand.
+//! that are not a message the observer can take — a head with a bad `Content-Length`, what
+//! follows it, garbage, a message over 64 KiB — are copied as they are and reported; framing
+//! resumes at the next start line, so observation never stops for the rest of the connection
+//! and never blocks or alters a stream. What is left when a side closes (a message cut short)
+//! is forwarded and reported too.
 use std::{sync::Arc, time::Duration};
 
-use bytes::BytesMut;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -17,8 +18,8 @@ use velocache_common::Service;
 
 use super::{
     dialog::Side,
-    message::{Frame, frame},
     observer::{Hop, Observer},
+    stream::{Deframer, Piece},
 };
 use crate::{
     flow::{FlowGuard, FlowTracker},
@@ -102,52 +103,88 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut framing = true;
+    let mut deframer = Deframer::new();
     let mut written = 0u64;
     loop {
-        match r.read_buf(&mut buf).await {
+        match r.read_buf(deframer.buffer()).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        while framing && !buf.is_empty() {
-            match frame(&buf) {
-                Frame::Message(n) => {
-                    let msg = buf.split_to(n);
-                    let out = observer.on_message(&msg, hop);
-                    let bytes = out.as_deref().unwrap_or(&msg);
-                    if w.write_all(bytes).await.is_err() {
-                        return written;
-                    }
-                    written += bytes.len() as u64;
+        while let Some(piece) = deframer.next_piece() {
+            let out;
+            let bytes = match &piece {
+                Piece::Message(msg) => {
+                    out = observer.on_message(msg, hop);
+                    out.as_deref().unwrap_or(msg)
                 }
-                Frame::KeepAlive(n) => {
-                    let ka = buf.split_to(n);
-                    if w.write_all(&ka).await.is_err() {
-                        return written;
-                    }
-                    written += n as u64;
+                Piece::Forward(bytes, why) => {
+                    observer.on_unobserved(bytes, why, hop);
+                    bytes
                 }
-                Frame::Incomplete => break,
-                Frame::Invalid => {
-                    warn!(service = "sip", src = %hop.client, dst = %hop.far, side = hop.from.name(),
-                        transport = "tcp", "stream cannot be framed as SIP; copied untouched from here on");
-                    framing = false;
-                }
-            }
-        }
-        if !framing && !buf.is_empty() {
-            let chunk = buf.split();
-            if w.write_all(&chunk).await.is_err() {
+            };
+            if w.write_all(bytes).await.is_err() {
                 return written;
             }
-            written += chunk.len() as u64;
+            written += bytes.len() as u64;
         }
     }
-    // Whatever is left (a truncated message at close) still belongs to the peer.
-    if !buf.is_empty() && w.write_all(&buf).await.is_ok() {
-        written += buf.len() as u64;
+    // Whatever is left (a message cut short at close) still belongs to the peer, and is
+    // reported as what it is.
+    if let Some(rest) = deframer.finish() {
+        let _ = observer.on_message(&rest, hop);
+        if w.write_all(&rest).await.is_ok() {
+            written += rest.len() as u64;
+        }
     }
     let _ = w.shutdown().await;
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        rtp::NoMediaPlane,
+        sip::{Metrics, Settings, message::tests::rfc4475},
+    };
+
+    const OPTIONS: &str = "OPTIONS sip:a@10.77.2.2 SIP/2.0\r\nCall-ID: after@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+    #[tokio::test]
+    async fn observation_goes_on_after_unframable_bytes_and_a_cut_message_is_reported_at_close() {
+        let metrics = Metrics::default();
+        let observer = Arc::new(Observer::new(
+            Settings {
+                anchor: false,
+                rtp_idle: Duration::from_secs(5),
+                setup_timeout: Duration::from_secs(5),
+                max_calls: 10,
+            },
+            Arc::new(NoMediaPlane),
+            None,
+            metrics.clone(),
+        ));
+        // Conflicting lengths (its body cannot be found), a message, then one whose
+        // Content-Length runs past the end of the connection.
+        let mut stream = rfc4475("mcl01");
+        stream.extend_from_slice(OPTIONS.as_bytes());
+        stream.extend_from_slice(&rfc4475("clerr"));
+        let hop = Hop {
+            from: Side::Client,
+            client: "10.77.1.2:40000".parse().unwrap(),
+            far: "10.77.2.2:5060".parse().unwrap(),
+            transport: "tcp",
+            relay: None,
+        };
+        let mut out = Vec::new();
+        let written = pump(&stream[..], &mut out, observer, hop).await;
+        assert_eq!(out, stream, "every byte forwarded, in order");
+        assert_eq!(written, stream.len() as u64);
+        assert_eq!(metrics.messages.get(), 1, "the OPTIONS after the bad head");
+        assert_eq!(
+            metrics.malformed.get(),
+            2,
+            "mcl01's head (its body with it) and clerr at close"
+        );
+    }
 }
