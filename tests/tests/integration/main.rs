@@ -9,6 +9,7 @@
 
 mod config;
 mod control;
+mod crash;
 mod datapath;
 mod deploy;
 mod dns;

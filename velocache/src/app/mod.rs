@@ -52,7 +52,7 @@ pub async fn start(
     launch: Launch,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let _lock = InstanceLock::acquire()?;
+    let _lock = InstanceLock::acquire().await?;
     let parts = Parts {
         listeners: bind_all(&config)?,
         services: Box::new(services::factories),
