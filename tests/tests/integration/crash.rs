@@ -278,7 +278,11 @@ fn crash_consistency_kill_9_at_random_points_during_fills() {
     let cache = tempfile::tempdir().unwrap();
     let cfg = with_cache_dir(
         cache.path(),
-        &format!("slice_bytes = {SLICE}\ncache_max_bytes = {}\n", 64 << 20),
+        &format!(
+            "slice_bytes = {SLICE}\ncache_max_bytes = {}\nmax_object_bytes = {}\n",
+            64 << 20,
+            32 << 20
+        ),
     );
     let mut daemon = Daemon::start(&lab, &cfg);
     // Paths served at least once: checked whole after every restart.
