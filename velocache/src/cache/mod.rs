@@ -15,11 +15,13 @@
 //! - `storage`: the [`Storage`] trait; `memory` and `disk` implement it; `index` is their
 //!   shared bookkeeping (slices, bytes, LRU eviction).
 //! - `lock`: one writer per object, readers with lock-age and wait timeouts.
-//! - `fill`, `reader`: body in, body out.
+//! - `fill`, `reader`: body in, body out; `handoff`: the body of a fill that could not store,
+//!   passed to the reader that relays it.
 
 pub mod cache_control;
 pub mod disk;
 pub mod fill;
+mod handoff;
 mod index;
 pub mod key;
 pub mod lock;

@@ -7,7 +7,8 @@
 //! file); and if no fill covers the position, asks its [`RangeFetcher`] to start one for the
 //! run of missing slices — so a Range request for an object partly stored fetches only what it
 //! lacks. A fill that makes no progress for `wait` ends the response with an error rather than
-//! hanging it.
+//! hanging it. A fill that stopped storing (disk full) leaves the rest of its origin body to the
+//! reader at its position ([`super::handoff`]), which then relays it directly.
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 
 use super::{
     CacheError, ObjectId, ObjectMeta, SliceReader, Storage,
+    handoff::{self, Handoff},
     lock::{Fill, FillEnd, FillState, Fills},
 };
 
@@ -48,6 +50,8 @@ pub struct ObjectReader {
     sub: Option<(Arc<Fill>, watch::Receiver<FillState>)>,
     fetched: Vec<u64>,
     ahead: Option<(u64, tokio::task::JoinHandle<Result<Bytes, CacheError>>)>,
+    /// An origin body a fill left to this reader, relayed directly.
+    direct: Option<Handoff>,
 }
 
 impl ObjectReader {
@@ -76,6 +80,7 @@ impl ObjectReader {
             sub: None,
             fetched: Vec::new(),
             ahead: None,
+            direct: None,
         }
     }
 
@@ -106,6 +111,27 @@ impl ObjectReader {
             let end = self.end();
             if end.is_some_and(|e| self.pos >= e) {
                 return Ok(None);
+            }
+            // 0. An origin body handed over by a fill that stopped storing.
+            if let Some(h) = &mut self.direct {
+                match h.next_at(self.pos, end).await {
+                    Some(Ok(data)) => {
+                        self.pos += data.len() as u64;
+                        return Ok(Some(data));
+                    }
+                    Some(Err(e)) => return Err(e),
+                    // The end of a body of unknown length is the object's.
+                    None if h.ended() && end.is_none() => {
+                        self.direct = None;
+                        self.end = Some(self.pos);
+                        return Ok(None);
+                    }
+                    // Its range or body ended: the rest comes the usual way.
+                    None => {
+                        self.direct = None;
+                        continue;
+                    }
+                }
             }
             let idx = self.pos / s;
             let slice_end = (idx + 1) * s;
@@ -230,7 +256,12 @@ impl ObjectReader {
                 }
             }
 
-            // 3. Nobody is writing it: fetch the run of missing slices.
+            // 3. Nobody is writing it. A fill that stopped storing may have left its body
+            // for this very position; else fetch the run of missing slices.
+            if let Some(h) = handoff::take(&self.id, version, self.pos) {
+                self.direct = Some(h);
+                continue;
+            }
             if self.fetched.contains(&idx) {
                 return Err(CacheError::Missing { slice: idx });
             }
