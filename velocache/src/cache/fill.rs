@@ -117,11 +117,18 @@ impl FillJob {
                 Err(e)
             }
             Err(Stop::Store { error, unsent }) => {
+                // The rest of the body goes to the first reader that reaches it; until then
+                // what was stored (the partial slice too) stays readable for readers behind.
+                let handoff = Handoff::new(unsent, at, body, end);
+                let published = handoff.at();
+                let taken = handoff::offer(id, w.meta.version, handoff);
+                // Wake readers waiting for more: they look for the body now.
+                permit.progress(published, None);
+                let _ = tokio::time::timeout(handoff::UNCLAIMED, taken).await;
                 // Nothing partial stays: the slice being written (its temporary file) and
                 // what was committed go, and their space with them.
                 w.writer = None;
                 let _ = w.storage.remove(id).await;
-                handoff::offer(id, w.meta.version, Handoff::new(unsent, at, body, end));
                 permit.finish(FillEnd::NotStored);
                 Err(error)
             }

@@ -3,13 +3,15 @@
 //! A fill that cannot store any more — the disk is full, a write failed, a body without
 //! `Content-Length` grew past `max_object_bytes` — must not cut its clients short: they are
 //! owed the origin's bytes whether or not the cache keeps them. Its readers follow the fill
-//! through the store (committed slices, the growing temporary file), which is exactly what
-//! went away; and relaying the rest through the fill's progress channel would lose every chunk
-//! a slow reader has not taken yet. So the fill removes the object and leaves the unread body
-//! here, keyed by object, version and the offset of its next byte; the reader standing at that
-//! offset takes it and relays it itself, at its own client's pace (backpressure all the way to
-//! the origin). A reader elsewhere gets a fetch of its own, as for any missing slice. A body
-//! nobody takes is dropped (closing its origin connection) after [`UNCLAIMED`].
+//! through the store (committed slices, the growing temporary file); relaying the rest through
+//! the fill's progress channel would lose every chunk a slow reader has not taken yet. So the
+//! fill leaves the unread body here, keyed by object and version, with the offset of its next
+//! byte, and keeps what it stored readable meanwhile: a reader behind that offset catches up
+//! from the store, and the first reader at or past it takes the body and relays it itself, at
+//! its own client's pace (backpressure all the way to the origin). Then the fill removes the
+//! object (nothing partial stays, and its space is freed) and ends; readers still behind fetch
+//! what they lack, as for any missing slice. A body nobody takes within [`UNCLAIMED`] is
+//! dropped, closing its origin connection.
 use std::{
     collections::HashMap,
     sync::{
@@ -25,8 +27,9 @@ use parking_lot::Mutex;
 
 use super::{CacheError, ObjectId};
 
-/// How long an unclaimed body is kept.
-pub const UNCLAIMED: Duration = Duration::from_secs(30);
+/// How long an unclaimed body is kept (below the default `lock_age_ms`, so the waiting fill
+/// never looks stalled to new requests).
+pub const UNCLAIMED: Duration = Duration::from_secs(20);
 
 /// An origin body from a known offset on.
 pub struct Handoff {
@@ -66,7 +69,7 @@ impl Handoff {
     }
 
     /// Offset of the first byte a reader would get.
-    fn at(&self) -> u64 {
+    pub fn at(&self) -> u64 {
         self.pending.as_ref().map_or(self.body_at, |(at, _)| *at)
     }
 
@@ -122,38 +125,63 @@ impl Handoff {
     }
 }
 
-type Key = (ObjectId, u64, u64);
+type Key = (ObjectId, u64);
 
 struct Waiting {
     token: u64,
     handoff: Handoff,
+    taken: tokio::sync::oneshot::Sender<()>,
 }
 
-static WAITING: LazyLock<Mutex<HashMap<Key, Waiting>>> = LazyLock::new(Default::default);
+static WAITING: LazyLock<Mutex<HashMap<Key, Vec<Waiting>>>> = LazyLock::new(Default::default);
 static TOKENS: AtomicU64 = AtomicU64::new(0);
 
-/// Leave `handoff` for the reader of `id` version `version` standing at its offset.
-pub fn offer(id: ObjectId, version: u64, handoff: Handoff) {
-    let key = (id, version, handoff.at());
+/// Leave `handoff` for a reader of `id` version `version`; the returned channel resolves once
+/// it is taken, or dropped after [`UNCLAIMED`].
+pub fn offer(id: ObjectId, version: u64, handoff: Handoff) -> tokio::sync::oneshot::Receiver<()> {
+    let key = (id, version);
     let token = TOKENS.fetch_add(1, Ordering::Relaxed);
-    WAITING.lock().insert(key, Waiting { token, handoff });
+    let (taken, rx) = tokio::sync::oneshot::channel();
+    WAITING.lock().entry(key).or_default().push(Waiting {
+        token,
+        handoff,
+        taken,
+    });
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         rt.spawn(async move {
             tokio::time::sleep(UNCLAIMED).await;
-            let mut map = WAITING.lock();
-            if map.get(&key).is_some_and(|w| w.token == token) {
-                map.remove(&key);
-            }
+            remove(&key, |w| w.token == token);
         });
     }
+    rx
 }
 
-/// Take the body left for a reader of `id` version `version` at `pos`.
+fn remove(key: &Key, pick: impl Fn(&Waiting) -> bool) -> Option<Waiting> {
+    let mut map = WAITING.lock();
+    let list = map.get_mut(key)?;
+    let i = list.iter().position(pick)?;
+    let w = list.swap_remove(i);
+    if list.is_empty() {
+        map.remove(key);
+    }
+    Some(w)
+}
+
+/// Take a body left for a reader of `id` version `version` at `pos`: one that starts at or
+/// before `pos` (the reader skips what it already has).
 pub fn take(id: &ObjectId, version: u64, pos: u64) -> Option<Handoff> {
-    WAITING
-        .lock()
-        .remove(&(*id, version, pos))
-        .map(|w| w.handoff)
+    let key = (*id, version);
+    let best = {
+        let map = WAITING.lock();
+        map.get(&key)?
+            .iter()
+            .filter(|w| w.handoff.at() <= pos && w.handoff.end.is_none_or(|e| pos < e))
+            .max_by_key(|w| w.handoff.at())
+            .map(|w| w.token)?
+    };
+    let w = remove(&key, |w| w.token == best)?;
+    let _ = w.taken.send(());
+    Some(w.handoff)
 }
 
 #[cfg(test)]
@@ -190,12 +218,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_reader_at_the_offset_takes_it_once() {
+    async fn a_reader_at_or_past_the_offset_takes_it_once_and_the_fill_hears_of_it() {
         let id = ObjectId([9; 16]);
-        offer(id, 3, Handoff::new(None, 500, body(vec![b"x"]), None));
-        assert!(take(&id, 3, 400).is_none());
-        assert!(take(&id, 4, 500).is_none());
-        assert!(take(&id, 3, 500).is_some());
-        assert!(take(&id, 3, 500).is_none());
+        let taken = offer(id, 3, Handoff::new(None, 500, body(vec![b"x"]), Some(900)));
+        assert!(take(&id, 3, 400).is_none(), "a reader behind must catch up first");
+        assert!(take(&id, 4, 500).is_none(), "another version");
+        assert!(take(&id, 3, 900).is_none(), "past the fill's range");
+        assert!(take(&id, 3, 650).is_some());
+        assert!(take(&id, 3, 650).is_none());
+        taken.await.unwrap();
     }
 }

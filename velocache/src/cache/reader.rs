@@ -234,6 +234,12 @@ impl ObjectReader {
                         self.sub = None;
                     }
                     None => {
+                        // A fill that stopped storing leaves its body to the reader that
+                        // has caught up with it.
+                        if let Some(h) = handoff::take(&self.id, version, self.pos) {
+                            self.direct = Some(h);
+                            continue;
+                        }
                         // Wait for more.
                         if let Some((_, rx)) = &mut self.sub {
                             match tokio::time::timeout(self.wait, rx.changed()).await {

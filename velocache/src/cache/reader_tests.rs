@@ -514,3 +514,48 @@ async fn a_body_of_unknown_length_past_the_limit_is_relayed_whole_and_not_kept()
     assert_eq!(got.unwrap(), data, "the client was cut short");
     assert!(storage.lookup(&id).is_none());
 }
+
+#[tokio::test]
+async fn a_reader_far_behind_a_fill_that_ran_out_of_space_catches_up_then_takes_the_body() {
+    let full: Arc<dyn Storage> = Arc::new(FullDisk {
+        inner: MemoryStorage::new(1 << 20),
+        budget: Arc::new(std::sync::atomic::AtomicU64::new(2500)),
+    });
+    let fills = Fills::new(Duration::from_secs(60));
+    let id = ObjectId([42; 16]);
+    let data = body(7000);
+    let m = meta(Some(7000));
+    full.put_meta(id, m.clone()).await.unwrap();
+    let Acquired::Writer(permit) = fills.acquire(id) else {
+        panic!()
+    };
+    permit.set_meta(m.clone(), 0);
+    let job = FillJob {
+        storage: full.clone(),
+        id,
+        meta: m.clone(),
+        start: 0,
+        end: None,
+        body_offset: 0,
+        max_object_bytes: u64::MAX,
+        permit,
+    };
+    // The whole body is there at once: the fill runs into the full disk before any reader.
+    let filler = tokio::spawn(job.run(futures::stream::iter(chunks(&data, 700))));
+    while fills.current(&id).is_some_and(|f| f.state().written < 2100) {
+        tokio::task::yield_now().await;
+    }
+    let r = ObjectReader::new(
+        full.clone(),
+        fills.clone(),
+        None,
+        id,
+        m,
+        0,
+        None,
+        Duration::from_secs(5),
+    );
+    assert_eq!(read(r).await.unwrap(), data, "the late reader was cut short");
+    assert!(matches!(filler.await.unwrap(), Err(CacheError::Io { .. })));
+    assert!(full.lookup(&id).is_none(), "a partial object was kept");
+}
