@@ -11,6 +11,7 @@ mod config;
 mod control;
 mod crash;
 mod datapath;
+mod exhaustion;
 mod deploy;
 mod dns;
 mod http;

@@ -52,7 +52,12 @@ pub struct ObjectReader {
     ahead: Option<(u64, tokio::task::JoinHandle<Result<Bytes, CacheError>>)>,
     /// An origin body a fill left to this reader, relayed directly.
     direct: Option<Handoff>,
+    /// Slices fetched again after a fill that did not store.
+    refetches: u32,
 }
+
+/// How many times a reader fetches slices again after fills that did not store them.
+const MAX_REFETCHES: u32 = 8;
 
 impl ObjectReader {
     /// A reader of `[start, end)` (`end` `None`: to the object's end, which a fill may learn).
@@ -81,6 +86,7 @@ impl ObjectReader {
             fetched: Vec::new(),
             ahead: None,
             direct: None,
+            refetches: 0,
         }
     }
 
@@ -230,7 +236,14 @@ impl ObjectReader {
                     Some(FillEnd::Failed(why)) if covers(&st, version, self.pos) => {
                         return Err(CacheError::Origin(why.to_string()));
                     }
-                    Some(_) => {
+                    Some(end) => {
+                        // A fill that did not store (the disk is full, or the origin's answer
+                        // was not storable) may be fetched again, a few times: another reader
+                        // may have taken its body, and this one still needs the bytes.
+                        if *end == FillEnd::NotStored && self.refetches < MAX_REFETCHES {
+                            self.refetches += 1;
+                            self.fetched.retain(|&i| i != idx);
+                        }
                         self.sub = None;
                     }
                     None => {
