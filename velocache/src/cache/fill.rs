@@ -220,6 +220,15 @@ impl Writer {
         let s = self.meta.slice_bytes;
         while !data.is_empty() {
             if self.writer.is_none() {
+                // A slice of an object the store no longer holds (a full disk removed it, or a
+                // new version replaced it) would be unlinked at its commit: relay instead.
+                if self
+                    .storage
+                    .lookup(&self.id)
+                    .is_none_or(|s| s.meta.version != self.meta.version)
+                {
+                    return Err(CacheError::Removed);
+                }
                 self.writer = Some(
                     self.storage
                         .create_slice(self.id, self.meta.version, self.pos / s)

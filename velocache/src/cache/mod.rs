@@ -96,6 +96,10 @@ pub enum CacheError {
         /// The slice.
         slice: u64,
     },
+    /// The object was removed (or replaced) while a fill was writing it: what the fill would
+    /// store could never be served, so it relays instead.
+    #[error("the object was removed from the cache while being filled")]
+    Removed,
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,

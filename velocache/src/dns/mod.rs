@@ -29,6 +29,7 @@ use crate::{
     service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
+mod budget;
 pub mod cache;
 pub mod forwarder;
 pub mod handler;
