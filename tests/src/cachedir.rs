@@ -83,7 +83,8 @@ fn read_object(dir: &Path) -> StoredObject {
     let etag = meta.as_ref().and_then(|m| {
         m["headers"].as_array()?.iter().find_map(|h| {
             let pair = h.as_array()?;
-            (pair.first()?.as_str()? == "etag").then(|| pair.get(1)?.as_str().map(str::to_string))?
+            (pair.first()?.as_str()? == "etag")
+                .then(|| pair.get(1)?.as_str().map(str::to_string))?
         })
     });
     let mut obj = StoredObject {
@@ -171,7 +172,10 @@ pub fn disagreements(cache_dir: &Path, listing: &Value) -> Vec<String> {
             }
         }
         match listed.get(&key) {
-            None => problems.push(format!("{key}: on disk ({}) but not in the index", o.dir.display())),
+            None => problems.push(format!(
+                "{key}: on disk ({}) but not in the index",
+                o.dir.display()
+            )),
             Some(&(present, complete)) => {
                 if present != o.slices.len() as u64 {
                     problems.push(format!(

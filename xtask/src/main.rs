@@ -4,6 +4,7 @@
 //! - `test`: fmt, clippy (host and BPF), unit tests, lab integration tests, one summary line.
 //! - `demo`: bring the lab up, run the daemon, drive real clients, print what happened.
 //! - `bench`: side-by-side measurements against the peers VeloCache is compared with.
+//! - `soak`: the daemon under mixed load for minutes, with reloads and a restart; flat or not.
 //! - `lab`: bring the lab up and keep it until Ctrl-C (for poking at it by hand).
 //! - `package`: build the `.deb` (cargo-deb) and check its contents.
 #![expect(
@@ -20,6 +21,7 @@ mod lab;
 mod modgraph;
 mod package;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -56,6 +58,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Mixed load (DNS, HTTP, HTTPS spliced and intercepted, SIP) for N minutes with reloads and
+    /// a restart; prints RSS, descriptors, BPF map entries, temporary files and errors over time.
+    Soak {
+        /// How long.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Seconds between rows.
+        #[arg(long, default_value_t = 60)]
+        sample_secs: u64,
+    },
     /// Bring the lab up with the daemon running and wait for Ctrl-C.
     Lab,
     /// Build the .deb (cargo-deb) and check that it holds the binary, unit and configuration.
@@ -78,6 +90,10 @@ fn main() {
         Command::Test { filter, no_lint } => test::run(filter.as_deref(), !no_lint),
         Command::Demo => demo::run(),
         Command::Bench { name, seconds } => bench::run(&name, seconds),
+        Command::Soak {
+            minutes,
+            sample_secs,
+        } => soak::run(minutes, sample_secs),
         Command::Lab => lab::run(),
         Command::Package { debug } => package::run(debug).map(|_| ()),
     };

@@ -12,7 +12,9 @@ use velocache_tests::{
     Background, Daemon, Lab, cachedir, freezer::Freezer, require_tools, velocache_bin,
 };
 
-use crate::http::{Origin, WAIT, count_slices, fetch_sha, url, wait_requests, with_cache_dir, write_blob};
+use crate::http::{
+    Origin, WAIT, count_slices, fetch_sha, url, wait_requests, with_cache_dir, write_blob,
+};
 use crate::util::sha256;
 
 /// `kill -9` while a 48 MiB object is being filled, the killed process held in its exit (its
@@ -47,9 +49,9 @@ fn a_daemon_started_while_a_killed_one_is_still_exiting_waits_for_it_and_serves(
     // The supervisor's restart, at once.
     let mut second = Daemon::launch(&lab, &cfg);
     let waiting = second.wait_for_log(WAIT, |l| {
-        l["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("a killed velocache daemon still holds the instance lock"))
+        l["message"].as_str().is_some_and(|m| {
+            m.starts_with("a killed velocache daemon still holds the instance lock")
+        })
     });
     assert_eq!(waiting["pid"], first.pid(), "{waiting}");
     assert_eq!(waiting["level"], "warn");
@@ -58,12 +60,20 @@ fn a_daemon_started_while_a_killed_one_is_still_exiting_waits_for_it_and_serves(
     freezer.thaw();
     second.wait_running();
     second.wait_for_log(WAIT, |l| {
-        l["message"] == "the previous daemon has exited; instance lock taken" && l["pid"] == first.pid()
+        l["message"] == "the previous daemon has exited; instance lock taken"
+            && l["pid"] == first.pid()
     });
     drop(first);
 
-    origin.route("/cut.bin", json!({"headers": {"Cache-Control": "max-age=600"}}));
-    assert_eq!(fetch_sha(&lab, "/cut.bin"), want, "a partial object was served");
+    origin.route(
+        "/cut.bin",
+        json!({"headers": {"Cache-Control": "max-age=600"}}),
+    );
+    assert_eq!(
+        fetch_sha(&lab, "/cut.bin"),
+        want,
+        "a partial object was served"
+    );
     let lines = wait_requests(&second, "/cut.bin", 1);
     assert_eq!(lines[0]["complete"], true);
 }
@@ -136,7 +146,12 @@ fn check_disk_content(cache: &Path, objects: &Objects, round: u64) {
         let Some(key) = &o.key else { continue };
         let file = objects
             .origin_file(key, o.etag.as_deref())
-            .unwrap_or_else(|| panic!("round {round}: {key} (etag {:?}) is no object of the origin", o.etag));
+            .unwrap_or_else(|| {
+                panic!(
+                    "round {round}: {key} (etag {:?}) is no object of the origin",
+                    o.etag
+                )
+            });
         let mut origin = std::fs::File::open(&file).unwrap();
         for &idx in o.slices.keys() {
             let stored = std::fs::read(o.slice_path(idx)).unwrap();
@@ -306,7 +321,10 @@ fn crash_consistency_kill_9_at_random_points_during_fills() {
             match rng.below(5) {
                 0 => {
                     let p = format!("/large{}.bin?r={round}", rng.below(3));
-                    clients.push(lab.client.spawn(&["curl", "-sS", "-o", "/dev/null", &url(&p)]));
+                    clients.push(
+                        lab.client
+                            .spawn(&["curl", "-sS", "-o", "/dev/null", &url(&p)]),
+                    );
                     plan.push(format!("large {p}"));
                     touched.push(p);
                 }
@@ -316,7 +334,13 @@ fn crash_consistency_kill_9_at_random_points_during_fills() {
                     let from = rng.below(LARGE - (4 << 20));
                     let to = from + 1 + rng.below(4 << 20);
                     clients.push(lab.client.spawn(&[
-                        "curl", "-sS", "-o", "/dev/null", "-r", &format!("{from}-{to}"), &url(&p),
+                        "curl",
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-r",
+                        &format!("{from}-{to}"),
+                        &url(&p),
                     ]));
                     plan.push(format!("range {from}-{to} of {p}"));
                     touched.push(p);
@@ -324,8 +348,13 @@ fn crash_consistency_kill_9_at_random_points_during_fills() {
                 2 => {
                     let p = format!("/large{}.bin?c={round}", rng.below(3));
                     for _ in 0..4 {
-                        clients
-                            .push(lab.client.spawn(&["curl", "-sS", "-o", "/dev/null", &url(&p)]));
+                        clients.push(lab.client.spawn(&[
+                            "curl",
+                            "-sS",
+                            "-o",
+                            "/dev/null",
+                            &url(&p),
+                        ]));
                     }
                     plan.push(format!("collapsed x4 {p}"));
                     touched.push(p);
@@ -343,14 +372,20 @@ fn crash_consistency_kill_9_at_random_points_during_fills() {
                 }
                 _ => {
                     let p = "/changing.bin".to_string();
-                    clients.push(lab.client.spawn(&["curl", "-sS", "-o", "/dev/null", &url(&p)]));
+                    clients.push(
+                        lab.client
+                            .spawn(&["curl", "-sS", "-o", "/dev/null", &url(&p)]),
+                    );
                     plan.push(format!("new version {etag} of {p}"));
                     touched.push(p);
                 }
             }
         }
         let delay = 50 + rng.below(1900);
-        println!("round {round}: {} ; kill -9 after {delay} ms", plan.join(", "));
+        println!(
+            "round {round}: {} ; kill -9 after {delay} ms",
+            plan.join(", ")
+        );
         std::thread::sleep(Duration::from_millis(delay));
         daemon.kill9_nowait();
         kills += 1;

@@ -47,7 +47,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -205,7 +208,12 @@ fn ten_thousand_concurrent_clients_are_served_in_bounded_memory() {
     assert_eq!(report["answered"], 10000, "{report}");
     assert_eq!(report["statuses"]["200"], 10000, "{report}");
     assert!(peak < 1024 * 1024, "RSS {peak} KiB with 10 000 clients");
-    assert!(daemon.logs().iter().all(|l| l["message"] != "accept failed"));
+    assert!(
+        daemon
+            .logs()
+            .iter()
+            .all(|l| l["message"] != "accept failed")
+    );
 }
 
 /// With its descriptors exhausted (a hard limit of 256, held by idle connections), the daemon
@@ -278,8 +286,17 @@ fn the_open_file_limit_reached_is_logged_and_service_resumes() {
         .count();
     assert!(failures < 2000, "{failures} accept failures logged");
     assert_eq!(
-        lab.client
-            .run_ok(&["curl", "-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}", &url("/f.txt")]),
+        lab.client.run_ok(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url("/f.txt")
+        ]),
         "200"
     );
 }
@@ -345,9 +362,7 @@ fn an_origin_that_never_answers_times_out_and_others_are_served() {
     let lab = Lab::new();
     let origin = Origin::start(&lab);
     origin.file("ok.txt", 10);
-    let _silent = lab
-        .origin
-        .spawn(&["python3", &load_py(), "silent", "8080"]);
+    let _silent = lab.origin.spawn(&["python3", &load_py(), "silent", "8080"]);
     servers::wait_tcp(&lab.origin, "127.0.0.1", 8080);
     let daemon = Daemon::start(
         &lab,
@@ -378,13 +393,8 @@ fn an_origin_that_never_answers_times_out_and_others_are_served() {
         ]),
         "10"
     );
-    let line = daemon.wait_for_log(WAIT, |l| {
-        l["message"] == "request" && l["path"] == "/x"
-    });
-    assert!(
-        line["status"] == 504 || line["status"] == 502,
-        "{line}"
-    );
+    let line = daemon.wait_for_log(WAIT, |l| l["message"] == "request" && l["path"] == "/x");
+    assert!(line["status"] == 504 || line["status"] == 502, "{line}");
     let failed = daemon.wait_for_log(WAIT, |l| l["message"] == "request failed");
     assert!(
         failed["error"]
@@ -394,7 +404,11 @@ fn an_origin_that_never_answers_times_out_and_others_are_served() {
     );
     let mut hung = hung;
     assert!(hung.wait_timeout(WAIT).is_some());
-    assert!(matches!(hung.stdout().as_str(), "504" | "502"), "{}", hung.stdout());
+    assert!(
+        matches!(hung.stdout().as_str(), "504" | "502"),
+        "{}",
+        hung.stdout()
+    );
 }
 
 /// A DNS upstream that answers after 5 s, flooded with 3 000 queries: the daemon gives up on
@@ -440,15 +454,23 @@ fn a_slow_dns_upstream_is_timed_out_and_a_healthy_one_is_answered() {
         answered.join("\n")
     );
     let timed_out = daemon.wait_for_log(WAIT, |l| {
-        l["message"] == "query" && l["qname"].as_str().is_some_and(|q| q.contains("slow.test"))
+        l["message"] == "query"
+            && l["qname"].as_str().is_some_and(|q| q.contains("slow.test"))
             && l["rcode"] == "SERVFAIL"
     });
     println!("slow upstream: {timed_out}");
     let mut flood = flood;
     flood.wait_timeout(WAIT);
     let after = rss_kib(daemon.pid());
-    println!("RSS {} MiB before the flood, {} MiB after", before / 1024, after / 1024);
-    assert!(after < before + 64 * 1024, "RSS grew from {before} to {after} KiB");
+    println!(
+        "RSS {} MiB before the flood, {} MiB after",
+        before / 1024,
+        after / 1024
+    );
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
     // Still answering.
     let again = lab.client.run_ok(&[
         "dig",

@@ -221,7 +221,10 @@ mod tests {
     async fn a_reader_at_or_past_the_offset_takes_it_once_and_the_fill_hears_of_it() {
         let id = ObjectId([9; 16]);
         let taken = offer(id, 3, Handoff::new(None, 500, body(vec![b"x"]), Some(900)));
-        assert!(take(&id, 3, 400).is_none(), "a reader behind must catch up first");
+        assert!(
+            take(&id, 3, 400).is_none(),
+            "a reader behind must catch up first"
+        );
         assert!(take(&id, 4, 500).is_none(), "another version");
         assert!(take(&id, 3, 900).is_none(), "past the fill's range");
         assert!(take(&id, 3, 650).is_some());

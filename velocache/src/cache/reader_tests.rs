@@ -411,7 +411,10 @@ impl Storage for FullDisk {
         version: u64,
         idx: u64,
     ) -> crate::cache::IoFuture<'static, Box<dyn crate::cache::SliceWriter>> {
-        let (fut, budget) = (self.inner.create_slice(id, version, idx), self.budget.clone());
+        let (fut, budget) = (
+            self.inner.create_slice(id, version, idx),
+            self.budget.clone(),
+        );
         Box::pin(async move {
             let inner = fut.await?;
             Ok(Box::new(FullWriter { inner, budget }) as Box<dyn SliceWriter>)
@@ -439,7 +442,10 @@ async fn fill_with_a_reader_keeping_up(
     m: Arc<ObjectMeta>,
     data: &[u8],
     max_object_bytes: u64,
-) -> (Result<Vec<u8>, CacheError>, Result<crate::cache::fill::FillOutcome, CacheError>) {
+) -> (
+    Result<Vec<u8>, CacheError>,
+    Result<crate::cache::fill::FillOutcome, CacheError>,
+) {
     let fills = Fills::new(Duration::from_secs(5));
     storage.put_meta(id, m.clone()).await.unwrap();
     let Acquired::Writer(permit) = fills.acquire(id) else {
@@ -495,10 +501,7 @@ async fn a_full_disk_stops_storing_but_the_reader_gets_every_byte() {
     let data = body(6000);
     let (got, filled) =
         fill_with_a_reader_keeping_up(full.clone(), id, meta(Some(6000)), &data, u64::MAX).await;
-    assert!(
-        matches!(filled, Err(CacheError::Io { .. })),
-        "{filled:?}"
-    );
+    assert!(matches!(filled, Err(CacheError::Io { .. })), "{filled:?}");
     assert_eq!(got.unwrap(), data, "the client was cut short");
     assert!(full.lookup(&id).is_none(), "a partial object was kept");
 }
@@ -510,7 +513,10 @@ async fn a_body_of_unknown_length_past_the_limit_is_relayed_whole_and_not_kept()
     let data = body(5000);
     let (got, filled) =
         fill_with_a_reader_keeping_up(storage.clone(), id, meta(None), &data, 2500).await;
-    assert!(matches!(filled, Err(CacheError::TooLarge { .. })), "{filled:?}");
+    assert!(
+        matches!(filled, Err(CacheError::TooLarge { .. })),
+        "{filled:?}"
+    );
     assert_eq!(got.unwrap(), data, "the client was cut short");
     assert!(storage.lookup(&id).is_none());
 }
@@ -555,7 +561,11 @@ async fn a_reader_far_behind_a_fill_that_ran_out_of_space_catches_up_then_takes_
         None,
         Duration::from_secs(5),
     );
-    assert_eq!(read(r).await.unwrap(), data, "the late reader was cut short");
+    assert_eq!(
+        read(r).await.unwrap(),
+        data,
+        "the late reader was cut short"
+    );
     assert!(matches!(filler.await.unwrap(), Err(CacheError::Io { .. })));
     assert!(full.lookup(&id).is_none(), "a partial object was kept");
 }

@@ -220,7 +220,8 @@ fn classify(stat: &str, status: &str) -> Holder {
 mod tests {
     use super::*;
 
-    const STAT_RUNNING: &str = "4242 (velocache) S 1 4242 4242 0 -1 4194560 2127 0 0 0 9 4 0 0 20 0 7 0";
+    const STAT_RUNNING: &str =
+        "4242 (velocache) S 1 4242 4242 0 -1 4194560 2127 0 0 0 9 4 0 0 20 0 7 0";
     const STATUS_QUIET: &str = "Name:\tvelocache\nState:\tS (sleeping)\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\nSigBlk:\t0000000000000000\n";
 
     #[test]
@@ -230,16 +231,10 @@ mod tests {
 
     #[test]
     fn sigkill_pending_for_the_group_is_dying() {
-        let status = STATUS_QUIET.replace(
-            "ShdPnd:\t0000000000000000",
-            "ShdPnd:\t0000000000000100",
-        );
+        let status = STATUS_QUIET.replace("ShdPnd:\t0000000000000000", "ShdPnd:\t0000000000000100");
         assert_eq!(classify(STAT_RUNNING, &status), Holder::Dying);
         // SIGTERM (a graceful stop in progress) is not.
-        let status = STATUS_QUIET.replace(
-            "ShdPnd:\t0000000000000000",
-            "ShdPnd:\t0000000000004000",
-        );
+        let status = STATUS_QUIET.replace("ShdPnd:\t0000000000000000", "ShdPnd:\t0000000000004000");
         assert_eq!(classify(STAT_RUNNING, &status), Holder::Alive);
     }
 

@@ -113,6 +113,10 @@ mod tests {
         // A refused resolver query left no share behind.
         drop(pool);
         assert!(b.try_acquire(direct(53)).is_some());
-        assert_eq!(b.by_resolver.lock().len(), 0, "dropped permits are forgotten");
+        assert_eq!(
+            b.by_resolver.lock().len(),
+            0,
+            "dropped permits are forgotten"
+        );
     }
 }
