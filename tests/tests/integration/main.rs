@@ -7,6 +7,7 @@
     reason = "tests are synchronous: blocking sleeps are what they need"
 )]
 
+mod boundaries;
 mod config;
 mod control;
 mod crash;
