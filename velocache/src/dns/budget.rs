@@ -14,17 +14,20 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::forwarder::Target;
 
+/// Queries in flight per resolver.
+type Shares = Arc<Mutex<HashMap<SocketAddr, usize>>>;
+
 /// The budget.
 pub(super) struct Budget {
     total: Arc<Semaphore>,
     per_resolver: usize,
-    by_resolver: Arc<Mutex<HashMap<SocketAddr, usize>>>,
+    by_resolver: Shares,
 }
 
 /// One query's place in the budget; dropping it gives the place back.
 pub(super) struct Permit {
     _total: OwnedSemaphorePermit,
-    resolver: Option<(SocketAddr, Arc<Mutex<HashMap<SocketAddr, usize>>>)>,
+    resolver: Option<(SocketAddr, Shares)>,
 }
 
 impl Drop for Permit {
