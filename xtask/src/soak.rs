@@ -9,7 +9,7 @@
 //! CA), and SIP calls with RTP through the fast path. A SIGHUP reload every fifth of the run;
 //! a restart (SIGINT, start again on the same state) at the middle.
 //!
-//! Every `--sample-secs` a row: RSS, open descriptors, entries in the daemon's BPF hash maps,
+//! The release daemon is built unless `VELOCACHE_BIN` names one. Every `--sample-secs` a row: RSS, open descriptors, entries in the daemon's BPF hash maps,
 //! files in the cache's `tmp/`, warnings and errors the daemon logged and requests the clients
 //! saw fail since the last row, and requests done. At the end each series is called flat or
 //! not. **Flat**: after warm-up (the first 10 % of the samples, at least one), the last third's
@@ -65,7 +65,12 @@ struct Sample {
 pub fn run(minutes: u64, sample_secs: u64) -> Result<()> {
     util::require_root("soak")?;
     setup::run(setup::Profile::Test)?;
-    let bin = util::build_daemon(true)?;
+    // `VELOCACHE_BIN` soaks a given build (e.g. a debug one); else the release daemon.
+    let bin = match std::env::var_os("VELOCACHE_BIN") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => util::build_daemon(true)?,
+    };
+    println!("soak: daemon {}", bin.display());
     velocache_tests::set_velocache_bin(bin);
     velocache_tests::require_tools(&["curl", "dig", "dnsmasq", "nginx", "sipp", "bpftool"]);
 
