@@ -103,7 +103,7 @@ impl FillJob {
                 Err(e @ CacheError::Io { .. }) => {
                     // The body was all published, but the last slice or the metadata could
                     // not be stored: readers that were behind fetch what they lack.
-                    let _ = w.storage.remove(id).await;
+                    remove_own(w.storage.clone(), id, w.meta.version).await;
                     permit.finish(FillEnd::NotStored);
                     Err(e)
                 }
@@ -128,7 +128,7 @@ impl FillJob {
                 // Nothing partial stays: the slice being written (its temporary file) and
                 // what was committed go, and their space with them.
                 w.writer = None;
-                let _ = w.storage.remove(id).await;
+                remove_own(w.storage.clone(), id, w.meta.version).await;
                 permit.finish(FillEnd::NotStored);
                 Err(error)
             }
@@ -156,6 +156,17 @@ struct Writer {
     pos: u64,
     writer: Option<Box<dyn SliceWriter>>,
     hasher: Option<Sha256>,
+}
+
+/// Remove object `id` if the store still holds `version` of it (never a newer version that
+/// replaced it meanwhile).
+async fn remove_own(storage: Arc<dyn Storage>, id: ObjectId, version: u64) {
+    if storage
+        .lookup(&id)
+        .is_some_and(|s| s.meta.version == version)
+    {
+        let _ = storage.remove(id).await;
+    }
 }
 
 impl Writer {
