@@ -108,7 +108,24 @@ pub fn run(minutes: u64, sample_secs: u64) -> Result<()> {
         "uac.xml",
         &sipp::uac_scenario(&format!("{PCAP_DIR}/g711a.pcap"), None, 3000, false),
     );
-    let _uas = sipp::start_uas(&lab.origin, addr::ORIGIN, &uas_xml, 7000, 1_000_000, "u1");
+    // sipp's UAS as the tests start it, but with no global `-timeout`: it must outlive the run.
+    let _uas = lab.origin.spawn(&[
+        "sipp",
+        "-sf",
+        &uas_xml.display().to_string(),
+        "-i",
+        addr::ORIGIN,
+        "-p",
+        "5060",
+        "-t",
+        "u1",
+        "-mi",
+        addr::ORIGIN,
+        "-mp",
+        "7000",
+        "-rtp_echo",
+        "-nostdin",
+    ]);
 
     let state = tempfile::tempdir()?;
     let cache_dir = state.path().join("cache");
