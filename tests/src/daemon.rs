@@ -103,6 +103,27 @@ impl Daemon {
         env: &[(&str, &str)],
         wrapper: &[&str],
     ) -> Daemon {
+        let mut daemon = Self::launch_wrapped(lab, dir, config, env, wrapper);
+        daemon.wait_running();
+        daemon
+    }
+
+    /// Start the daemon with [`Daemon::lab_config`]`(extra)` and return at once, before it is
+    /// running (a supervisor's restart; see [`Daemon::wait_running`]).
+    pub fn launch(lab: &Lab, extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let config = Self::lab_config(dir.path(), extra);
+        Self::launch_wrapped(lab, dir, config, &[], &[])
+    }
+
+    /// Like [`Daemon::start_wrapped`], without waiting for it to run.
+    pub fn launch_wrapped(
+        lab: &Lab,
+        dir: TempDir,
+        config: String,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Daemon {
         let path = dir.path().join("velocache.toml");
         std::fs::write(&path, &config).unwrap_or_else(|e| panic!("writing config: {e}"));
         let bin = velocache_bin().display().to_string();
@@ -121,17 +142,17 @@ impl Daemon {
             cmd.env(k, v);
         }
         let process = Background::spawn(cmd, "velocache");
-        let mut daemon = Daemon {
+        Daemon {
             process,
             dir,
             config,
-        };
-        daemon.wait_running();
-        daemon
+        }
     }
 
-    fn wait_running(&mut self) {
-        let end = Instant::now() + Duration::from_secs(30);
+    /// Wait (up to 60 s) until the daemon logs `velocache running`; panic with its log if it
+    /// exits first.
+    pub fn wait_running(&mut self) {
+        let end = Instant::now() + Duration::from_secs(60);
         while Instant::now() < end {
             if self
                 .logs()
@@ -150,7 +171,7 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(25));
         }
         panic!(
-            "velocache did not start within 30 s:\n{}",
+            "velocache did not start within 60 s:\n{}",
             self.process.stdout()
         );
     }
@@ -209,6 +230,17 @@ impl Daemon {
     pub fn kill9(&mut self) {
         self.process.signal(Signal::SIGKILL);
         let _ = self.process.wait_timeout(Duration::from_secs(10));
+    }
+
+    /// Send SIGKILL and return at once, as a supervisor sees a crash: the process may still be
+    /// exiting (and holding the instance lock) when this returns.
+    pub fn kill9_nowait(&self) {
+        self.process.signal(Signal::SIGKILL);
+    }
+
+    /// Wait up to `limit` for the process to exit; its status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.process.wait_timeout(limit)
     }
 
     /// Stop the daemon with SIGINT and wait for it to exit.

@@ -23,6 +23,8 @@
 //! - [`sipp`]: sipp scenarios (UAC with RTP, UAS answering or refusing) and its runs.
 //! - [`rtpload`]: the RTP load generator's packets, bench SIP and rtpengine's ng protocol
 //!   (the `rtp-load` binary runs them inside the lab).
+//! - [`cachedir`]: a daemon's HTTP cache directory read from outside, checked against its index.
+//! - [`freezer`]: holding a killed daemon in its exit (cgroup v1 freezer).
 //! - [`dns`]: DNS upstreams and peer forwarders (unbound, dnsmasq), and a `dig` reader.
 //! - [`tools`]: which Debian package ships each command the tests, demo and benches run;
 //!   [`require_tools`].
@@ -33,8 +35,10 @@
     reason = "the harness is synchronous: blocking sleeps are what it needs"
 )]
 
+pub mod cachedir;
 pub mod daemon;
 pub mod dns;
+pub mod freezer;
 pub mod lab;
 pub mod mutate;
 pub mod process;

@@ -4,6 +4,7 @@
 //! - `test`: fmt, clippy (host and BPF), unit tests, lab integration tests, one summary line.
 //! - `demo`: bring the lab up, run the daemon, drive real clients, print what happened.
 //! - `bench`: side-by-side measurements against the peers VeloCache is compared with.
+//! - `soak`: the daemon under mixed load for minutes, with reloads and a restart; flat or not.
 //! - `lab`: bring the lab up and keep it until Ctrl-C (for poking at it by hand).
 //! - `package`: build the `.deb` (cargo-deb) and check its contents.
 //! - `fuzz`: run the fuzz targets (cargo-fuzz), minimise and record their corpora.
@@ -22,6 +23,7 @@ mod lab;
 mod modgraph;
 mod package;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -58,6 +60,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Mixed load (DNS, HTTP, HTTPS spliced and intercepted, SIP) for N minutes with reloads and
+    /// a restart; prints RSS, descriptors, BPF map entries, temporary files and errors over time.
+    Soak {
+        /// How long.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Seconds between rows.
+        #[arg(long, default_value_t = 60)]
+        sample_secs: u64,
+    },
     /// Bring the lab up with the daemon running and wait for Ctrl-C.
     Lab,
     /// Run the fuzz targets (all, or one), minimise their corpora, update fuzz/README.md.
@@ -91,6 +103,10 @@ fn main() {
         Command::Test { filter, no_lint } => test::run(filter.as_deref(), !no_lint),
         Command::Demo => demo::run(),
         Command::Bench { name, seconds } => bench::run(&name, seconds),
+        Command::Soak {
+            minutes,
+            sample_secs,
+        } => soak::run(minutes, sample_secs),
         Command::Lab => lab::run(),
         Command::Package { debug } => package::run(debug).map(|_| ()),
         Command::Fuzz {

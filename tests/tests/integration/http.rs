@@ -13,17 +13,17 @@ use velocache_tests::{
 
 use crate::util::sha256;
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// The scripted origin on port 80 of `origin`.
-struct Origin {
+pub(crate) struct Origin {
     dir: tempfile::TempDir,
     ns: Ns,
     _server: Background,
 }
 
 impl Origin {
-    fn start(lab: &Lab) -> Origin {
+    pub(crate) fn start(lab: &Lab) -> Origin {
         let dir = tempfile::tempdir().unwrap();
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/origin.py");
         let server = lab.origin.spawn(&[
@@ -41,17 +41,17 @@ impl Origin {
     }
 
     /// Create `/name` with `len` deterministic pseudo-random bytes; returns its SHA-256.
-    fn file(&self, name: &str, len: u64) -> String {
+    pub(crate) fn file(&self, name: &str, len: u64) -> String {
         write_blob(&self.dir.path().join(name), len, name.len() as u64);
         sha256(&self.dir.path().join(name))
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Set the route (headers, rate, …) of `path`.
-    fn route(&self, path: &str, route: Value) {
+    pub(crate) fn route(&self, path: &str, route: Value) {
         let file = self.dir.path().join(".routes.json");
         let mut all: Value = std::fs::read_to_string(&file)
             .ok()
@@ -61,7 +61,7 @@ impl Origin {
         std::fs::write(&file, all.to_string()).unwrap();
     }
 
-    fn state(&self) -> Value {
+    pub(crate) fn state(&self) -> Value {
         let out = self.ns.run_ok(&[
             "curl",
             "-sS",
@@ -73,18 +73,18 @@ impl Origin {
     }
 
     /// Requests the origin got for `path`.
-    fn count(&self, path: &str) -> u64 {
+    pub(crate) fn count(&self, path: &str) -> u64 {
         self.state()["counts"][path].as_u64().unwrap_or(0)
     }
 
     /// Headers of the last request for `path`.
-    fn last(&self, path: &str) -> Value {
+    pub(crate) fn last(&self, path: &str) -> Value {
         self.state()["last"][path].clone()
     }
 }
 
 /// Stream pseudo-random bytes to `path` (never the whole file in memory).
-fn write_blob(path: &Path, len: u64, seed: u64) {
+pub(crate) fn write_blob(path: &Path, len: u64, seed: u64) {
     use std::io::Write as _;
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
@@ -103,19 +103,19 @@ fn write_blob(path: &Path, len: u64, seed: u64) {
     }
 }
 
-fn url(path: &str) -> String {
+pub(crate) fn url(path: &str) -> String {
     format!("http://{}{}", addr::ORIGIN, path)
 }
 
 /// curl from `client`; returns stdout.
-fn curl(lab: &Lab, args: &[&str]) -> String {
+pub(crate) fn curl(lab: &Lab, args: &[&str]) -> String {
     let mut all = vec!["curl", "-sS", "--max-time", "120"];
     all.extend_from_slice(args);
     lab.client.run_ok(&all)
 }
 
 /// Download `path` in `client` and return the SHA-256 of the body.
-fn fetch_sha(lab: &Lab, path: &str) -> String {
+pub(crate) fn fetch_sha(lab: &Lab, path: &str) -> String {
     let out = lab.client.run_ok(&[
         "bash",
         "-c",
@@ -128,28 +128,28 @@ fn fetch_sha(lab: &Lab, path: &str) -> String {
 }
 
 /// The access-log lines for `path`, in order.
-fn requests(d: &Daemon, path: &str) -> Vec<Value> {
+pub(crate) fn requests(d: &Daemon, path: &str) -> Vec<Value> {
     d.logs()
         .into_iter()
         .filter(|l| l["message"] == "request" && l["path"] == path)
         .collect()
 }
 
-fn wait_requests(d: &Daemon, path: &str, n: usize) -> Vec<Value> {
+pub(crate) fn wait_requests(d: &Daemon, path: &str, n: usize) -> Vec<Value> {
     d.wait_for_log(WAIT, |l| {
         l["message"] == "request" && l["path"] == path && requests(d, path).len() >= n
     });
     requests(d, path)
 }
 
-fn cache_of(lines: &[Value]) -> Vec<&str> {
+pub(crate) fn cache_of(lines: &[Value]) -> Vec<&str> {
     lines
         .iter()
         .map(|l| l["cache"].as_str().unwrap_or("?"))
         .collect()
 }
 
-fn with_cache_dir(dir: &Path, extra: &str) -> String {
+pub(crate) fn with_cache_dir(dir: &Path, extra: &str) -> String {
     format!("[http]\ncache_dir = \"{}\"\n{extra}", dir.display())
 }
 
@@ -455,7 +455,7 @@ fn http_kill_mid_download_never_serves_the_partial_object() {
     drop(second);
 }
 
-fn count_slices(cache: &Path) -> usize {
+pub(crate) fn count_slices(cache: &Path) -> usize {
     let Ok(prefixes) = std::fs::read_dir(cache.join("objects")) else {
         return 0;
     };

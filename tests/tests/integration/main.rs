@@ -7,12 +7,15 @@
     reason = "tests are synchronous: blocking sleeps are what they need"
 )]
 
+mod boundaries;
 mod config;
 mod control;
+mod crash;
 mod datapath;
 mod deploy;
 mod dns;
 mod dns_torture;
+mod exhaustion;
 mod fragments;
 mod http;
 mod https;

@@ -56,7 +56,8 @@ pub async fn start(
     launch: Launch,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let _lock = InstanceLock::acquire()?;
+    let _lock = InstanceLock::acquire().await?;
+    raise_fd_limit();
     let xdp = XdpOwner::new(XdpSettings::from_config(&config));
     let parts = Parts {
         listeners: bind_all(&config)?,
@@ -217,6 +218,22 @@ pub async fn run(
     let _ = admin_task.await;
     info!("velocache stopped");
     Ok(())
+}
+
+/// Every proxied connection holds two descriptors (client and origin) and each cache read one
+/// more: the usual soft limit of 1024 (systemd's default) would cap the gateway at a few
+/// hundred clients, so the soft limit is raised to the hard one, as nginx's
+/// `worker_rlimit_nofile` and Go's runtime do.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "open-file limit raised"),
+            Err(e) => warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        },
+        Ok((soft, _)) => info!(limit = soft, "open-file limit"),
+        Err(e) => warn!(error = %e, "cannot read the open-file limit"),
+    }
 }
 
 async fn expire_reply_sockets(replier: Arc<UdpReplier>, cancel: CancellationToken) {

@@ -8,15 +8,21 @@
 //! Content-addressed objects are hashed on the way and marked verified only if the digest
 //! matches; otherwise they are removed. The filler runs in its own task, so a download goes
 //! on into the cache when the client that started it goes away.
+//!
+//! A fill that cannot store (a write fails — the disk is full — or a body of unknown length
+//! grows past `max_object_bytes`) removes the object, so that neither a partial object nor its
+//! space stays behind, and leaves the rest of the body to the reader standing where it stopped
+//! ([`super::handoff`]): clients get all the origin's bytes either way.
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt as _};
+use futures::{Stream, StreamExt as _, stream::BoxStream};
 use sha2::{Digest as _, Sha256};
 use tracing::{debug, warn};
 
 use super::{
     CacheError, ObjectId, ObjectMeta, SliceWriter, Storage,
+    handoff::{self, Handoff},
     lock::{FillEnd, FillPermit},
 };
 
@@ -54,7 +60,7 @@ impl FillJob {
     /// Run to the end of `body`; the permit is finished whatever happens.
     pub async fn run<S, E>(self, body: S) -> Result<FillOutcome, CacheError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
         E: std::fmt::Display,
     {
         let FillJob {
@@ -78,8 +84,12 @@ impl FillJob {
         if w.meta.sha256.is_some() && start == 0 && end.is_none() {
             w.hasher = Some(Sha256::new());
         }
+        let mut body: BoxStream<'static, Result<Bytes, CacheError>> = body
+            .map(|r| r.map_err(|e| CacheError::Origin(e.to_string())))
+            .boxed();
+        let mut at = body_offset;
         let result = w
-            .pump(body, end, body_offset, max_object_bytes, &permit)
+            .pump(&mut body, &mut at, end, max_object_bytes, &permit)
             .await;
         match result {
             Ok(outcome) => match w.finish(end, &permit).await {
@@ -90,22 +100,53 @@ impl FillJob {
                         complete,
                     })
                 }
+                Err(e @ CacheError::Io { .. }) => {
+                    // The body was all published, but the last slice or the metadata could
+                    // not be stored: readers that were behind fetch what they lack.
+                    remove_own(w.storage.clone(), id, w.meta.version).await;
+                    permit.finish(FillEnd::NotStored);
+                    Err(e)
+                }
                 Err(e) => {
                     permit.finish(FillEnd::Failed(e.to_string().into()));
                     Err(e)
                 }
             },
-            Err(e) => {
-                if let CacheError::TooLarge { .. } = e {
-                    let _ = w.storage.remove(id).await;
-                    permit.finish(FillEnd::NotStored);
-                } else {
-                    permit.finish(FillEnd::Failed(e.to_string().into()));
-                }
+            Err(Stop::Origin(e)) => {
+                permit.finish(FillEnd::Failed(e.to_string().into()));
                 Err(e)
+            }
+            Err(Stop::Store { error, unsent }) => {
+                // The rest of the body goes to the first reader that reaches it; until then
+                // what was stored (the partial slice too) stays readable for readers behind.
+                let handoff = Handoff::new(unsent, at, body, end);
+                let published = handoff.at();
+                let taken = handoff::offer(id, w.meta.version, handoff);
+                // Wake readers waiting for more: they look for the body now.
+                permit.progress(published, None);
+                let _ = tokio::time::timeout(handoff::UNCLAIMED, taken).await;
+                // Nothing partial stays: the slice being written (its temporary file) and
+                // what was committed go, and their space with them.
+                w.writer = None;
+                remove_own(w.storage.clone(), id, w.meta.version).await;
+                permit.finish(FillEnd::NotStored);
+                Err(error)
             }
         }
     }
+}
+
+/// Why a fill stopped before the end of its body.
+enum Stop {
+    /// The origin's body failed: readers see the failure.
+    Origin(CacheError),
+    /// The store would not take more (or may not: too large): the body goes on to a reader.
+    Store {
+        /// What went wrong.
+        error: CacheError,
+        /// The chunk read but not published (its offset and bytes).
+        unsent: Option<(u64, Bytes)>,
+    },
 }
 
 struct Writer {
@@ -117,30 +158,36 @@ struct Writer {
     hasher: Option<Sha256>,
 }
 
+/// Remove object `id` if the store still holds `version` of it (never a newer version that
+/// replaced it meanwhile).
+async fn remove_own(storage: Arc<dyn Storage>, id: ObjectId, version: u64) {
+    if let Ok(Some(hit)) = storage.lookup(&id).await
+        && hit.meta.version == version
+    {
+        let _ = storage.remove(id).await;
+    }
+}
+
 impl Writer {
-    async fn pump<S, E>(
+    /// Write the body from `at` (the offset of its next byte) until its end or `end`.
+    async fn pump(
         &mut self,
-        mut body: S,
+        body: &mut BoxStream<'static, Result<Bytes, CacheError>>,
+        at: &mut u64,
         end: Option<u64>,
-        body_offset: u64,
         max_object_bytes: u64,
         permit: &FillPermit,
-    ) -> Result<u64, CacheError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+    ) -> Result<u64, Stop> {
         let start = self.pos;
-        let mut at = body_offset;
         while let Some(chunk) = body.next().await {
-            let mut chunk = chunk.map_err(|e| CacheError::Origin(e.to_string()))?;
+            let mut chunk = chunk.map_err(Stop::Origin)?;
             // Skip what precedes `start` (an origin that ignored our Range).
-            if at < self.pos {
-                let skip = (self.pos - at).min(chunk.len() as u64) as usize;
+            if *at < self.pos {
+                let skip = (self.pos - *at).min(chunk.len() as u64) as usize;
                 let _ = chunk.split_to(skip);
-                at += skip as u64;
+                *at += skip as u64;
             }
-            at += chunk.len() as u64;
+            *at += chunk.len() as u64;
             if let Some(e) = end {
                 let room = e.saturating_sub(self.pos);
                 if room < chunk.len() as u64 {
@@ -153,16 +200,24 @@ impl Writer {
                 }
                 continue;
             }
+            let chunk_at = self.pos;
             if self.pos + chunk.len() as u64 > max_object_bytes {
-                return Err(CacheError::TooLarge {
-                    limit: max_object_bytes,
+                return Err(Stop::Store {
+                    error: CacheError::TooLarge {
+                        limit: max_object_bytes,
+                    },
+                    unsent: Some((chunk_at, chunk)),
                 });
             }
             if let Some(h) = &mut self.hasher {
                 h.update(&chunk);
             }
-            let chunk_at = self.pos;
-            self.write(chunk.clone()).await?;
+            if let Err(error) = self.write(chunk.clone()).await {
+                return Err(Stop::Store {
+                    error,
+                    unsent: Some((chunk_at, chunk)),
+                });
+            }
             permit.progress(self.pos, Some((chunk_at, chunk)));
             if end.is_some_and(|e| self.pos >= e) {
                 break;
@@ -175,6 +230,15 @@ impl Writer {
         let s = self.meta.slice_bytes;
         while !data.is_empty() {
             if self.writer.is_none() {
+                // A slice of an object the store no longer holds (a full disk removed it, or a
+                // new version replaced it) would be unlinked at its commit: relay instead.
+                let held = match self.storage.lookup(&self.id).await {
+                    Ok(Some(hit)) => hit.meta.version == self.meta.version,
+                    _ => false,
+                };
+                if !held {
+                    return Err(CacheError::Removed);
+                }
                 self.writer = Some(
                     self.storage
                         .create_slice(self.id, self.meta.version, self.pos / s)

@@ -20,10 +20,12 @@
 //! - `lock`: the [`lock::CacheLock`] seam — one writer per object, readers with lock-age and wait
 //!   timeouts — and its in-process implementation.
 //! - `fill`, `reader`: body in, body out.
+//!   `handoff`: the body of a fill that could not store, passed to the reader that relays it.
 
 pub mod cache_control;
 pub mod disk;
 pub mod fill;
+mod handoff;
 mod index;
 pub mod key;
 pub mod lock;
@@ -100,6 +102,10 @@ pub enum CacheError {
         /// The slice.
         slice: u64,
     },
+    /// The object was removed (or replaced) while a fill was writing it: what the fill would
+    /// store could never be served, so it relays instead.
+    #[error("the object was removed from the cache while being filled")]
+    Removed,
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,

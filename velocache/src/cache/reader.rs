@@ -7,7 +7,8 @@
 //! file); and if no fill covers the position, asks its [`RangeFetcher`] to start one for the
 //! run of missing slices — so a Range request for an object partly stored fetches only what it
 //! lacks. A fill that makes no progress for `wait` ends the response with an error rather than
-//! hanging it.
+//! hanging it. A fill that stopped storing (disk full) leaves the rest of its origin body to the
+//! reader at its position ([`super::handoff`]), which then relays it directly.
 //!
 //! Chunks leave as `Bytes`. A committed slice can also be had as a file region
 //! ([`super::SliceReader::file`]) by a response writer that sends it with `sendfile`.
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 
 use super::{
     CacheError, ObjectId, ObjectMeta, SliceReader, Storage,
+    handoff::{self, Handoff},
     lock::{CacheLock, Fill, FillEnd, FillState},
 };
 
@@ -53,7 +55,14 @@ pub struct ObjectReader {
     sub: Option<(Arc<Fill>, watch::Receiver<FillState>)>,
     fetched: Vec<u64>,
     ahead: Option<(u64, tokio::task::JoinHandle<Result<Bytes, CacheError>>)>,
+    /// An origin body a fill left to this reader, relayed directly.
+    direct: Option<Handoff>,
+    /// Slices fetched again after a fill that did not store.
+    refetches: u32,
 }
+
+/// How many times a reader fetches slices again after fills that did not store them.
+const MAX_REFETCHES: u32 = 8;
 
 impl ObjectReader {
     /// A reader of `[start, end)` (`end` `None`: to the object's end, which a fill may learn).
@@ -81,6 +90,8 @@ impl ObjectReader {
             sub: None,
             fetched: Vec::new(),
             ahead: None,
+            direct: None,
+            refetches: 0,
         }
     }
 
@@ -111,6 +122,27 @@ impl ObjectReader {
             let end = self.end();
             if end.is_some_and(|e| self.pos >= e) {
                 return Ok(None);
+            }
+            // 0. An origin body handed over by a fill that stopped storing.
+            if let Some(h) = &mut self.direct {
+                match h.next_at(self.pos, end).await {
+                    Some(Ok(data)) => {
+                        self.pos += data.len() as u64;
+                        return Ok(Some(data));
+                    }
+                    Some(Err(e)) => return Err(e),
+                    // The end of a body of unknown length is the object's.
+                    None if h.ended() && end.is_none() => {
+                        self.direct = None;
+                        self.end = Some(self.pos);
+                        return Ok(None);
+                    }
+                    // Its range or body ended: the rest comes the usual way.
+                    None => {
+                        self.direct = None;
+                        continue;
+                    }
+                }
             }
             let idx = self.pos / s;
             let slice_end = (idx + 1) * s;
@@ -209,10 +241,23 @@ impl ObjectReader {
                     Some(FillEnd::Failed(why)) if covers(&st, version, self.pos) => {
                         return Err(CacheError::Origin(why.to_string()));
                     }
-                    Some(_) => {
+                    Some(end) => {
+                        // A fill that did not store (the disk is full, or the origin's answer
+                        // was not storable) may be fetched again, a few times: another reader
+                        // may have taken its body, and this one still needs the bytes.
+                        if *end == FillEnd::NotStored && self.refetches < MAX_REFETCHES {
+                            self.refetches += 1;
+                            self.fetched.retain(|&i| i != idx);
+                        }
                         self.sub = None;
                     }
                     None => {
+                        // A fill that stopped storing leaves its body to the reader that
+                        // has caught up with it.
+                        if let Some(h) = handoff::take(&self.id, version, self.pos) {
+                            self.direct = Some(h);
+                            continue;
+                        }
                         // Wait for more.
                         if let Some((_, rx)) = &mut self.sub {
                             match tokio::time::timeout(self.wait, rx.changed()).await {
@@ -235,7 +280,12 @@ impl ObjectReader {
                 }
             }
 
-            // 3. Nobody is writing it: fetch the run of missing slices.
+            // 3. Nobody is writing it. A fill that stopped storing may have left its body
+            // for this very position; else fetch the run of missing slices.
+            if let Some(h) = handoff::take(&self.id, version, self.pos) {
+                self.direct = Some(h);
+                continue;
+            }
             if self.fetched.contains(&idx) {
                 return Err(CacheError::Missing { slice: idx });
             }

@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 
 use super::*;
 use crate::cache::{
-    MemoryStorage,
+    MemoryStorage, SliceWriter,
     fill::FillJob,
     lock::{Acquired, CacheLock, Fills},
     meta::sample,
@@ -365,4 +365,228 @@ async fn a_failed_fill_fails_its_readers_and_leaves_no_slice() {
     assert!(storage.has_slice(&id, 7, 0));
     assert!(!storage.has_slice(&id, 7, 1));
     assert!(count.load(Ordering::Relaxed) <= 1500);
+}
+
+/// A store whose disk fills up after `budget` bytes: appends past it fail with ENOSPC.
+struct FullDisk {
+    inner: Arc<dyn Storage>,
+    budget: Arc<std::sync::atomic::AtomicU64>,
+}
+
+struct FullWriter {
+    inner: Box<dyn SliceWriter>,
+    budget: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SliceWriter for FullWriter {
+    fn append(&mut self, data: Bytes) -> crate::cache::IoFuture<'_, ()> {
+        let n = data.len() as u64;
+        let left = self.budget.load(Ordering::Relaxed);
+        if n > left {
+            return Box::pin(async {
+                Err(CacheError::Io {
+                    op: "write",
+                    path: "tmp/slice".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                })
+            });
+        }
+        self.budget.store(left - n, Ordering::Relaxed);
+        self.inner.append(data)
+    }
+    fn written(&self) -> u64 {
+        self.inner.written()
+    }
+    fn commit(self: Box<Self>, expected: u64) -> crate::cache::IoFuture<'static, ()> {
+        self.inner.commit(expected)
+    }
+}
+
+impl Storage for FullDisk {
+    fn lookup(&self, id: &ObjectId) -> crate::cache::storage::Lookup<'_> {
+        self.inner.lookup(id)
+    }
+    fn has_slice(&self, id: &ObjectId, version: u64, idx: u64) -> bool {
+        self.inner.has_slice(id, version, idx)
+    }
+    fn put_meta(&self, id: ObjectId, meta: Arc<ObjectMeta>) -> crate::cache::IoFuture<'static, ()> {
+        self.inner.put_meta(id, meta)
+    }
+    fn open_slice(
+        &self,
+        id: ObjectId,
+        version: u64,
+        idx: u64,
+    ) -> crate::cache::IoFuture<'static, Option<Arc<dyn SliceReader>>> {
+        self.inner.open_slice(id, version, idx)
+    }
+    fn create_slice(
+        &self,
+        id: ObjectId,
+        version: u64,
+        idx: u64,
+    ) -> crate::cache::IoFuture<'static, Box<dyn crate::cache::SliceWriter>> {
+        let (fut, budget) = (
+            self.inner.create_slice(id, version, idx),
+            self.budget.clone(),
+        );
+        Box::pin(async move {
+            let inner = fut.await?;
+            Ok(Box::new(FullWriter { inner, budget }) as Box<dyn SliceWriter>)
+        })
+    }
+    fn remove(&self, id: ObjectId) -> crate::cache::IoFuture<'static, ()> {
+        self.inner.remove(id)
+    }
+    fn usage(&self) -> crate::cache::Usage {
+        self.inner.usage()
+    }
+    fn list(&self) -> Vec<(ObjectId, crate::cache::Hit)> {
+        self.inner.list()
+    }
+    fn record_hit(&self, id: &ObjectId, version: u64) {
+        self.inner.record_hit(id, version)
+    }
+}
+
+/// Feed `data` to a fill in 700-byte chunks, each only once the reader has taken everything
+/// before it (a reader that keeps up); return what the reader got and the fill's result.
+async fn fill_with_a_reader_keeping_up(
+    storage: Arc<dyn Storage>,
+    id: ObjectId,
+    m: Arc<ObjectMeta>,
+    data: &[u8],
+    max_object_bytes: u64,
+) -> (
+    Result<Vec<u8>, CacheError>,
+    Result<crate::cache::fill::FillOutcome, CacheError>,
+) {
+    let fills = Fills::new(Duration::from_secs(5));
+    storage.put_meta(id, m.clone()).await.unwrap();
+    let Acquired::Writer(permit) = fills.acquire(id).await else {
+        panic!()
+    };
+    permit.set_meta(m.clone(), 0);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let job = FillJob {
+        storage: storage.clone(),
+        id,
+        meta: m.clone(),
+        start: 0,
+        end: None,
+        body_offset: 0,
+        max_object_bytes,
+        permit,
+    };
+    let filler = tokio::spawn(job.run(tokio_stream_from(rx)));
+    let got = Arc::new(AtomicUsize::new(0));
+    let mut r = ObjectReader::new(storage, fills, None, id, m, 0, None, Duration::from_secs(5));
+    let seen = got.clone();
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Some(c) = r.next_chunk().await {
+            out.extend_from_slice(&c?);
+            seen.store(out.len(), Ordering::Release);
+        }
+        Ok(out)
+    });
+    let mut sent = 0;
+    for c in data.chunks(700) {
+        tx.send(Ok(Bytes::copy_from_slice(c))).await.unwrap();
+        // Until the fill stops storing, the reader takes each chunk before the next is sent.
+        for _ in 0..200 {
+            if got.load(Ordering::Acquire) >= sent || filler.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        sent += c.len();
+    }
+    drop(tx);
+    (reader.await.unwrap(), filler.await.unwrap())
+}
+
+#[tokio::test]
+async fn a_full_disk_stops_storing_but_the_reader_gets_every_byte() {
+    let full: Arc<dyn Storage> = Arc::new(FullDisk {
+        inner: MemoryStorage::new(1 << 20),
+        budget: Arc::new(std::sync::atomic::AtomicU64::new(2500)),
+    });
+    let id = ObjectId([40; 16]);
+    let data = body(6000);
+    let (got, filled) =
+        fill_with_a_reader_keeping_up(full.clone(), id, meta(Some(6000)), &data, u64::MAX).await;
+    assert!(matches!(filled, Err(CacheError::Io { .. })), "{filled:?}");
+    assert_eq!(got.unwrap(), data, "the client was cut short");
+    assert!(
+        full.lookup(&id).await.unwrap().is_none(),
+        "a partial object was kept"
+    );
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_past_the_limit_is_relayed_whole_and_not_kept() {
+    let storage: Arc<dyn Storage> = MemoryStorage::new(1 << 20);
+    let id = ObjectId([41; 16]);
+    let data = body(5000);
+    let (got, filled) =
+        fill_with_a_reader_keeping_up(storage.clone(), id, meta(None), &data, 2500).await;
+    assert!(
+        matches!(filled, Err(CacheError::TooLarge { .. })),
+        "{filled:?}"
+    );
+    assert_eq!(got.unwrap(), data, "the client was cut short");
+    assert!(storage.lookup(&id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_reader_far_behind_a_fill_that_ran_out_of_space_catches_up_then_takes_the_body() {
+    let full: Arc<dyn Storage> = Arc::new(FullDisk {
+        inner: MemoryStorage::new(1 << 20),
+        budget: Arc::new(std::sync::atomic::AtomicU64::new(2500)),
+    });
+    let fills = Fills::new(Duration::from_secs(60));
+    let id = ObjectId([42; 16]);
+    let data = body(7000);
+    let m = meta(Some(7000));
+    full.put_meta(id, m.clone()).await.unwrap();
+    let Acquired::Writer(permit) = fills.acquire(id).await else {
+        panic!()
+    };
+    permit.set_meta(m.clone(), 0);
+    let job = FillJob {
+        storage: full.clone(),
+        id,
+        meta: m.clone(),
+        start: 0,
+        end: None,
+        body_offset: 0,
+        max_object_bytes: u64::MAX,
+        permit,
+    };
+    // The whole body is there at once: the fill runs into the full disk before any reader.
+    let filler = tokio::spawn(job.run(futures::stream::iter(chunks(&data, 700))));
+    while fills.current(&id).is_some_and(|f| f.state().written < 2100) {
+        tokio::task::yield_now().await;
+    }
+    let r = ObjectReader::new(
+        full.clone(),
+        fills.clone(),
+        None,
+        id,
+        m,
+        0,
+        None,
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        read(r).await.unwrap(),
+        data,
+        "the late reader was cut short"
+    );
+    assert!(matches!(filler.await.unwrap(), Err(CacheError::Io { .. })));
+    assert!(
+        full.lookup(&id).await.unwrap().is_none(),
+        "a partial object was kept"
+    );
 }

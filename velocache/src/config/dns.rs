@@ -40,7 +40,9 @@ service_section!(
         deny_answer: DenyAnswer = DenyAnswer::Nxdomain,
         /// A client TCP connection with no query for this long is closed (seconds).
         tcp_idle_timeout_secs: Secs = Secs(10),
-        /// Queries waiting for an upstream at once; beyond, new misses get SERVFAIL.
+        /// Queries waiting for an upstream at once; beyond, new misses get SERVFAIL. Without
+        /// configured upstreams, one resolver may hold at most a quarter of them (a slow one
+        /// cannot starve the others).
         max_pending_queries: u32 = 10_000,
     }
 );

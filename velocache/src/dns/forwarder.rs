@@ -16,7 +16,7 @@ use std::{
 };
 
 use hickory_proto::rr::RecordType;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use super::{
     cache::{AnswerCache, CachedAnswer, KeyBuf, Lookup, TtlMode, TtlPolicy},
@@ -123,7 +123,7 @@ pub(super) enum Outcome {
 }
 
 /// Where a query goes upstream.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Target {
     /// The configured upstreams.
     Pool,
@@ -142,7 +142,7 @@ pub(super) struct Inner {
     pub(super) settings: Settings,
     pub(super) inflight: Inflight,
     pub(super) stats: DnsStats,
-    pub(super) pending: Arc<Semaphore>,
+    pub(super) pending: super::budget::Budget,
 }
 
 /// The caching forwarder.
@@ -240,7 +240,7 @@ impl Forwarder {
                 settings,
                 inflight: Mutex::new(HashMap::new()),
                 stats,
-                pending: Arc::new(Semaphore::new(max_pending)),
+                pending: super::budget::Budget::new(max_pending),
             }),
         }
     }
@@ -429,7 +429,7 @@ impl Forwarder {
         start: Instant,
         rule: Option<String>,
     ) -> Response {
-        let Ok(permit) = self.inner.pending.clone().try_acquire_owned() else {
+        let Some(permit) = self.inner.pending.try_acquire(target) else {
             self.inner.stats.errors.inc();
             return match wire::bare_error(&req.bytes, rcode::SERVFAIL) {
                 Some(out) => Response::Ready(out),
@@ -500,11 +500,11 @@ impl RequestHandler for Forwarder {
         {
             return Response::Ready(self.serve_stale_now(&req, &q, entry, start, &key));
         }
-        let Ok(permit) = inner.pending.clone().try_acquire_owned() else {
+        let target = self.target(&req);
+        let Some(permit) = inner.pending.try_acquire(target) else {
             return self.servfail_now(&req, &q, start, "too many queries in flight");
         };
         let inner = inner.clone();
-        let target = self.target(&req);
         let key: Box<[u8]> = key.as_slice().into();
         Response::Pending(Box::pin(async move {
             let out = inner
@@ -552,12 +552,12 @@ impl Forwarder {
 
     /// Refresh `entry` in the background (prefetch, or a stale entry while upstreams are down).
     fn refresh(&self, req: &Request, q: &QueryView, key: &[u8], entry: Arc<CachedAnswer>) {
-        let Ok(permit) = self.inner.pending.clone().try_acquire_owned() else {
+        let target = self.target(req);
+        let Some(permit) = self.inner.pending.try_acquire(target) else {
             entry.refreshing.store(false, Ordering::Release);
             return;
         };
         let inner = self.inner.clone();
-        let target = self.target(req);
         let key: Box<[u8]> = key.into();
         let req = req.clone();
         let q = *q;

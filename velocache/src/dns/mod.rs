@@ -31,6 +31,7 @@ use crate::{
     service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
+mod budget;
 pub mod cache;
 pub mod forwarder;
 pub mod handler;

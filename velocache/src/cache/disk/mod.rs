@@ -210,6 +210,28 @@ impl DiskStorage {
         }
     }
 
+    /// Rename `from` to `to` in the object's directory. The directory can vanish between
+    /// [`Self::ensure_dir`] and the rename: the delayed purge of an evicted or replaced version
+    /// removes it once its last slice is gone, and a new fill of the same key may be writing
+    /// there at that moment. It is then made again and the rename retried.
+    async fn rename_into(&self, id: &ObjectId, from: &Path, to: &Path) -> Result<(), CacheError> {
+        let (f, t) = (
+            cpath(from).map_err(io_err("rename", from))?,
+            cpath(to).map_err(io_err("rename", to))?,
+        );
+        let mut tries = 0;
+        loop {
+            match self.ring.rename(f.clone(), t.clone()).await {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => {
+                    tries += 1;
+                    debug!(path = %to.display(), "object directory removed meanwhile; making it again");
+                    self.ensure_dir(id).await?;
+                }
+                other => return other.map_err(io_err("rename", to)),
+            }
+        }
+    }
+
     async fn write_meta(&self, id: ObjectId, meta: &ObjectMeta) -> Result<(), CacheError> {
         let dir = self.ensure_dir(&id).await?;
         let tmp = self.tmp_path(&format!("meta.{}", id.hex()));
@@ -222,14 +244,7 @@ impl DiskStorage {
             // No fdatasync here: it would delay every miss's first byte, and consistency does
             // not need it — a metadata file torn by a power cut does not parse, and the object
             // is then dropped at start like any damaged one.
-            let to = dir.join("meta");
-            self.ring
-                .rename(
-                    cpath(&tmp).map_err(io_err("rename", &tmp))?,
-                    cpath(&to).map_err(io_err("rename", &to))?,
-                )
-                .await
-                .map_err(io_err("rename", &to))
+            self.rename_into(&id, &tmp, &dir.join("meta")).await
         }
         .await;
         if result.is_err()
@@ -380,14 +395,7 @@ impl SliceWriter for DiskWriter {
             }
             let dir = store.ensure_dir(&id).await?;
             let to = dir.join(format!("{version:016x}.{idx}"));
-            store
-                .ring
-                .rename(
-                    cpath(&self.tmp).map_err(io_err("rename", &self.tmp))?,
-                    cpath(&to).map_err(io_err("rename", &to))?,
-                )
-                .await
-                .map_err(io_err("rename", &to))?;
+            store.rename_into(&id, &self.tmp, &to).await?;
             self.done = true;
             if !store.index.add_slice(&id, version, idx, got) {
                 // The object was replaced or removed meanwhile.
@@ -564,6 +572,23 @@ mod tests {
             Files::HandedOut,
         )
         .await;
+    }
+
+    #[tokio::test]
+    async fn a_rename_into_an_object_directory_removed_meanwhile_makes_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStorage::open(dir.path(), 1 << 20, 64, false).unwrap();
+        let id = ObjectId([7; 16]);
+        let obj = store.ensure_dir(&id).await.unwrap();
+        // The delayed purge of an older version removes the (empty) directory.
+        std::fs::remove_dir(&obj).unwrap();
+        let tmp = dir.path().join("tmp").join("meta.x");
+        std::fs::write(&tmp, b"{}").unwrap();
+        store
+            .rename_into(&id, &tmp, &obj.join("meta"))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(obj.join("meta")).unwrap(), b"{}");
     }
 
     #[tokio::test]
