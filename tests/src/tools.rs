@@ -19,6 +19,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("chroot", "coreutils"),
     ("chown", "coreutils"),
     ("timeout", "coreutils"),
+    ("prlimit", "util-linux"),
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
     ("mount", "mount"),

@@ -141,6 +141,7 @@ pub fn proxy_with_storage(
         Settings {
             via,
             header_read_timeout: config.header_read_timeout_ms.get(),
+            connect_timeout: config.connect_timeout_ms.get(),
         },
         phase::Chain::new(phases),
         rules,

@@ -71,6 +71,8 @@ pub struct Settings {
     pub via: HeaderValue,
     /// Client request-header timeout.
     pub header_read_timeout: Duration,
+    /// How long an origin has to accept a tunnel's connection (`[http] connect_timeout_ms`).
+    pub connect_timeout: Duration,
 }
 
 /// The HTTP proxy.
@@ -250,6 +252,7 @@ impl Proxy {
         let tunnels = Tunnels {
             via: &self.settings.via,
             metrics: &self.metrics,
+            connect_timeout: self.settings.connect_timeout,
         };
         if parts.method == http::Method::CONNECT {
             return upgrade::connect(tunnels, ctx, parts, body).await;

@@ -26,6 +26,8 @@ pub(super) struct Tunnels<'a> {
     pub via: &'a HeaderValue,
     /// Where origin requests are counted.
     pub metrics: &'a Metrics,
+    /// How long the origin has to accept the connection.
+    pub connect_timeout: std::time::Duration,
 }
 
 /// Which kind of tunnel a request asks for.
@@ -87,13 +89,10 @@ async fn tunnel(
         .extensions
         .remove::<hyper::upgrade::OnUpgrade>()
         .ok_or_else(|| fail("the client connection cannot be upgraded".into()))?;
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        TcpStream::connect(orig_dst),
-    )
-    .await
-    .map_err(|_| fail("connect timed out".into()))?
-    .map_err(|e| fail(format!("connect: {e}")))?;
+    let tcp = tokio::time::timeout(t.connect_timeout, TcpStream::connect(orig_dst))
+        .await
+        .map_err(|_| fail("connect timed out".into()))?
+        .map_err(|e| fail(format!("connect: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
