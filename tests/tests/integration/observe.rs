@@ -250,6 +250,17 @@ fn a_client_resolving_by_itself_is_observed_and_logged_never_broken_and_steer_pr
 
 #[test]
 fn a_pinned_host_is_relayed_in_the_kernel_byte_identical_and_counted() {
+    pinned_host_spliced(true, "sockmap");
+}
+
+#[test]
+fn a_pinned_host_is_spliced_byte_identical_and_counted_by_default() {
+    pinned_host_spliced(false, "splice");
+}
+
+/// A pinned host is steered, then spliced — joined in the kernel with `kernel_relay`, moved
+/// with `splice(2)` otherwise — byte-identical, with both byte counts on its `flow` line.
+fn pinned_host_spliced(kernel_relay: bool, path: &str) {
     require_tools(&["curl", "nginx", "openssl", "nft"]);
     let lab = Lab::new();
     let origin = tls_origin(&lab);
@@ -257,7 +268,7 @@ fn a_pinned_host_is_relayed_in_the_kernel_byte_identical_and_counted() {
     // A rule would decrypt every `.lab` host, but `origin.lab` pins: steered, then spliced.
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
-        "{}\n[tls]\nextra_roots = [\"{}\"]\nsteer_prefixes = [\"{}/32\"]\npinned_hosts = [\"origin.*\"]\n",
+        "{}\n[tls]\nextra_roots = [\"{}\"]\nsteer_prefixes = [\"{}/32\"]\npinned_hosts = [\"origin.*\"]\nkernel_relay = {kernel_relay}\n",
         crate::https::rules(
             dir.path(),
             "[[rule]]\nname = \"lab\"\nmatch_host = \"*.lab\"\naction = \"cache\"\n"
@@ -283,7 +294,7 @@ fn a_pinned_host_is_relayed_in_the_kernel_byte_identical_and_counted() {
     ]);
     assert_eq!(sha256(&body), big, "byte-identical");
     let line = daemon.wait_for_log(WAIT, |l| {
-        l["message"] == "flow" && l["service"] == "https" && l["path"] == "sockmap"
+        l["message"] == "flow" && l["service"] == "https" && l["path"] == path
     });
     assert_eq!(line["pinned"], "listed", "{line}");
     assert_eq!(line["sni"], "origin.lab", "{line}");

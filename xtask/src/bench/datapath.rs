@@ -4,8 +4,9 @@
 //! - **observed**: HTTPS that no rule names, with the daemon running — forwarded by the kernel,
 //!   its ClientHello read and its bytes counted, never steered;
 //! - **steered and spliced**: HTTPS to a destination in `[tls] steer_prefixes` that no rule
-//!   decrypts — steered to the daemon, which reads the ClientHello and joins the two sockets in
-//!   the kernel (sockmap: `[tls] kernel_relay`, on by default);
+//!   decrypts — steered to the daemon, which reads the ClientHello and moves the bytes with
+//!   `splice(2)` (the default); and the same with `[tls] kernel_relay = true`, where the two
+//!   sockets are joined in the kernel (sockmap);
 //! - **intercepted plain HTTP**: port 80 through the daemon's HTTP proxy.
 //!
 //! Each is measured with `wrk` from `client` against nginx in `origin` (TLS with a certificate
@@ -102,6 +103,8 @@ pub fn run(seconds: u64) -> Result<()> {
     let (observed, observed_rss) = with_daemon(&lab, "", || measure(&lab, "https", seconds))?;
     let steer = format!("[tls]\nsteer_prefixes = [\"{}/32\"]\n", addr::ORIGIN);
     let (spliced, spliced_rss) = with_daemon(&lab, &steer, || measure(&lab, "https", seconds))?;
+    let relay = format!("{steer}kernel_relay = true\n");
+    let (relayed, relayed_rss) = with_daemon(&lab, &relay, || measure(&lab, "https", seconds))?;
     let direct_http = measure(&lab, "http", seconds)?;
     let (intercepted, intercepted_rss) = with_daemon(&lab, "", || measure(&lab, "http", seconds))?;
 
@@ -120,10 +123,16 @@ pub fn run(seconds: u64) -> Result<()> {
             observed_rss,
         ),
         (
-            "steered and spliced (kernel relay)",
+            "steered and spliced (splice(2), default)",
             spliced,
             direct_https,
             spliced_rss,
+        ),
+        (
+            "steered and spliced (kernel relay)",
+            relayed,
+            direct_https,
+            relayed_rss,
         ),
         ("direct forwarding (HTTP)", direct_http, direct_http, None),
         (
@@ -166,9 +175,16 @@ pub fn run(seconds: u64) -> Result<()> {
         ],
         &rows,
     );
-    if [observed, spliced, intercepted, direct_http, direct_https]
-        .iter()
-        .any(|f| f.errors > 0)
+    if [
+        observed,
+        spliced,
+        relayed,
+        intercepted,
+        direct_http,
+        direct_https,
+    ]
+    .iter()
+    .any(|f| f.errors > 0)
     {
         println!("warning: some runs had errors (see the last column)");
     }
