@@ -6,7 +6,8 @@
 //! queries (`dig`, names that hit and miss), HTTP GETs of a rotating set of URLs larger than
 //! the cache (fills, hits, evictions), HTTPS spliced (`curl -k` to the origin's address, no
 //! rule), HTTPS intercepted (a `cache` rule for `secure.lab`, the client trusting the daemon's
-//! CA), and SIP calls with RTP through the fast path. A SIGHUP reload every fifth of the run;
+//! CA) — the origin is in `[tls] steer_prefixes`, so both are steered rather than observed —
+//! and SIP calls with RTP through the fast path. A SIGHUP reload every fifth of the run;
 //! a restart (SIGINT, start again on the same state) at the middle.
 //!
 //! The release daemon is built unless `VELOCACHE_BIN` names one. Every `--sample-secs` a row: RSS, open descriptors, entries in the daemon's BPF hash maps,
@@ -135,9 +136,10 @@ pub fn run(minutes: u64, sample_secs: u64) -> Result<()> {
         "[[rule]]\nname = \"secure\"\nmatch_host = \"secure.lab\"\naction = \"cache\"\nttl_override = 30\n",
     )?;
     let extra = format!(
-        "[log]\nlevel = \"info\"\n[http]\ncache_dir = \"{}\"\ncache_max_bytes = 33554432\nmax_object_bytes = 16777216\n[tls]\nextra_roots = [\"{}\"]\n[rules]\nfile = \"{}\"\n[sip]\nmedia_interfaces = [\"{}\", \"{}\"]\n",
+        "[log]\nlevel = \"info\"\n[http]\ncache_dir = \"{}\"\ncache_max_bytes = 33554432\nmax_object_bytes = 16777216\n[tls]\nextra_roots = [\"{}\"]\nsteer_prefixes = [\"{}/32\"]\n[rules]\nfile = \"{}\"\n[sip]\nmedia_interfaces = [\"{}\", \"{}\"]\n",
         cache_dir.display(),
         pki.ca_cert().display(),
+        addr::ORIGIN,
         rules.display(),
         addr::LAN_IF,
         addr::WAN_IF,
@@ -153,6 +155,9 @@ pub fn run(minutes: u64, sample_secs: u64) -> Result<()> {
     let mut daemon = start(&config)?;
     let ca_cert = state.path().join("state/ca/ca.crt");
     let ca_key = state.path().join("state/ca/ca.key");
+    // The client resolves `secure.lab` by its hosts file, not through the gateway's DNS: the
+    // origin is in `steer_prefixes`, so its TLS is steered (spliced, or decrypted by the rule)
+    // rather than only observed.
     lab.client.set_hosts(&[("secure.lab", addr::ORIGIN)]);
 
     let stop = Arc::new(AtomicBool::new(false));
