@@ -142,3 +142,19 @@ impl Bound {
         }
     }
 }
+
+/// Every proxied connection holds two descriptors (client and origin) and each cache read one
+/// more: the usual soft limit of 1024 (systemd's default) would cap the gateway at a few
+/// hundred clients, so the soft limit is raised to the hard one, as nginx's
+/// `worker_rlimit_nofile` and Go's runtime do.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "open-file limit raised"),
+            Err(e) => warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-file limit"),
+        Err(e) => warn!(error = %e, "cannot read the open-file limit"),
+    }
+}

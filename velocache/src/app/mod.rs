@@ -20,16 +20,18 @@
 //!
 //! # Layout
 //! - `parts`: what `run` is given, and its error; `bind`: binding and serving each service's
-//!   sockets; `services`: the factories, and the parts several services share; `counters`: the
-//!   periodic kernel-counters line.
+//!   sockets; `services`: the factories, and the parts several services share; `tasks`: what
+//!   runs beside the services once the kernel side is up (the TLS observer, the counters line);
+//!   `counters`: the kernel-counters line.
 mod bind;
 mod counters;
 mod parts;
 mod services;
+mod tasks;
 #[cfg(test)]
 mod tests;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +59,7 @@ pub async fn start(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let _lock = InstanceLock::acquire().await?;
-    raise_fd_limit();
+    bind::raise_fd_limit();
     let xdp = XdpOwner::new(XdpSettings::from_config(&config));
     let parts = Parts {
         listeners: bind_all(&config)?,
@@ -134,35 +136,16 @@ pub async fn run(
     let admin = AdminServer::bind(&config).await?;
 
     let mut datapath = (parts.kernel)(config.clone(), daemon_sockets).await?;
-    // TLS observation: until it is on, every TLS flow is steered (see `observe`).
-    if let (Some(kernel), Some(steering)) = (datapath.as_mut(), &steering)
-        && let Some((maps, events)) = kernel.take_tls()
-    {
-        let settings = crate::observe::ObserveSettings {
-            steer_prefixes: config.tls.steer_prefixes.clone(),
-            idle: config.tls.observed_idle_timeout_secs.get(),
-        };
-        tasks.spawn(crate::observe::Observer::start(
-            maps,
-            events,
-            settings,
-            rules.clone(),
-            steering,
-            cancel.clone(),
-        ));
-    }
-    if let Some(counters) = datapath.as_ref().and_then(|k| k.counters()) {
-        let _ = kernel_counters.set(counters.clone());
-        let every = config.daemon.stats_interval_secs;
-        if every.0 > 0 {
-            tasks.spawn(counters::log_counters(
-                counters,
-                every.get(),
-                cancel.clone(),
-            ));
-        }
-    }
-    tasks.spawn(expire_reply_sockets(replier.clone(), cancel.clone()));
+    tasks::start(
+        datapath.as_mut(),
+        &config,
+        &rules,
+        steering.as_ref(),
+        &kernel_counters,
+        &cancel,
+        &mut tasks,
+    );
+    tasks.spawn(tasks::expire_reply_sockets(replier.clone(), cancel.clone()));
     let plane = ControlPlane::new(PlaneParts {
         config: config.clone(),
         config_file: launch.config_file,
@@ -218,30 +201,4 @@ pub async fn run(
     let _ = admin_task.await;
     info!("velocache stopped");
     Ok(())
-}
-
-/// Every proxied connection holds two descriptors (client and origin) and each cache read one
-/// more: the usual soft limit of 1024 (systemd's default) would cap the gateway at a few
-/// hundred clients, so the soft limit is raised to the hard one, as nginx's
-/// `worker_rlimit_nofile` and Go's runtime do.
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => info!(from = soft, to = hard, "open-file limit raised"),
-            Err(e) => warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
-        },
-        Ok((soft, _)) => info!(limit = soft, "open-file limit"),
-        Err(e) => warn!(error = %e, "cannot read the open-file limit"),
-    }
-}
-
-async fn expire_reply_sockets(replier: Arc<UdpReplier>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => replier.expire_idle(Duration::from_secs(120)),
-        }
-    }
 }
