@@ -158,6 +158,19 @@ fn resolver() -> IpAddr {
 }
 
 #[test]
+fn the_classifier_passes_the_verifier_with_kernel_logging_on_at_every_level() {
+    // The kernel's log level is a frozen global: the verifier prunes the log calls it turns
+    // off, so a load with logging off (the test default) never checks the stack those calls
+    // need — each is a BPF subprogram whose frame adds to the classifier's, within 512 bytes in
+    // all. The daemon logs at `info` and may be told `trace`: load as it would.
+    log::set_max_level(log::LevelFilter::Trace);
+    in_fresh_netns(|| {
+        let h = Harness::new(DatapathConfig::default());
+        assert_eq!(h.total(), 0);
+    });
+}
+
+#[test]
 fn ports_that_are_not_services_are_ignored_and_not_counted() {
     in_fresh_netns(|| {
         let mut h = Harness::new(DatapathConfig::default());
