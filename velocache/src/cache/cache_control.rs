@@ -233,6 +233,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unterminated_quoted_string_hides_only_the_rest_of_its_own_line() {
+        // Within one value the open quote runs to its end, as Squid's list parser does...
+        assert!(!CacheControl::parse(b"private=\"a, no-store").no_store);
+        // ...but header lines are read one by one, so it never swallows the next line.
+        let mut h = http::HeaderMap::new();
+        h.append(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("private=\"a"),
+        );
+        h.append(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        let cc = CacheControl::from_headers(&h);
+        assert!(cc.no_store && cc.private);
+    }
+
+    #[test]
     fn bad_or_duplicate_numbers_are_conservative() {
         assert_eq!(CacheControl::parse(b"max-age=abc").max_age, Some(0));
         assert_eq!(CacheControl::parse(b"max-age").max_age, Some(0));
