@@ -132,35 +132,19 @@ fn observed(
         add(&raw mut (*st).packets_up, u64::from(tcp.segs));
         add(&raw mut (*st).bytes_up, u64::from(tcp.payload_len));
         (*st).last_ns = now;
-        let mut flags = (*st).up_flags;
-        if flags & UP_DENIED != 0 {
+        if (*st).up_flags & UP_DENIED != 0 {
             // Every later packet of a denied flow is reset too (a retransmitted hello, data).
             sockets::reset_by_listener(ctx, key, listen_port, mark);
             return Verdict::DeniedSni;
         }
-        if tcp.flags & (FIN | RST) != 0 {
-            flags |= if tcp.flags & RST != 0 {
-                DIR_RST
-            } else {
-                DIR_FIN
-            };
-            let down = (*st).down_flags;
-            let ended = flags & DIR_RST != 0 || down & DIR_FIN != 0;
-            if ended && flags & UP_END_SENT == 0 && down & DOWN_END_SENT == 0 {
-                flags |= UP_END_SENT;
-                (*st).up_flags = flags;
-                send_end(
-                    st,
-                    if flags & DIR_RST != 0 {
-                        END_RST
-                    } else {
-                        END_FIN
-                    },
-                );
-            } else {
-                (*st).up_flags = flags;
-            }
-        }
+        close_seen(
+            st,
+            tcp.flags,
+            &raw mut (*st).up_flags,
+            (*st).down_flags,
+            UP_END_SENT,
+            DOWN_END_SENT,
+        );
         if tcp.payload_len > 0 && (*st).hello_state != HELLO_DONE {
             // The reader takes over this packet (its verdict, its mark) and does not return.
             // If it cannot run (not loaded), the packet is simply observed.
@@ -182,6 +166,51 @@ fn steered(flow: &Flow, now: u64) -> bool {
         let dst = flow.addrs.dst4();
         TLS_STEER_PREFIX_V4.get(Key::new(32, dst)).is_some()
             || unsafe { TLS_STEER_V4.get(dst) }.is_some_and(|e| e.expires_ns > now)
+    }
+}
+
+/// A packet of one direction of an observed flow: on a FIN or RST, record it in that
+/// direction's flags (`own`, written by that direction's program only) and, once the flow has
+/// ended — a RST, or FINs both ways — send its end event, once, from whichever direction sees
+/// the end first (`own_sent`/`other_sent` mark who did).
+///
+/// # Safety
+/// `st` and `own` point into a live `TLS_FLOWS` value.
+#[inline(always)]
+unsafe fn close_seen(
+    st: *mut ObservedFlow,
+    tcp_flags: u8,
+    own: *mut u32,
+    other: u32,
+    own_sent: u32,
+    other_sent: u32,
+) {
+    if tcp_flags & (FIN | RST) == 0 {
+        return;
+    }
+    // SAFETY: the caller's.
+    unsafe {
+        let mut flags = *own
+            | if tcp_flags & RST != 0 {
+                DIR_RST
+            } else {
+                DIR_FIN
+            };
+        let ended = flags & DIR_RST != 0 || other & DIR_FIN != 0;
+        if ended && flags & own_sent == 0 && other & other_sent == 0 {
+            flags |= own_sent;
+            *own = flags;
+            send_end(
+                st,
+                if flags & DIR_RST != 0 {
+                    END_RST
+                } else {
+                    END_FIN
+                },
+            );
+        } else {
+            *own = flags;
+        }
     }
 }
 
@@ -249,30 +278,14 @@ fn try_egress(ctx: &TcContext) -> Option<()> {
         add(&raw mut (*st).packets_down, u64::from(tcp.segs));
         add(&raw mut (*st).bytes_down, u64::from(tcp.payload_len));
         (*st).last_ns = bpf_ktime_get_ns();
-        if tcp.flags & (FIN | RST) != 0 {
-            let mut flags = (*st).down_flags;
-            flags |= if tcp.flags & RST != 0 {
-                DIR_RST
-            } else {
-                DIR_FIN
-            };
-            let up = (*st).up_flags;
-            let ended = flags & DIR_RST != 0 || up & DIR_FIN != 0;
-            if ended && flags & DOWN_END_SENT == 0 && up & UP_END_SENT == 0 {
-                flags |= DOWN_END_SENT;
-                (*st).down_flags = flags;
-                send_end(
-                    st,
-                    if flags & DIR_RST != 0 {
-                        END_RST
-                    } else {
-                        END_FIN
-                    },
-                );
-            } else {
-                (*st).down_flags = flags;
-            }
-        }
+        close_seen(
+            st,
+            tcp.flags,
+            &raw mut (*st).down_flags,
+            (*st).up_flags,
+            DOWN_END_SENT,
+            UP_END_SENT,
+        );
     }
     Some(())
 }
