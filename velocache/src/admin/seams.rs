@@ -17,10 +17,11 @@
 use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobBuilder;
 use thiserror::Error;
 
 use super::api::{CacheEntry, CacheListing, CallsReport, PurgeReport, WarmResult};
+use crate::config::Glob;
 
 /// Why a seam call failed.
 #[derive(Debug, Error)]
@@ -40,7 +41,7 @@ pub enum AdminError {
 #[derive(Debug, Clone)]
 pub struct UrlPattern {
     text: String,
-    glob: Option<GlobMatcher>,
+    glob: Option<Glob>,
 }
 
 impl UrlPattern {
@@ -61,12 +62,12 @@ impl UrlPattern {
                 escaped.push(c);
             }
             Some(
-                GlobBuilder::new(&escaped)
-                    .backslash_escape(true)
-                    .literal_separator(false)
-                    .build()
-                    .map_err(|e| AdminError::BadRequest(format!("bad glob `{text}`: {e}")))?
-                    .compile_matcher(),
+                Glob::compile(
+                    GlobBuilder::new(&escaped)
+                        .backslash_escape(true)
+                        .literal_separator(false),
+                )
+                .map_err(|e| AdminError::BadRequest(format!("bad glob `{text}`: {e}")))?,
             )
         } else {
             None

@@ -3,7 +3,9 @@
 //! code), host patterns, and the [`Invalid`] a section's `check()` returns.
 use std::time::Duration;
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobBuilder;
+
+use super::Glob;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A validation failure: the dotted key it concerns and why.
@@ -71,7 +73,7 @@ impl Secs {
 #[derive(Debug, Clone)]
 pub struct HostPattern {
     text: String,
-    glob: Option<GlobMatcher>,
+    glob: Option<Glob>,
 }
 
 impl HostPattern {
@@ -83,12 +85,12 @@ impl HostPattern {
         }
         let glob = if norm.contains(['*', '?', '[']) {
             Some(
-                GlobBuilder::new(&norm)
-                    .case_insensitive(true)
-                    .literal_separator(false)
-                    .build()
-                    .map_err(|e| format!("bad host glob `{text}`: {e}"))?
-                    .compile_matcher(),
+                Glob::compile(
+                    GlobBuilder::new(&norm)
+                        .case_insensitive(true)
+                        .literal_separator(false),
+                )
+                .map_err(|e| format!("bad host glob `{text}`: {e}"))?,
             )
         } else {
             None

@@ -10,10 +10,11 @@
 //! only decide once the response headers are in.
 use std::time::Duration;
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobBuilder;
 use serde::Serialize;
 use velocache_common::Service;
 
+use crate::config::Glob;
 pub use crate::config::HostPattern;
 
 /// What a matching rule tells the service to do.
@@ -46,18 +47,18 @@ impl Action {
 #[derive(Debug, Clone)]
 pub struct TextPattern {
     text: String,
-    glob: GlobMatcher,
+    glob: Glob,
 }
 
 impl TextPattern {
     pub(crate) fn new(text: &str, case_insensitive: bool) -> Result<Self, String> {
-        let glob = GlobBuilder::new(text)
-            .case_insensitive(case_insensitive)
-            .literal_separator(false)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| format!("bad glob `{text}`: {e}"))?
-            .compile_matcher();
+        let glob = Glob::compile(
+            GlobBuilder::new(text)
+                .case_insensitive(case_insensitive)
+                .literal_separator(false)
+                .backslash_escape(true),
+        )
+        .map_err(|e| format!("bad glob `{text}`: {e}"))?;
         Ok(TextPattern {
             text: text.to_string(),
             glob,
