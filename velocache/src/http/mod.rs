@@ -59,7 +59,7 @@ pub use ctx::{CacheDecision, CacheStatus, ClientProtocol, Conn, Ctx, RequestEnd,
 pub use error::{ProxyError, Side};
 pub use framing::{Refusal, check_request, frame_upstream};
 pub use headers::{check_host, strip_hop_by_hop};
-pub use phase::{Phase, Step, Verdict};
+pub use phase::{BodyTap, Phase, Step, Verdict};
 pub use proxy::{Proxy, Settings};
 pub use upstream::{OriginClient, Upstream};
 

@@ -14,7 +14,8 @@
 //!    a successful unsafe method invalidates what is stored for its URI, and the
 //!    `response_cache_filter` phases may answer instead (a content-type `deny`);
 //! 5. `response_filter` phases on every response head;
-//! 6. logging — when the body has been sent or abandoned: the metrics, the access-log line, the
+//! 6. `body_tap` phases: taps that see the response body as it leaves;
+//! 7. logging — when the body has been sent or abandoned: the metrics, the access-log line, the
 //!    `logging` phases.
 use std::{
     convert::Infallible,
@@ -22,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header, response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -39,7 +41,7 @@ use super::{
     headers::{HostCheck, check_host, is_upgrade},
     hostnames::HostNames,
     metrics::Metrics,
-    phase::{Chain, Verdict},
+    phase::{BodyTap, Chain, Verdict},
     store::{HttpCache, key_for},
     upgrade::{self, Tunnels},
     upstream::OriginClient,
@@ -210,10 +212,12 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
         };
+        let taps = self.chain.body_taps(&ctx, &parts);
         let end = Finished {
             ctx,
             status: parts.status.as_u16(),
             expected,
+            taps,
             proxy: self.clone(),
         };
         Response::from_parts(parts, boxed(Logged::new(body, end)))
@@ -362,10 +366,18 @@ struct Finished {
     status: u16,
     /// The body length announced (`Content-Length`), if any.
     expected: Option<u64>,
+    /// The phases' body taps (usually none).
+    taps: Vec<Box<dyn BodyTap>>,
     proxy: Arc<Proxy>,
 }
 
 impl OnEnd for Finished {
+    fn on_data(&mut self, data: &Bytes) {
+        for tap in &mut self.taps {
+            tap.chunk(data);
+        }
+    }
+
     fn on_end(self, body: BodyEnd) {
         let end = RequestEnd {
             status: self.status,
@@ -375,6 +387,9 @@ impl OnEnd for Finished {
         };
         self.proxy.metrics.record(self.ctx.cache.status, end.bytes);
         super::ctx::write_access_log(&self.ctx, &end);
+        for tap in self.taps {
+            tap.end(&self.ctx, &end);
+        }
         self.proxy.chain.logging(&self.ctx, &end);
     }
 }
