@@ -40,6 +40,7 @@ use super::{
     framing,
     headers::{HostCheck, check_host, is_upgrade},
     hostnames::HostNames,
+    interim::{InterimIo, InterimSender},
     metrics::Metrics,
     phase::{BodyTap, Chain, Verdict},
     store::{HttpCache, key_for},
@@ -153,13 +154,16 @@ impl Proxy {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let proxy = self.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let p = proxy.clone();
-            async move { Ok::<_, Infallible>(p.handle(conn, req).await) }
-        });
         let result = match protocol {
             ClientProtocol::Http1 => {
+                // The origin's 1xx heads reach an HTTP/1 client through its stream (`interim`).
+                let (io, interim) = InterimIo::new(io);
+                let proxy = self.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let p = proxy.clone();
+                    let interim = interim.clone();
+                    async move { Ok::<_, Infallible>(p.handle(conn, req, Some(interim)).await) }
+                });
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
@@ -174,6 +178,11 @@ impl Proxy {
                     .await
             }
             ClientProtocol::Http2 => {
+                let proxy = self.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let p = proxy.clone();
+                    async move { Ok::<_, Infallible>(p.handle(conn, req, None).await) }
+                });
                 let mut builder = hyper::server::conn::http2::Builder::new(InSpan(Span::current()));
                 builder
                     .timer(TokioTimer::new())
@@ -189,8 +198,16 @@ impl Proxy {
     }
 
     /// One request, start to end.
-    async fn handle(self: Arc<Self>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        conn: Conn,
+        req: Request<Incoming>,
+        interim: Option<InterimSender>,
+    ) -> Response<Body> {
         let mut ctx = new_ctx(conn, &req);
+        if let Some(interim) = interim {
+            ctx.extensions.insert(interim);
+        }
         let span =
             info_span!("http", trace_id = %ctx.trace_id, client = %conn.client, host = %ctx.host);
         let resp = match self.process(&mut ctx, req).instrument(span).await {
