@@ -524,3 +524,36 @@ async fn a_list_valued_age_counts_by_its_first_member() {
     let age: u64 = r.headers["age"].to_str().unwrap().parse().unwrap();
     assert!((5..3600).contains(&age), "age {age}");
 }
+
+#[tokio::test]
+async fn a_content_type_deny_holds_for_clients_that_waited_on_the_same_download() {
+    let s = setup(
+        "[[rule]]\nname = \"no-exe\"\nmatch_content_type = [\"application/x-msdownload\"]\naction = \"deny\"\n",
+        |_| {},
+    )
+    .await;
+    s.origin.route(
+        "/setup.exe",
+        Route {
+            status: 200,
+            headers: vec![
+                ("cache-control", "max-age=3600".into()),
+                ("content-type", "application/x-msdownload".into()),
+            ],
+            body: blob(1000),
+            // Long enough for all three requests to meet on one download.
+            delay_ms: 300,
+            ..Default::default()
+        },
+    );
+    let all = futures::future::join_all((0..3).map(|_| get(s.proxy_addr, "/setup.exe"))).await;
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.status, 403, "client {i} got the denied content");
+        assert_ne!(r.body, blob(1000), "client {i}");
+    }
+    // HEAD, which the cache forwards around itself, is judged the same way.
+    assert_eq!(
+        send(s.proxy_addr, "HEAD", "/setup.exe", &[]).await.status,
+        403
+    );
+}
