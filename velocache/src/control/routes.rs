@@ -185,6 +185,7 @@ async fn route(
         paths::CALLS,
         paths::CA,
         paths::CA_ROTATE,
+        paths::ORIGINS,
         paths::METRICS,
     ];
     match (method.clone(), path.as_str()) {
@@ -253,6 +254,13 @@ async fn route(
                 .calls()
                 .ok_or_else(|| ApiError::not_available("SIP call observation"))?;
             ok(&calls.calls().await?)
+        }
+        (Method::GET, paths::ORIGINS) => {
+            let origins = plane
+                .hub
+                .origins()
+                .ok_or_else(|| ApiError::not_available("origin health"))?;
+            ok(&origins.origins())
         }
         (Method::GET, paths::CA) => {
             let ca = plane

@@ -68,6 +68,7 @@ use crate::{
     config::HttpConfig,
     flow::{FlowGuard, FlowTracker, Metered},
     net::{InterceptedTcp, TcpHandler},
+    origins::Origins,
     service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
@@ -78,6 +79,7 @@ pub fn build_proxy(
     config: &HttpConfig,
     state_dir: &std::path::Path,
     rules: crate::rules::Rules,
+    origins: Arc<Origins>,
     registry: &mut Registry,
     phases: Vec<Arc<dyn Phase>>,
 ) -> Arc<Proxy> {
@@ -103,14 +105,16 @@ pub fn build_proxy(
         info!(service = "http", "caching is off ([http] cache = false)");
         None
     };
-    proxy_with_storage(config, cache, rules, registry, phases)
+    proxy_with_storage(config, cache, rules, origins, registry, phases)
 }
 
-/// Build the proxy over a given store (`None`: never store); `phases` run before the rules.
+/// Build the proxy over a given store (`None`: never store); `phases` run before the rules;
+/// requests ask and tell `origins` (health, breakers).
 pub fn proxy_with_storage(
     config: &HttpConfig,
     storage: Option<Arc<dyn Storage>>,
     rules: crate::rules::Rules,
+    origins: Arc<Origins>,
     registry: &mut Registry,
     mut phases: Vec<Arc<dyn Phase>>,
 ) -> Arc<Proxy> {
@@ -151,6 +155,7 @@ pub fn proxy_with_storage(
             config.upstream_idle_secs.get(),
             config.response_timeout_ms.get(),
         )),
+        origins,
         metrics,
     ))
 }
@@ -254,6 +259,8 @@ impl TcpHandler for HttpService {
 
 #[cfg(test)]
 mod framing_tests;
+#[cfg(test)]
+mod origin_tests;
 #[cfg(test)]
 mod phase_tests;
 #[cfg(test)]

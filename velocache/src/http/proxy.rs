@@ -46,6 +46,7 @@ use super::{
 };
 use crate::{
     cache::cache_control::CacheControl,
+    origins::Origins,
     rules::{Action, CacheKeyOptions, Rules},
 };
 
@@ -84,6 +85,7 @@ pub struct Proxy {
     rules: Rules,
     cache: Option<Arc<HttpCache>>,
     fetcher: Arc<dyn Fetcher>,
+    origins: Arc<Origins>,
     metrics: Arc<Metrics>,
     hosts: HostNames,
 }
@@ -96,10 +98,12 @@ impl Proxy {
         rules: Rules,
         cache: Option<Arc<HttpCache>>,
         origin: Arc<dyn OriginClient>,
+        origins: Arc<Origins>,
         metrics: Arc<Metrics>,
     ) -> Proxy {
         let fetcher = Arc::new(OriginFetcher::new(
             origin,
+            origins.clone(),
             chain.clone(),
             settings.via.clone(),
             metrics.clone(),
@@ -110,6 +114,7 @@ impl Proxy {
             rules,
             cache,
             fetcher,
+            origins,
             metrics,
             hosts: HostNames::default(),
         }
@@ -122,6 +127,7 @@ impl Proxy {
         Arc::new(Proxy {
             fetcher: Arc::new(OriginFetcher::new(
                 origin,
+                self.origins.clone(),
                 self.chain.clone(),
                 self.settings.via.clone(),
                 self.metrics.clone(),
@@ -130,6 +136,7 @@ impl Proxy {
             chain: self.chain.clone(),
             rules: self.rules.clone(),
             cache: self.cache.clone(),
+            origins: self.origins.clone(),
             metrics: self.metrics.clone(),
             hosts: self.hosts.clone(),
         })
@@ -232,7 +239,21 @@ impl Proxy {
             retryable = e.retryable(),
             "request failed"
         );
-        error_response(e.status(), &e.to_string())
+        let mut r = error_response(e.status(), &e.to_string());
+        if let ProxyError::OriginUnavailable {
+            retry_after_secs, ..
+        } = e
+        {
+            // A client (or a script) waits this long before asking again; never 0, which some
+            // read as "at once".
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from((*retry_after_secs).max(1)),
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        r
     }
 
     /// Phases 1–4 (see the module's doc).

@@ -42,9 +42,14 @@ pub(super) struct Origin {
     pub(super) routes: Mutex<HashMap<String, Route>>,
     pub(super) hits: Mutex<HashMap<String, usize>>,
     pub(super) last: Mutex<HashMap<String, HeaderMap>>,
+    /// Close every request's connection without a response (a dead origin).
+    pub(super) down: std::sync::atomic::AtomicBool,
 }
 
 impl Origin {
+    pub(super) fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
     pub(super) fn route(&self, path: &str, r: Route) {
         self.routes.lock().unwrap().insert(path.to_string(), r);
     }
@@ -142,6 +147,7 @@ pub(super) async fn answer(
 pub(super) struct Setup {
     pub(super) origin: Arc<Origin>,
     pub(super) proxy_addr: SocketAddr,
+    pub(super) origins: Arc<crate::origins::Origins>,
 }
 
 pub(super) async fn setup(rules: &str, tweak: impl FnOnce(&mut HttpConfig)) -> Setup {
@@ -154,6 +160,16 @@ pub(super) async fn setup_with(
     tweak: impl FnOnce(&mut HttpConfig),
     phases: Vec<Arc<dyn Phase>>,
 ) -> Setup {
+    setup_all(rules, tweak, phases, crate::config::OriginsConfig::default()).await
+}
+
+/// [`setup_with`] with `[origins]` settings.
+pub(super) async fn setup_all(
+    rules: &str,
+    tweak: impl FnOnce(&mut HttpConfig),
+    phases: Vec<Arc<dyn Phase>>,
+    origins_cfg: crate::config::OriginsConfig,
+) -> Setup {
     let origin = Arc::new(Origin::default());
     let ol = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin_addr = ol.local_addr().unwrap();
@@ -165,7 +181,13 @@ pub(super) async fn setup_with(
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let o = o.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(o, req).await) }
+                    async move {
+                        if o.down.load(std::sync::atomic::Ordering::SeqCst) {
+                            // hyper closes the connection without writing a response.
+                            return Err(std::io::Error::other("origin is down"));
+                        }
+                        Ok(answer(o, req).await)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
@@ -183,10 +205,12 @@ pub(super) async fn setup_with(
     tweak(&mut cfg);
     let rules = crate::rules::Rules::from_set(RuleSet::parse(rules, "test").unwrap());
     let mut registry = prometheus_client::registry::Registry::default();
+    let origins = crate::origins::Origins::unregistered(&origins_cfg);
     let proxy = proxy_with_storage(
         &cfg,
         Some(MemoryStorage::new(64 << 20)),
         rules,
+        origins.clone(),
         &mut registry,
         phases,
     );
@@ -207,7 +231,11 @@ pub(super) async fn setup_with(
             ));
         }
     });
-    Setup { origin, proxy_addr }
+    Setup {
+        origin,
+        proxy_addr,
+        origins,
+    }
 }
 
 pub(super) struct Got {
