@@ -128,6 +128,8 @@ pub struct CacheDecision {
     /// The stored object the response was answered from (its freshness lifetime, age and
     /// validators), for hits, stale and revalidated answers.
     pub object: Option<Arc<ObjectMeta>>,
+    /// Answered stale because the origin failed (stale-if-error), not while revalidating.
+    pub stale_on_error: bool,
 }
 
 impl Default for CacheDecision {
@@ -138,6 +140,7 @@ impl Default for CacheDecision {
             collapsed: false,
             not_stored: None,
             object: None,
+            stale_on_error: false,
         }
     }
 }

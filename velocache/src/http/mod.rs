@@ -136,6 +136,7 @@ pub fn proxy_with_storage(
                     percent: config.heuristic_percent,
                     max_secs: config.heuristic_max_secs.0,
                 },
+                stale_if_error_default: config.stale_if_error_default_secs.0,
             },
             metrics.clone(),
         ))
@@ -261,6 +262,8 @@ impl TcpHandler for HttpService {
 mod framing_tests;
 #[cfg(test)]
 mod origin_tests;
+#[cfg(test)]
+mod stale_tests;
 #[cfg(test)]
 mod phase_tests;
 #[cfg(test)]
