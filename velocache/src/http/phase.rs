@@ -20,7 +20,10 @@
 //!    bypasses it): store it, do not, or answer instead (content-type rules).
 //! 6. [`Phase::response_filter`] — every response head sent to the client, from the origin,
 //!    the cache or the gateway itself.
-//! 7. [`Phase::logging`] — once, when the response body has been sent or abandoned.
+//! 7. [`Phase::body_tap`] — right after `response_filter`, on every response sent to the
+//!    client: a phase that wants to see the body (a capture, a learned store) returns a
+//!    [`BodyTap`], which is given each chunk as it leaves and, once, the request's end.
+//! 8. [`Phase::logging`] — once, when the response body has been sent or abandoned.
 //!
 //! Every hook has a default that does nothing, so a phase implements only what it needs. Hooks
 //! return a [`Step`]: a phase that decides from what it is given answers `Step::Ready`, which
@@ -32,6 +35,7 @@
 //! failed` line); in `response_filter` it replaces the response with the error page.
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Response, request, response};
 
 pub use crate::cache::Step;
@@ -49,6 +53,20 @@ pub enum Verdict {
     DontStore(&'static str),
     /// Answer the client with this instead (the origin's response is dropped).
     Answer(Response<Body>),
+}
+
+/// A phase's view of one response body as the client receives it ([`Phase::body_tap`]).
+///
+/// Its methods run inside the body's poll, on the request's task: they must be cheap and
+/// bounded (copy up to a cap, hand heavy work to a task of their own). The body does not wait
+/// for a tap, and a tap cannot change what the client gets.
+pub trait BodyTap: Send + 'static {
+    /// The next chunk sent to the client, in order.
+    fn chunk(&mut self, data: &Bytes);
+
+    /// The body ended, failed or was dropped (`end.complete` tells which); called once, after
+    /// the access-log line and before the `logging` phases.
+    fn end(self: Box<Self>, ctx: &Ctx, end: &RequestEnd);
 }
 
 /// One phase of the chain. Every hook's default does nothing.
@@ -108,6 +126,12 @@ pub trait Phase: Send + Sync + 'static {
         _resp: &'a mut response::Parts,
     ) -> Step<'a, Result<(), ProxyError>> {
         Step::Ready(Ok(()))
+    }
+
+    /// The response head as the client gets it (after every `response_filter`): return a tap
+    /// to see its body. Most requests should get `None`: a tap is paid for on every chunk.
+    fn body_tap(&self, _ctx: &Ctx, _resp: &response::Parts) -> Option<Box<dyn BodyTap>> {
+        None
     }
 
     /// The request is over.
@@ -210,7 +234,15 @@ impl Chain {
         Ok(())
     }
 
-    /// Hook 7.
+    /// Hook 7: every phase's tap, in order (an empty `Vec` allocates nothing).
+    pub fn body_taps(&self, ctx: &Ctx, resp: &response::Parts) -> Vec<Box<dyn BodyTap>> {
+        self.phases
+            .iter()
+            .filter_map(|p| p.body_tap(ctx, resp))
+            .collect()
+    }
+
+    /// Hook 8.
     pub fn logging(&self, ctx: &Ctx, end: &RequestEnd) {
         for p in self.phases.iter() {
             p.logging(ctx, end);

@@ -196,6 +196,34 @@ pub(super) async fn setup_all(
             });
         }
     });
+    let origins = crate::origins::Origins::unregistered(&origins_cfg);
+    let proxy_addr = proxy_with_origins(origin_addr, rules, tweak, phases, origins.clone()).await;
+    Setup {
+        origin,
+        proxy_addr,
+        origins,
+    }
+}
+
+/// A proxy on loopback whose clients all meant to reach `origin_addr`.
+pub(super) async fn proxy_for(
+    origin_addr: SocketAddr,
+    rules: &str,
+    tweak: impl FnOnce(&mut HttpConfig),
+    phases: Vec<Arc<dyn Phase>>,
+) -> SocketAddr {
+    let origins = crate::origins::Origins::unregistered(&crate::config::OriginsConfig::default());
+    proxy_with_origins(origin_addr, rules, tweak, phases, origins).await
+}
+
+/// [`proxy_for`] asking and telling `origins`.
+pub(super) async fn proxy_with_origins(
+    origin_addr: SocketAddr,
+    rules: &str,
+    tweak: impl FnOnce(&mut HttpConfig),
+    phases: Vec<Arc<dyn Phase>>,
+    origins: Arc<crate::origins::Origins>,
+) -> SocketAddr {
     let mut cfg = HttpConfig {
         slice_bytes: 64 << 10,
         memory_object_max_bytes: 1024,
@@ -205,12 +233,11 @@ pub(super) async fn setup_all(
     tweak(&mut cfg);
     let rules = crate::rules::Rules::from_set(RuleSet::parse(rules, "test").unwrap());
     let mut registry = prometheus_client::registry::Registry::default();
-    let origins = crate::origins::Origins::unregistered(&origins_cfg);
     let proxy = proxy_with_storage(
         &cfg,
         Some(MemoryStorage::new(64 << 20)),
         rules,
-        origins.clone(),
+        origins,
         &mut registry,
         phases,
     );
@@ -231,11 +258,7 @@ pub(super) async fn setup_all(
             ));
         }
     });
-    Setup {
-        origin,
-        proxy_addr,
-        origins,
-    }
+    proxy_addr
 }
 
 pub(super) struct Got {

@@ -419,3 +419,150 @@ async fn stale_if_error_answers_when_the_origin_fails() {
     assert_eq!(r.headers["x-cache-status"], "stale");
     assert_eq!(r.body, blob(100));
 }
+
+#[tokio::test]
+async fn any_final_status_with_explicit_freshness_is_stored_and_revalidated_once_stale() {
+    let s = setup("", |_| {}).await;
+    for status in [403u16, 503, 201] {
+        // Fresh for an hour: stored and served.
+        let fresh = format!("/fresh/{status}");
+        // Fresh for a minute but two minutes old on arrival: stored, then revalidated.
+        let aged = format!("/aged/{status}");
+        for (path, age) in [(&fresh, "0"), (&aged, "120")] {
+            s.origin.route(
+                path,
+                Route {
+                    status,
+                    headers: vec![
+                        (
+                            "cache-control",
+                            if age == "0" {
+                                "max-age=3600"
+                            } else {
+                                "max-age=60"
+                            }
+                            .into(),
+                        ),
+                        ("age", age.into()),
+                    ],
+                    body: Bytes::from(format!("status {status}")),
+                    ..Default::default()
+                },
+            );
+            let first = get(s.proxy_addr, path).await;
+            assert_eq!(first.status, status);
+            assert_eq!(first.headers["x-cache-status"], "miss");
+        }
+        settle().await;
+        let hit = get(s.proxy_addr, &fresh).await;
+        assert_eq!(hit.status, status, "{fresh}");
+        assert_eq!(hit.headers["x-cache-status"], "hit", "{fresh}: stored");
+        assert_eq!(hit.body, Bytes::from(format!("status {status}")));
+        assert_eq!(s.origin.hits(&fresh), 1, "{fresh}");
+        // Stale: back to the origin, never served stale without permission.
+        let again = get(s.proxy_addr, &aged).await;
+        assert_eq!(again.status, status, "{aged}");
+        assert_ne!(
+            again.headers.get("x-cache-status").map(|v| v.as_bytes()),
+            Some(&b"hit"[..]),
+            "{aged}"
+        );
+        assert_eq!(s.origin.hits(&aged), 2, "{aged}: revalidated once stale");
+    }
+    // A final status without explicit freshness is still not stored.
+    s.origin.route(
+        "/teapot",
+        Route {
+            status: 418,
+            headers: vec![("etag", "\"t\"".into())],
+            body: Bytes::from_static(b"short and stout"),
+            ..Default::default()
+        },
+    );
+    get(s.proxy_addr, "/teapot").await;
+    settle().await;
+    let r = get(s.proxy_addr, "/teapot").await;
+    assert_eq!(r.status, 418);
+    assert_eq!(
+        s.origin.hits("/teapot"),
+        2,
+        "a 418 on a validator alone is not stored"
+    );
+}
+
+#[tokio::test]
+async fn a_list_valued_age_counts_by_its_first_member() {
+    let s = setup("", |_| {}).await;
+    // Two hours old by its first Age member, fresh for one: stale on arrival, so the next
+    // request goes back to the origin; the old reading (unparseable, so 0) served it as a hit.
+    s.origin.route(
+        "/old",
+        Route {
+            status: 200,
+            headers: vec![
+                ("cache-control", "max-age=3600".into()),
+                ("age", "7200, 0".into()),
+            ],
+            body: blob(64),
+            etag: Some("\"o\"".into()),
+            ..Default::default()
+        },
+    );
+    get(s.proxy_addr, "/old").await;
+    settle().await;
+    let r = get(s.proxy_addr, "/old").await;
+    assert_ne!(r.headers["x-cache-status"], "hit");
+    assert_eq!(s.origin.hits("/old"), 2);
+    // Its first member alone is small: a hit, and the Age sent on is at least it.
+    s.origin.route(
+        "/young",
+        Route {
+            status: 200,
+            headers: vec![
+                ("cache-control", "max-age=3600".into()),
+                ("age", "5, 7200".into()),
+            ],
+            body: blob(64),
+            ..Default::default()
+        },
+    );
+    get(s.proxy_addr, "/young").await;
+    settle().await;
+    let r = get(s.proxy_addr, "/young").await;
+    assert_eq!(r.headers["x-cache-status"], "hit");
+    let age: u64 = r.headers["age"].to_str().unwrap().parse().unwrap();
+    assert!((5..3600).contains(&age), "age {age}");
+}
+
+#[tokio::test]
+async fn a_content_type_deny_holds_for_clients_that_waited_on_the_same_download() {
+    let s = setup(
+        "[[rule]]\nname = \"no-exe\"\nmatch_content_type = [\"application/x-msdownload\"]\naction = \"deny\"\n",
+        |_| {},
+    )
+    .await;
+    s.origin.route(
+        "/setup.exe",
+        Route {
+            status: 200,
+            headers: vec![
+                ("cache-control", "max-age=3600".into()),
+                ("content-type", "application/x-msdownload".into()),
+            ],
+            body: blob(1000),
+            // Long enough for all three requests to meet on one download.
+            delay_ms: 300,
+            ..Default::default()
+        },
+    );
+    let all = futures::future::join_all((0..3).map(|_| get(s.proxy_addr, "/setup.exe"))).await;
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.status, 403, "client {i} got the denied content");
+        assert_ne!(r.body, blob(1000), "client {i}");
+    }
+    // HEAD, which the cache forwards around itself, is judged the same way.
+    assert_eq!(
+        send(s.proxy_addr, "HEAD", "/setup.exe", &[]).await.status,
+        403
+    );
+}
