@@ -19,7 +19,9 @@
 //! - `cached`: the cache path — lookup, hit, revalidation, miss, collapsed forwarding — from a
 //!   request and a fetcher to an outcome; `serve`: answers from stored objects (304, 206/416,
 //!   HEAD, RAM tier) and missing-slice fetches; `store`: the cache, its lock and settings.
-//! - `fetch`: the fetcher, the one way to the origin; `upstream`: origin connections;
+//! - `ghost`: ghost mode — learning good answers (a phase with a body tap) and answering with
+//!   them when a ghost rule's origin fails.
+//! - `fetch`: the fetcher, the one way to the origin (asking the origin's breaker first); `upstream`: origin connections;
 //!   `upgrade`: WebSocket and `CONNECT` tunnels.
 //! - `phase`: the [`Phase`] trait and the chain that runs phases in order.
 //! - `framing`: where a request ends — `Host`/`Expect` checks, upstream framing recomputed from
@@ -37,6 +39,7 @@ mod ctx;
 mod error;
 mod fetch;
 mod framing;
+mod ghost;
 mod headers;
 mod hostnames;
 mod interim;
@@ -144,6 +147,8 @@ pub fn proxy_with_storage(
         ))
     });
     phases.push(Arc::new(rule_phase::RulesPhase::new(rules.clone())));
+    // After the rules: it learns for the requests a `ghost = true` rule matched.
+    phases.push(Arc::new(ghost::GhostPhase::new(origins.clone())));
     Arc::new(Proxy::new(
         Settings {
             via,
@@ -262,6 +267,8 @@ impl TcpHandler for HttpService {
 
 #[cfg(test)]
 mod framing_tests;
+#[cfg(test)]
+mod ghost_tests;
 #[cfg(test)]
 mod origin_tests;
 #[cfg(test)]

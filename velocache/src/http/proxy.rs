@@ -37,7 +37,7 @@ use super::{
     cached::{self, Outcome},
     ctx::{CacheDecision, CacheStatus, ClientProtocol, Conn, Ctx, RequestEnd, Timings, trace_id},
     fetch::{Fetcher, OriginFetcher},
-    framing,
+    framing, ghost,
     headers::{HostCheck, check_host, is_upgrade},
     hostnames::HostNames,
     interim::{InterimIo, InterimSender},
@@ -217,7 +217,8 @@ impl Proxy {
         }
         let span =
             info_span!("http", trace_id = %ctx.trace_id, client = %conn.client, host = %ctx.host);
-        let resp = match self.process(&mut ctx, req).instrument(span).await {
+        let result = self.process(&mut ctx, req).instrument(span).await;
+        let resp = match ghost::fallback(&self.origins, &mut ctx, result) {
             Ok(r) => r,
             Err(e) => self.failed(&ctx, &e),
         };
@@ -390,6 +391,7 @@ fn new_ctx(conn: Conn, req: &Request<Incoming>) -> Ctx {
         rule: None,
         action: None,
         content_type_pending: false,
+        ghost: false,
         ttl_override: None,
         key_options: CacheKeyOptions::default(),
         cache: CacheDecision::default(),

@@ -23,10 +23,17 @@ struct ToLabel {
     to: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
 /// Counters bumped as things happen.
 pub(super) struct Counters {
     transitions: Family<ToLabel, Counter>,
     pub(super) rejected: Counter,
+    ghost_answers: Family<KindLabel, Counter>,
+    pub(super) ghost_learned: Counter,
 }
 
 impl Counters {
@@ -41,7 +48,19 @@ impl Counters {
                 "rejected",
                 "Requests an open breaker kept from their origin",
             ),
+            ghost_answers: m.counters(
+                "ghost_answers",
+                "Answers from ghost mode's learned store for failed origins (ghost, ghost-nearest)",
+            ),
+            ghost_learned: m.counter(
+                "ghost_learned",
+                "Responses ghost mode learned (or relearned)",
+            ),
         }
+    }
+
+    pub(super) fn ghost_answer(&self, kind: &'static str) {
+        self.ghost_answers.get_or_create(&KindLabel { kind }).inc();
     }
 
     pub(super) fn transition(&self, to: State) {
@@ -68,6 +87,21 @@ impl prometheus_client::collector::Collector for Collector {
         let Some(origins) = self.origins.upgrade() else {
             return Ok(());
         };
+        let (entries, bytes) = origins.ghost.usage();
+        let m = encoder.encode_descriptor(
+            "ghost_entries",
+            "Responses held by ghost mode's learned store",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(entries).unwrap_or(i64::MAX)).encode(m)?;
+        let m = encoder.encode_descriptor(
+            "ghost_bytes",
+            "Bytes held by ghost mode's learned store",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX)).encode(m)?;
         let report = origins.report();
         let label = |o: &crate::admin::api::OriginView| {
             [

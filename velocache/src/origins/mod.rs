@@ -17,11 +17,14 @@
 //! # Layout
 //! - `health`: the passive signals of one origin; `breaker`: its state machine (both pure).
 //! - `check`: active checks; `metrics`: the scrape-time collector.
+//! - `ghost`, `template`: ghost mode's learned store and its path templates.
 
 mod breaker;
 mod check;
+pub mod ghost;
 mod health;
 mod metrics;
+pub mod template;
 
 use std::{
     collections::HashMap,
@@ -104,6 +107,8 @@ pub struct Origins {
     epoch: Instant,
     map: RwLock<HashMap<SocketAddr, Arc<Entry>>>,
     metrics: metrics::Counters,
+    /// Ghost mode's learned store.
+    pub ghost: ghost::GhostStore,
 }
 
 impl std::fmt::Debug for Origins {
@@ -161,6 +166,7 @@ impl Origins {
             epoch: Instant::now(),
             map: RwLock::new(HashMap::new()),
             metrics: metrics::Counters::register(registry),
+            ghost: ghost::GhostStore::new(cfg),
         });
         registry.register_collector(Box::new(metrics::Collector::new(Arc::downgrade(&origins))));
         origins
@@ -303,6 +309,16 @@ impl Origins {
             window_secs: self.window.as_secs(),
             origins,
         }
+    }
+
+    /// Count a response learned by ghost mode.
+    pub fn ghost_learned(&self) {
+        self.metrics.ghost_learned.inc();
+    }
+
+    /// Count an answer from ghost mode (`ghost` or `ghost-nearest`).
+    pub fn ghost_answered(&self, kind: &'static str) {
+        self.metrics.ghost_answer(kind);
     }
 
     /// The state of `addr`'s breaker, if the origin is tracked.
