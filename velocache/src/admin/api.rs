@@ -281,6 +281,12 @@ pub struct RuleView {
     pub services: Vec<String>,
     /// TTL override in seconds.
     pub ttl_override_secs: Option<u64>,
+    /// Ghost mode.
+    #[serde(default)]
+    pub ghost: bool,
+    /// Active health check: `GET <path> every <ms>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
 }
 
 /// `cache ls` request.

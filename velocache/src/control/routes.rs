@@ -354,6 +354,11 @@ fn rules_report(plane: &ControlPlane) -> RulesReport {
                     .collect(),
                 services: r.services.iter().map(|s| s.name().to_string()).collect(),
                 ttl_override_secs: r.ttl_override.map(|d| d.as_secs()),
+                ghost: r.ghost,
+                health_check: r
+                    .health_check
+                    .as_ref()
+                    .map(|h| format!("GET {} every {} ms", h.path, h.interval.as_millis())),
             })
             .collect(),
         warmup_urls: set.warmup_urls.clone(),
