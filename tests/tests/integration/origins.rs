@@ -178,7 +178,11 @@ fn a_killed_origin_opens_the_breaker_is_answered_stale_ghost_or_503_and_closes_w
     require_tools(&["curl", "python3"]);
     let lab = Lab::new();
     let mut origin = Origin::start(&lab);
-    origin.file("/a.txt", "stored a\n", json!({"headers": {"Cache-Control": "max-age=0"}}));
+    origin.file(
+        "/a.txt",
+        "stored a\n",
+        json!({"headers": {"Cache-Control": "max-age=0"}}),
+    );
     origin.file(
         "/mr.txt",
         "must revalidate\n",
@@ -214,9 +218,16 @@ fn a_killed_origin_opens_the_breaker_is_answered_stale_ghost_or_503_and_closes_w
     // Three refused connections, each answered as well as what is known allows.
     let a = get(&lab, "/a.txt");
     assert_eq!((a.status, a.body.as_str()), (200, "stored a\n"));
-    assert_eq!(a.headers["x-cache-status"], "stale", "within the default grace");
+    assert_eq!(
+        a.headers["x-cache-status"], "stale",
+        "within the default grace"
+    );
     let mr = get(&lab, "/mr.txt");
-    assert_eq!(mr.status, 502, "must-revalidate content gets the error: {}", mr.body);
+    assert_eq!(
+        mr.status, 502,
+        "must-revalidate content gets the error: {}",
+        mr.body
+    );
     let ghost = get(&lab, "/api/users/1");
     assert_eq!((ghost.status, ghost.body.as_str()), (200, "{\"user\":1}\n"));
     assert_eq!(ghost.headers["x-cache-status"], "ghost");
@@ -225,9 +236,18 @@ fn a_killed_origin_opens_the_breaker_is_answered_stale_ghost_or_503_and_closes_w
     let v = origin_view(&lab, &daemon, &origin_addr);
     assert_eq!(v["state"], "open", "{v}");
     assert_eq!(v["last_failure"], "connection refused", "{v}");
-    assert!(v["reason"].as_str().unwrap().contains("3 consecutive failures"), "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 consecutive failures"),
+        "{v}"
+    );
     let table = cli(&lab, &daemon, &["origins"]);
-    assert!(table.contains(&origin_addr) && table.contains("open"), "{table}");
+    assert!(
+        table.contains(&origin_addr) && table.contains("open"),
+        "{table}"
+    );
     let metrics = cli(&lab, &daemon, &["metrics"]);
     let state = format!(
         "velocache_origins_state{{origin=\"{origin_addr}\",host=\"{}\"}} 2",
@@ -238,7 +258,10 @@ fn a_killed_origin_opens_the_breaker_is_answered_stale_ghost_or_503_and_closes_w
 
     // While open: nothing reaches the origin.
     let nearest = get(&lab, "/api/users/77");
-    assert_eq!((nearest.status, nearest.body.as_str()), (200, "{\"user\":1}\n"));
+    assert_eq!(
+        (nearest.status, nearest.body.as_str()),
+        (200, "{\"user\":1}\n")
+    );
     assert_eq!(nearest.headers["x-cache-status"], "ghost-nearest");
     assert_eq!(
         nearest.headers["x-ghost-source"],
@@ -247,7 +270,11 @@ fn a_killed_origin_opens_the_breaker_is_answered_stale_ghost_or_503_and_closes_w
     let unknown = get(&lab, "/nothing.txt");
     assert_eq!(unknown.status, 503, "{}", unknown.body);
     assert!(unknown.body.contains(&origin_addr), "{}", unknown.body);
-    assert!(unknown.body.contains("consecutive failures"), "{}", unknown.body);
+    assert!(
+        unknown.body.contains("consecutive failures"),
+        "{}",
+        unknown.body
+    );
     assert!(unknown.headers.contains_key("retry-after"));
     assert_eq!(get(&lab, "/mr.txt").status, 503);
     assert_eq!(get(&lab, "/a.txt").headers["x-cache-status"], "stale");
@@ -289,7 +316,10 @@ fn a_slow_origin_and_one_answering_5xx_open_their_own_breakers() {
         assert_eq!(get(&lab, "/slow.txt").status, 504);
     }
     let slow = origin_view(&lab, &daemon, &format!("{}:80", addr::ORIGIN));
-    assert_eq!((slow["state"].as_str(), slow["last_failure"].as_str()), (Some("open"), Some("timed out")));
+    assert_eq!(
+        (slow["state"].as_str(), slow["last_failure"].as_str()),
+        (Some("open"), Some("timed out"))
+    );
     let r = get(&lab, "/slow.txt");
     assert_eq!(r.status, 503);
     assert!(r.body.contains("timed out"), "{}", r.body);
@@ -297,11 +327,19 @@ fn a_slow_origin_and_one_answering_5xx_open_their_own_breakers() {
     // The second address of the origin namespace has a breaker of its own, still closed.
     for _ in 0..2 {
         let r = get_from(&lab, addr::ORIGIN2, "/err.txt");
-        assert_eq!((r.status, r.body.as_str()), (503, "err\n"), "the origin's own 503");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (503, "err\n"),
+            "the origin's own 503"
+        );
     }
     let r = get_from(&lab, addr::ORIGIN2, "/err.txt");
     assert_eq!(r.status, 503);
-    assert!(r.body.starts_with("VeloCache: origin 10.77.2.3:80"), "{}", r.body);
+    assert!(
+        r.body.starts_with("VeloCache: origin 10.77.2.3:80"),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("answered 503"), "{}", r.body);
     let err = origin_view(&lab, &daemon, &format!("{}:80", addr::ORIGIN2));
     assert_eq!(err["state"], "open");
@@ -324,13 +362,20 @@ fn active_health_checks_see_an_origin_die_and_come_back_without_any_client() {
     );
     let daemon = Daemon::start(
         &lab,
-        &format!("{rules}\n[origins]\nconsecutive_failures = 3\nopen_ms = 1000\nhalf_open_probes = 2\n"),
+        &format!(
+            "{rules}\n[origins]\nconsecutive_failures = 3\nopen_ms = 1000\nhalf_open_probes = 2\n"
+        ),
     );
     let origin_addr = format!("{}:80", addr::ORIGIN);
     let limit = Duration::from_secs(30);
-    let up = wait_origin(&lab, &daemon, &origin_addr, limit, || {}, |v| {
-        v["health_check"]["up"] == true
-    });
+    let up = wait_origin(
+        &lab,
+        &daemon,
+        &origin_addr,
+        limit,
+        || {},
+        |v| v["health_check"]["up"] == true,
+    );
     assert_eq!(up["health_check"]["path"], "/healthz");
     assert_eq!(up["health_check"]["rule"], "checked");
     let metrics = cli(&lab, &daemon, &["metrics"]);
@@ -342,15 +387,28 @@ fn active_health_checks_see_an_origin_die_and_come_back_without_any_client() {
     );
 
     origin.kill();
-    let down = wait_origin(&lab, &daemon, &origin_addr, limit, || {}, |v| {
-        v["state"] == "open"
-    });
+    let down = wait_origin(
+        &lab,
+        &daemon,
+        &origin_addr,
+        limit,
+        || {},
+        |v| v["state"] == "open",
+    );
     assert_eq!(down["health_check"]["up"], false, "{down}");
-    assert!(down["failures"].as_u64().unwrap() >= 3, "the checks' failures: {down}");
+    assert!(
+        down["failures"].as_u64().unwrap() >= 3,
+        "the checks' failures: {down}"
+    );
 
     origin.restart(&lab);
-    wait_origin(&lab, &daemon, &origin_addr, limit, || {}, |v| {
-        v["state"] == "closed" && v["health_check"]["up"] == true
-    });
+    wait_origin(
+        &lab,
+        &daemon,
+        &origin_addr,
+        limit,
+        || {},
+        |v| v["state"] == "closed" && v["health_check"]["up"] == true,
+    );
     assert_eq!(transitions(&daemon), ["open", "half_open", "closed"]);
 }

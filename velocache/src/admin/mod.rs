@@ -10,6 +10,4 @@
 pub mod api;
 pub mod seams;
 
-pub use seams::{
-    AdminError, AdminHub, CaAdmin, CacheAdmin, CallsAdmin, OriginsAdmin, UrlPattern,
-};
+pub use seams::{AdminError, AdminHub, CaAdmin, CacheAdmin, CallsAdmin, OriginsAdmin, UrlPattern};

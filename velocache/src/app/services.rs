@@ -35,7 +35,10 @@ pub fn factories(
         None
     };
     // One registry of origin health and breakers, shared by plain and decrypted HTTP.
-    let origins = Origins::new(&config.origins, registry.sub_registry_with_prefix("origins"));
+    let origins = Origins::new(
+        &config.origins,
+        registry.sub_registry_with_prefix("origins"),
+    );
     hub.register_origins(origins.clone());
     spawn_checks(&origins, rules.clone());
     // Plain HTTP and decrypted HTTPS go through the same proxy, so an object is stored once.

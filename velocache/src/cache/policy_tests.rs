@@ -446,7 +446,10 @@ fn the_default_grace_applies_to_responses_without_stale_if_error() {
     let (m, now) = meta_with("max-age=10", 10, 30);
     assert!(stale_if_error(&m, &none, now, 60), "20 s stale, 60 s grace");
     let (m, now) = meta_with("max-age=10", 10, 100);
-    assert!(!stale_if_error(&m, &none, now, 60), "90 s stale, 60 s grace");
+    assert!(
+        !stale_if_error(&m, &none, now, 60),
+        "90 s stale, 60 s grace"
+    );
     // No freshness information at all (lifetime 0): stale from the start, the grace counts.
     let (m, now) = meta_with("", 0, 30);
     assert!(stale_if_error(&m, &none, now, 60));
@@ -496,7 +499,11 @@ fn stale_while_revalidate_applies_within_its_window_unless_revalidation_is_requi
     let (m, now) = meta_with("max-age=10, stale-while-revalidate=30", 10, 39);
     assert_eq!(evaluate(&m, &none, now), Usable::StaleWhileRevalidate);
     let (m, now) = meta_with("max-age=10, stale-while-revalidate=30", 10, 40);
-    assert_eq!(evaluate(&m, &none, now), Usable::Revalidate, "past the window");
+    assert_eq!(
+        evaluate(&m, &none, now),
+        Usable::Revalidate,
+        "past the window"
+    );
     for cc in [
         "max-age=10, proxy-revalidate, stale-while-revalidate=30",
         "max-age=10, no-cache, stale-while-revalidate=30",

@@ -14,9 +14,8 @@ use super::{
 use crate::{
     admin::api::{
         CaReport, CacheEntry, CacheListing, CacheQuery, CacheShow, CallsReport, OriginsReport,
-        PurgeReport,
-        PurgeRequest, ReloadReport, RulesReloadReport, RulesReport, StatsReport, StatusReport,
-        StopReport, WarmReport, WarmRequest, paths,
+        PurgeReport, PurgeRequest, ReloadReport, RulesReloadReport, RulesReport, StatsReport,
+        StatusReport, StopReport, WarmReport, WarmRequest, paths,
     },
     control::{Client, ClientError},
     rules::RuleSet,

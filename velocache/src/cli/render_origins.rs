@@ -44,7 +44,11 @@ pub fn origins(r: &OriginsReport) -> String {
         out,
         "\nwindow {} s; breakers {}",
         r.window_secs,
-        if r.breaker_enabled { "on" } else { "off (watching only)" }
+        if r.breaker_enabled {
+            "on"
+        } else {
+            "off (watching only)"
+        }
     );
     for o in &r.origins {
         if o.state != "closed" {

@@ -95,14 +95,15 @@ impl OriginFetcher {
         body: Body,
     ) -> Result<Response<Incoming>, ProxyError> {
         let dst = ctx.conn.orig_dst.0;
-        let ticket = self.origins.admit(dst, &ctx.host).map_err(|r| {
-            ProxyError::OriginUnavailable {
-                orig_dst: dst,
-                host: r.host,
-                reason: r.reason,
-                retry_after_secs: r.retry_after.as_secs_f64().ceil() as u64,
-            }
-        })?;
+        let ticket =
+            self.origins
+                .admit(dst, &ctx.host)
+                .map_err(|r| ProxyError::OriginUnavailable {
+                    orig_dst: dst,
+                    host: r.host,
+                    reason: r.reason,
+                    retry_after_secs: r.retry_after.as_secs_f64().ceil() as u64,
+                })?;
         let sent = self.send_admitted(ctx, parts, body).await;
         match &sent {
             Ok(r) if r.status().is_server_error() => {

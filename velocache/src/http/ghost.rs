@@ -181,15 +181,16 @@ pub(super) fn fallback(
     origins.ghost_answered(status.as_str());
     ctx.cache.status = status;
     ctx.cache.not_stored = None;
-    Ok(respond(&learned, status, &source, ctx.method == Method::HEAD))
+    Ok(respond(
+        &learned,
+        status,
+        &source,
+        ctx.method == Method::HEAD,
+    ))
 }
 
 fn respond(l: &Learned, status: CacheStatus, source: &str, head: bool) -> Response<Body> {
-    let mut r = Response::new(if head {
-        empty()
-    } else {
-        full(l.body.clone())
-    });
+    let mut r = Response::new(if head { empty() } else { full(l.body.clone()) });
     *r.status_mut() = StatusCode::from_u16(l.status).unwrap_or(StatusCode::OK);
     let h = r.headers_mut();
     *h = l.headers.clone();

@@ -73,7 +73,11 @@ async fn a_request_never_seen_gets_the_nearest_learned_answer_with_its_source() 
         r.headers["x-ghost-source"],
         "http://origin.test/api/users/1/orders"
     );
-    let r = get(s.proxy_addr, "/api/items/6ba7b810-9dad-11d1-80b4-00c04fd430c8").await;
+    let r = get(
+        s.proxy_addr,
+        "/api/items/6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+    )
+    .await;
     assert_eq!((r.status, r.body), (200, Bytes::from_static(b"item")));
     // Another shape: nothing learned, the failure goes through.
     assert_eq!(get(s.proxy_addr, "/api/users/42/profile").await.status, 502);
@@ -84,7 +88,10 @@ async fn answers_to_requests_with_credentials_are_never_shared() {
     let s = setup_all(GHOST, |_| {}, Vec::new(), OriginsConfig::default()).await;
     s.origin.route("/api/me", uncacheable("alice"));
     let alice = [("authorization", "Bearer alice")];
-    assert_eq!(send(s.proxy_addr, "GET", "/api/me", &alice).await.status, 200);
+    assert_eq!(
+        send(s.proxy_addr, "GET", "/api/me", &alice).await.status,
+        200
+    );
     settle().await;
     s.origin.set_down(true);
     let r = send(s.proxy_addr, "GET", "/api/me", &alice).await;
@@ -93,7 +100,10 @@ async fn answers_to_requests_with_credentials_are_never_shared() {
     assert_eq!(send(s.proxy_addr, "GET", "/api/me", &bob).await.status, 502);
     assert_eq!(get(s.proxy_addr, "/api/me").await.status, 502);
     let cookie = [("cookie", "sid=1")];
-    assert_eq!(send(s.proxy_addr, "GET", "/api/me", &cookie).await.status, 502);
+    assert_eq!(
+        send(s.proxy_addr, "GET", "/api/me", &cookie).await.status,
+        502
+    );
 }
 
 #[tokio::test]
@@ -114,14 +124,21 @@ async fn a_5xx_and_an_open_breaker_are_answered_from_what_was_learned() {
     );
     for _ in 0..2 {
         let r = get(s.proxy_addr, "/api/status").await;
-        assert_eq!((r.status, r.body.clone()), (200, Bytes::from_static(b"all good")));
+        assert_eq!(
+            (r.status, r.body.clone()),
+            (200, Bytes::from_static(b"all good"))
+        );
         assert_eq!(r.headers["x-cache-status"], "ghost");
     }
     assert_eq!(s.origins.report().origins[0].state, "open");
     let hits = s.origin.hits("/api/status");
     let r = get(s.proxy_addr, "/api/status").await;
     assert_eq!((r.status, r.body), (200, Bytes::from_static(b"all good")));
-    assert_eq!(s.origin.hits("/api/status"), hits, "the breaker kept it from the origin");
+    assert_eq!(
+        s.origin.hits("/api/status"),
+        hits,
+        "the breaker kept it from the origin"
+    );
     // Nothing learned for this one: the fast 503.
     assert_eq!(get(s.proxy_addr, "/api/unknown").await.status, 503);
 }

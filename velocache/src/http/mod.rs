@@ -272,9 +272,9 @@ mod ghost_tests;
 #[cfg(test)]
 mod origin_tests;
 #[cfg(test)]
-mod stale_tests;
-#[cfg(test)]
 mod phase_tests;
+#[cfg(test)]
+mod stale_tests;
 #[cfg(test)]
 mod test_harness;
 #[cfg(test)]

@@ -83,7 +83,11 @@ async fn the_breaker_half_opens_after_its_cool_down_and_a_successful_probe_close
     assert_eq!(r.status, 200, "the probe went through");
     assert_eq!(r.body, "back");
     assert_eq!(s.origins.report().origins[0].state, "closed");
-    assert_eq!(s.origins.report().origins[0].transitions, 3, "open, half-open, closed");
+    assert_eq!(
+        s.origins.report().origins[0].transitions,
+        3,
+        "open, half-open, closed"
+    );
 }
 
 #[tokio::test]

@@ -146,13 +146,20 @@ async fn an_open_breaker_answers_from_the_cache_without_asking_the_origin() {
     s.origin.set_down(true);
     // The failure that opens the breaker is itself answered stale.
     let r = get(s.proxy_addr, "/o").await;
-    assert_eq!((r.status, r.headers["x-cache-status"].clone()), (200, "stale".parse().unwrap()));
+    assert_eq!(
+        (r.status, r.headers["x-cache-status"].clone()),
+        (200, "stale".parse().unwrap())
+    );
     assert_eq!(s.origins.report().origins[0].state, "open");
     let hits = s.origin.hits("/o");
     let r = get(s.proxy_addr, "/o").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, blob(100));
-    assert_eq!(s.origin.hits("/o"), hits, "answered without asking the origin");
+    assert_eq!(
+        s.origin.hits("/o"),
+        hits,
+        "answered without asking the origin"
+    );
     // Nothing stored: the fast 503.
     let r = get(s.proxy_addr, "/never").await;
     assert_eq!(r.status, 503);
@@ -162,7 +169,8 @@ async fn an_open_breaker_answers_from_the_cache_without_asking_the_origin() {
 #[tokio::test]
 async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
     let s = setup("", |_| {}).await;
-    s.origin.route("/swr", stored("max-age=1, stale-while-revalidate=60"));
+    s.origin
+        .route("/swr", stored("max-age=1, stale-while-revalidate=60"));
     get(s.proxy_addr, "/swr").await;
     settle().await;
     tokio::time::sleep(Duration::from_millis(2100)).await;

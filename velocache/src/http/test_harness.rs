@@ -160,7 +160,13 @@ pub(super) async fn setup_with(
     tweak: impl FnOnce(&mut HttpConfig),
     phases: Vec<Arc<dyn Phase>>,
 ) -> Setup {
-    setup_all(rules, tweak, phases, crate::config::OriginsConfig::default()).await
+    setup_all(
+        rules,
+        tweak,
+        phases,
+        crate::config::OriginsConfig::default(),
+    )
+    .await
 }
 
 /// [`setup_with`] with `[origins]` settings.

@@ -149,7 +149,9 @@ impl Breaker {
                 reason: self.reason.clone(),
                 retry_after: self.retry_after(now),
             }),
-            State::HalfOpen if self.probes_in_flight + self.probe_successes < s.half_open_probes => {
+            State::HalfOpen
+                if self.probes_in_flight + self.probe_successes < s.half_open_probes =>
+            {
                 self.probes_in_flight += 1;
                 Ok(Pass::Probe)
             }

@@ -44,8 +44,16 @@ fn consecutive_failures_open_the_breaker_and_it_refuses_until_the_cool_down_ends
     let (_, ts) = request(&mut b, &mut h, &s, REFUSED, t0);
     assert_eq!(ts.len(), 1);
     assert_eq!((ts[0].from, ts[0].to), (State::Closed, State::Open));
-    assert!(ts[0].reason.contains("3 consecutive failures"), "{}", ts[0].reason);
-    assert!(ts[0].reason.contains("connection refused"), "{}", ts[0].reason);
+    assert!(
+        ts[0].reason.contains("3 consecutive failures"),
+        "{}",
+        ts[0].reason
+    );
+    assert!(
+        ts[0].reason.contains("connection refused"),
+        "{}",
+        ts[0].reason
+    );
     let later = t0 + Duration::from_secs(10);
     let (verdict, _) = b.admit(&s, later);
     let refusal = verdict.unwrap_err();
@@ -68,9 +76,19 @@ fn a_failure_ratio_over_the_minimum_opens_it_and_below_the_minimum_does_not() {
     let _ = request(&mut b, &mut h, &s, REFUSED, t0);
     assert_eq!(b.state(), State::Closed);
     // The 4th request fails: 3 of 4.
-    let (_, ts) = request(&mut b, &mut h, &s, Outcome::Failure(Failure::ServerError(503)), t0);
+    let (_, ts) = request(
+        &mut b,
+        &mut h,
+        &s,
+        Outcome::Failure(Failure::ServerError(503)),
+        t0,
+    );
     assert_eq!(b.state(), State::Open);
-    assert!(ts[0].reason.contains("3 of 4 requests failed"), "{}", ts[0].reason);
+    assert!(
+        ts[0].reason.contains("3 of 4 requests failed"),
+        "{}",
+        ts[0].reason
+    );
     assert!(ts[0].reason.contains("answered 503"), "{}", ts[0].reason);
 }
 
@@ -92,13 +110,20 @@ fn half_open_lets_a_few_probes_through_and_their_successes_close_it() {
     assert_eq!(p2, Ok(Pass::Probe));
     assert!(b.admit(&s, after).0.is_err(), "only two probes at once");
     h.record(Outcome::Success, None, after);
-    assert_eq!(b.on_outcome(&s, &mut h, Some(Pass::Probe), Outcome::Success, after), None);
+    assert_eq!(
+        b.on_outcome(&s, &mut h, Some(Pass::Probe), Outcome::Success, after),
+        None
+    );
     h.record(Outcome::Success, None, after);
     let closed = b
         .on_outcome(&s, &mut h, Some(Pass::Probe), Outcome::Success, after)
         .unwrap();
     assert_eq!((closed.from, closed.to), (State::HalfOpen, State::Closed));
-    assert_eq!(h.window(after).requests, 0, "a closed breaker starts a fresh window");
+    assert_eq!(
+        h.window(after).requests,
+        0,
+        "a closed breaker starts a fresh window"
+    );
     assert_eq!(b.admit(&s, after).0, Ok(Pass::Normal));
 }
 
@@ -112,7 +137,13 @@ fn a_failed_probe_opens_it_again_for_a_full_cool_down() {
         let _ = request(&mut b, &mut h, &s, REFUSED, t0);
     }
     let after = t0 + Duration::from_secs(31);
-    let (_, ts) = request(&mut b, &mut h, &s, Outcome::Failure(Failure::Timeout), after);
+    let (_, ts) = request(
+        &mut b,
+        &mut h,
+        &s,
+        Outcome::Failure(Failure::Timeout),
+        after,
+    );
     assert_eq!(ts.len(), 2, "{ts:?}");
     assert_eq!((ts[1].from, ts[1].to), (State::HalfOpen, State::Open));
     assert!(ts[1].reason.contains("a probe failed: timed out"));
@@ -165,9 +196,14 @@ fn an_active_check_success_after_the_cool_down_starts_probing() {
         let _ = request(&mut b, &mut h, &s, REFUSED, t0);
     }
     let early = t0 + Duration::from_secs(5);
-    assert_eq!(b.on_outcome(&s, &mut h, None, Outcome::Success, early), None);
+    assert_eq!(
+        b.on_outcome(&s, &mut h, None, Outcome::Success, early),
+        None
+    );
     assert_eq!(b.state(), State::Open, "still cooling down");
     let after = t0 + Duration::from_secs(31);
-    let t = b.on_outcome(&s, &mut h, None, Outcome::Success, after).unwrap();
+    let t = b
+        .on_outcome(&s, &mut h, None, Outcome::Success, after)
+        .unwrap();
     assert_eq!(t.to, State::HalfOpen);
 }

@@ -39,7 +39,10 @@ fn the_last_good_answer_is_found_again_for_the_same_request_only() {
     let l = s.exact(&key("/users/1", &none), &none).unwrap();
     assert_eq!(l.body, "one");
     assert_eq!(l.status, 200);
-    assert!(!l.headers.contains_key("content-length"), "framing is the answer's own");
+    assert!(
+        !l.headers.contains_key("content-length"),
+        "framing is the answer's own"
+    );
     assert!(s.exact(&key("/users/2", &none), &none).is_none());
     let other_host = GhostKey::new(dst(), "other.lab", "/users/1", &none);
     assert!(s.exact(&other_host, &none).is_none());
@@ -53,7 +56,10 @@ fn credentials_key_the_answer_and_are_never_shared() {
     let cookie = req(&[("cookie", "session=1")]);
     let none = req(&[]);
     learn(&s, "/me", &alice, "alice's");
-    assert_eq!(s.exact(&key("/me", &alice), &alice).unwrap().body, "alice's");
+    assert_eq!(
+        s.exact(&key("/me", &alice), &alice).unwrap().body,
+        "alice's"
+    );
     assert!(s.exact(&key("/me", &bob), &bob).is_none());
     assert!(s.exact(&key("/me", &none), &none).is_none());
     assert!(s.exact(&key("/me", &cookie), &cookie).is_none());
@@ -102,7 +108,13 @@ fn the_store_is_bounded_by_bytes_entries_and_body_size() {
     let s = GhostStore::new(&cfg);
     let none = req(&[]);
     let big = GhostKey::new(dst(), "api.lab", "/big", &none);
-    s.learn(&big, &none, 200, HeaderMap::new(), Bytes::from(vec![0u8; 2048]));
+    s.learn(
+        &big,
+        &none,
+        200,
+        HeaderMap::new(),
+        Bytes::from(vec![0u8; 2048]),
+    );
     assert!(s.exact(&big, &none).is_none(), "over ghost_max_body_bytes");
     for i in 0..50 {
         let k = GhostKey::new(dst(), "api.lab", &format!("/p/{i}"), &none);

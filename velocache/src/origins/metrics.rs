@@ -139,7 +139,8 @@ impl prometheus_client::collector::Collector for Collector {
             MetricType::Gauge,
         )?;
         for o in report.origins.iter().filter(|o| o.latency_ms.is_some()) {
-            ConstGauge::new(o.latency_ms.unwrap_or(0.0)).encode(latency.encode_family(&label(o))?)?;
+            ConstGauge::new(o.latency_ms.unwrap_or(0.0))
+                .encode(latency.encode_family(&label(o))?)?;
         }
         let mut requests = encoder.encode_descriptor(
             "requests",

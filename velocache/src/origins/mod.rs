@@ -218,9 +218,7 @@ impl Origins {
         let now = Instant::now();
         let (verdict, transition, first_host) = {
             let mut st = entry.state.lock();
-            if !host.is_empty()
-                && st.hosts.len() < MAX_HOSTS
-                && !st.hosts.iter().any(|h| h == host)
+            if !host.is_empty() && st.hosts.len() < MAX_HOSTS && !st.hosts.iter().any(|h| h == host)
             {
                 st.hosts.push(host.to_string());
             }
@@ -353,14 +351,17 @@ fn view(e: &Entry, now: Instant) -> OriginView {
         latency_ms: st.health.latency_ewma_ms,
         latency_last_ms: st.health.latency_last_ms,
         transitions: st.transitions,
-        health_check: st.check.as_ref().map(|c| crate::admin::api::HealthCheckView {
-            rule: c.rule.clone(),
-            path: c.path.clone(),
-            interval_ms: c.interval.as_millis() as u64,
-            up: c.up,
-            last: c.last.clone(),
-            checks: c.checks,
-        }),
+        health_check: st
+            .check
+            .as_ref()
+            .map(|c| crate::admin::api::HealthCheckView {
+                rule: c.rule.clone(),
+                path: c.path.clone(),
+                interval_ms: c.interval.as_millis() as u64,
+                up: c.up,
+                last: c.last.clone(),
+                checks: c.checks,
+            }),
     }
 }
 

@@ -22,8 +22,7 @@ fn variable(s: &str) -> Option<&'static str> {
     }
     let hex = s.len() >= 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
     let b64 = s.len() >= 20
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         && s.bytes().any(|b| b.is_ascii_digit())
         && s.bytes().any(|b| b.is_ascii_alphabetic());
@@ -103,7 +102,11 @@ mod tests {
             "base64url with letters and digits"
         );
         assert_eq!(template("/about/team"), "/about/team");
-        assert_eq!(template("/v2/library"), "/v2/library", "short words with digits stay");
+        assert_eq!(
+            template("/v2/library"),
+            "/v2/library",
+            "short words with digits stay"
+        );
         assert_eq!(template("/deadbeef"), "/deadbeef", "short hex is a word");
         assert_eq!(template("/"), "/");
     }
@@ -114,8 +117,14 @@ mod tests {
             template("/search?q=shoes&page=3"),
             "/search?page={n}&q=shoes"
         );
-        assert_eq!(template("/search?page=9&q=shoes"), template("/search?q=shoes&page=1"));
-        assert_ne!(template("/search?q=boots&page=1"), template("/search?q=shoes&page=1"));
+        assert_eq!(
+            template("/search?page=9&q=shoes"),
+            template("/search?q=shoes&page=1")
+        );
+        assert_ne!(
+            template("/search?q=boots&page=1"),
+            template("/search?q=shoes&page=1")
+        );
         assert_eq!(template("/x?flag"), "/x?flag=");
     }
 

@@ -26,7 +26,11 @@ fn an_origin_that_fails_twice_in_a_row_is_refused_with_its_reason_and_host() {
     let refused = o.admit(addr(80), "api.example").err().unwrap();
     assert_eq!(refused.origin, addr(80));
     assert_eq!(refused.host.as_deref(), Some("api.example"));
-    assert!(refused.reason.contains("connection refused"), "{}", refused.reason);
+    assert!(
+        refused.reason.contains("connection refused"),
+        "{}",
+        refused.reason
+    );
     assert!(refused.retry_after > Duration::from_secs(50));
     // Another origin is not affected.
     assert!(o.admit(addr(81), "api.example").is_ok());
@@ -99,8 +103,20 @@ fn metrics_show_each_origins_state_and_error_ratio() {
 #[test]
 fn io_errors_map_to_the_failures_they_mean() {
     use std::io::{Error, ErrorKind};
-    assert_eq!(io_failure(&Error::from(ErrorKind::ConnectionRefused)), Failure::Refused);
-    assert_eq!(io_failure(&Error::from(ErrorKind::ConnectionReset)), Failure::Reset);
-    assert_eq!(io_failure(&Error::from(ErrorKind::TimedOut)), Failure::Timeout);
-    assert_eq!(io_failure(&Error::from(ErrorKind::UnexpectedEof)), Failure::Closed);
+    assert_eq!(
+        io_failure(&Error::from(ErrorKind::ConnectionRefused)),
+        Failure::Refused
+    );
+    assert_eq!(
+        io_failure(&Error::from(ErrorKind::ConnectionReset)),
+        Failure::Reset
+    );
+    assert_eq!(
+        io_failure(&Error::from(ErrorKind::TimedOut)),
+        Failure::Timeout
+    );
+    assert_eq!(
+        io_failure(&Error::from(ErrorKind::UnexpectedEof)),
+        Failure::Closed
+    );
 }

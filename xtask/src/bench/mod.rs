@@ -28,7 +28,9 @@ pub fn run(name: &str, seconds: u64) -> Result<()> {
         "http" => http::run(seconds),
         "https" => https::run(seconds),
         "rtp" => rtp::run(seconds),
-        other => bail!("unknown benchmark `{other}` (known: breaker, datapath, dns, http, https, rtp)"),
+        other => {
+            bail!("unknown benchmark `{other}` (known: breaker, datapath, dns, http, https, rtp)")
+        }
     }
 }
 
