@@ -60,6 +60,10 @@ fn a_ticket_dropped_without_an_outcome_counts_nothing() {
 }
 
 #[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a synchronous test: the milliseconds order the origins' last use"
+)]
 fn the_registry_forgets_the_least_recently_used_origin_past_its_limit() {
     let o = Origins::unregistered(&OriginsConfig {
         max_origins: 2,
