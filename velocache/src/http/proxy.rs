@@ -250,6 +250,17 @@ impl Proxy {
 
     /// The error's page, and the line that says which side failed.
     fn failed(&self, ctx: &Ctx, e: &ProxyError) -> Response<Body> {
+        if let ProxyError::OriginUnavailable { .. } = e {
+            // The breaker's own line said why when it opened; one line per refused request
+            // would flood the log exactly when an origin is down (the access log has each).
+            debug!(trace_id = %ctx.trace_id, host = %ctx.host, error = %e, "request refused by an open breaker");
+        } else {
+            self.log_failure(ctx, e);
+        }
+        self.error_page(e)
+    }
+
+    fn log_failure(&self, ctx: &Ctx, e: &ProxyError) {
         warn!(
             service = ctx.conn.scheme.service_name(),
             trace_id = %ctx.trace_id,
@@ -261,6 +272,10 @@ impl Proxy {
             retryable = e.retryable(),
             "request failed"
         );
+    }
+
+    /// The page a failed request gets.
+    fn error_page(&self, e: &ProxyError) -> Response<Body> {
         let mut r = error_response(e.status(), &e.to_string());
         if let ProxyError::OriginUnavailable {
             retry_after_secs, ..
