@@ -2,9 +2,11 @@
 """A test origin whose answers the tests control, and which counts what it is asked.
 
 Serves files from DIR (GET and HEAD, HTTP/1.1 keep-alive) with:
-  - per-path extra headers, status, a throttle and a delay before the response head (seconds)
-    from DIR/.routes.json, re-read on every request so a test can change them between requests:
-      {"/a.bin": {"headers": {"Cache-Control": "max-age=60"}, "rate": 1048576, "delay": 2}}
+  - per-path extra headers, status, a throttle, a delay before the response head (seconds) and
+    a 103 Early Hints head sent first, from DIR/.routes.json, re-read on every request so a test
+    can change them between requests:
+      {"/a.bin": {"headers": {"Cache-Control": "max-age=60"}, "rate": 1048576, "delay": 2,
+                  "status": 503, "hints": {"Link": "</s.css>; rel=preload"}}}
   - ETag (from size and mtime, unless the route sets one) and If-None-Match -> 304,
     Last-Modified and If-Modified-Since -> 304;
   - single byte ranges -> 206 / 416 (unless the route says "ranges": false);
@@ -131,6 +133,13 @@ class Handler(BaseHTTPRequestHandler):
                 status = 206
             except ValueError:
                 start, end = 0, size
+        hints = route.get("hints")
+        if hints:
+            # 103 Early Hints ahead of the final response (RFC 8297).
+            self.send_response_only(103)
+            for k, v in hints.items():
+                self.send_header(k, v)
+            self.end_headers()
         self.send_response(status)
         self.send_header("Content-Length", str(end - start))
         if status == 206:

@@ -54,6 +54,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("wrk", "wrk"),
     ("dnsperf", "dnsperf"),
     ("squid", "squid"),
+    ("varnishd", "varnish"),
     ("rtpengine", "rtpengine-daemon"),
     ("perf", "linux-perf"),
 ];

@@ -51,7 +51,14 @@ const TEST_PACKAGES: &[&str] = &[
 ];
 
 /// Debian packages the benchmarks add (`linux-perf`: profiling the datapath under a bench load).
-const BENCH_PACKAGES: &[&str] = &["dnsperf", "wrk", "squid", "rtpengine-daemon", "linux-perf"];
+const BENCH_PACKAGES: &[&str] = &[
+    "dnsperf",
+    "wrk",
+    "squid",
+    "varnish",
+    "rtpengine-daemon",
+    "linux-perf",
+];
 
 /// The bpf-linker that builds against LLVM 22 (see DESIGN.md).
 const BPF_LINKER_VERSION: &str = "^0.13";

@@ -1,5 +1,6 @@
-//! `bench http`: the cache under load, VeloCache against nginx (`proxy_cache`) and Squid, in
-//! one run, each as the cache in `gw`, `wrk` in `client`, nginx serving files in `origin`.
+//! `bench http`: the cache under load, VeloCache against nginx (`proxy_cache`), Squid and
+//! Varnish, in one run, each as the cache in `gw`, `wrk` in `client`, nginx serving files in
+//! `origin`.
 //!
 //! - VeloCache: the daemon in `gw`, transparent — `wrk` asks the origin's address and is
 //!   intercepted.
@@ -9,6 +10,8 @@
 //! - Squid: an accelerator (`http_port … accel`, origin as `cache_peer … originserver`) on
 //!   the gateway's LAN address, port 3128, memory cache for small objects and a `ufs`
 //!   cache_dir for large ones.
+//! - Varnish: `varnishd -b origin` (the default VCL) with `malloc` storage, port 6081 — every
+//!   object in RAM, which is Varnish's usual deployment.
 //!
 //! Every cache is warmed with one request per object first, so the measured requests are hits.
 //! The origin sends `Cache-Control: max-age=3600`.
@@ -48,7 +51,7 @@ struct Measured {
 
 /// Run the benchmark.
 pub fn run(seconds: u64) -> Result<()> {
-    velocache_tests::require_tools(&["wrk", "nginx", "squid", "curl"]);
+    velocache_tests::require_tools(&["wrk", "nginx", "squid", "varnishd", "curl"]);
     let www = tempfile::tempdir()?;
     write_file(&www.path().join("1k.bin"), 1024)?;
     write_file(&www.path().join("100m.bin"), 100 << 20)?;
@@ -60,6 +63,7 @@ pub fn run(seconds: u64) -> Result<()> {
         velocache(&lab, seconds)?,
         nginx(&lab, seconds, work.path())?,
         squid(&lab, seconds, work.path())?,
+        varnish(&lab, seconds, work.path())?,
     ];
 
     println!(
@@ -245,6 +249,44 @@ fn squid(lab: &Lab, seconds: u64, work: &Path) -> Result<Measured> {
     drop(server);
     Ok(Measured {
         cache: "squid",
+        results,
+        rss_kib,
+    })
+}
+
+/// Varnish as Debian ships it, with its default VCL in front of the origin (`-b`) and malloc
+/// storage large enough for every object of the run.
+fn varnish(lab: &Lab, seconds: u64, work: &Path) -> Result<Measured> {
+    let w = work.join("varnish");
+    std::fs::create_dir_all(&w)?;
+    let listen = format!("{}:6081", addr::GW_LAN);
+    let backend = format!("{}:80", addr::ORIGIN);
+    let server = lab.gw.spawn(&[
+        "varnishd",
+        "-F",
+        // No privilege separation: the lab runs it as root in a namespace of its own.
+        "-j",
+        "none",
+        "-n",
+        &w.display().to_string(),
+        "-a",
+        &listen,
+        "-b",
+        &backend,
+        "-s",
+        "malloc,1G",
+        // A 100 MiB body is fetched once, stored whole, then streamed from RAM.
+        "-p",
+        "default_ttl=3600",
+    ]);
+    servers::wait_tcp(&lab.gw, addr::GW_LAN, 6081);
+    let base = format!("http://{listen}");
+    warm(lab, &base)?;
+    let results = measure(lab, &base, seconds)?;
+    let rss_kib = tree_rss_kib(server.pid());
+    drop(server);
+    Ok(Measured {
+        cache: "varnish (malloc)",
         results,
         rss_kib,
     })
