@@ -2,9 +2,10 @@
 """A test origin whose answers the tests control, and which counts what it is asked.
 
 Serves files from DIR (GET and HEAD, HTTP/1.1 keep-alive) with:
-  - per-path extra headers, status, a throttle and a 103 Early Hints head sent first, from
-    DIR/.routes.json, re-read on every request so a test can change them between requests:
-      {"/a.bin": {"headers": {"Cache-Control": "max-age=60"}, "rate": 1048576,
+  - per-path extra headers, status, a throttle, a delay before the response head (seconds) and
+    a 103 Early Hints head sent first, from DIR/.routes.json, re-read on every request so a test
+    can change them between requests:
+      {"/a.bin": {"headers": {"Cache-Control": "max-age=60"}, "rate": 1048576, "delay": 2,
                   "status": 503, "hints": {"Link": "</s.css>; rel=preload"}}}
   - ETag (from size and mtime, unless the route sets one) and If-None-Match -> 304,
     Last-Modified and If-Modified-Since -> 304;
@@ -86,6 +87,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json({})
         self.count()
         route = routes().get(path, {})
+        if route.get("delay"):
+            time.sleep(float(route["delay"]))
         file = os.path.join(ROOT, path.lstrip("/"))
         if not os.path.isfile(file):
             body = b"not found\n"

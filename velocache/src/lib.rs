@@ -48,6 +48,7 @@ pub mod flow;
 pub mod http;
 pub mod net;
 pub mod observe;
+pub mod origins;
 pub mod passthrough;
 pub mod rtp;
 pub mod rules;

@@ -14,6 +14,7 @@
 //! - `http`: Cache-Control, the cache policy, ranges, and request/response heads through the
 //!   proxy's framing layer.
 //! - `tls`: the ClientHello first flight; the TLS observation ring buffer's records.
+//! - `origins`: ghost mode's path templates.
 //! - `files`: `velocache.toml` and `rules.toml` text.
 //! - `bpf`: values of the kernel's maps, decoded as the daemon decodes them.
 #![deny(missing_docs)]
@@ -26,6 +27,7 @@ mod bpf;
 mod dns;
 mod files;
 mod http;
+mod origins;
 mod sip;
 mod tls;
 
@@ -33,6 +35,7 @@ pub use bpf::bpf_map_values;
 pub use dns::{dns_answer_patch, dns_query};
 pub use files::config_files;
 pub use http::{http_cache_control, http_cache_policy, http_head, http_range};
+pub use origins::origins_template;
 pub use sip::{sdp, sip_message, sip_observer, sip_tcp_framing};
 pub use tls::{tls_client_hello, tls_event};
 
@@ -49,6 +52,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("http_cache_policy", http_cache_policy),
     ("http_head", http_head),
     ("http_range", http_range),
+    ("origins_template", origins_template),
     ("sdp", sdp),
     ("sip_message", sip_message),
     ("sip_observer", sip_observer),

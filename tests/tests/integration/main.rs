@@ -20,6 +20,7 @@ mod fragments;
 mod http;
 mod https;
 mod observe;
+mod origins;
 mod reuse;
 mod rfc9111;
 mod sip;

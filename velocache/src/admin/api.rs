@@ -35,6 +35,8 @@ pub mod paths {
     pub const CA: &str = "/v1/ca";
     /// `POST`: generate a new local CA; [`super::CaReport`].
     pub const CA_ROTATE: &str = "/v1/ca/rotate";
+    /// `GET`: [`super::OriginsReport`].
+    pub const ORIGINS: &str = "/v1/origins";
     /// `GET`: OpenMetrics text.
     pub const METRICS: &str = "/metrics";
 }
@@ -279,6 +281,12 @@ pub struct RuleView {
     pub services: Vec<String>,
     /// TTL override in seconds.
     pub ttl_override_secs: Option<u64>,
+    /// Ghost mode.
+    #[serde(default)]
+    pub ghost: bool,
+    /// Active health check: `GET <path> every <ms>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
 }
 
 /// `cache ls` request.
@@ -453,4 +461,74 @@ pub struct MediaStats {
 pub struct CaReport {
     /// The CA certificate, PEM.
     pub pem: String,
+}
+
+/// `GET /v1/origins`: every origin the gateway has fetched from or checks, with its health and
+/// breaker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OriginsReport {
+    /// Whether breakers act (`[origins] breaker`); off, they only watch.
+    pub breaker_enabled: bool,
+    /// The window error ratios are computed over, seconds.
+    pub window_secs: u64,
+    /// Origins, busiest first.
+    pub origins: Vec<OriginView>,
+}
+
+/// One origin in [`OriginsReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OriginView {
+    /// Address and port.
+    pub origin: String,
+    /// Host names requests to it carried (a few).
+    pub hosts: Vec<String>,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    /// Why the breaker last opened (empty if it never did).
+    pub reason: String,
+    /// Seconds until an open breaker lets probes through.
+    pub retry_after_secs: u64,
+    /// Requests since start.
+    pub requests: u64,
+    /// Failures since start.
+    pub failures: u64,
+    /// Requests refused by the open breaker since start.
+    pub rejected: u64,
+    /// Requests in the window.
+    pub window_requests: u32,
+    /// Failed requests in the window.
+    pub window_failures: u32,
+    /// `window_failures / window_requests` (0 with no requests).
+    pub error_ratio: f64,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// The last failure (`connection refused`, `answered 503`, …) and how long ago, seconds.
+    pub last_failure: Option<String>,
+    /// Seconds since the last failure.
+    pub last_failure_secs_ago: Option<u64>,
+    /// Time to the response head, averaged (EWMA), milliseconds.
+    pub latency_ms: Option<f64>,
+    /// The last success's time to the response head, milliseconds.
+    pub latency_last_ms: Option<f64>,
+    /// Breaker state changes since start.
+    pub transitions: u64,
+    /// The active check, for origins a rule's `health_check` names.
+    pub health_check: Option<HealthCheckView>,
+}
+
+/// An origin's active check in [`OriginView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheckView {
+    /// The rule that asks for it.
+    pub rule: String,
+    /// The path asked.
+    pub path: String,
+    /// Every how many milliseconds.
+    pub interval_ms: u64,
+    /// Whether the last check succeeded (`None` before the first).
+    pub up: Option<bool>,
+    /// What the last check got (`200`, `connection refused`, …).
+    pub last: Option<String>,
+    /// Checks done.
+    pub checks: u64,
 }

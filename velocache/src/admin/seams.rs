@@ -11,6 +11,7 @@
 //! | [`CacheAdmin`] | the HTTP cache (`cache ls/show/purge/warm`, warm-up) | `cache …` |
 //! | [`CallsAdmin`] | the SIP observer | `calls` |
 //! | [`CaAdmin`] | the TLS layer (`tls::TlsShared`, registered by the wiring) | `ca export/rotate` |
+//! | [`OriginsAdmin`] | the origins' health (`origins::Origins`, registered by the wiring) | `origins` |
 //!
 //! Counters (DNS hits and misses, cache bytes, RTP streams, …) need no trait: services register
 //! them in their metrics sub-registry and `stats` reads them from there.
@@ -20,7 +21,7 @@ use futures::future::BoxFuture;
 use globset::GlobBuilder;
 use thiserror::Error;
 
-use super::api::{CacheEntry, CacheListing, CallsReport, PurgeReport, WarmResult};
+use super::api::{CacheEntry, CacheListing, CallsReport, OriginsReport, PurgeReport, WarmResult};
 use crate::config::Glob;
 
 /// Why a seam call failed.
@@ -125,6 +126,12 @@ pub trait CallsAdmin: Send + Sync {
     fn calls(&self) -> BoxFuture<'_, Result<CallsReport, AdminError>>;
 }
 
+/// The origins' health and breakers.
+pub trait OriginsAdmin: Send + Sync {
+    /// Every origin tracked, busiest first.
+    fn origins(&self) -> OriginsReport;
+}
+
 /// The local CA of TLS interception.
 pub trait CaAdmin: Send + Sync {
     /// The CA certificate, PEM, for clients to trust.
@@ -145,6 +152,7 @@ struct Slots {
     cache: OnceLock<Arc<dyn CacheAdmin>>,
     calls: OnceLock<Arc<dyn CallsAdmin>>,
     ca: OnceLock<Arc<dyn CaAdmin>>,
+    origins: OnceLock<Arc<dyn OriginsAdmin>>,
 }
 
 impl AdminHub {
@@ -166,6 +174,16 @@ impl AdminHub {
     /// Offer the local CA.
     pub fn register_ca(&self, ca: Arc<dyn CaAdmin>) -> bool {
         self.inner.ca.set(ca).is_ok()
+    }
+
+    /// Offer the origins' health.
+    pub fn register_origins(&self, origins: Arc<dyn OriginsAdmin>) -> bool {
+        self.inner.origins.set(origins).is_ok()
+    }
+
+    /// The origins' health, if registered.
+    pub fn origins(&self) -> Option<Arc<dyn OriginsAdmin>> {
+        self.inner.origins.get().cloned()
     }
 
     /// The HTTP cache, if registered.

@@ -14,6 +14,7 @@ use crate::{
     admin::AdminHub,
     config::Config,
     http::{HttpsOrigins, Phase, ProxyCacheAdmin},
+    origins::{Origins, spawn_checks},
     rules::Rules,
     service::ServiceFactory,
     tls::{CaPage, OriginTimeouts, TlsShared},
@@ -33,6 +34,13 @@ pub fn factories(
     } else {
         None
     };
+    // One registry of origin health and breakers, shared by plain and decrypted HTTP.
+    let origins = Origins::new(
+        &config.origins,
+        registry.sub_registry_with_prefix("origins"),
+    );
+    hub.register_origins(origins.clone());
+    spawn_checks(&origins, rules.clone());
     // Plain HTTP and decrypted HTTPS go through the same proxy, so an object is stored once.
     let proxy = (config.http.enabled || config.https.enabled).then(|| {
         let phases: Vec<Arc<dyn Phase>> = match &tls {
@@ -43,6 +51,7 @@ pub fn factories(
             &config.http,
             &config.daemon.state_dir,
             rules.clone(),
+            origins.clone(),
             registry.sub_registry_with_prefix(Service::Http.name()),
             phases,
         )

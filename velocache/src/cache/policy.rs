@@ -253,15 +253,28 @@ pub fn evaluate(meta: &ObjectMeta, req: &HeaderMap, now: u64) -> Usable {
     Usable::Revalidate
 }
 
-/// RFC 5861 `stale-if-error`: may a stale stored response answer when the origin fails
-/// (errors, or answers 5xx)? Never for `must-revalidate`, `proxy-revalidate` or `no-cache`.
-pub fn stale_if_error(meta: &ObjectMeta, now: u64) -> bool {
+/// RFC 5861 `stale-if-error` and RFC 9111 §4.2.4: may a stale stored response answer a request
+/// with headers `req` when the origin fails (refuses, resets, closes, times out, answers 5xx,
+/// or its breaker is open)? The window is the response's `stale-if-error`, else the longer of the
+/// request's `stale-if-error` and `default_grace` (`[http] stale_if_error_default_secs`). Never
+/// when the response forbids serving it stale — `must-revalidate`, `proxy-revalidate`,
+/// `no-cache`, `s-maxage` (which implies `proxy-revalidate` for a shared cache, §5.2.2.10) — nor
+/// when the client asked for validation (`no-cache`) without allowing `stale-if-error` itself.
+pub fn stale_if_error(meta: &ObjectMeta, req: &HeaderMap, now: u64, default_grace: u64) -> bool {
     let cc = CacheControl::from_headers(&meta.headers);
-    if cc.must_revalidate || cc.proxy_revalidate || cc.no_cache {
+    if cc.must_revalidate || cc.proxy_revalidate || cc.no_cache || cc.s_maxage.is_some() {
+        return false;
+    }
+    let req_cc = CacheControl::from_headers(req);
+    if req_cc.no_cache && req_cc.stale_if_error.is_none() {
         return false;
     }
     let staleness = current_age(meta, now).saturating_sub(meta.lifetime);
-    cc.stale_if_error.is_some_and(|window| staleness <= window)
+    let window = cc
+        .stale_if_error
+        .unwrap_or_else(|| req_cc.stale_if_error.unwrap_or(0).max(default_grace));
+    // Like stale-while-revalidate's window: `stale-if-error=0` (or no grace) allows nothing.
+    staleness < window
 }
 
 /// The header names a response varies on, lower-case; `None` for `Vary: *`.

@@ -427,12 +427,94 @@ fn hop_by_hop_names() {
 
 #[test]
 fn stale_if_error_window() {
+    let none = h(&[]);
     let (m, now) = meta_with("max-age=10, stale-if-error=60", 10, 30);
-    assert!(stale_if_error(&m, now));
+    assert!(stale_if_error(&m, &none, now, 0));
     let (m, now) = meta_with("max-age=10, stale-if-error=60", 10, 80);
-    assert!(!stale_if_error(&m, now));
-    let (m, now) = meta_with("max-age=10, must-revalidate, stale-if-error=60", 10, 30);
-    assert!(!stale_if_error(&m, now));
+    assert!(!stale_if_error(&m, &none, now, 0));
+    assert!(
+        !stale_if_error(&m, &none, now, 3600),
+        "the response's own window wins over the default grace"
+    );
     let (m, now) = meta_with("max-age=10", 10, 30);
-    assert!(!stale_if_error(&m, now));
+    assert!(!stale_if_error(&m, &none, now, 0), "no directive, no grace");
+}
+
+#[test]
+fn the_default_grace_applies_to_responses_without_stale_if_error() {
+    let none = h(&[]);
+    let (m, now) = meta_with("max-age=10", 10, 30);
+    assert!(stale_if_error(&m, &none, now, 60), "20 s stale, 60 s grace");
+    let (m, now) = meta_with("max-age=10", 10, 100);
+    assert!(
+        !stale_if_error(&m, &none, now, 60),
+        "90 s stale, 60 s grace"
+    );
+    // No freshness information at all (lifetime 0): stale from the start, the grace counts.
+    let (m, now) = meta_with("", 0, 30);
+    assert!(stale_if_error(&m, &none, now, 60));
+}
+
+#[test]
+fn must_revalidate_proxy_revalidate_no_cache_and_s_maxage_forbid_stale_on_error() {
+    let none = h(&[]);
+    for cc in [
+        "max-age=10, must-revalidate, stale-if-error=600",
+        "max-age=10, proxy-revalidate, stale-if-error=600",
+        "max-age=10, no-cache, stale-if-error=600",
+        "s-maxage=10, stale-if-error=600",
+        "max-age=10, must-revalidate",
+        "s-maxage=10",
+    ] {
+        let (m, now) = meta_with(cc, 10, 30);
+        assert!(!stale_if_error(&m, &none, now, 3600), "{cc}");
+    }
+}
+
+#[test]
+fn the_clients_own_directives_can_widen_or_forbid_stale_on_error() {
+    let (m, now) = meta_with("max-age=10", 10, 100);
+    assert!(!stale_if_error(&m, &h(&[]), now, 60));
+    assert!(
+        stale_if_error(&m, &h(&[("cache-control", "stale-if-error=120")]), now, 60),
+        "the client accepts 90 s of staleness"
+    );
+    let (m, now) = meta_with("max-age=10", 10, 30);
+    assert!(
+        !stale_if_error(&m, &h(&[("cache-control", "no-cache")]), now, 60),
+        "the client asked for a validated answer"
+    );
+    assert!(!stale_if_error(&m, &h(&[("pragma", "no-cache")]), now, 60));
+    assert!(stale_if_error(
+        &m,
+        &h(&[("cache-control", "no-cache, stale-if-error=60")]),
+        now,
+        60
+    ));
+}
+
+#[test]
+fn stale_while_revalidate_applies_within_its_window_unless_revalidation_is_required() {
+    let none = h(&[]);
+    let (m, now) = meta_with("max-age=10, stale-while-revalidate=30", 10, 39);
+    assert_eq!(evaluate(&m, &none, now), Usable::StaleWhileRevalidate);
+    let (m, now) = meta_with("max-age=10, stale-while-revalidate=30", 10, 40);
+    assert_eq!(
+        evaluate(&m, &none, now),
+        Usable::Revalidate,
+        "past the window"
+    );
+    for cc in [
+        "max-age=10, proxy-revalidate, stale-while-revalidate=30",
+        "max-age=10, no-cache, stale-while-revalidate=30",
+    ] {
+        let (m, now) = meta_with(cc, 10, 20);
+        assert_eq!(evaluate(&m, &none, now), Usable::Revalidate, "{cc}");
+    }
+    let (m, now) = meta_with("max-age=10, stale-while-revalidate=30", 10, 20);
+    assert_eq!(
+        evaluate(&m, &h(&[("cache-control", "no-cache")]), now),
+        Usable::Revalidate,
+        "the client asked for validation"
+    );
 }

@@ -13,9 +13,9 @@ use super::{
 };
 use crate::{
     admin::api::{
-        CaReport, CacheEntry, CacheListing, CacheQuery, CacheShow, CallsReport, PurgeReport,
-        PurgeRequest, ReloadReport, RulesReloadReport, RulesReport, StatsReport, StatusReport,
-        StopReport, WarmReport, WarmRequest, paths,
+        CaReport, CacheEntry, CacheListing, CacheQuery, CacheShow, CallsReport, OriginsReport,
+        PurgeReport, PurgeRequest, ReloadReport, RulesReloadReport, RulesReport, StatsReport,
+        StatusReport, StopReport, WarmReport, WarmRequest, paths,
     },
     control::{Client, ClientError},
     rules::RuleSet,
@@ -46,6 +46,14 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
                 print_json(&stats);
             } else {
                 print!("{}", render::stats(&stats));
+            }
+        }
+        AdminCommand::Origins => {
+            let report: OriginsReport = client.get(paths::ORIGINS).await?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", super::render_origins::origins(&report));
             }
         }
         AdminCommand::Metrics => print!("{}", client.get_text(paths::METRICS).await?),

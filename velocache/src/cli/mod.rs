@@ -20,6 +20,7 @@
 
 mod commands;
 mod render;
+mod render_origins;
 
 use std::path::{Path, PathBuf};
 
@@ -107,6 +108,9 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Origins: health (error ratio, latency, failures), circuit breaker state and why, active
+    /// checks.
+    Origins,
     /// Print the Prometheus metrics (OpenMetrics text) the daemon serves at `/metrics`.
     Metrics,
 }

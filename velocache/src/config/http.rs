@@ -45,6 +45,11 @@ service_section!(
         fsync: bool = true,
         /// io_uring submission queue size of the disk thread.
         uring_entries: u32 = 256,
+        /// When an origin fails (refuses, resets, closes without answering, times out, answers
+        /// 5xx), a stored response this many seconds past its freshness may answer instead if
+        /// it has no `stale-if-error` of its own (RFC 5861; never for `must-revalidate`,
+        /// `proxy-revalidate`, `no-cache` or `s-maxage`). 0: only `stale-if-error` allows it.
+        stale_if_error_default_secs: Secs = Secs(60),
         /// The pseudonym in `Via` headers.
         via: String = "velocache".into(),
     }

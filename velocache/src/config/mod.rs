@@ -15,7 +15,7 @@
 //!
 //! # Layout
 //! One file per section: `daemon` (`[daemon]`, `[log]`, `[rules]`), `datapath`, `http`, `tls`
-//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`; `intercept`: what every service section shares;
+//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `origins`; `intercept`: what every service section shares;
 //! `values`: shared value types; `layers`, `error`: reading the layers and saying what is wrong.
 
 mod admin;
@@ -27,6 +27,7 @@ mod glob;
 mod http;
 mod intercept;
 mod layers;
+mod origins;
 mod sip;
 mod tls;
 mod values;
@@ -45,6 +46,7 @@ pub use glob::Glob;
 pub use http::HttpConfig;
 pub use intercept::{Intercept, Transport};
 pub use layers::line_of_offset;
+pub use origins::OriginsConfig;
 pub use sip::SipConfig;
 pub use tls::{HttpsConfig, TlsConfig};
 pub use values::{HostPattern, Invalid, Millis, Secs};
@@ -76,6 +78,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The admin API (Unix socket, optional TCP listener) and the metrics endpoint.
     pub admin: AdminConfig,
+    /// Origin health, circuit breakers, ghost mode's learned store.
+    pub origins: OriginsConfig,
 }
 
 impl Config {
@@ -140,6 +144,7 @@ impl Config {
         self.dns.check()?;
         self.sip.check()?;
         self.admin.check()?;
+        self.origins.check()?;
         self.check_ports()
     }
 

@@ -185,6 +185,7 @@ async fn route(
         paths::CALLS,
         paths::CA,
         paths::CA_ROTATE,
+        paths::ORIGINS,
         paths::METRICS,
     ];
     match (method.clone(), path.as_str()) {
@@ -253,6 +254,13 @@ async fn route(
                 .calls()
                 .ok_or_else(|| ApiError::not_available("SIP call observation"))?;
             ok(&calls.calls().await?)
+        }
+        (Method::GET, paths::ORIGINS) => {
+            let origins = plane
+                .hub
+                .origins()
+                .ok_or_else(|| ApiError::not_available("origin health"))?;
+            ok(&origins.origins())
         }
         (Method::GET, paths::CA) => {
             let ca = plane
@@ -346,6 +354,11 @@ fn rules_report(plane: &ControlPlane) -> RulesReport {
                     .collect(),
                 services: r.services.iter().map(|s| s.name().to_string()).collect(),
                 ttl_override_secs: r.ttl_override.map(|d| d.as_secs()),
+                ghost: r.ghost,
+                health_check: r
+                    .health_check
+                    .as_ref()
+                    .map(|h| format!("GET {} every {} ms", h.path, h.interval.as_millis())),
             })
             .collect(),
         warmup_urls: set.warmup_urls.clone(),

@@ -40,6 +40,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The status of the response to send.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Outcome::Cached(r) | Outcome::Relayed(r) | Outcome::Answered(r) => r.status(),
+        }
+    }
+
     /// The response to send.
     pub fn into_response(self) -> Response<Body> {
         match self {
@@ -111,6 +118,7 @@ pub(super) async fn handle(
     parts: request::Parts,
     key: &ObjectKey,
 ) -> Result<Outcome, ProxyError> {
+    let mut stale = None;
     if let Some(hit) = lookup(cache, ctx, &key.id).await {
         let m = &hit.meta;
         let usable = m.len.is_some()
@@ -135,17 +143,76 @@ pub(super) async fn handle(
                 Usable::Revalidate if parts.method == Method::GET => {
                     return fetch(cache, fetcher, ctx, parts, key, Some(hit.meta)).await;
                 }
-                Usable::Revalidate => {}
+                Usable::Revalidate => stale = Some(hit.meta),
             }
         }
     }
     if parts.method == Method::HEAD {
-        // Nothing to answer from: ask the origin, store nothing (a HEAD has no body).
+        // Nothing fresh to answer from: ask the origin, store nothing (a HEAD has no body);
+        // if it fails, what is stored may still answer (stale-if-error).
         ctx.cache.status = CacheStatus::Miss;
         ctx.cache.not_stored = Some("method");
-        return forward(fetcher, ctx, parts).await;
+        let head = parts.clone();
+        let r = forward(fetcher, ctx, parts).await;
+        return or_stale(cache, fetcher, ctx, &head, key, stale.as_ref(), r).await;
     }
     fetch(cache, fetcher, ctx, parts, key, None).await
+}
+
+/// The origin failed (an error, or a 5xx relayed as is): answer from the stored response
+/// instead when RFC 5861 and §4.2.4 allow it ([`policy::stale_if_error`]); otherwise the
+/// failure goes to the client.
+async fn or_stale(
+    cache: &Arc<HttpCache>,
+    fetcher: &Arc<dyn Fetcher>,
+    ctx: &mut Ctx,
+    parts: &request::Parts,
+    key: &ObjectKey,
+    stale: Option<&Arc<ObjectMeta>>,
+    result: Result<Outcome, ProxyError>,
+) -> Result<Outcome, ProxyError> {
+    let failed = match &result {
+        Err(e) => e.origin_failed(),
+        Ok(Outcome::Relayed(r)) => r.status().is_server_error(),
+        Ok(_) => false,
+    };
+    match stale {
+        Some(old) if failed && stale_allowed(cache, old, parts) => {
+            let why = match &result {
+                Err(e) => e.to_string(),
+                Ok(o) => format!("the origin answered {}", o.status()),
+            };
+            serve_stale(cache, fetcher, ctx, parts, key, old.clone(), &why).await
+        }
+        _ => result,
+    }
+}
+
+fn stale_allowed(cache: &HttpCache, old: &ObjectMeta, parts: &request::Parts) -> bool {
+    policy::stale_if_error(
+        old,
+        &parts.headers,
+        unix_now(),
+        cache.settings.stale_if_error_default,
+    )
+}
+
+async fn serve_stale(
+    cache: &Arc<HttpCache>,
+    fetcher: &Arc<dyn Fetcher>,
+    ctx: &mut Ctx,
+    parts: &request::Parts,
+    key: &ObjectKey,
+    old: Arc<ObjectMeta>,
+    why: &str,
+) -> Result<Outcome, ProxyError> {
+    warn!(trace_id = %ctx.trace_id, error = %why, key = %key.text,
+        "origin failed; serving the stored response (stale-if-error)");
+    ctx.cache.status = CacheStatus::Stale;
+    ctx.cache.stale_on_error = true;
+    serve(cache, fetcher, ctx, parts, key, old)
+        .await
+        .map(Outcome::Cached)
 }
 
 /// Miss or revalidation: become the object's writer, or join the writer.
@@ -191,7 +258,9 @@ async fn fetch(
                 "the other download is not stored"
             });
             // Nothing is stored on this path: the client's request goes as it is.
-            forward(fetcher, ctx, parts).await
+            let head = parts.clone();
+            let r = forward(fetcher, ctx, parts).await;
+            or_stale(cache, fetcher, ctx, &head, key, stale.as_ref(), r).await
         }
     }
 }
@@ -233,14 +302,12 @@ async fn fetch_as_writer(
         Ok(r) => r,
         Err(e) => {
             permit.finish(FillEnd::Failed(e.to_string().into()));
-            if let Some(old) = stale
-                && policy::stale_if_error(&old, unix_now())
+            if e.origin_failed()
+                && let Some(old) = &stale
+                && stale_allowed(cache, old, &parts)
             {
-                warn!(trace_id = %ctx.trace_id, error = %e, "origin failed; serving the stored response (stale-if-error)");
-                ctx.cache.status = CacheStatus::Stale;
-                return serve(cache, fetcher, ctx, &parts, key, old)
-                    .await
-                    .map(Outcome::Cached);
+                let why = e.to_string();
+                return serve_stale(cache, fetcher, ctx, &parts, key, old.clone(), &why).await;
             }
             return Err(e);
         }
@@ -249,13 +316,11 @@ async fn fetch_as_writer(
     let status = resp.status();
     if status.is_server_error()
         && let Some(old) = &stale
-        && policy::stale_if_error(old, response_time)
+        && stale_allowed(cache, old, &parts)
     {
         permit.finish(FillEnd::NotStored);
-        ctx.cache.status = CacheStatus::Stale;
-        return serve(cache, fetcher, ctx, &parts, key, old.clone())
-            .await
-            .map(Outcome::Cached);
+        let why = format!("the origin answered {status}");
+        return serve_stale(cache, fetcher, ctx, &parts, key, old.clone(), &why).await;
     }
 
     if status == StatusCode::NOT_MODIFIED
@@ -345,8 +410,9 @@ async fn fetch_as_writer(
         permit.finish(FillEnd::NotStored);
         ctx.cache.status = CacheStatus::Miss;
         ctx.cache.not_stored = Some(reason);
-        if stale.is_some() {
-            // The origin's new answer replaces what was stored.
+        if stale.is_some() && !status.is_server_error() {
+            // The origin's new answer replaces what was stored (a 5xx says nothing about the
+            // resource: what is stored stays for when the origin is back).
             let _ = cache.storage.remove(key.id).await;
         }
         if start > 0 {

@@ -78,6 +78,11 @@ pub enum CacheStatus {
     Stale,
     /// The cache was not consulted (method, rule, `Authorization`, `no-store`, upgrade).
     Bypass,
+    /// The origin failed: answered from ghost mode's learned response to this request.
+    Ghost,
+    /// The origin failed: answered from ghost mode's learned response to the nearest request
+    /// of the same path template.
+    GhostNearest,
 }
 
 impl CacheStatus {
@@ -89,6 +94,8 @@ impl CacheStatus {
             CacheStatus::Revalidated => "revalidated",
             CacheStatus::Stale => "stale",
             CacheStatus::Bypass => "bypass",
+            CacheStatus::Ghost => "ghost",
+            CacheStatus::GhostNearest => "ghost-nearest",
         }
     }
 
@@ -96,7 +103,11 @@ impl CacheStatus {
     pub fn from_cache(self) -> bool {
         matches!(
             self,
-            CacheStatus::Hit | CacheStatus::Revalidated | CacheStatus::Stale
+            CacheStatus::Hit
+                | CacheStatus::Revalidated
+                | CacheStatus::Stale
+                | CacheStatus::Ghost
+                | CacheStatus::GhostNearest
         )
     }
 }
@@ -128,6 +139,8 @@ pub struct CacheDecision {
     /// The stored object the response was answered from (its freshness lifetime, age and
     /// validators), for hits, stale and revalidated answers.
     pub object: Option<Arc<ObjectMeta>>,
+    /// Answered stale because the origin failed (stale-if-error), not while revalidating.
+    pub stale_on_error: bool,
 }
 
 impl Default for CacheDecision {
@@ -138,6 +151,7 @@ impl Default for CacheDecision {
             collapsed: false,
             not_stored: None,
             object: None,
+            stale_on_error: false,
         }
     }
 }
@@ -187,6 +201,8 @@ pub struct Ctx {
     pub action: Option<Action>,
     /// A rule on the response's content type may still decide.
     pub content_type_pending: bool,
+    /// The rule asked for ghost mode (`ghost = true`).
+    pub ghost: bool,
     /// The rule's freshness override, seconds.
     pub ttl_override: Option<u64>,
     /// The cache-key options the key is derived with (the rule's; a cache-key phase may change

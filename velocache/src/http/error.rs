@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use http::StatusCode;
 use thiserror::Error;
 
-use crate::cache::CacheError;
+use crate::{cache::CacheError, origins::Failure};
 
 /// Which side of the proxy failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,18 @@ pub enum ProxyError {
         /// The limit.
         ms: u64,
     },
+    /// The origin's circuit breaker is open: the request was not sent (`crate::origins`).
+    #[error("origin {orig_dst}{} is unavailable: {reason}; retry in {retry_after_secs} s", host.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    OriginUnavailable {
+        /// The original destination.
+        orig_dst: SocketAddr,
+        /// A host name it serves, if known.
+        host: Option<String>,
+        /// Why its breaker is open.
+        reason: String,
+        /// When it lets a probe through again.
+        retry_after_secs: u64,
+    },
     /// A protocol upgrade (WebSocket) failed.
     #[error("upgrade to {orig_dst}: {reason}")]
     Upgrade {
@@ -67,6 +79,7 @@ impl ProxyError {
         match self {
             ProxyError::Upstream { .. }
             | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::OriginUnavailable { .. }
             | ProxyError::Upgrade { .. } => Side::Upstream,
             ProxyError::BadRequest(_) | ProxyError::Refused(_) | ProxyError::ClientBody(_) => {
                 Side::Downstream
@@ -89,10 +102,52 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::OriginUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { .. } | ProxyError::Upgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::Refused(r) => r.status(),
             ProxyError::Cache(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+}
+
+impl ProxyError {
+    /// What this error says about the origin's health (`None`: nothing — the client's fault,
+    /// the gateway's, or a request that was never sent).
+    pub fn origin_failure(&self) -> Option<Failure> {
+        match self {
+            ProxyError::UpstreamTimeout { .. } => Some(Failure::Timeout),
+            ProxyError::Upstream { source, .. } => Some(classify(source)),
+            _ => None,
+        }
+    }
+
+    /// Whether the origin failed (or its breaker is open): what may be answered from a stale
+    /// or learned response instead (RFC 5861 §4's "error").
+    pub fn origin_failed(&self) -> bool {
+        self.origin_failure().is_some() || matches!(self, ProxyError::OriginUnavailable { .. })
+    }
+}
+
+/// The failure a client-library error means, from the first cause in its chain that tells.
+fn classify(e: &hyper_util::client::legacy::Error) -> Failure {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            let f = crate::origins::io_failure(io);
+            if f != Failure::Other {
+                return f;
+            }
+        }
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                return Failure::Closed;
+            }
+            if h.is_timeout() {
+                return Failure::Timeout;
+            }
+        }
+        cause = c.source();
+    }
+    Failure::Other
 }

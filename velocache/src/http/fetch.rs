@@ -9,6 +9,11 @@
 //! passes the upstream-response phases and leaves as received. A client body that broke its own
 //! framing is reported as the client's fault, not the origin's.
 //!
+//! Every request first asks the origin's circuit breaker (`crate::origins`): an open one
+//! refuses at once with [`ProxyError::OriginUnavailable`], before any phase runs; otherwise the
+//! request's outcome — its response head's status, or the error that ended it — is handed back
+//! to the origin's health.
+//!
 //! The cache path is given a [`Fetcher`] instead of the proxy: it sends requests and asks the
 //! phases' verdict on responses without knowing what sits above it.
 use std::{sync::Arc, time::Instant};
@@ -29,6 +34,7 @@ use super::{
     phase::{Chain, Verdict},
     upstream::OriginClient,
 };
+use crate::origins::{Failure, Origins, Outcome};
 
 /// Sends requests to the origin for the cache path.
 pub trait Fetcher: Send + Sync + 'static {
@@ -57,21 +63,25 @@ pub trait Fetcher: Send + Sync + 'static {
 /// The proxy's fetcher: an origin client and the phase chain.
 pub struct OriginFetcher {
     origin: Arc<dyn OriginClient>,
+    origins: Arc<Origins>,
     chain: Chain,
     via: HeaderValue,
     metrics: Arc<Metrics>,
 }
 
 impl OriginFetcher {
-    /// Fetch through `origin`, running `chain`'s upstream phases, counting in `metrics`.
+    /// Fetch through `origin`, running `chain`'s upstream phases, counting in `metrics`, asking
+    /// and telling `origins`.
     pub fn new(
         origin: Arc<dyn OriginClient>,
+        origins: Arc<Origins>,
         chain: Chain,
         via: HeaderValue,
         metrics: Arc<Metrics>,
     ) -> OriginFetcher {
         OriginFetcher {
             origin,
+            origins,
             chain,
             via,
             metrics,
@@ -79,6 +89,37 @@ impl OriginFetcher {
     }
 
     async fn send(
+        &self,
+        ctx: &mut Ctx,
+        parts: request::Parts,
+        body: Body,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let dst = ctx.conn.orig_dst.0;
+        let ticket =
+            self.origins
+                .admit(dst, &ctx.host)
+                .map_err(|r| ProxyError::OriginUnavailable {
+                    orig_dst: dst,
+                    host: r.host,
+                    reason: r.reason,
+                    retry_after_secs: r.retry_after.as_secs_f64().ceil() as u64,
+                })?;
+        let sent = self.send_admitted(ctx, parts, body).await;
+        match &sent {
+            Ok(r) if r.status().is_server_error() => {
+                ticket.finish(Outcome::Failure(Failure::ServerError(r.status().as_u16())))
+            }
+            Ok(_) => ticket.finish(Outcome::Success),
+            Err(e) => {
+                if let Some(f) = e.origin_failure() {
+                    ticket.finish(Outcome::Failure(f));
+                }
+            }
+        }
+        sent
+    }
+
+    async fn send_admitted(
         &self,
         ctx: &mut Ctx,
         mut parts: request::Parts,

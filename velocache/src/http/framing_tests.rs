@@ -281,6 +281,7 @@ async fn setup(answer: Answer) -> (Arc<Wire>, SocketAddr) {
         &cfg,
         Some(MemoryStorage::new(16 << 20)),
         rules,
+        crate::origins::Origins::unregistered(&crate::config::OriginsConfig::default()),
         &mut registry,
         Vec::new(),
     );

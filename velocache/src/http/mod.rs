@@ -19,7 +19,9 @@
 //! - `cached`: the cache path — lookup, hit, revalidation, miss, collapsed forwarding — from a
 //!   request and a fetcher to an outcome; `serve`: answers from stored objects (304, 206/416,
 //!   HEAD, RAM tier) and missing-slice fetches; `store`: the cache, its lock and settings.
-//! - `fetch`: the fetcher, the one way to the origin; `upstream`: origin connections;
+//! - `ghost`: ghost mode — learning good answers (a phase with a body tap) and answering with
+//!   them when a ghost rule's origin fails.
+//! - `fetch`: the fetcher, the one way to the origin (asking the origin's breaker first); `upstream`: origin connections;
 //!   `upgrade`: WebSocket and `CONNECT` tunnels.
 //! - `phase`: the [`Phase`] trait and the chain that runs phases in order.
 //! - `framing`: where a request ends — `Host`/`Expect` checks, upstream framing recomputed from
@@ -37,6 +39,7 @@ mod ctx;
 mod error;
 mod fetch;
 mod framing;
+mod ghost;
 mod headers;
 mod hostnames;
 mod interim;
@@ -70,6 +73,7 @@ use crate::{
     config::HttpConfig,
     flow::{FlowGuard, FlowTracker, Metered},
     net::{InterceptedTcp, TcpHandler},
+    origins::Origins,
     service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
@@ -80,6 +84,7 @@ pub fn build_proxy(
     config: &HttpConfig,
     state_dir: &std::path::Path,
     rules: crate::rules::Rules,
+    origins: Arc<Origins>,
     registry: &mut Registry,
     phases: Vec<Arc<dyn Phase>>,
 ) -> Arc<Proxy> {
@@ -105,14 +110,16 @@ pub fn build_proxy(
         info!(service = "http", "caching is off ([http] cache = false)");
         None
     };
-    proxy_with_storage(config, cache, rules, registry, phases)
+    proxy_with_storage(config, cache, rules, origins, registry, phases)
 }
 
-/// Build the proxy over a given store (`None`: never store); `phases` run before the rules.
+/// Build the proxy over a given store (`None`: never store); `phases` run before the rules;
+/// requests ask and tell `origins` (health, breakers).
 pub fn proxy_with_storage(
     config: &HttpConfig,
     storage: Option<Arc<dyn Storage>>,
     rules: crate::rules::Rules,
+    origins: Arc<Origins>,
     registry: &mut Registry,
     mut phases: Vec<Arc<dyn Phase>>,
 ) -> Arc<Proxy> {
@@ -134,11 +141,14 @@ pub fn proxy_with_storage(
                     percent: config.heuristic_percent,
                     max_secs: config.heuristic_max_secs.0,
                 },
+                stale_if_error_default: config.stale_if_error_default_secs.0,
             },
             metrics.clone(),
         ))
     });
     phases.push(Arc::new(rule_phase::RulesPhase::new(rules.clone())));
+    // After the rules: it learns for the requests a `ghost = true` rule matched.
+    phases.push(Arc::new(ghost::GhostPhase::new(origins.clone())));
     Arc::new(Proxy::new(
         Settings {
             via,
@@ -153,6 +163,7 @@ pub fn proxy_with_storage(
             config.upstream_idle_secs.get(),
             config.response_timeout_ms.get(),
         )),
+        origins,
         metrics,
     ))
 }
@@ -257,7 +268,13 @@ impl TcpHandler for HttpService {
 #[cfg(test)]
 mod framing_tests;
 #[cfg(test)]
+mod ghost_tests;
+#[cfg(test)]
+mod origin_tests;
+#[cfg(test)]
 mod phase_tests;
+#[cfg(test)]
+mod stale_tests;
 #[cfg(test)]
 mod test_harness;
 #[cfg(test)]

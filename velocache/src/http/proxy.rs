@@ -37,7 +37,7 @@ use super::{
     cached::{self, Outcome},
     ctx::{CacheDecision, CacheStatus, ClientProtocol, Conn, Ctx, RequestEnd, Timings, trace_id},
     fetch::{Fetcher, OriginFetcher},
-    framing,
+    framing, ghost,
     headers::{HostCheck, check_host, is_upgrade},
     hostnames::HostNames,
     interim::{InterimIo, InterimSender},
@@ -49,6 +49,7 @@ use super::{
 };
 use crate::{
     cache::cache_control::CacheControl,
+    origins::Origins,
     rules::{Action, CacheKeyOptions, Rules},
 };
 
@@ -87,6 +88,7 @@ pub struct Proxy {
     rules: Rules,
     cache: Option<Arc<HttpCache>>,
     fetcher: Arc<dyn Fetcher>,
+    origins: Arc<Origins>,
     metrics: Arc<Metrics>,
     hosts: HostNames,
 }
@@ -99,10 +101,12 @@ impl Proxy {
         rules: Rules,
         cache: Option<Arc<HttpCache>>,
         origin: Arc<dyn OriginClient>,
+        origins: Arc<Origins>,
         metrics: Arc<Metrics>,
     ) -> Proxy {
         let fetcher = Arc::new(OriginFetcher::new(
             origin,
+            origins.clone(),
             chain.clone(),
             settings.via.clone(),
             metrics.clone(),
@@ -113,6 +117,7 @@ impl Proxy {
             rules,
             cache,
             fetcher,
+            origins,
             metrics,
             hosts: HostNames::default(),
         }
@@ -125,6 +130,7 @@ impl Proxy {
         Arc::new(Proxy {
             fetcher: Arc::new(OriginFetcher::new(
                 origin,
+                self.origins.clone(),
                 self.chain.clone(),
                 self.settings.via.clone(),
                 self.metrics.clone(),
@@ -133,6 +139,7 @@ impl Proxy {
             chain: self.chain.clone(),
             rules: self.rules.clone(),
             cache: self.cache.clone(),
+            origins: self.origins.clone(),
             metrics: self.metrics.clone(),
             hosts: self.hosts.clone(),
         })
@@ -210,7 +217,8 @@ impl Proxy {
         }
         let span =
             info_span!("http", trace_id = %ctx.trace_id, client = %conn.client, host = %ctx.host);
-        let resp = match self.process(&mut ctx, req).instrument(span).await {
+        let result = self.process(&mut ctx, req).instrument(span).await;
+        let resp = match ghost::fallback(&self.origins, &mut ctx, result) {
             Ok(r) => r,
             Err(e) => self.failed(&ctx, &e),
         };
@@ -242,6 +250,17 @@ impl Proxy {
 
     /// The error's page, and the line that says which side failed.
     fn failed(&self, ctx: &Ctx, e: &ProxyError) -> Response<Body> {
+        if let ProxyError::OriginUnavailable { .. } = e {
+            // The breaker's own line said why when it opened; one line per refused request
+            // would flood the log exactly when an origin is down (the access log has each).
+            debug!(trace_id = %ctx.trace_id, host = %ctx.host, error = %e, "request refused by an open breaker");
+        } else {
+            self.log_failure(ctx, e);
+        }
+        self.error_page(e)
+    }
+
+    fn log_failure(&self, ctx: &Ctx, e: &ProxyError) {
         warn!(
             service = ctx.conn.scheme.service_name(),
             trace_id = %ctx.trace_id,
@@ -253,7 +272,25 @@ impl Proxy {
             retryable = e.retryable(),
             "request failed"
         );
-        error_response(e.status(), &e.to_string())
+    }
+
+    /// The page a failed request gets.
+    fn error_page(&self, e: &ProxyError) -> Response<Body> {
+        let mut r = error_response(e.status(), &e.to_string());
+        if let ProxyError::OriginUnavailable {
+            retry_after_secs, ..
+        } = e
+        {
+            // A client (or a script) waits this long before asking again; never 0, which some
+            // read as "at once".
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from((*retry_after_secs).max(1)),
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        r
     }
 
     /// Phases 1–4 (see the module's doc).
@@ -369,6 +406,7 @@ fn new_ctx(conn: Conn, req: &Request<Incoming>) -> Ctx {
         rule: None,
         action: None,
         content_type_pending: false,
+        ghost: false,
         ttl_override: None,
         key_options: CacheKeyOptions::default(),
         cache: CacheDecision::default(),

@@ -42,6 +42,7 @@ impl RulesPhase {
             ctx.action = Some(d.action);
             ctx.ttl_override = d.ttl_override.map(|t| t.as_secs());
             ctx.key_options = d.rule.cache_key.clone();
+            ctx.ghost = d.rule.ghost;
             if d.action == Action::Deny {
                 return Some(deny_response(&d.rule.name));
             }

@@ -32,6 +32,8 @@ pub struct CacheSettings {
     pub memory_object_max_bytes: u64,
     /// Heuristic freshness.
     pub heuristic: Heuristic,
+    /// Seconds a stale response may answer for a failed origin without `stale-if-error`.
+    pub stale_if_error_default: u64,
 }
 
 /// The store, the fills and the RAM tier.

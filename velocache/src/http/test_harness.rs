@@ -42,9 +42,14 @@ pub(super) struct Origin {
     pub(super) routes: Mutex<HashMap<String, Route>>,
     pub(super) hits: Mutex<HashMap<String, usize>>,
     pub(super) last: Mutex<HashMap<String, HeaderMap>>,
+    /// Close every request's connection without a response (a dead origin).
+    pub(super) down: std::sync::atomic::AtomicBool,
 }
 
 impl Origin {
+    pub(super) fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
     pub(super) fn route(&self, path: &str, r: Route) {
         self.routes.lock().unwrap().insert(path.to_string(), r);
     }
@@ -142,6 +147,7 @@ pub(super) async fn answer(
 pub(super) struct Setup {
     pub(super) origin: Arc<Origin>,
     pub(super) proxy_addr: SocketAddr,
+    pub(super) origins: Arc<crate::origins::Origins>,
 }
 
 pub(super) async fn setup(rules: &str, tweak: impl FnOnce(&mut HttpConfig)) -> Setup {
@@ -154,6 +160,22 @@ pub(super) async fn setup_with(
     tweak: impl FnOnce(&mut HttpConfig),
     phases: Vec<Arc<dyn Phase>>,
 ) -> Setup {
+    setup_all(
+        rules,
+        tweak,
+        phases,
+        crate::config::OriginsConfig::default(),
+    )
+    .await
+}
+
+/// [`setup_with`] with `[origins]` settings.
+pub(super) async fn setup_all(
+    rules: &str,
+    tweak: impl FnOnce(&mut HttpConfig),
+    phases: Vec<Arc<dyn Phase>>,
+    origins_cfg: crate::config::OriginsConfig,
+) -> Setup {
     let origin = Arc::new(Origin::default());
     let ol = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin_addr = ol.local_addr().unwrap();
@@ -165,7 +187,13 @@ pub(super) async fn setup_with(
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let o = o.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(o, req).await) }
+                    async move {
+                        if o.down.load(std::sync::atomic::Ordering::SeqCst) {
+                            // hyper closes the connection without writing a response.
+                            return Err(std::io::Error::other("origin is down"));
+                        }
+                        Ok(answer(o, req).await)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
@@ -174,8 +202,13 @@ pub(super) async fn setup_with(
             });
         }
     });
-    let proxy_addr = proxy_for(origin_addr, rules, tweak, phases).await;
-    Setup { origin, proxy_addr }
+    let origins = crate::origins::Origins::unregistered(&origins_cfg);
+    let proxy_addr = proxy_with_origins(origin_addr, rules, tweak, phases, origins.clone()).await;
+    Setup {
+        origin,
+        proxy_addr,
+        origins,
+    }
 }
 
 /// A proxy on loopback whose clients all meant to reach `origin_addr`.
@@ -184,6 +217,18 @@ pub(super) async fn proxy_for(
     rules: &str,
     tweak: impl FnOnce(&mut HttpConfig),
     phases: Vec<Arc<dyn Phase>>,
+) -> SocketAddr {
+    let origins = crate::origins::Origins::unregistered(&crate::config::OriginsConfig::default());
+    proxy_with_origins(origin_addr, rules, tweak, phases, origins).await
+}
+
+/// [`proxy_for`] asking and telling `origins`.
+pub(super) async fn proxy_with_origins(
+    origin_addr: SocketAddr,
+    rules: &str,
+    tweak: impl FnOnce(&mut HttpConfig),
+    phases: Vec<Arc<dyn Phase>>,
+    origins: Arc<crate::origins::Origins>,
 ) -> SocketAddr {
     let mut cfg = HttpConfig {
         slice_bytes: 64 << 10,
@@ -198,6 +243,7 @@ pub(super) async fn proxy_for(
         &cfg,
         Some(MemoryStorage::new(64 << 20)),
         rules,
+        origins,
         &mut registry,
         phases,
     );

@@ -38,7 +38,8 @@ use std::{
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 pub use model::{
-    Action, CacheKeyOptions, Decision, Digest, Facts, HostPattern, Rule, RuleSet, TlsDecision,
+    Action, CacheKeyOptions, Decision, Digest, Facts, HealthCheck, HostPattern, Rule, RuleSet,
+    TlsDecision,
 };
 pub use parse::RulesError;
 

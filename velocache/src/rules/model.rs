@@ -99,6 +99,15 @@ pub struct CacheKeyOptions {
     pub sort_query: bool,
 }
 
+/// An active health check of the origins a rule names (`health_check = { path, interval }`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    /// The path asked with `GET` (a 2xx or 3xx answer is healthy).
+    pub path: String,
+    /// How often.
+    pub interval: Duration,
+}
+
 /// One rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -122,6 +131,11 @@ pub struct Rule {
     pub ttl_override: Option<Duration>,
     /// Cache key shaping.
     pub cache_key: CacheKeyOptions,
+    /// Active health checks of the origins it names.
+    pub health_check: Option<HealthCheck>,
+    /// Ghost mode: the last good answer to each GET/HEAD it matches is learned, and served
+    /// when the origin fails and the cache has nothing usable.
+    pub ghost: bool,
 }
 
 /// What a service knows when it asks for a decision.

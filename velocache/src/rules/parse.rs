@@ -5,7 +5,9 @@ use serde::Deserialize;
 use thiserror::Error;
 use velocache_common::Service;
 
-use super::model::{Action, CacheKeyOptions, Digest, HostPattern, Rule, RuleSet, TextPattern};
+use super::model::{
+    Action, CacheKeyOptions, Digest, HealthCheck, HostPattern, Rule, RuleSet, TextPattern,
+};
 
 /// Why a rules file was rejected.
 #[derive(Debug, Error)]
@@ -80,6 +82,13 @@ struct RawCacheKey {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    path: String,
+    interval: Ttl,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRule {
     name: Option<String>,
     match_host: Option<OneOrMany>,
@@ -90,6 +99,9 @@ struct RawRule {
     action: String,
     ttl_override: Option<Ttl>,
     cache_key: Option<RawCacheKey>,
+    health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    ghost: bool,
 }
 
 impl RuleSet {
@@ -227,6 +239,42 @@ impl RuleSet {
                     "ttl_override has no meaning with action = \"deny\"".into()
                 ));
             }
+            let health_check = match r.health_check {
+                None => None,
+                Some(hc) => {
+                    if !hc.path.starts_with('/') || hc.path.bytes().any(|b| b <= b' ' || b == 0x7f)
+                    {
+                        return Err(bad(format!(
+                            "health_check.path `{}` must start with `/` and hold no spaces or controls",
+                            hc.path
+                        )));
+                    }
+                    let interval = match hc.interval {
+                        Ttl::Secs(s) => Duration::from_secs(s),
+                        Ttl::Text(t) => humantime::parse_duration(&t)
+                            .map_err(|e| bad(format!("health_check.interval `{t}`: {e}")))?,
+                    };
+                    if interval < Duration::from_millis(100) {
+                        return Err(bad("health_check.interval must be at least 100ms".into()));
+                    }
+                    if hosts.is_empty() {
+                        return Err(bad(
+                            "health_check needs match_host: it checks the origins the rule names"
+                                .into(),
+                        ));
+                    }
+                    Some(HealthCheck {
+                        path: hc.path,
+                        interval,
+                    })
+                }
+            };
+            if r.ghost && matches!(action, Action::Deny | Action::Passthrough) {
+                return Err(bad(format!(
+                    "ghost has no meaning with action = \"{}\"",
+                    action.name()
+                )));
+            }
             rules.push(Rule {
                 name,
                 line,
@@ -243,6 +291,8 @@ impl RuleSet {
                     keep_query: ck.keep_query,
                     sort_query: ck.sort_query,
                 },
+                health_check,
+                ghost: r.ghost,
             });
         }
         let mut seen = std::collections::HashSet::new();

@@ -261,3 +261,56 @@ action = "cache"
         TlsDecision::Intercept { exact: false, .. }
     ));
 }
+
+#[test]
+fn health_checks_and_ghost_mode_parse_and_bad_ones_name_their_line() {
+    let set = RuleSet::parse(
+        r#"
+[[rule]]
+name = "api"
+match_host = "10.0.0.2"
+action = "cache"
+ghost = true
+health_check = { path = "/healthz", interval = "5s" }
+
+[[rule]]
+name = "plain"
+match_host = "b.lab"
+action = "cache"
+"#,
+        "t",
+    )
+    .unwrap();
+    let hc = set.rules[0].health_check.as_ref().unwrap();
+    assert_eq!(hc.path, "/healthz");
+    assert_eq!(hc.interval, Duration::from_secs(5));
+    assert!(set.rules[0].ghost);
+    assert!(!set.rules[1].ghost);
+    assert!(set.rules[1].health_check.is_none());
+    for (text, want) in [
+        (
+            "[[rule]]\nmatch_host = \"a\"\naction = \"cache\"\nhealth_check = { path = \"healthz\", interval = 5 }\n",
+            "must start with `/`",
+        ),
+        (
+            "[[rule]]\nmatch_host = \"a\"\naction = \"cache\"\nhealth_check = { path = \"/h\", interval = \"1ms\" }\n",
+            "at least 100ms",
+        ),
+        (
+            "[[rule]]\naction = \"cache\"\nhealth_check = { path = \"/h\", interval = 5 }\n",
+            "needs match_host",
+        ),
+        (
+            "[[rule]]\nmatch_host = \"a\"\naction = \"deny\"\nghost = true\n",
+            "ghost has no meaning",
+        ),
+        (
+            "[[rule]]\nmatch_host = \"a\"\naction = \"cache\"\nhealth_check = { path = \"/h\" }\n",
+            "interval",
+        ),
+    ] {
+        let e = RuleSet::parse(text, "t").unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+        assert!(e.starts_with("t:1:") || e.starts_with("t:4:"), "{e}");
+    }
+}

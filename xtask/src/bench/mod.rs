@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 
 use crate::{setup, util};
 
+mod breaker;
 mod datapath;
 mod dns;
 mod http;
@@ -21,12 +22,15 @@ pub fn run(name: &str, seconds: u64) -> Result<()> {
     let bin = util::build_daemon(true)?;
     velocache_tests::set_velocache_bin(bin);
     match name {
+        "breaker" => breaker::run(seconds),
         "datapath" => datapath::run(seconds),
         "dns" => dns::run(seconds),
         "http" => http::run(seconds),
         "https" => https::run(seconds),
         "rtp" => rtp::run(seconds),
-        other => bail!("unknown benchmark `{other}` (known: datapath, dns, http, https, rtp)"),
+        other => {
+            bail!("unknown benchmark `{other}` (known: breaker, datapath, dns, http, https, rtp)")
+        }
     }
 }
 

@@ -1,0 +1,6 @@
+//! Fuzz target `origins_template`: the check is `velocache_fuzz_checks::origins_template` (fuzz/checks), which the
+//! stable test suite also runs over every file in fuzz/corpus/origins_template/.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| velocache_fuzz_checks::origins_template(data));
