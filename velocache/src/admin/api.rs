@@ -279,6 +279,22 @@ pub struct RuleView {
     pub services: Vec<String>,
     /// TTL override in seconds.
     pub ttl_override_secs: Option<u64>,
+    /// Faults injected into the requests it decides (chaos testing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultView>,
+}
+
+/// A rule's `fault = { … }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultView {
+    /// Delay before the request goes on, ms.
+    pub delay_ms: Option<u64>,
+    /// Status answered instead of contacting the origin.
+    pub abort_status: Option<u16>,
+    /// Share of requests aborted, percent.
+    pub abort_percent: Option<f64>,
+    /// Response body rate limit, kilobits per second.
+    pub bandwidth_kbps: Option<u64>,
 }
 
 /// `cache ls` request.

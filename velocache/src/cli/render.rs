@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use crate::admin::api::{
-    CacheEntry, CacheListing, CallRecord, CallsReport, ReloadReport, RulesReloadReport,
+    CacheEntry, CacheListing, CallRecord, CallsReport, FaultView, ReloadReport, RulesReloadReport,
     RulesReport, Sample, StatsReport, StatusReport, WarmReport,
 };
 
@@ -304,6 +304,21 @@ pub fn rules_reload(r: &RulesReloadReport) -> String {
     }
 }
 
+/// A rule's fault, as `fault(delay_ms=500,abort=503@50%,bandwidth_kbps=64)`.
+fn fault(f: &FaultView) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = f.delay_ms {
+        parts.push(format!("delay_ms={d}"));
+    }
+    if let Some(s) = f.abort_status {
+        parts.push(format!("abort={s}@{}%", f.abort_percent.unwrap_or(100.0)));
+    }
+    if let Some(b) = f.bandwidth_kbps {
+        parts.push(format!("bandwidth_kbps={b}"));
+    }
+    format!("fault({})", parts.join(","))
+}
+
 /// `velocache rules show`.
 pub fn rules(r: &RulesReport) -> String {
     let mut out = format!("rules file: {}\n", r.file.as_deref().unwrap_or("(none)"));
@@ -326,6 +341,9 @@ pub fn rules(r: &RulesReport) -> String {
             }
             if !rule.services.is_empty() {
                 m.push(format!("services={}", rule.services.join(",")));
+            }
+            if let Some(f) = &rule.fault {
+                m.push(fault(f));
             }
             vec![
                 rule.name.clone(),

@@ -15,8 +15,8 @@ use tracing::info;
 use super::{metrics::OPENMETRICS_CONTENT_TYPE, plane::ControlPlane};
 use crate::admin::{
     api::{
-        CaReport, CacheQuery, CacheShow, ErrorBody, ErrorKind, PurgeRequest, RuleView, RulesReport,
-        StopReport, WarmReport, WarmRequest, paths,
+        CaReport, CacheQuery, CacheShow, ErrorBody, ErrorKind, FaultView, PurgeRequest, RuleView,
+        RulesReport, StopReport, WarmReport, WarmRequest, paths,
     },
     seams::{AdminError, UrlPattern},
 };
@@ -346,6 +346,12 @@ fn rules_report(plane: &ControlPlane) -> RulesReport {
                     .collect(),
                 services: r.services.iter().map(|s| s.name().to_string()).collect(),
                 ttl_override_secs: r.ttl_override.map(|d| d.as_secs()),
+                fault: r.fault.map(|f| FaultView {
+                    delay_ms: f.delay.map(|d| d.as_millis() as u64),
+                    abort_status: f.abort.map(|a| a.status),
+                    abort_percent: f.abort.map(|a| a.percent),
+                    bandwidth_kbps: f.bandwidth_kbps,
+                }),
             })
             .collect(),
         warmup_urls: set.warmup_urls.clone(),

@@ -15,7 +15,8 @@
 //! # Layout, top to bottom (each file uses only those below it)
 //! - `admin`: the cache as the admin API sees it (list, show, purge, warm).
 //! - `proxy`: [`Proxy`] — connections, and the order of the phases.
-//! - `rule_phase`: the rules as a phase (deny, `ttl_override`, key options, content types).
+//! - `rule_phase`: the rules as a phase (deny, `ttl_override`, key options, content types);
+//!   `fault`: the rules' fault injection (delay, abort, bandwidth) as the phase after it.
 //! - `cached`: the cache path — lookup, hit, revalidation, miss, collapsed forwarding — from a
 //!   request and a fetcher to an outcome; `serve`: answers from stored objects (304, 206/416,
 //!   HEAD, RAM tier) and missing-slice fetches; `store`: the cache, its lock and settings.
@@ -34,6 +35,7 @@ mod body;
 mod cached;
 mod ctx;
 mod error;
+mod fault;
 mod fetch;
 mod framing;
 mod headers;
@@ -137,6 +139,8 @@ pub fn proxy_with_storage(
         ))
     });
     phases.push(Arc::new(rule_phase::RulesPhase::new(rules.clone())));
+    // After the rules: a fault belongs to the rule that decided the request.
+    phases.push(Arc::new(fault::FaultPhase::new(rules.clone(), registry)));
     Arc::new(Proxy::new(
         Settings {
             via,

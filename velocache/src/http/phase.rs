@@ -19,7 +19,8 @@
 //!    to store (a miss, a refetch) or that is forwarded around the cache (a method or rule that
 //!    bypasses it): store it, do not, or answer instead (content-type rules).
 //! 6. [`Phase::response_filter`] — every response head sent to the client, from the origin,
-//!    the cache or the gateway itself.
+//!    the cache or the gateway itself; then [`Phase::response_body_filter`], which may wrap the
+//!    body on its way to the client (a bandwidth limit) without changing its bytes.
 //! 7. [`Phase::logging`] — once, when the response body has been sent or abandoned.
 //!
 //! Every hook has a default that does nothing, so a phase implements only what it needs. Hooks
@@ -108,6 +109,13 @@ pub trait Phase: Send + Sync + 'static {
         _resp: &'a mut response::Parts,
     ) -> Step<'a, Result<(), ProxyError>> {
         Step::Ready(Ok(()))
+    }
+
+    /// The response body about to be sent to the client, after every `response_filter`: a
+    /// phase may wrap it (a bandwidth limit) but never change its bytes, so the framing already
+    /// announced stays true. Most phases leave it alone.
+    fn response_body_filter(&self, _ctx: &Ctx, body: Body) -> Body {
+        body
     }
 
     /// The request is over.
@@ -208,6 +216,13 @@ impl Chain {
             p.response_filter(ctx, resp).await?;
         }
         Ok(())
+    }
+
+    /// Hook 6b: each phase wraps what the one before returned.
+    pub fn response_body_filter(&self, ctx: &Ctx, body: Body) -> Body {
+        self.phases
+            .iter()
+            .fold(body, |body, p| p.response_body_filter(ctx, body))
     }
 
     /// Hook 7.

@@ -13,7 +13,7 @@
 //!    the fetcher as is (`upstream_request_filter`/`upstream_response_filter` phases run in it),
 //!    a successful unsafe method invalidates what is stored for its URI, and the
 //!    `response_cache_filter` phases may answer instead (a content-type `deny`);
-//! 5. `response_filter` phases on every response head;
+//! 5. `response_filter` phases on every response head, `response_body_filter` on its body;
 //! 6. logging — when the body has been sent or abandoned: the metrics, the access-log line, the
 //!    `logging` phases.
 use std::{
@@ -200,6 +200,7 @@ impl Proxy {
             Ok(()) => (parts, body),
             Err(e) => self.failed(&ctx, &e).into_parts(),
         };
+        let body = self.chain.response_body_filter(&ctx, body);
         ctx.timings.response_head = Some(Instant::now());
         let expected = if head_only(&parts) {
             Some(0)

@@ -14,6 +14,7 @@ use globset::GlobBuilder;
 use serde::Serialize;
 use velocache_common::Service;
 
+use super::fault::Fault;
 use crate::config::Glob;
 pub use crate::config::HostPattern;
 
@@ -122,6 +123,8 @@ pub struct Rule {
     pub ttl_override: Option<Duration>,
     /// Cache key shaping.
     pub cache_key: CacheKeyOptions,
+    /// Faults to inject into the requests it decides (chaos testing).
+    pub fault: Option<Fault>,
 }
 
 /// What a service knows when it asks for a decision.

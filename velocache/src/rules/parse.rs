@@ -5,7 +5,10 @@ use serde::Deserialize;
 use thiserror::Error;
 use velocache_common::Service;
 
-use super::model::{Action, CacheKeyOptions, Digest, HostPattern, Rule, RuleSet, TextPattern};
+use super::{
+    fault::{self, RawFault},
+    model::{Action, CacheKeyOptions, Digest, HostPattern, Rule, RuleSet, TextPattern},
+};
 
 /// Why a rules file was rejected.
 #[derive(Debug, Error)]
@@ -90,6 +93,7 @@ struct RawRule {
     action: String,
     ttl_override: Option<Ttl>,
     cache_key: Option<RawCacheKey>,
+    fault: Option<RawFault>,
 }
 
 impl RuleSet {
@@ -227,7 +231,7 @@ impl RuleSet {
                     "ttl_override has no meaning with action = \"deny\"".into()
                 ));
             }
-            rules.push(Rule {
+            let mut rule = Rule {
                 name,
                 line,
                 hosts,
@@ -243,7 +247,14 @@ impl RuleSet {
                     keep_query: ck.keep_query,
                     sort_query: ck.sort_query,
                 },
-            });
+                fault: None,
+            };
+            if let Some(raw) = r.fault {
+                let checked = fault::validate(raw, &rule)
+                    .map_err(|e| invalid(line, format!("rule `{}`: {e}", rule.name)))?;
+                rule.fault = Some(checked);
+            }
+            rules.push(rule);
         }
         let mut seen = std::collections::HashSet::new();
         for r in &rules {
