@@ -13,7 +13,7 @@ use super::AppError;
 use crate::{
     admin::AdminHub,
     config::Config,
-    http::{HttpsOrigins, Phase, ProxyCacheAdmin},
+    http::{AnomalyPhase, HttpsOrigins, Phase, ProxyCacheAdmin},
     rules::Rules,
     service::ServiceFactory,
     tls::{CaPage, OriginTimeouts, TlsShared},
@@ -35,10 +35,16 @@ pub fn factories(
     };
     // Plain HTTP and decrypted HTTPS go through the same proxy, so an object is stored once.
     let proxy = (config.http.enabled || config.https.enabled).then(|| {
-        let phases: Vec<Arc<dyn Phase>> = match &tls {
+        let mut phases: Vec<Arc<dyn Phase>> = match &tls {
             Some(tls) => vec![Arc::new(CaPage::new(tls.clone(), &config.tls.ca_page_host))],
             None => Vec::new(),
         };
+        if config.anomaly.enabled {
+            phases.push(Arc::new(AnomalyPhase::new(
+                &config.anomaly,
+                registry.sub_registry_with_prefix(Service::Http.name()),
+            )));
+        }
         crate::http::build_proxy(
             &config.http,
             &config.daemon.state_dir,

@@ -15,10 +15,11 @@
 //!
 //! # Layout
 //! One file per section: `daemon` (`[daemon]`, `[log]`, `[rules]`), `datapath`, `http`, `tls`
-//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`; `intercept`: what every service section shares;
+//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `anomaly`; `intercept`: what every service section shares;
 //! `values`: shared value types; `layers`, `error`: reading the layers and saying what is wrong.
 
 mod admin;
+mod anomaly;
 mod daemon;
 mod datapath;
 mod dns;
@@ -37,6 +38,7 @@ use figment::{Figment, providers::Serialized};
 use serde::{Deserialize, Serialize};
 
 pub use admin::AdminConfig;
+pub use anomaly::AnomalyConfig;
 pub use daemon::{DaemonConfig, LogConfig, LogFormat, RulesConfig};
 pub use datapath::{AttachMode, DatapathConfig};
 pub use dns::{DenyAnswer, DnsConfig, UpstreamSpec};
@@ -76,6 +78,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The admin API (Unix socket, optional TCP listener) and the metrics endpoint.
     pub admin: AdminConfig,
+    /// Anomaly alerts on origins (latency, errors, never-seen request shapes).
+    pub anomaly: AnomalyConfig,
 }
 
 impl Config {
@@ -140,6 +144,7 @@ impl Config {
         self.dns.check()?;
         self.sip.check()?;
         self.admin.check()?;
+        self.anomaly.check()?;
         self.check_ports()
     }
 

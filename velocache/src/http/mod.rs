@@ -16,7 +16,8 @@
 //! - `admin`: the cache as the admin API sees it (list, show, purge, warm).
 //! - `proxy`: [`Proxy`] — connections, and the order of the phases.
 //! - `rule_phase`: the rules as a phase (deny, `ttl_override`, key options, content types);
-//!   `fault`: the rules' fault injection (delay, abort, bandwidth) as the phase after it.
+//!   `fault`: the rules' fault injection (delay, abort, bandwidth) as the phase after it;
+//!   `anomaly`: per-origin baselines and never-seen request shapes, from the logging hook.
 //! - `cached`: the cache path — lookup, hit, revalidation, miss, collapsed forwarding — from a
 //!   request and a fetcher to an outcome; `serve`: answers from stored objects (304, 206/416,
 //!   HEAD, RAM tier) and missing-slice fetches; `store`: the cache, its lock and settings.
@@ -30,6 +31,7 @@
 //!   line, counters, bodies, the gateway's own answers, errors, byte counts.
 
 mod admin;
+mod anomaly;
 mod answer;
 mod body;
 mod cached;
@@ -56,6 +58,7 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 pub use admin::{HttpsOrigins, ProxyCacheAdmin};
+pub use anomaly::{AnomalyPhase, path_template};
 pub use body::Body;
 pub use ctx::{CacheDecision, CacheStatus, ClientProtocol, Conn, Ctx, RequestEnd, Scheme, Timings};
 pub use error::{ProxyError, Side};
