@@ -123,8 +123,14 @@ pub fn storable(
     }
     let s = status.as_u16();
     let explicit = explicit_freshness(&cc, resp);
-    let understood = heuristically_cacheable(s) || matches!(s, 302 | 307);
-    if !understood || (!heuristically_cacheable(s) && !explicit && rule_ttl.is_none()) {
+    // §3: any final status may be stored when the origin gave it explicit freshness (a
+    // `max-age` on a 403 or a 503 is the origin's word). 206 and 304 are not representations
+    // of their own here: slices and revalidations are handled apart. A rule's `ttl_override`
+    // supplies freshness only to what a cache stores without being told (and to 302/307),
+    // so a rule for a host never turns its error pages into cached answers.
+    let final_status = (200..600).contains(&s) && s != 206 && s != 304;
+    let by_rule = rule_ttl.is_some() && matches!(s, 302 | 307);
+    if !final_status || !(heuristically_cacheable(s) || explicit || by_rule) {
         return Err(NotStorable::Status);
     }
     let validator = resp.contains_key(header::ETAG) || resp.contains_key(header::LAST_MODIFIED);
@@ -180,9 +186,14 @@ pub fn lifetime(
 pub fn initial_age(resp: &HeaderMap, request_time: u64, response_time: u64) -> u64 {
     let date = date_secs(resp, header::DATE).unwrap_or(response_time);
     let apparent = response_time.saturating_sub(date);
+    // §5.1: a list-valued `Age` (or several `Age` fields) counts by its first member
+    // (`Age: 7200, 0` is two hours old, not unparseable and so new).
     let age_value = resp
         .get(header::AGE)
-        .and_then(|v| super::cache_control::parse_delta(v.as_bytes()))
+        .and_then(|v| {
+            let first = v.as_bytes().split(|&b| b == b',').next()?;
+            super::cache_control::parse_delta(first.trim_ascii())
+        })
         .unwrap_or(0);
     let delay = response_time.saturating_sub(request_time);
     apparent.max(age_value.saturating_add(delay))

@@ -102,14 +102,28 @@ fn storable_status_codes_and_usefulness() {
     for s in [200, 203, 301, 404, 410] {
         assert_eq!(get(s, &fresh, None), Ok(()), "{s}");
     }
-    // 302 only with explicit freshness; 500 and 206 never.
+    // 302 only with explicit freshness or a rule's lifetime; 206 and 304 never.
     assert_eq!(get(302, &fresh, None), Ok(()));
+    assert_eq!(get(302, &h(&[]), Some(60)), Ok(()));
     assert_eq!(
         get(302, &h(&[("etag", "\"a\"")]), None),
         Err(NotStorable::Status)
     );
-    assert_eq!(get(500, &fresh, None), Err(NotStorable::Status));
     assert_eq!(get(206, &fresh, None), Err(NotStorable::Status));
+    assert_eq!(get(304, &fresh, None), Err(NotStorable::Status));
+    // Any other final status is stored when the origin gave it explicit freshness (§3)…
+    let expires = h(&[("expires", "Thu, 01 Jan 2099 00:00:00 GMT")]);
+    for s in [201, 202, 303, 400, 403, 418, 500, 502, 503, 599] {
+        assert_eq!(get(s, &fresh, None), Ok(()), "{s} with max-age");
+        assert_eq!(get(s, &expires, None), Ok(()), "{s} with Expires");
+        // …but not on a validator alone, nor on a rule's lifetime.
+        assert_eq!(
+            get(s, &h(&[("etag", "\"a\"")]), None),
+            Err(NotStorable::Status),
+            "{s} with a validator only"
+        );
+        assert_eq!(get(s, &h(&[]), Some(60)), Err(NotStorable::Status), "{s}");
+    }
     // Nothing to go on: not stored, unless a rule supplies a lifetime.
     assert_eq!(get(200, &h(&[]), None), Err(NotStorable::Unusable));
     assert_eq!(get(200, &h(&[]), Some(60)), Ok(()));
@@ -193,6 +207,13 @@ fn age_arithmetic() {
     // Apparent age wins when larger.
     let r = h(&[("date", &date(50))]);
     assert_eq!(initial_age(&r, 100, 100), 50);
+    // A list-valued Age counts by its first member (§5.1).
+    let r = h(&[("date", &date(100)), ("age", "7200, 0")]);
+    assert_eq!(initial_age(&r, 100, 100), 7200);
+    let r = h(&[("date", &date(100)), ("age", " 30 ,7200")]);
+    assert_eq!(initial_age(&r, 100, 100), 30);
+    let r = h(&[("date", &date(100)), ("age", "7200"), ("age", "0")]);
+    assert_eq!(initial_age(&r, 100, 100), 7200);
     let mut m = sample(Some(1), 1 << 20);
     m.initial_age = 8;
     m.response_time = 103;

@@ -76,8 +76,11 @@ pub struct BodyEnd {
     pub error: Option<String>,
 }
 
-/// Told once how a body ended.
+/// Told once how a body ended (and, if it wants, each chunk on the way).
 pub trait OnEnd: Send + Unpin + 'static {
+    /// A chunk is leaving for the client.
+    fn on_data(&mut self, _data: &Bytes) {}
+
     /// The body ended, failed or was dropped.
     fn on_end(self, end: BodyEnd);
 }
@@ -132,6 +135,9 @@ impl<E: OnEnd> http_body::Body for Logged<E> {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     this.bytes += d.len() as u64;
+                    if let Some(e) = this.on_end.as_mut() {
+                        e.on_data(d);
+                    }
                 }
             }
             Poll::Ready(Some(Err(e))) => this.end(false, Some(e.to_string())),

@@ -66,7 +66,15 @@ async fn forward(
     parts: request::Parts,
 ) -> Result<Outcome, ProxyError> {
     let resp = fetcher.fetch(ctx, parts, empty()).await?;
-    Ok(Outcome::Relayed(fetcher.relay(resp)))
+    // Nothing is stored here, but the phases still judge the response: a content-type `deny`
+    // must hold for the client that waited on someone else's download as for that one.
+    let (mut head, body) = resp.into_parts();
+    if let Verdict::Answer(answer) = fetcher.verdict(ctx, &mut head).await? {
+        return Ok(Outcome::Answered(answer));
+    }
+    Ok(Outcome::Relayed(
+        fetcher.relay(Response::from_parts(head, body)),
+    ))
 }
 
 /// §4.4: forget what is stored for the request's URI (and `Location`/`Content-Location`

@@ -16,6 +16,7 @@ use std::{sync::Arc, time::Instant};
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response, header, request, response};
 use hyper::body::Incoming;
+use tracing::debug;
 
 use super::{
     Body, ProxyError,
@@ -23,6 +24,7 @@ use super::{
     ctx::Ctx,
     framing,
     headers::{add_via, strip_hop_by_hop},
+    interim::InterimSender,
     metrics::Metrics,
     phase::{Chain, Verdict},
     upstream::OriginClient,
@@ -96,10 +98,21 @@ impl OriginFetcher {
         }
         self.metrics.origin_fetch();
         ctx.timings.upstream_sent = Some(Instant::now());
-        let sent = self
-            .origin
-            .send(ctx.conn.orig_dst.0, Request::from_parts(parts, body))
-            .await;
+        let mut req = Request::from_parts(parts, body);
+        if let Some(interim) = ctx.extensions.get::<InterimSender>().cloned() {
+            let trace_id = ctx.trace_id.clone();
+            hyper::ext::on_informational(&mut req, move |head| {
+                match interim.relay(head.status(), head.headers()) {
+                    Ok(()) => {
+                        debug!(%trace_id, status = head.status().as_u16(), "origin's interim response relayed")
+                    }
+                    Err(why) => {
+                        debug!(%trace_id, status = head.status().as_u16(), ?why, "origin's interim response not relayed")
+                    }
+                }
+            });
+        }
+        let sent = self.origin.send(ctx.conn.orig_dst.0, req).await;
         if let Err(ProxyError::Upstream { source, .. }) = &sent
             && let Some(reason) = framing::client_body_fault(source)
         {

@@ -26,7 +26,8 @@
 //! - `phase`: the [`Phase`] trait and the chain that runs phases in order.
 //! - `framing`: where a request ends — `Host`/`Expect` checks, upstream framing recomputed from
 //!   the body actually sent, client body errors told apart from the origin's.
-//! - `headers`: hop-by-hop, `Via`, `Host` checks; `hostnames`: the background DNS check.
+//! - `headers`: hop-by-hop, `Via`, `Host` checks; `hostnames`: the background DNS check;
+//!   `interim`: the origin's 1xx heads relayed to HTTP/1 clients through their stream.
 //! - `ctx`, `metrics`, `body`, `answer`, `error`, `metered`: per-request state and its log
 //!   line, counters, bodies, the gateway's own answers, errors, byte counts.
 
@@ -42,6 +43,7 @@ mod fetch;
 mod framing;
 mod headers;
 mod hostnames;
+mod interim;
 mod metrics;
 mod phase;
 mod proxy;
@@ -64,7 +66,7 @@ pub use ctx::{CacheDecision, CacheStatus, ClientProtocol, Conn, Ctx, RequestEnd,
 pub use error::{ProxyError, Side};
 pub use framing::{Refusal, check_request, frame_upstream};
 pub use headers::{check_host, strip_hop_by_hop};
-pub use phase::{Phase, Step, Verdict};
+pub use phase::{BodyTap, Phase, Step, Verdict};
 pub use proxy::{Proxy, Settings};
 pub use upstream::{OriginClient, Upstream};
 

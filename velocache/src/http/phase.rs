@@ -21,7 +21,10 @@
 //! 6. [`Phase::response_filter`] — every response head sent to the client, from the origin,
 //!    the cache or the gateway itself; then [`Phase::response_body_filter`], which may wrap the
 //!    body on its way to the client (a bandwidth limit) without changing its bytes.
-//! 7. [`Phase::logging`] — once, when the response body has been sent or abandoned.
+//! 7. [`Phase::body_tap`] — right after `response_filter`, on every response sent to the
+//!    client: a phase that wants to see the body (a capture, a learned store) returns a
+//!    [`BodyTap`], which is given each chunk as it leaves and, once, the request's end.
+//! 8. [`Phase::logging`] — once, when the response body has been sent or abandoned.
 //!
 //! Every hook has a default that does nothing, so a phase implements only what it needs. Hooks
 //! return a [`Step`]: a phase that decides from what it is given answers `Step::Ready`, which
@@ -33,6 +36,7 @@
 //! failed` line); in `response_filter` it replaces the response with the error page.
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Response, request, response};
 
 pub use crate::cache::Step;
@@ -50,6 +54,20 @@ pub enum Verdict {
     DontStore(&'static str),
     /// Answer the client with this instead (the origin's response is dropped).
     Answer(Response<Body>),
+}
+
+/// A phase's view of one response body as the client receives it ([`Phase::body_tap`]).
+///
+/// Its methods run inside the body's poll, on the request's task: they must be cheap and
+/// bounded (copy up to a cap, hand heavy work to a task of their own). The body does not wait
+/// for a tap, and a tap cannot change what the client gets.
+pub trait BodyTap: Send + 'static {
+    /// The next chunk sent to the client, in order.
+    fn chunk(&mut self, data: &Bytes);
+
+    /// The body ended, failed or was dropped (`end.complete` tells which); called once, after
+    /// the access-log line and before the `logging` phases.
+    fn end(self: Box<Self>, ctx: &Ctx, end: &RequestEnd);
 }
 
 /// One phase of the chain. Every hook's default does nothing.
@@ -116,6 +134,12 @@ pub trait Phase: Send + Sync + 'static {
     /// announced stays true. Most phases leave it alone.
     fn response_body_filter(&self, _ctx: &Ctx, body: Body) -> Body {
         body
+    }
+
+    /// The response head as the client gets it (after every `response_filter`): return a tap
+    /// to see its body. Most requests should get `None`: a tap is paid for on every chunk.
+    fn body_tap(&self, _ctx: &Ctx, _resp: &response::Parts) -> Option<Box<dyn BodyTap>> {
+        None
     }
 
     /// The request is over.
@@ -225,7 +249,15 @@ impl Chain {
             .fold(body, |body, p| p.response_body_filter(ctx, body))
     }
 
-    /// Hook 7.
+    /// Hook 7: every phase's tap, in order (an empty `Vec` allocates nothing).
+    pub fn body_taps(&self, ctx: &Ctx, resp: &response::Parts) -> Vec<Box<dyn BodyTap>> {
+        self.phases
+            .iter()
+            .filter_map(|p| p.body_tap(ctx, resp))
+            .collect()
+    }
+
+    /// Hook 8.
     pub fn logging(&self, ctx: &Ctx, end: &RequestEnd) {
         for p in self.phases.iter() {
             p.logging(ctx, end);

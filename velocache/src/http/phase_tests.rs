@@ -420,3 +420,82 @@ async fn an_upstream_phase_cannot_change_the_framing_or_the_host_the_origin_sees
     );
     assert_eq!(seen["host"], "origin.test");
 }
+
+/// What a tap saw of one response: status, body, whether it ended complete, cache status.
+type TapSeen = Arc<Mutex<Vec<(u16, Vec<u8>, bool, CacheStatus)>>>;
+
+/// A body tap that keeps what it saw, for one response.
+struct Tapped {
+    status: u16,
+    data: Vec<u8>,
+    out: TapSeen,
+}
+
+impl BodyTap for Tapped {
+    fn chunk(&mut self, data: &bytes::Bytes) {
+        self.data.extend_from_slice(data);
+    }
+
+    fn end(self: Box<Self>, ctx: &Ctx, end: &RequestEnd) {
+        let me = *self;
+        me.out
+            .lock()
+            .unwrap()
+            .push((me.status, me.data, end.complete, ctx.cache.status));
+    }
+}
+
+/// Taps the bodies of responses to paths under `/tap/`.
+struct Tapper {
+    out: TapSeen,
+}
+
+impl Phase for Tapper {
+    fn name(&self) -> &str {
+        "tapper"
+    }
+
+    fn body_tap(&self, ctx: &Ctx, resp: &response::Parts) -> Option<Box<dyn BodyTap>> {
+        ctx.path.starts_with("/tap/").then(|| {
+            Box::new(Tapped {
+                status: resp.status.as_u16(),
+                data: Vec::new(),
+                out: self.out.clone(),
+            }) as Box<dyn BodyTap>
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_body_tap_sees_every_byte_the_client_gets_from_the_origin_and_the_cache() {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let phases: Vec<Arc<dyn Phase>> = vec![Arc::new(Tapper { out: out.clone() })];
+    let s = setup_with("", |_| {}, phases).await;
+    let body = blob(300_000);
+    s.origin.route("/tap/obj", cacheable(body.clone()));
+    s.origin.route("/other", cacheable(blob(10)));
+    let miss = get(s.proxy_addr, "/tap/obj").await;
+    assert_eq!(miss.body, body);
+    until(|| out.lock().unwrap().len() == 1).await;
+    settle().await;
+    let hit = get(s.proxy_addr, "/tap/obj").await;
+    assert_eq!(hit.headers["x-cache-status"], "hit");
+    until(|| out.lock().unwrap().len() == 2).await;
+    assert_eq!(get(s.proxy_addr, "/other").await.status, 200);
+    let seen = std::mem::take(&mut *out.lock().unwrap());
+    assert_eq!(seen.len(), 2, "only the tapped path is tapped");
+    for (i, (status, data, complete, cache)) in seen.into_iter().enumerate() {
+        assert_eq!(status, 200);
+        assert!(complete, "response {i} ended complete");
+        assert!(
+            data == body,
+            "response {i}: the tap saw the body the client got"
+        );
+        let want = if i == 0 {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::Hit
+        };
+        assert_eq!(cache, want);
+    }
+}

@@ -14,7 +14,8 @@
 //!    a successful unsafe method invalidates what is stored for its URI, and the
 //!    `response_cache_filter` phases may answer instead (a content-type `deny`);
 //! 5. `response_filter` phases on every response head, `response_body_filter` on its body;
-//! 6. logging — when the body has been sent or abandoned: the metrics, the access-log line, the
+//! 6. `body_tap` phases: taps that see the response body as it leaves;
+//! 7. logging — when the body has been sent or abandoned: the metrics, the access-log line, the
 //!    `logging` phases.
 use std::{
     convert::Infallible,
@@ -22,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header, response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -38,8 +40,9 @@ use super::{
     framing,
     headers::{HostCheck, check_host, is_upgrade},
     hostnames::HostNames,
+    interim::{InterimIo, InterimSender},
     metrics::Metrics,
-    phase::{Chain, Verdict},
+    phase::{BodyTap, Chain, Verdict},
     store::{HttpCache, key_for},
     upgrade::{self, Tunnels},
     upstream::OriginClient,
@@ -151,13 +154,16 @@ impl Proxy {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let proxy = self.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let p = proxy.clone();
-            async move { Ok::<_, Infallible>(p.handle(conn, req).await) }
-        });
         let result = match protocol {
             ClientProtocol::Http1 => {
+                // The origin's 1xx heads reach an HTTP/1 client through its stream (`interim`).
+                let (io, interim) = InterimIo::new(io);
+                let proxy = self.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let p = proxy.clone();
+                    let interim = interim.clone();
+                    async move { Ok::<_, Infallible>(p.handle(conn, req, Some(interim)).await) }
+                });
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
@@ -172,6 +178,11 @@ impl Proxy {
                     .await
             }
             ClientProtocol::Http2 => {
+                let proxy = self.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let p = proxy.clone();
+                    async move { Ok::<_, Infallible>(p.handle(conn, req, None).await) }
+                });
                 let mut builder = hyper::server::conn::http2::Builder::new(InSpan(Span::current()));
                 builder
                     .timer(TokioTimer::new())
@@ -187,8 +198,16 @@ impl Proxy {
     }
 
     /// One request, start to end.
-    async fn handle(self: Arc<Self>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        conn: Conn,
+        req: Request<Incoming>,
+        interim: Option<InterimSender>,
+    ) -> Response<Body> {
         let mut ctx = new_ctx(conn, &req);
+        if let Some(interim) = interim {
+            ctx.extensions.insert(interim);
+        }
         let span =
             info_span!("http", trace_id = %ctx.trace_id, client = %conn.client, host = %ctx.host);
         let resp = match self.process(&mut ctx, req).instrument(span).await {
@@ -211,10 +230,12 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
         };
+        let taps = self.chain.body_taps(&ctx, &parts);
         let end = Finished {
             ctx,
             status: parts.status.as_u16(),
             expected,
+            taps,
             proxy: self.clone(),
         };
         Response::from_parts(parts, boxed(Logged::new(body, end)))
@@ -363,10 +384,18 @@ struct Finished {
     status: u16,
     /// The body length announced (`Content-Length`), if any.
     expected: Option<u64>,
+    /// The phases' body taps (usually none).
+    taps: Vec<Box<dyn BodyTap>>,
     proxy: Arc<Proxy>,
 }
 
 impl OnEnd for Finished {
+    fn on_data(&mut self, data: &Bytes) {
+        for tap in &mut self.taps {
+            tap.chunk(data);
+        }
+    }
+
     fn on_end(self, body: BodyEnd) {
         let end = RequestEnd {
             status: self.status,
@@ -376,6 +405,9 @@ impl OnEnd for Finished {
         };
         self.proxy.metrics.record(self.ctx.cache.status, end.bytes);
         super::ctx::write_access_log(&self.ctx, &end);
+        for tap in self.taps {
+            tap.end(&self.ctx, &end);
+        }
         self.proxy.chain.logging(&self.ctx, &end);
     }
 }

@@ -174,6 +174,17 @@ pub(super) async fn setup_with(
             });
         }
     });
+    let proxy_addr = proxy_for(origin_addr, rules, tweak, phases).await;
+    Setup { origin, proxy_addr }
+}
+
+/// A proxy on loopback whose clients all meant to reach `origin_addr`.
+pub(super) async fn proxy_for(
+    origin_addr: SocketAddr,
+    rules: &str,
+    tweak: impl FnOnce(&mut HttpConfig),
+    phases: Vec<Arc<dyn Phase>>,
+) -> SocketAddr {
     let mut cfg = HttpConfig {
         slice_bytes: 64 << 10,
         memory_object_max_bytes: 1024,
@@ -207,7 +218,7 @@ pub(super) async fn setup_with(
             ));
         }
     });
-    Setup { origin, proxy_addr }
+    proxy_addr
 }
 
 pub(super) struct Got {

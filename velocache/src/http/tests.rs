@@ -3,6 +3,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::test_harness::*;
@@ -418,4 +419,141 @@ async fn stale_if_error_answers_when_the_origin_fails() {
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["x-cache-status"], "stale");
     assert_eq!(r.body, blob(100));
+}
+
+#[tokio::test]
+async fn any_final_status_with_explicit_freshness_is_stored_and_revalidated_once_stale() {
+    let s = setup("", |_| {}).await;
+    for (path, status) in [("/forbidden", 403u16), ("/busy", 503), ("/created", 201)] {
+        s.origin.route(
+            path,
+            Route {
+                status,
+                headers: vec![("cache-control", "max-age=1".into())],
+                body: Bytes::from(format!("status {status}")),
+                ..Default::default()
+            },
+        );
+        let first = get(s.proxy_addr, path).await;
+        assert_eq!(first.status, status);
+        assert_eq!(first.headers["x-cache-status"], "miss");
+        settle().await;
+        let hit = get(s.proxy_addr, path).await;
+        assert_eq!(hit.status, status, "{path}");
+        assert_eq!(
+            hit.headers["x-cache-status"], "hit",
+            "{path}: stored while fresh"
+        );
+        assert_eq!(hit.body, Bytes::from(format!("status {status}")));
+        assert_eq!(s.origin.hits(path), 1, "{path}");
+    }
+    // Once stale they go back to the origin: never served stale without permission.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for path in ["/forbidden", "/busy", "/created"] {
+        let again = get(s.proxy_addr, path).await;
+        assert_ne!(
+            again.headers.get("x-cache-status").map(|v| v.as_bytes()),
+            Some(&b"hit"[..]),
+            "{path}: {:?} {:?}",
+            again.status,
+            again.headers
+        );
+        assert_eq!(s.origin.hits(path), 2, "{path}: revalidated once stale");
+    }
+    // A final status without explicit freshness is still not stored.
+    s.origin.route(
+        "/teapot",
+        Route {
+            status: 418,
+            headers: vec![("etag", "\"t\"".into())],
+            body: Bytes::from_static(b"short and stout"),
+            ..Default::default()
+        },
+    );
+    get(s.proxy_addr, "/teapot").await;
+    settle().await;
+    let r = get(s.proxy_addr, "/teapot").await;
+    assert_eq!(r.status, 418);
+    assert_eq!(
+        s.origin.hits("/teapot"),
+        2,
+        "a 418 on a validator alone is not stored"
+    );
+}
+
+#[tokio::test]
+async fn a_list_valued_age_counts_by_its_first_member() {
+    let s = setup("", |_| {}).await;
+    // Two hours old by its first Age member, fresh for one: stale on arrival, so the next
+    // request goes back to the origin; the old reading (unparseable, so 0) served it as a hit.
+    s.origin.route(
+        "/old",
+        Route {
+            status: 200,
+            headers: vec![
+                ("cache-control", "max-age=3600".into()),
+                ("age", "7200, 0".into()),
+            ],
+            body: blob(64),
+            etag: Some("\"o\"".into()),
+            ..Default::default()
+        },
+    );
+    get(s.proxy_addr, "/old").await;
+    settle().await;
+    let r = get(s.proxy_addr, "/old").await;
+    assert_ne!(r.headers["x-cache-status"], "hit");
+    assert_eq!(s.origin.hits("/old"), 2);
+    // Its first member alone is small: a hit, and the Age sent on is at least it.
+    s.origin.route(
+        "/young",
+        Route {
+            status: 200,
+            headers: vec![
+                ("cache-control", "max-age=3600".into()),
+                ("age", "5, 7200".into()),
+            ],
+            body: blob(64),
+            ..Default::default()
+        },
+    );
+    get(s.proxy_addr, "/young").await;
+    settle().await;
+    let r = get(s.proxy_addr, "/young").await;
+    assert_eq!(r.headers["x-cache-status"], "hit");
+    let age: u64 = r.headers["age"].to_str().unwrap().parse().unwrap();
+    assert!((5..3600).contains(&age), "age {age}");
+}
+
+#[tokio::test]
+async fn a_content_type_deny_holds_for_clients_that_waited_on_the_same_download() {
+    let s = setup(
+        "[[rule]]\nname = \"no-exe\"\nmatch_content_type = [\"application/x-msdownload\"]\naction = \"deny\"\n",
+        |_| {},
+    )
+    .await;
+    s.origin.route(
+        "/setup.exe",
+        Route {
+            status: 200,
+            headers: vec![
+                ("cache-control", "max-age=3600".into()),
+                ("content-type", "application/x-msdownload".into()),
+            ],
+            body: blob(1000),
+            // Long enough for all three requests to meet on one download.
+            delay_ms: 300,
+            ..Default::default()
+        },
+    );
+    let all = futures::future::join_all((0..3).map(|_| get(s.proxy_addr, "/setup.exe"))).await;
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.status, 403, "client {i} got the denied content");
+        assert_ne!(r.body, blob(1000), "client {i}");
+    }
+    // HEAD, which the cache forwards around itself, is judged the same way.
+    assert_eq!(
+        send(s.proxy_addr, "HEAD", "/setup.exe", &[]).await.status,
+        403
+    );
 }
