@@ -35,6 +35,12 @@ pub mod paths {
     pub const CA: &str = "/v1/ca";
     /// `POST`: generate a new local CA; [`super::CaReport`].
     pub const CA_ROTATE: &str = "/v1/ca/rotate";
+    /// `POST` [`super::RecordStart`]: start recording a host; [`super::RecordReport`].
+    pub const RECORD_START: &str = "/v1/record/start";
+    /// `POST`: stop the recording and write its HAR file; [`super::RecordReport`].
+    pub const RECORD_STOP: &str = "/v1/record/stop";
+    /// `GET`: the recording in progress, or the last one; [`super::RecordReport`].
+    pub const RECORD: &str = "/v1/record";
     /// `GET`: OpenMetrics text.
     pub const METRICS: &str = "/metrics";
 }
@@ -469,4 +475,41 @@ pub struct MediaStats {
 pub struct CaReport {
     /// The CA certificate, PEM.
     pub pem: String,
+}
+
+/// `record start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordStart {
+    /// The host whose requests are recorded (as the client names it; a port is ignored).
+    pub host: String,
+    /// Stop by itself after this many seconds (none: at `record stop`).
+    #[serde(default)]
+    pub for_secs: Option<u64>,
+    /// Keep at most this many bytes of each body (none: 1 MiB).
+    #[serde(default)]
+    pub body_cap_bytes: Option<u64>,
+    /// Record at most this many requests (none: 10 000); later ones are counted as dropped.
+    #[serde(default)]
+    pub max_entries: Option<u64>,
+}
+
+/// `record start`, `stop`, `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordReport {
+    /// `recording`, `stopped` (the last recording, written), or `idle` (none yet).
+    pub state: String,
+    /// The host recorded.
+    pub host: Option<String>,
+    /// The HAR file (written when the recording stops).
+    pub file: Option<String>,
+    /// Requests recorded.
+    pub entries: u64,
+    /// Requests not recorded (past `max_entries`).
+    pub dropped: u64,
+    /// Unix time the recording started.
+    pub started_at: Option<u64>,
+    /// Unix time it stops by itself, if it does.
+    pub ends_at: Option<u64>,
+    /// Bytes kept of each body.
+    pub body_cap_bytes: u64,
 }

@@ -10,4 +10,4 @@
 pub mod api;
 pub mod seams;
 
-pub use seams::{AdminError, AdminHub, CaAdmin, CacheAdmin, CallsAdmin, UrlPattern};
+pub use seams::{AdminError, AdminHub, CaAdmin, CacheAdmin, CallsAdmin, RecordAdmin, UrlPattern};

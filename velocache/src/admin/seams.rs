@@ -11,6 +11,7 @@
 //! | [`CacheAdmin`] | the HTTP cache (`cache ls/show/purge/warm`, warm-up) | `cache …` |
 //! | [`CallsAdmin`] | the SIP observer | `calls` |
 //! | [`CaAdmin`] | the TLS layer (`tls::TlsShared`, registered by the wiring) | `ca export/rotate` |
+//! | [`RecordAdmin`] | the HTTP proxy's recorder (`http::Recorder`) | `record start/stop/status` |
 //!
 //! Counters (DNS hits and misses, cache bytes, RTP streams, …) need no trait: services register
 //! them in their metrics sub-registry and `stats` reads them from there.
@@ -20,7 +21,9 @@ use futures::future::BoxFuture;
 use globset::GlobBuilder;
 use thiserror::Error;
 
-use super::api::{CacheEntry, CacheListing, CallsReport, PurgeReport, WarmResult};
+use super::api::{
+    CacheEntry, CacheListing, CallsReport, PurgeReport, RecordReport, RecordStart, WarmResult,
+};
 use crate::config::Glob;
 
 /// Why a seam call failed.
@@ -133,6 +136,16 @@ pub trait CaAdmin: Send + Sync {
     fn rotate(&self) -> Result<String, AdminError>;
 }
 
+/// Recording a host's requests and responses to a HAR file.
+pub trait RecordAdmin: Send + Sync {
+    /// Start recording (one recording at a time: `BadRequest` while one runs).
+    fn start(&self, req: &RecordStart) -> Result<RecordReport, AdminError>;
+    /// Stop the recording and write its file (`NotFound` when none runs).
+    fn stop(&self) -> BoxFuture<'_, Result<RecordReport, AdminError>>;
+    /// The recording in progress, or the last one.
+    fn status(&self) -> RecordReport;
+}
+
 /// Where services register what they offer the admin API. Cloning shares it; each capability
 /// is registered at most once (a second registration is refused and returns `false`).
 #[derive(Clone, Default)]
@@ -145,6 +158,7 @@ struct Slots {
     cache: OnceLock<Arc<dyn CacheAdmin>>,
     calls: OnceLock<Arc<dyn CallsAdmin>>,
     ca: OnceLock<Arc<dyn CaAdmin>>,
+    record: OnceLock<Arc<dyn RecordAdmin>>,
 }
 
 impl AdminHub {
@@ -166,6 +180,16 @@ impl AdminHub {
     /// Offer the local CA.
     pub fn register_ca(&self, ca: Arc<dyn CaAdmin>) -> bool {
         self.inner.ca.set(ca).is_ok()
+    }
+
+    /// Offer recording.
+    pub fn register_record(&self, record: Arc<dyn RecordAdmin>) -> bool {
+        self.inner.record.set(record).is_ok()
+    }
+
+    /// Recording, if registered.
+    pub fn record(&self) -> Option<Arc<dyn RecordAdmin>> {
+        self.inner.record.get().cloned()
     }
 
     /// The HTTP cache, if registered.

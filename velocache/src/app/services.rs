@@ -13,7 +13,7 @@ use super::AppError;
 use crate::{
     admin::AdminHub,
     config::Config,
-    http::{AnomalyPhase, HttpsOrigins, Phase, ProxyCacheAdmin},
+    http::{AnomalyPhase, HttpsOrigins, Phase, ProxyCacheAdmin, Recorder},
     rules::Rules,
     service::ServiceFactory,
     tls::{CaPage, OriginTimeouts, TlsShared},
@@ -39,6 +39,9 @@ pub fn factories(
             Some(tls) => vec![Arc::new(CaPage::new(tls.clone(), &config.tls.ca_page_host))],
             None => Vec::new(),
         };
+        let recorder = Recorder::new(&config.daemon.state_dir);
+        hub.register_record(Arc::new(recorder.clone()));
+        phases.push(Arc::new(recorder));
         if config.anomaly.enabled {
             phases.push(Arc::new(AnomalyPhase::new(
                 &config.anomaly,

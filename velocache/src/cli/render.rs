@@ -2,12 +2,12 @@
 use std::fmt::Write as _;
 
 use crate::admin::api::{
-    CacheEntry, CacheListing, CallRecord, CallsReport, FaultView, ReloadReport, RulesReloadReport,
-    RulesReport, Sample, StatsReport, StatusReport, WarmReport,
+    CacheEntry, CacheListing, CallRecord, CallsReport, FaultView, RecordReport, ReloadReport,
+    RulesReloadReport, RulesReport, Sample, StatsReport, StatusReport, WarmReport,
 };
 
 /// Left-aligned columns, two spaces apart; the last column is not padded.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -301,6 +301,26 @@ pub fn rules_reload(r: &RulesReloadReport) -> String {
             r.rules,
             r.file.as_deref().unwrap_or("(no rules file)")
         ),
+    }
+}
+
+/// `velocache record start/stop/status`.
+pub fn record(r: &RecordReport) -> String {
+    let host = r.host.as_deref().unwrap_or("-");
+    let file = r.file.as_deref().unwrap_or("-");
+    match r.state.as_str() {
+        "recording" => format!(
+            "recording {host}: {} requests so far{}; file (written at stop): {file}\n",
+            r.entries,
+            r.ends_at
+                .map(|t| format!(", stops by itself at unix time {t}"))
+                .unwrap_or_default()
+        ),
+        "stopped" => format!(
+            "recorded {host}: {} requests ({} dropped) in {file}\n",
+            r.entries, r.dropped
+        ),
+        _ => "no recording yet\n".to_string(),
     }
 }
 

@@ -17,7 +17,8 @@
 //! - `proxy`: [`Proxy`] — connections, and the order of the phases.
 //! - `rule_phase`: the rules as a phase (deny, `ttl_override`, key options, content types);
 //!   `fault`: the rules' fault injection (delay, abort, bandwidth) as the phase after it;
-//!   `anomaly`: per-origin baselines and never-seen request shapes, from the logging hook.
+//!   `anomaly`: per-origin baselines and never-seen request shapes, from the logging hook;
+//!   `record`: one host's requests and responses to a HAR file (`har`: the format).
 //! - `cached`: the cache path — lookup, hit, revalidation, miss, collapsed forwarding — from a
 //!   request and a fetcher to an outcome; `serve`: answers from stored objects (304, 206/416,
 //!   HEAD, RAM tier) and missing-slice fetches; `store`: the cache, its lock and settings.
@@ -41,12 +42,14 @@ mod error;
 mod fault;
 mod fetch;
 mod framing;
+pub mod har;
 mod headers;
 mod hostnames;
 mod interim;
 mod metrics;
 mod phase;
 mod proxy;
+mod record;
 mod rule_phase;
 mod serve;
 mod store;
@@ -68,6 +71,12 @@ pub use framing::{Refusal, check_request, frame_upstream};
 pub use headers::{check_host, strip_hop_by_hop};
 pub use phase::{BodyTap, Phase, Step, Verdict};
 pub use proxy::{Proxy, Settings};
+pub use record::Recorder;
+
+/// `record start`'s defaults (the CLI shows them).
+pub mod record_defaults {
+    pub use super::record::{DEFAULT_BODY_CAP as BODY_CAP, DEFAULT_MAX_ENTRIES as MAX_ENTRIES};
+}
 pub use upstream::{OriginClient, Upstream};
 
 use crate::{
@@ -265,6 +274,8 @@ impl TcpHandler for HttpService {
 mod framing_tests;
 #[cfg(test)]
 mod phase_tests;
+#[cfg(test)]
+mod record_tests;
 #[cfg(test)]
 mod test_harness;
 #[cfg(test)]
