@@ -2,9 +2,9 @@
 """A test origin whose answers the tests control, and which counts what it is asked.
 
 Serves files from DIR (GET and HEAD, HTTP/1.1 keep-alive) with:
-  - per-path extra headers, status and a throttle from DIR/.routes.json, re-read on every
-    request so a test can change them between requests:
-      {"/a.bin": {"headers": {"Cache-Control": "max-age=60"}, "rate": 1048576}}
+  - per-path extra headers, status, a throttle and a delay before the response head from
+    DIR/.routes.json, re-read on every request so a test can change them between requests:
+      {"/a.bin": {"headers": {"Cache-Control": "max-age=60"}, "rate": 1048576, "delay_ms": 500}}
   - ETag (from size and mtime, unless the route sets one) and If-None-Match -> 304,
     Last-Modified and If-Modified-Since -> 304;
   - single byte ranges -> 206 / 416 (unless the route says "ranges": false);
@@ -85,6 +85,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json({})
         self.count()
         route = routes().get(path, {})
+        if route.get("delay_ms"):
+            # A slow origin: the response head waits (the test changes it between requests).
+            time.sleep(route["delay_ms"] / 1000.0)
         file = os.path.join(ROOT, path.lstrip("/"))
         if not os.path.isfile(file):
             body = b"not found\n"
