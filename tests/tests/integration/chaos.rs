@@ -290,12 +290,15 @@ fn replay_reports_the_responses_the_origin_changed_since_the_recording() {
         ],
     );
     crate::http::curl(&lab, &["-o", "/dev/null", &url("/r/other?x=1")]);
-    // Entries land when the proxy is done with each body: wait for both (bounded).
+    // A POST: its body is recorded and replayed (the origin answers with its length).
+    let posted = crate::http::curl(&lab, &["--data-binary", "hello=world", &url("/r/form")]);
+    assert_eq!(posted, "posted 11 bytes\n");
+    // Entries land when the proxy is done with each body: wait for all three (bounded).
     let end = std::time::Instant::now() + WAIT;
-    while cli_json(&lab, &daemon, &["record", "status"])["entries"] != 2 {
+    while cli_json(&lab, &daemon, &["record", "status"])["entries"] != 3 {
         assert!(
             std::time::Instant::now() < end,
-            "the recording never got 2 entries"
+            "the recording never got 3 entries"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -313,13 +316,17 @@ fn replay_reports_the_responses_the_origin_changed_since_the_recording() {
     );
     let har: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(har["log"]["version"], "1.2");
-    assert_eq!(har["log"]["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(har["log"]["entries"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        har["log"]["entries"][2]["request"]["postData"]["text"],
+        "hello=world"
+    );
     assert_eq!(
         har["log"]["entries"][0]["response"]["content"]["_sha256"],
         first_sha
     );
 
-    // Unchanged: the replay agrees with the recording.
+    // Unchanged: the replay agrees with the recording (the POST too: its body was sent again).
     let same = replay(&lab, &daemon, &file, &[]);
     assert_eq!(same["changed"], 0, "{same}");
 

@@ -4,7 +4,7 @@
 //! — method, path and query, header fields (redacted ones and hop-by-hop ones left out), its
 //! `Host` — is sent to the `--to` address over plain HTTP, one after the other, either when it
 //! started in the recording (`--as-recorded`, the default) or as soon as the last one is done
-//! (`--fast`). Request bodies are not recorded, so none is sent. What leaves is a
+//! (`--fast`), with the recorded request body (`postData`) if it has one. What leaves is a
 //! [`ReplayReport`]: per request the recorded and replayed status, the SHA-256 of both bodies
 //! and whether they differ, and both latencies — a table, or JSON with `--json`. The daemon is
 //! not involved: the CLI is the client.
@@ -15,7 +15,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Uri, header};
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -70,7 +70,7 @@ pub struct ReplayResult {
 }
 
 /// Header fields a replay never copies from the recording: per-connection ones, and framing
-/// (no body is sent).
+/// (the client frames the body it sends).
 fn skipped(name: &str) -> bool {
     matches!(
         name,
@@ -128,8 +128,7 @@ pub async fn replay(
         .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", file.display())))?;
     let har: Har = serde_json::from_slice(&text)
         .map_err(|e| CliError::Failed(format!("{}: not a HAR file: {e}", file.display())))?;
-    let client: Client<_, http_body_util::Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let first = har.log.entries.first().and_then(started_at);
     let t0 = Instant::now();
     let mut results = Vec::with_capacity(har.log.entries.len());
@@ -181,7 +180,7 @@ pub async fn replay(
     })
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// Send one recorded request; its status, body SHA-256 and time in ms.
 async fn send(
@@ -203,10 +202,19 @@ async fn send(
         .map_err(|err| format!("URL: {err}"))?;
     let method = http::Method::from_bytes(e.request.method.as_bytes())
         .map_err(|err| format!("method `{}`: {err}", e.request.method))?;
+    // The recorded body, when the recording kept all of it.
+    let body = match &e.request.post_data {
+        Some(p) if p.truncated => {
+            return Err("the recording kept only part of the request body".into());
+        }
+        Some(p) => har::body_bytes(&p.text, p.encoding.as_deref())
+            .ok_or("the recorded request body is not valid base64")?,
+        None => Vec::new(),
+    };
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::from(body)))
         .map_err(|err| err.to_string())?;
     for h in &e.request.headers {
         let name = h.name.to_ascii_lowercase();

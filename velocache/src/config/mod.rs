@@ -15,8 +15,9 @@
 //!
 //! # Layout
 //! One file per section: `daemon` (`[daemon]`, `[log]`, `[rules]`), `datapath`, `http`, `tls`
-//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `anomaly`; `intercept`: what every service section shares;
-//! `values`: shared value types; `layers`, `error`: reading the layers and saying what is wrong.
+//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `anomaly`; `intercept`: what every service
+//! section shares; `values`: shared value types; `layers`, `error`: reading the layers and
+//! saying what is wrong.
 
 mod admin;
 mod anomaly;

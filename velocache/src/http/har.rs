@@ -104,6 +104,30 @@ pub struct Request {
     pub headers_size: i64,
     /// Request body bytes (-1: not known).
     pub body_size: i64,
+    /// The request body, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_data: Option<PostData>,
+}
+
+/// `postData`: a request's body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostData {
+    /// `Content-Type`.
+    #[serde(default)]
+    pub mime_type: String,
+    /// Form parameters (never parsed here: `text` holds the body).
+    #[serde(default)]
+    pub params: Vec<NameValue>,
+    /// The body (up to the recording's cap): text, or base64 when `_encoding` says so.
+    #[serde(default)]
+    pub text: String,
+    /// `base64` for bodies that are not UTF-8 (HAR has no such field for requests).
+    #[serde(rename = "_encoding", default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// The body was longer than the cap: `text` is a prefix.
+    #[serde(rename = "_truncated", default)]
+    pub truncated: bool,
 }
 
 /// `response`.

@@ -306,10 +306,10 @@ impl Proxy {
             ctx.cache.not_stored = Some("request has a body");
         }
         let method = parts.method.clone();
-        let resp = self
-            .fetcher
-            .fetch(ctx, parts, boxed(framing::ClientBody::new(body)))
-            .await?;
+        let body = self
+            .chain
+            .request_body_filter(ctx, boxed(framing::ClientBody::new(body)));
+        let resp = self.fetcher.fetch(ctx, parts, body).await?;
         if let Some(cache) = &self.cache
             && crate::cache::policy::invalidates(&method, resp.status())
         {

@@ -3,13 +3,14 @@
 //! The admin API starts a recording ([`Recorder::start`]: a host, an optional duration, a body
 //! cap); while it runs, the phase's `request_filter` notes the head of every request for that
 //! host in the request's `Ctx` (method, URL, headers with secrets redacted, the wall-clock
-//! start), and `body_tap` gives that request's response a tap that keeps its head, the first
-//! `body_cap` bytes of its body and the SHA-256 of all of it. When the body ends the tap turns
-//! what it saw into a HAR entry (times from the `Ctx`) and appends it to the recording, in
-//! memory and bounded (`max_entries`, and a total body budget). Stopping — `record stop`, or
-//! the duration running out — writes the file (`<state_dir>/records/<host>-<unix time>.har`,
-//! atomically) and leaves the report (`record status`). No recording: one relaxed atomic load
-//! per request.
+//! start), `request_body_filter` copies the first `body_cap` bytes of a request body as it
+//! goes to the origin, and `body_tap` gives that request's response a tap that keeps its head,
+//! the first `body_cap` bytes of its body and the SHA-256 of all of it. When the body ends the
+//! tap turns what it saw into a HAR entry (times from the `Ctx`) and appends it to the
+//! recording, in memory and bounded (`max_entries`, and a total body budget). Stopping —
+//! `record stop`, or the duration running out — writes the file
+//! (`<state_dir>/records/<host>-<unix time>.har`, atomically) and leaves the report (`record
+//! status`). No recording: one relaxed atomic load per request.
 use std::{
     path::{Path, PathBuf},
     sync::{
@@ -50,6 +51,58 @@ struct Capture {
     session: u64,
     started: SystemTime,
     request: har::Request,
+    /// Where the request body is copied to, when it announced one.
+    body: Option<Arc<Mutex<Copied>>>,
+}
+
+/// The first bytes of a request body.
+struct Copied {
+    bytes: Vec<u8>,
+    cap: usize,
+    truncated: bool,
+}
+
+impl Copied {
+    fn take(&mut self, data: &[u8]) {
+        let room = self.cap.saturating_sub(self.bytes.len());
+        if data.len() > room {
+            self.truncated = true;
+        }
+        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+    }
+}
+
+/// A request body on its way to the origin, copied (up to the cap) as it passes.
+struct Copying {
+    inner: Body,
+    sink: Arc<Mutex<Copied>>,
+}
+
+impl http_body::Body for Copying {
+    type Data = Bytes;
+    type Error = super::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let res = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(f))) = &res
+            && let Some(d) = f.data_ref()
+        {
+            this.sink.lock().take(d);
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 struct Session {
@@ -182,7 +235,20 @@ impl Recorder {
             super::Scheme::Http => "http",
             super::Scheme::Https => "https",
         };
+        let has_body = req.headers.contains_key(header::TRANSFER_ENCODING)
+            || req
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        let body = has_body.then(|| {
+            Arc::new(Mutex::new(Copied {
+                bytes: Vec::new(),
+                cap: s.body_cap,
+                truncated: false,
+            }))
+        });
         let capture = Capture {
+            body,
             session: s.id,
             started: SystemTime::now(),
             request: har::Request {
@@ -198,6 +264,7 @@ impl Recorder {
                     .get(header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok()?.parse().ok())
                     .unwrap_or(0),
+                post_data: None,
             },
         };
         drop(inner);
@@ -328,6 +395,13 @@ impl Phase for Recorder {
         Step::Ready(Ok(None))
     }
 
+    fn request_body_filter(&self, ctx: &Ctx, body: Body) -> Body {
+        match ctx.extensions.get::<Capture>().and_then(|c| c.body.clone()) {
+            Some(sink) => super::body::boxed(Copying { inner: body, sink }),
+            None => body,
+        }
+    }
+
     fn body_tap(&self, ctx: &Ctx, resp: &response::Parts) -> Option<Box<dyn BodyTap>> {
         let capture = ctx.extensions.get::<Capture>()?.clone();
         let cap = {
@@ -411,12 +485,29 @@ impl BodyTap for Tap {
         response.content.size = end.bytes as i64;
         response.content.truncated = truncated || !end.complete;
         response.content.sha256 = end.complete.then(|| hex::encode(hasher.finalize()));
+        let mut request = capture.request;
+        if let Some(sink) = &capture.body {
+            let copied = sink.lock();
+            let (text, encoding) = har::body_text(&copied.bytes);
+            request.post_data = Some(har::PostData {
+                mime_type: request
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+                    .map(|h| h.value.clone())
+                    .unwrap_or_default(),
+                params: Vec::new(),
+                text,
+                encoding,
+                truncated: copied.truncated,
+            });
+        }
         let entry = har::Entry {
             started_date_time: time::OffsetDateTime::from(capture.started)
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             time: total,
-            request: capture.request,
+            request,
             response,
             cache: serde_json::Map::new(),
             timings: har::Timings {
