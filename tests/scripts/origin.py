@@ -2,13 +2,15 @@
 """A test origin whose answers the tests control, and which counts what it is asked.
 
 Serves files from DIR (GET and HEAD, HTTP/1.1 keep-alive) with:
-  - per-path extra headers, status, a throttle and a delay before the response head from
+  - per-path extra headers, status, a throttle and a 103 Early Hints head sent first, from
     DIR/.routes.json, re-read on every request so a test can change them between requests:
-      {"/a.bin": {"headers": {"Cache-Control": "max-age=60"}, "rate": 1048576, "delay_ms": 500}}
+      {"/a.bin": {"headers": {"Cache-Control": "max-age=60"}, "rate": 1048576,
+                  "status": 503, "hints": {"Link": "</s.css>; rel=preload"}}}
   - ETag (from size and mtime, unless the route sets one) and If-None-Match -> 304,
     Last-Modified and If-Modified-Since -> 304;
   - single byte ranges -> 206 / 416 (unless the route says "ranges": false);
-  - a count of requests per path, read with GET /__counts (JSON), reset with GET /__reset.
+  - a count of requests per path, read with GET /__counts (JSON), reset with GET /__reset;
+  - a slow origin: a route's "delay" (seconds) waits before the response head.
 Usage: origin.py DIR PORT
 """
 import email.utils
@@ -85,9 +87,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json({})
         self.count()
         route = routes().get(path, {})
-        if route.get("delay_ms"):
-            # A slow origin: the response head waits (the test changes it between requests).
-            time.sleep(route["delay_ms"] / 1000.0)
+        if route.get("delay"):
+            time.sleep(float(route["delay"]))
         file = os.path.join(ROOT, path.lstrip("/"))
         if not os.path.isfile(file):
             body = b"not found\n"
@@ -132,6 +133,13 @@ class Handler(BaseHTTPRequestHandler):
                 status = 206
             except ValueError:
                 start, end = 0, size
+        hints = route.get("hints")
+        if hints:
+            # 103 Early Hints ahead of the final response (RFC 8297).
+            self.send_response_only(103)
+            for k, v in hints.items():
+                self.send_header(k, v)
+            self.end_headers()
         self.send_response(status)
         self.send_header("Content-Length", str(end - start))
         if status == 206:

@@ -231,7 +231,7 @@ fn an_anomaly_line_when_the_origin_slows_down_or_meets_a_never_seen_path_shape()
     assert_eq!(shape["level"], "warn");
 
     // The origin turns slow for real: its answers wait 700 ms.
-    origin.route("/api/items/3", json!({"delay_ms": 700}));
+    origin.route("/api/items/3", json!({"delay": 0.7}));
     for _ in 0..3 {
         let (status, secs) = timed_get(&lab, "/api/items/3");
         assert_eq!(status, 200);

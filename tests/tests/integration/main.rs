@@ -22,6 +22,7 @@ mod http;
 mod https;
 mod observe;
 mod reuse;
+mod rfc9111;
 mod sip;
 mod sip_torture;
 mod smuggling;

@@ -3,7 +3,6 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::test_harness::*;
@@ -424,41 +423,51 @@ async fn stale_if_error_answers_when_the_origin_fails() {
 #[tokio::test]
 async fn any_final_status_with_explicit_freshness_is_stored_and_revalidated_once_stale() {
     let s = setup("", |_| {}).await;
-    for (path, status) in [("/forbidden", 403u16), ("/busy", 503), ("/created", 201)] {
-        s.origin.route(
-            path,
-            Route {
-                status,
-                headers: vec![("cache-control", "max-age=1".into())],
-                body: Bytes::from(format!("status {status}")),
-                ..Default::default()
-            },
-        );
-        let first = get(s.proxy_addr, path).await;
-        assert_eq!(first.status, status);
-        assert_eq!(first.headers["x-cache-status"], "miss");
+    for status in [403u16, 503, 201] {
+        // Fresh for an hour: stored and served.
+        let fresh = format!("/fresh/{status}");
+        // Fresh for a minute but two minutes old on arrival: stored, then revalidated.
+        let aged = format!("/aged/{status}");
+        for (path, age) in [(&fresh, "0"), (&aged, "120")] {
+            s.origin.route(
+                path,
+                Route {
+                    status,
+                    headers: vec![
+                        (
+                            "cache-control",
+                            if age == "0" {
+                                "max-age=3600"
+                            } else {
+                                "max-age=60"
+                            }
+                            .into(),
+                        ),
+                        ("age", age.into()),
+                    ],
+                    body: Bytes::from(format!("status {status}")),
+                    ..Default::default()
+                },
+            );
+            let first = get(s.proxy_addr, path).await;
+            assert_eq!(first.status, status);
+            assert_eq!(first.headers["x-cache-status"], "miss");
+        }
         settle().await;
-        let hit = get(s.proxy_addr, path).await;
-        assert_eq!(hit.status, status, "{path}");
-        assert_eq!(
-            hit.headers["x-cache-status"], "hit",
-            "{path}: stored while fresh"
-        );
+        let hit = get(s.proxy_addr, &fresh).await;
+        assert_eq!(hit.status, status, "{fresh}");
+        assert_eq!(hit.headers["x-cache-status"], "hit", "{fresh}: stored");
         assert_eq!(hit.body, Bytes::from(format!("status {status}")));
-        assert_eq!(s.origin.hits(path), 1, "{path}");
-    }
-    // Once stale they go back to the origin: never served stale without permission.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    for path in ["/forbidden", "/busy", "/created"] {
-        let again = get(s.proxy_addr, path).await;
+        assert_eq!(s.origin.hits(&fresh), 1, "{fresh}");
+        // Stale: back to the origin, never served stale without permission.
+        let again = get(s.proxy_addr, &aged).await;
+        assert_eq!(again.status, status, "{aged}");
         assert_ne!(
             again.headers.get("x-cache-status").map(|v| v.as_bytes()),
             Some(&b"hit"[..]),
-            "{path}: {:?} {:?}",
-            again.status,
-            again.headers
+            "{aged}"
         );
-        assert_eq!(s.origin.hits(path), 2, "{path}: revalidated once stale");
+        assert_eq!(s.origin.hits(&aged), 2, "{aged}: revalidated once stale");
     }
     // A final status without explicit freshness is still not stored.
     s.origin.route(
