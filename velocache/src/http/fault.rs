@@ -53,6 +53,24 @@ struct Bandwidth {
     bytes_per_sec: u64,
 }
 
+/// One application of a fault, as logged and counted.
+#[derive(Clone, Copy)]
+enum Applied {
+    Delay(Duration),
+    Abort(u16),
+    Bandwidth(u64),
+}
+
+impl Applied {
+    fn kind(self) -> &'static str {
+        match self {
+            Applied::Delay(_) => "delay",
+            Applied::Abort(_) => "abort",
+            Applied::Bandwidth(_) => "bandwidth",
+        }
+    }
+}
+
 /// The fault phase.
 pub struct FaultPhase {
     rules: Rules,
@@ -77,8 +95,14 @@ impl FaultPhase {
         rules.rules.iter().find(|r| r.name == name)?.fault
     }
 
-    fn applied(&self, ctx: &Ctx, kind: &'static str, detail: (&'static str, u64)) {
+    /// Log and count one application.
+    fn applied(&self, ctx: &Ctx, what: Applied) {
         let rule = ctx.rule.clone().unwrap_or_default();
+        let (delay_ms, status, bandwidth_kbps) = match what {
+            Applied::Delay(d) => (Some(d.as_millis() as u64), None, None),
+            Applied::Abort(s) => (None, Some(s), None),
+            Applied::Bandwidth(k) => (None, None, Some(k)),
+        };
         info!(
             service = ctx.conn.scheme.service_name(),
             trace_id = %ctx.trace_id,
@@ -87,14 +111,17 @@ impl FaultPhase {
             method = %ctx.method,
             path = %ctx.path,
             rule = %rule,
-            fault = kind,
-            delay_ms = (detail.0 == "delay_ms").then_some(detail.1),
-            status = (detail.0 == "status").then_some(detail.1),
-            bandwidth_kbps = (detail.0 == "bandwidth_kbps").then_some(detail.1),
+            fault = what.kind(),
+            delay_ms,
+            status,
+            bandwidth_kbps,
             "fault injected"
         );
         self.injected
-            .get_or_create(&FaultLabel { kind, rule })
+            .get_or_create(&FaultLabel {
+                kind: what.kind(),
+                rule,
+            })
             .inc();
     }
 
@@ -104,7 +131,7 @@ impl FaultPhase {
         if abort.percent < 100.0 && rand::random::<f64>() * 100.0 >= abort.percent {
             return None;
         }
-        self.applied(ctx, "abort", ("status", u64::from(abort.status)));
+        self.applied(ctx, Applied::Abort(abort.status));
         Some(abort_response(
             abort.status,
             ctx.rule.as_deref().unwrap_or_default(),
@@ -150,7 +177,7 @@ impl Phase for FaultPhase {
         match fault.delay {
             None => Step::Ready(Ok(self.abort(ctx, &fault))),
             Some(delay) => {
-                self.applied(ctx, "delay", ("delay_ms", delay.as_millis() as u64));
+                self.applied(ctx, Applied::Delay(delay));
                 Step::Pending(Box::pin(async move {
                     tokio::time::sleep(delay).await;
                     Ok(self.abort(ctx, &fault))
@@ -162,7 +189,7 @@ impl Phase for FaultPhase {
     fn response_body_filter(&self, ctx: &Ctx, body: Body) -> Body {
         match ctx.extensions.get::<Bandwidth>() {
             Some(bw) if !http_body::Body::is_end_stream(&body) => {
-                self.applied(ctx, "bandwidth", ("bandwidth_kbps", bw.kbps));
+                self.applied(ctx, Applied::Bandwidth(bw.kbps));
                 boxed(Throttled::new(body, bw.bytes_per_sec))
             }
             _ => body,
