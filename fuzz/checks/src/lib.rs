@@ -11,8 +11,8 @@
 //! # Layout
 //! - `sip`: SIP messages, the observer pipeline, SDP, SIP over TCP framing.
 //! - `dns`: client queries against hickory-proto; upstream answers rendered for clients.
-//! - `http`: Cache-Control, the cache policy, ranges, and request/response heads through the
-//!   proxy's framing layer.
+//! - `http`: Cache-Control, the cache policy, ranges, request/response heads through the
+//!   proxy's framing layer, and the anomaly detector's path templates.
 //! - `tls`: the ClientHello first flight; the TLS observation ring buffer's records.
 //! - `files`: `velocache.toml` and `rules.toml` text.
 //! - `bpf`: values of the kernel's maps, decoded as the daemon decodes them.
@@ -32,7 +32,7 @@ mod tls;
 pub use bpf::bpf_map_values;
 pub use dns::{dns_answer_patch, dns_query};
 pub use files::config_files;
-pub use http::{http_cache_control, http_cache_policy, http_head, http_range};
+pub use http::{http_cache_control, http_cache_policy, http_head, http_path_template, http_range};
 pub use sip::{sdp, sip_message, sip_observer, sip_tcp_framing};
 pub use tls::{tls_client_hello, tls_event};
 
@@ -48,6 +48,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("http_cache_control", http_cache_control),
     ("http_cache_policy", http_cache_policy),
     ("http_head", http_head),
+    ("http_path_template", http_path_template),
     ("http_range", http_range),
     ("sdp", sdp),
     ("sip_message", sip_message),
