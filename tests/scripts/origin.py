@@ -10,7 +10,8 @@ Serves files from DIR (GET and HEAD, HTTP/1.1 keep-alive) with:
   - ETag (from size and mtime, unless the route sets one) and If-None-Match -> 304,
     Last-Modified and If-Modified-Since -> 304;
   - single byte ranges -> 206 / 416 (unless the route says "ranges": false);
-  - a count of requests per path, read with GET /__counts (JSON), reset with GET /__reset.
+  - a count of requests per path, read with GET /__counts (JSON), reset with GET /__reset;
+  - a slow origin: a route's "delay" (seconds) waits before the response head.
 Usage: origin.py DIR PORT
 """
 import email.utils

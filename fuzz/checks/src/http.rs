@@ -122,6 +122,19 @@ pub fn http_range(data: &[u8]) {
     }
 }
 
+/// The anomaly detector's path templates: any path gives one, at most 256 bytes, without the
+/// query or fragment, and a template that was not cut is its own template (variables stay
+/// variables, so a learned shape is stable).
+pub fn http_path_template(data: &[u8]) {
+    let path = String::from_utf8_lossy(data);
+    let t = velocache::http::path_template(&path);
+    assert!(t.len() <= 256, "{} bytes", t.len());
+    assert!(!t.contains(['?', '#']), "{t:?}");
+    if t.len() < 200 {
+        assert_eq!(velocache::http::path_template(&t), t, "from {path:?}");
+    }
+}
+
 /// A request head as hyper hands it to the proxy: parsed by httparse (hyper's parser), built
 /// into `http` parts the way hyper builds them. `None` where hyper would refuse the head
 /// itself (it answers 400 before the proxy runs).

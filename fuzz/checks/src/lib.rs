@@ -11,8 +11,8 @@
 //! # Layout
 //! - `sip`: SIP messages, the observer pipeline, SDP, SIP over TCP framing.
 //! - `dns`: client queries against hickory-proto; upstream answers rendered for clients.
-//! - `http`: Cache-Control, the cache policy, ranges, and request/response heads through the
-//!   proxy's framing layer.
+//! - `http`: Cache-Control, the cache policy, ranges, request/response heads through the
+//!   proxy's framing layer, and the anomaly detector's path templates.
 //! - `tls`: the ClientHello first flight; the TLS observation ring buffer's records.
 //! - `origins`: ghost mode's path templates.
 //! - `files`: `velocache.toml` and `rules.toml` text.
@@ -34,7 +34,7 @@ mod tls;
 pub use bpf::bpf_map_values;
 pub use dns::{dns_answer_patch, dns_query};
 pub use files::config_files;
-pub use http::{http_cache_control, http_cache_policy, http_head, http_range};
+pub use http::{http_cache_control, http_cache_policy, http_head, http_path_template, http_range};
 pub use origins::origins_template;
 pub use sip::{sdp, sip_message, sip_observer, sip_tcp_framing};
 pub use tls::{tls_client_hello, tls_event};
@@ -51,6 +51,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("http_cache_control", http_cache_control),
     ("http_cache_policy", http_cache_policy),
     ("http_head", http_head),
+    ("http_path_template", http_path_template),
     ("http_range", http_range),
     ("origins_template", origins_template),
     ("sdp", sdp),

@@ -8,6 +8,7 @@
 )]
 
 mod boundaries;
+mod chaos;
 mod config;
 mod control;
 mod crash;

@@ -37,6 +37,12 @@ pub mod paths {
     pub const CA_ROTATE: &str = "/v1/ca/rotate";
     /// `GET`: [`super::OriginsReport`].
     pub const ORIGINS: &str = "/v1/origins";
+    /// `POST` [`super::RecordStart`]: start recording a host; [`super::RecordReport`].
+    pub const RECORD_START: &str = "/v1/record/start";
+    /// `POST`: stop the recording and write its HAR file; [`super::RecordReport`].
+    pub const RECORD_STOP: &str = "/v1/record/stop";
+    /// `GET`: the recording in progress, or the last one; [`super::RecordReport`].
+    pub const RECORD: &str = "/v1/record";
     /// `GET`: OpenMetrics text.
     pub const METRICS: &str = "/metrics";
 }
@@ -287,6 +293,22 @@ pub struct RuleView {
     /// Active health check: `GET <path> every <ms>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<String>,
+    /// Faults injected into the requests it decides (chaos testing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultView>,
+}
+
+/// A rule's `fault = { … }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultView {
+    /// Delay before the request goes on, ms.
+    pub delay_ms: Option<u64>,
+    /// Status answered instead of contacting the origin.
+    pub abort_status: Option<u16>,
+    /// Share of requests aborted, percent.
+    pub abort_percent: Option<f64>,
+    /// Response body rate limit, kilobits per second.
+    pub bandwidth_kbps: Option<u64>,
 }
 
 /// `cache ls` request.
@@ -531,4 +553,41 @@ pub struct HealthCheckView {
     pub last: Option<String>,
     /// Checks done.
     pub checks: u64,
+}
+
+/// `record start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordStart {
+    /// The host whose requests are recorded (as the client names it; a port is ignored).
+    pub host: String,
+    /// Stop by itself after this many seconds (none: at `record stop`).
+    #[serde(default)]
+    pub for_secs: Option<u64>,
+    /// Keep at most this many bytes of each body (none: 1 MiB).
+    #[serde(default)]
+    pub body_cap_bytes: Option<u64>,
+    /// Record at most this many requests (none: 10 000); later ones are counted as dropped.
+    #[serde(default)]
+    pub max_entries: Option<u64>,
+}
+
+/// `record start`, `stop`, `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordReport {
+    /// `recording`, `stopped` (the last recording, written), or `idle` (none yet).
+    pub state: String,
+    /// The host recorded.
+    pub host: Option<String>,
+    /// The HAR file (written when the recording stops).
+    pub file: Option<String>,
+    /// Requests recorded.
+    pub entries: u64,
+    /// Requests not recorded (past `max_entries`).
+    pub dropped: u64,
+    /// Unix time the recording started.
+    pub started_at: Option<u64>,
+    /// Unix time it stops by itself, if it does.
+    pub ends_at: Option<u64>,
+    /// Bytes kept of each body.
+    pub body_cap_bytes: u64,
 }

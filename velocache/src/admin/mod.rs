@@ -10,4 +10,6 @@
 pub mod api;
 pub mod seams;
 
-pub use seams::{AdminError, AdminHub, CaAdmin, CacheAdmin, CallsAdmin, OriginsAdmin, UrlPattern};
+pub use seams::{
+    AdminError, AdminHub, CaAdmin, CacheAdmin, CallsAdmin, OriginsAdmin, RecordAdmin, UrlPattern,
+};

@@ -12,6 +12,7 @@
 //! | [`CallsAdmin`] | the SIP observer | `calls` |
 //! | [`CaAdmin`] | the TLS layer (`tls::TlsShared`, registered by the wiring) | `ca export/rotate` |
 //! | [`OriginsAdmin`] | the origins' health (`origins::Origins`, registered by the wiring) | `origins` |
+//! | [`RecordAdmin`] | the HTTP proxy's recorder (`http::Recorder`) | `record start/stop/status` |
 //!
 //! Counters (DNS hits and misses, cache bytes, RTP streams, …) need no trait: services register
 //! them in their metrics sub-registry and `stats` reads them from there.
@@ -21,7 +22,10 @@ use futures::future::BoxFuture;
 use globset::GlobBuilder;
 use thiserror::Error;
 
-use super::api::{CacheEntry, CacheListing, CallsReport, OriginsReport, PurgeReport, WarmResult};
+use super::api::{
+    CacheEntry, CacheListing, CallsReport, OriginsReport, PurgeReport, RecordReport, RecordStart,
+    WarmResult,
+};
 use crate::config::Glob;
 
 /// Why a seam call failed.
@@ -140,6 +144,16 @@ pub trait CaAdmin: Send + Sync {
     fn rotate(&self) -> Result<String, AdminError>;
 }
 
+/// Recording a host's requests and responses to a HAR file.
+pub trait RecordAdmin: Send + Sync {
+    /// Start recording (one recording at a time: `BadRequest` while one runs).
+    fn start(&self, req: &RecordStart) -> Result<RecordReport, AdminError>;
+    /// Stop the recording and write its file (`NotFound` when none runs).
+    fn stop(&self) -> BoxFuture<'_, Result<RecordReport, AdminError>>;
+    /// The recording in progress, or the last one.
+    fn status(&self) -> RecordReport;
+}
+
 /// Where services register what they offer the admin API. Cloning shares it; each capability
 /// is registered at most once (a second registration is refused and returns `false`).
 #[derive(Clone, Default)]
@@ -153,6 +167,7 @@ struct Slots {
     calls: OnceLock<Arc<dyn CallsAdmin>>,
     ca: OnceLock<Arc<dyn CaAdmin>>,
     origins: OnceLock<Arc<dyn OriginsAdmin>>,
+    record: OnceLock<Arc<dyn RecordAdmin>>,
 }
 
 impl AdminHub {
@@ -184,6 +199,16 @@ impl AdminHub {
     /// The origins' health, if registered.
     pub fn origins(&self) -> Option<Arc<dyn OriginsAdmin>> {
         self.inner.origins.get().cloned()
+    }
+
+    /// Offer recording.
+    pub fn register_record(&self, record: Arc<dyn RecordAdmin>) -> bool {
+        self.inner.record.set(record).is_ok()
+    }
+
+    /// Recording, if registered.
+    pub fn record(&self) -> Option<Arc<dyn RecordAdmin>> {
+        self.inner.record.get().cloned()
     }
 
     /// The HTTP cache, if registered.

@@ -13,7 +13,7 @@ use super::AppError;
 use crate::{
     admin::AdminHub,
     config::Config,
-    http::{HttpsOrigins, Phase, ProxyCacheAdmin},
+    http::{AnomalyPhase, HttpsOrigins, Phase, ProxyCacheAdmin, Recorder},
     origins::{Origins, spawn_checks},
     rules::Rules,
     service::ServiceFactory,
@@ -43,10 +43,19 @@ pub fn factories(
     spawn_checks(&origins, rules.clone());
     // Plain HTTP and decrypted HTTPS go through the same proxy, so an object is stored once.
     let proxy = (config.http.enabled || config.https.enabled).then(|| {
-        let phases: Vec<Arc<dyn Phase>> = match &tls {
+        let mut phases: Vec<Arc<dyn Phase>> = match &tls {
             Some(tls) => vec![Arc::new(CaPage::new(tls.clone(), &config.tls.ca_page_host))],
             None => Vec::new(),
         };
+        let recorder = Recorder::new(&config.daemon.state_dir);
+        hub.register_record(Arc::new(recorder.clone()));
+        phases.push(Arc::new(recorder));
+        if config.anomaly.enabled {
+            phases.push(Arc::new(AnomalyPhase::new(
+                &config.anomaly,
+                registry.sub_registry_with_prefix(Service::Http.name()),
+            )));
+        }
         crate::http::build_proxy(
             &config.http,
             &config.daemon.state_dir,

@@ -8,14 +8,14 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    AdminCommand, CaCommand, CacheCommand, CliError, GlobalOpts, RulesCommand, ServiceCommand,
-    endpoint, exit, render,
+    AdminCommand, CaCommand, CacheCommand, CliError, GlobalOpts, RecordCommand, RulesCommand,
+    ServiceCommand, endpoint, exit, render, replay,
 };
 use crate::{
     admin::api::{
         CaReport, CacheEntry, CacheListing, CacheQuery, CacheShow, CallsReport, OriginsReport,
-        PurgeReport, PurgeRequest, ReloadReport, RulesReloadReport, RulesReport, StatsReport,
-        StatusReport, StopReport, WarmReport, WarmRequest, paths,
+        PurgeReport, PurgeRequest, RecordReport, RecordStart, ReloadReport, RulesReloadReport,
+        RulesReport, StatsReport, StatusReport, StopReport, WarmReport, WarmRequest, paths,
     },
     control::{Client, ClientError},
     rules::RuleSet,
@@ -37,6 +37,16 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
         return rules_check(file, opts.json);
     }
     let timeout = Duration::from_secs(opts.timeout.max(1));
+    // `replay` needs no daemon either: the CLI is the client.
+    if let AdminCommand::Replay { file, to, fast, .. } = &command {
+        let report = replay::replay(file, to, *fast, timeout).await?;
+        if opts.json {
+            print_json(&report);
+        } else {
+            print!("{}", replay::render(&report));
+        }
+        return Ok(exit::OK);
+    }
     let client = Client::new(endpoint(opts)?, timeout);
     let json = opts.json;
     match command {
@@ -68,6 +78,8 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
                 print!("{}", render::calls(&calls));
             }
         }
+        AdminCommand::Record { command } => return record(&client, command, json).await,
+        AdminCommand::Replay { .. } => {}
         AdminCommand::Ca { command } => {
             let ca: CaReport = match command {
                 CaCommand::Export => client.get(paths::CA).await?,
@@ -160,6 +172,40 @@ async fn cache(client: &Client, command: CacheCommand, opts: &GlobalOpts) -> Res
                 return Ok(exit::FAILED);
             }
         }
+    }
+    Ok(exit::OK)
+}
+
+async fn record(client: &Client, command: RecordCommand, json: bool) -> Result<u8, CliError> {
+    let report: RecordReport = match command {
+        RecordCommand::Start {
+            host,
+            duration,
+            body_cap,
+            max_entries,
+        } => {
+            let for_secs = duration
+                .map(|d| {
+                    humantime::parse_duration(&d)
+                        .map(|d| d.as_secs().max(1))
+                        .map_err(|e| CliError::Usage(format!("--for `{d}`: {e}")))
+                })
+                .transpose()?;
+            let req = RecordStart {
+                host,
+                for_secs,
+                body_cap_bytes: Some(body_cap),
+                max_entries: Some(max_entries),
+            };
+            client.post(paths::RECORD_START, &req).await?
+        }
+        RecordCommand::Stop => client.post(paths::RECORD_STOP, &()).await?,
+        RecordCommand::Status => client.get(paths::RECORD).await?,
+    };
+    if json {
+        print_json(&report);
+    } else {
+        print!("{}", render::record(&report));
     }
     Ok(exit::OK)
 }

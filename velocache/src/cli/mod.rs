@@ -21,6 +21,7 @@
 mod commands;
 mod render;
 mod render_origins;
+pub(crate) mod replay;
 
 use std::path::{Path, PathBuf};
 
@@ -113,6 +114,53 @@ pub enum AdminCommand {
     Origins,
     /// Print the Prometheus metrics (OpenMetrics text) the daemon serves at `/metrics`.
     Metrics,
+    /// Record one host's requests and responses to a HAR 1.2 file (secrets in headers
+    /// redacted).
+    Record {
+        /// What to do.
+        #[command(subcommand)]
+        command: RecordCommand,
+    },
+    /// Send a HAR file's requests to a URL again and compare status, body SHA-256 and latency
+    /// with the recording (needs no daemon).
+    Replay {
+        /// The HAR file (`record stop` prints its path).
+        file: PathBuf,
+        /// Where to send the requests: `http://HOST[:PORT]` (each keeps its path, query, header
+        /// fields and `Host`).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Send each request when it started in the recording (the default).
+        #[arg(long, conflicts_with = "fast")]
+        as_recorded: bool,
+        /// Send each request as soon as the one before it is done.
+        #[arg(long)]
+        fast: bool,
+    },
+}
+
+/// `velocache record …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum RecordCommand {
+    /// Start recording the requests for a host (one recording at a time).
+    Start {
+        /// The host (as clients name it; a port is ignored).
+        #[arg(long)]
+        host: String,
+        /// Stop by itself after this long (`90s`, `10m`); default: at `record stop`.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// Keep at most this many bytes of each response body (the SHA-256 covers all of it).
+        #[arg(long, value_name = "BYTES", default_value_t = crate::http::record_defaults::BODY_CAP)]
+        body_cap: u64,
+        /// Record at most this many requests.
+        #[arg(long, value_name = "N", default_value_t = crate::http::record_defaults::MAX_ENTRIES)]
+        max_entries: u64,
+    },
+    /// Stop the recording and write its HAR file (prints the path).
+    Stop,
+    /// The recording in progress, or the last one.
+    Status,
 }
 
 /// `velocache cache …`

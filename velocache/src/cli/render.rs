@@ -2,8 +2,8 @@
 use std::fmt::Write as _;
 
 use crate::admin::api::{
-    CacheEntry, CacheListing, CallRecord, CallsReport, ReloadReport, RulesReloadReport,
-    RulesReport, Sample, StatsReport, StatusReport, WarmReport,
+    CacheEntry, CacheListing, CallRecord, CallsReport, FaultView, RecordReport, ReloadReport,
+    RulesReloadReport, RulesReport, Sample, StatsReport, StatusReport, WarmReport,
 };
 
 /// Left-aligned columns, two spaces apart; the last column is not padded.
@@ -304,6 +304,41 @@ pub fn rules_reload(r: &RulesReloadReport) -> String {
     }
 }
 
+/// `velocache record start/stop/status`.
+pub fn record(r: &RecordReport) -> String {
+    let host = r.host.as_deref().unwrap_or("-");
+    let file = r.file.as_deref().unwrap_or("-");
+    match r.state.as_str() {
+        "recording" => format!(
+            "recording {host}: {} requests so far{}; file (written at stop): {file}\n",
+            r.entries,
+            r.ends_at
+                .map(|t| format!(", stops by itself at unix time {t}"))
+                .unwrap_or_default()
+        ),
+        "stopped" => format!(
+            "recorded {host}: {} requests ({} dropped) in {file}\n",
+            r.entries, r.dropped
+        ),
+        _ => "no recording yet\n".to_string(),
+    }
+}
+
+/// A rule's fault, as `fault(delay_ms=500,abort=503@50%,bandwidth_kbps=64)`.
+fn fault(f: &FaultView) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = f.delay_ms {
+        parts.push(format!("delay_ms={d}"));
+    }
+    if let Some(s) = f.abort_status {
+        parts.push(format!("abort={s}@{}%", f.abort_percent.unwrap_or(100.0)));
+    }
+    if let Some(b) = f.bandwidth_kbps {
+        parts.push(format!("bandwidth_kbps={b}"));
+    }
+    format!("fault({})", parts.join(","))
+}
+
 /// `velocache rules show`.
 pub fn rules(r: &RulesReport) -> String {
     let mut out = format!("rules file: {}\n", r.file.as_deref().unwrap_or("(none)"));
@@ -326,6 +361,9 @@ pub fn rules(r: &RulesReport) -> String {
             }
             if !rule.services.is_empty() {
                 m.push(format!("services={}", rule.services.join(",")));
+            }
+            if let Some(f) = &rule.fault {
+                m.push(fault(f));
             }
             vec![
                 rule.name.clone(),

@@ -15,10 +15,12 @@
 //!
 //! # Layout
 //! One file per section: `daemon` (`[daemon]`, `[log]`, `[rules]`), `datapath`, `http`, `tls`
-//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `origins`; `intercept`: what every service section shares;
-//! `values`: shared value types; `layers`, `error`: reading the layers and saying what is wrong.
+//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `origins`, `anomaly`; `intercept`: what every
+//! service section shares; `values`: shared value types; `layers`, `error`: reading the layers
+//! and saying what is wrong.
 
 mod admin;
+mod anomaly;
 mod daemon;
 mod datapath;
 mod dns;
@@ -38,6 +40,7 @@ use figment::{Figment, providers::Serialized};
 use serde::{Deserialize, Serialize};
 
 pub use admin::AdminConfig;
+pub use anomaly::AnomalyConfig;
 pub use daemon::{DaemonConfig, LogConfig, LogFormat, RulesConfig};
 pub use datapath::{AttachMode, DatapathConfig};
 pub use dns::{DenyAnswer, DnsConfig, UpstreamSpec};
@@ -80,6 +83,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Origin health, circuit breakers, ghost mode's learned store.
     pub origins: OriginsConfig,
+    /// Anomaly alerts on origins (latency, errors, never-seen request shapes).
+    pub anomaly: AnomalyConfig,
 }
 
 impl Config {
@@ -145,6 +150,7 @@ impl Config {
         self.sip.check()?;
         self.admin.check()?;
         self.origins.check()?;
+        self.anomaly.check()?;
         self.check_ports()
     }
 

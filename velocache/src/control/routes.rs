@@ -15,10 +15,10 @@ use tracing::info;
 use super::{metrics::OPENMETRICS_CONTENT_TYPE, plane::ControlPlane};
 use crate::admin::{
     api::{
-        CaReport, CacheQuery, CacheShow, ErrorBody, ErrorKind, PurgeRequest, RuleView, RulesReport,
-        StopReport, WarmReport, WarmRequest, paths,
+        CaReport, CacheQuery, CacheShow, ErrorBody, ErrorKind, FaultView, PurgeRequest,
+        RecordStart, RuleView, RulesReport, StopReport, WarmReport, WarmRequest, paths,
     },
-    seams::{AdminError, UrlPattern},
+    seams::{AdminError, RecordAdmin, UrlPattern},
 };
 
 /// Largest request body accepted.
@@ -186,6 +186,9 @@ async fn route(
         paths::CA,
         paths::CA_ROTATE,
         paths::ORIGINS,
+        paths::RECORD_START,
+        paths::RECORD_STOP,
+        paths::RECORD,
         paths::METRICS,
     ];
     match (method.clone(), path.as_str()) {
@@ -278,6 +281,12 @@ async fn route(
             info!(service = "https", "local CA rotated through the admin API");
             ok(&CaReport { pem })
         }
+        (Method::POST, paths::RECORD_START) => {
+            let q: RecordStart = body(req).await?;
+            ok(&recorder(plane)?.start(&q)?)
+        }
+        (Method::POST, paths::RECORD_STOP) => ok(&recorder(plane)?.stop().await?),
+        (Method::GET, paths::RECORD) => ok(&recorder(plane)?.status()),
         (m, p) if known.contains(&p) => Err(ApiError::new(
             ErrorKind::BadRequest,
             format!("{p} does not take {m}"),
@@ -333,6 +342,13 @@ async fn warm(plane: &Arc<ControlPlane>, req: WarmRequest) -> Result<Reply, ApiE
     }
 }
 
+fn recorder(plane: &ControlPlane) -> Result<Arc<dyn RecordAdmin>, ApiError> {
+    plane
+        .hub
+        .record()
+        .ok_or_else(|| ApiError::not_available("recording (the HTTP proxy)"))
+}
+
 fn rules_report(plane: &ControlPlane) -> RulesReport {
     let set = plane.rules.current();
     RulesReport {
@@ -359,6 +375,12 @@ fn rules_report(plane: &ControlPlane) -> RulesReport {
                     .health_check
                     .as_ref()
                     .map(|h| format!("GET {} every {} ms", h.path, h.interval.as_millis())),
+                fault: r.fault.map(|f| FaultView {
+                    delay_ms: f.delay.map(|d| d.as_millis() as u64),
+                    abort_status: f.abort.map(|a| a.status),
+                    abort_percent: f.abort.map(|a| a.percent),
+                    bandwidth_kbps: f.bandwidth_kbps,
+                }),
             })
             .collect(),
         warmup_urls: set.warmup_urls.clone(),

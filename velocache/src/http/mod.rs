@@ -15,7 +15,10 @@
 //! # Layout, top to bottom (each file uses only those below it)
 //! - `admin`: the cache as the admin API sees it (list, show, purge, warm).
 //! - `proxy`: [`Proxy`] — connections, and the order of the phases.
-//! - `rule_phase`: the rules as a phase (deny, `ttl_override`, key options, content types).
+//! - `rule_phase`: the rules as a phase (deny, `ttl_override`, key options, content types);
+//!   `fault`: the rules' fault injection (delay, abort, bandwidth) as the phase after it;
+//!   `anomaly`: per-origin baselines and never-seen request shapes, from the logging hook;
+//!   `record`: one host's requests and responses to a HAR file (`har`: the format).
 //! - `cached`: the cache path — lookup, hit, revalidation, miss, collapsed forwarding — from a
 //!   request and a fetcher to an outcome; `serve`: answers from stored objects (304, 206/416,
 //!   HEAD, RAM tier) and missing-slice fetches; `store`: the cache, its lock and settings.
@@ -32,20 +35,24 @@
 //!   line, counters, bodies, the gateway's own answers, errors, byte counts.
 
 mod admin;
+mod anomaly;
 mod answer;
 mod body;
 mod cached;
 mod ctx;
 mod error;
+mod fault;
 mod fetch;
 mod framing;
 mod ghost;
+pub mod har;
 mod headers;
 mod hostnames;
 mod interim;
 mod metrics;
 mod phase;
 mod proxy;
+mod record;
 mod rule_phase;
 mod serve;
 mod store;
@@ -59,6 +66,7 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 pub use admin::{HttpsOrigins, ProxyCacheAdmin};
+pub use anomaly::{AnomalyPhase, path_template};
 pub use body::Body;
 pub use ctx::{CacheDecision, CacheStatus, ClientProtocol, Conn, Ctx, RequestEnd, Scheme, Timings};
 pub use error::{ProxyError, Side};
@@ -66,6 +74,12 @@ pub use framing::{Refusal, check_request, frame_upstream};
 pub use headers::{check_host, strip_hop_by_hop};
 pub use phase::{BodyTap, Phase, Step, Verdict};
 pub use proxy::{Proxy, Settings};
+pub use record::Recorder;
+
+/// `record start`'s defaults (the CLI shows them).
+pub mod record_defaults {
+    pub use super::record::{DEFAULT_BODY_CAP as BODY_CAP, DEFAULT_MAX_ENTRIES as MAX_ENTRIES};
+}
 pub use upstream::{OriginClient, Upstream};
 
 use crate::{
@@ -149,6 +163,8 @@ pub fn proxy_with_storage(
     phases.push(Arc::new(rule_phase::RulesPhase::new(rules.clone())));
     // After the rules: it learns for the requests a `ghost = true` rule matched.
     phases.push(Arc::new(ghost::GhostPhase::new(origins.clone())));
+    // After the rules: a fault belongs to the rule that decided the request.
+    phases.push(Arc::new(fault::FaultPhase::new(rules.clone(), registry)));
     Arc::new(Proxy::new(
         Settings {
             via,
@@ -273,6 +289,8 @@ mod ghost_tests;
 mod origin_tests;
 #[cfg(test)]
 mod phase_tests;
+#[cfg(test)]
+mod record_tests;
 #[cfg(test)]
 mod stale_tests;
 #[cfg(test)]

@@ -13,13 +13,15 @@
 //!    `ctx.key_options` or set `ctx.cache.key` outright.
 //! 3. [`Phase::upstream_request_filter`] — every request sent to an origin, after hop-by-hop
 //!    headers were removed and `Via` added, before the framing is recomputed (so no phase can
-//!    desynchronise the request's framing).
+//!    desynchronise the request's framing); a request sent with the client's body also passes
+//!    it through [`Phase::request_body_filter`], which may wrap it without changing its bytes.
 //! 4. [`Phase::upstream_response_filter`] — every origin response head, as received.
 //! 5. [`Phase::response_cache_filter`] — the verdict on an origin response the cache is about
 //!    to store (a miss, a refetch) or that is forwarded around the cache (a method or rule that
 //!    bypasses it): store it, do not, or answer instead (content-type rules).
 //! 6. [`Phase::response_filter`] — every response head sent to the client, from the origin,
-//!    the cache or the gateway itself.
+//!    the cache or the gateway itself; then [`Phase::response_body_filter`], which may wrap the
+//!    body on its way to the client (a bandwidth limit) without changing its bytes.
 //! 7. [`Phase::body_tap`] — right after `response_filter`, on every response sent to the
 //!    client: a phase that wants to see the body (a capture, a learned store) returns a
 //!    [`BodyTap`], which is given each chunk as it leaves and, once, the request's end.
@@ -128,6 +130,20 @@ pub trait Phase: Send + Sync + 'static {
         Step::Ready(Ok(()))
     }
 
+    /// The client's request body on its way to the origin (a request with a body, which goes
+    /// around the cache): a phase may wrap it to see it (a capture), never change its bytes or
+    /// its size hint — the framing sent upstream is computed from them.
+    fn request_body_filter(&self, _ctx: &Ctx, body: Body) -> Body {
+        body
+    }
+
+    /// The response body about to be sent to the client, after every `response_filter`: a
+    /// phase may wrap it (a bandwidth limit) but never change its bytes, so the framing already
+    /// announced stays true. Most phases leave it alone.
+    fn response_body_filter(&self, _ctx: &Ctx, body: Body) -> Body {
+        body
+    }
+
     /// The response head as the client gets it (after every `response_filter`): return a tap
     /// to see its body. Most requests should get `None`: a tap is paid for on every chunk.
     fn body_tap(&self, _ctx: &Ctx, _resp: &response::Parts) -> Option<Box<dyn BodyTap>> {
@@ -232,6 +248,20 @@ impl Chain {
             p.response_filter(ctx, resp).await?;
         }
         Ok(())
+    }
+
+    /// Hook 3b, for requests with a body: each phase wraps what the one before returned.
+    pub fn request_body_filter(&self, ctx: &Ctx, body: Body) -> Body {
+        self.phases
+            .iter()
+            .fold(body, |body, p| p.request_body_filter(ctx, body))
+    }
+
+    /// Hook 6b: each phase wraps what the one before returned.
+    pub fn response_body_filter(&self, ctx: &Ctx, body: Body) -> Body {
+        self.phases
+            .iter()
+            .fold(body, |body, p| p.response_body_filter(ctx, body))
     }
 
     /// Hook 7: every phase's tap, in order (an empty `Vec` allocates nothing).

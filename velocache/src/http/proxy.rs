@@ -13,7 +13,7 @@
 //!    the fetcher as is (`upstream_request_filter`/`upstream_response_filter` phases run in it),
 //!    a successful unsafe method invalidates what is stored for its URI, and the
 //!    `response_cache_filter` phases may answer instead (a content-type `deny`);
-//! 5. `response_filter` phases on every response head;
+//! 5. `response_filter` phases on every response head, `response_body_filter` on its body;
 //! 6. `body_tap` phases: taps that see the response body as it leaves;
 //! 7. logging — when the body has been sent or abandoned: the metrics, the access-log line, the
 //!    `logging` phases.
@@ -227,6 +227,7 @@ impl Proxy {
             Ok(()) => (parts, body),
             Err(e) => self.failed(&ctx, &e).into_parts(),
         };
+        let body = self.chain.response_body_filter(&ctx, body);
         ctx.timings.response_head = Some(Instant::now());
         let expected = if head_only(&parts) {
             Some(0)
@@ -342,10 +343,10 @@ impl Proxy {
             ctx.cache.not_stored = Some("request has a body");
         }
         let method = parts.method.clone();
-        let resp = self
-            .fetcher
-            .fetch(ctx, parts, boxed(framing::ClientBody::new(body)))
-            .await?;
+        let body = self
+            .chain
+            .request_body_filter(ctx, boxed(framing::ClientBody::new(body)));
+        let resp = self.fetcher.fetch(ctx, parts, body).await?;
         if let Some(cache) = &self.cache
             && crate::cache::policy::invalidates(&method, resp.status())
         {

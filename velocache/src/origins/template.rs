@@ -9,8 +9,9 @@
 //! does not matter. `/users/42/orders?page=3` and `/users/7/orders?page=1` share the template
 //! `/users/{n}/orders?page={n}`; `/users/42/profile` does not.
 
-/// What kind of variable a piece of a URL is, if any.
-fn variable(s: &str) -> Option<&'static str> {
+/// What kind of variable a piece of a URL is, if any (ghost mode's templates and the anomaly
+/// detector's path shapes share it).
+pub fn variable(s: &str) -> Option<&'static str> {
     if s.is_empty() {
         return None;
     }

@@ -26,7 +26,9 @@
 //! # Layout
 //! - `model`: the rule types and their matching.
 //! - `parse`: TOML → [`RuleSet`], with line-numbered errors.
+//! - `fault`: a rule's `fault = { … }` (chaos testing) and its checks.
 
+mod fault;
 mod model;
 mod parse;
 
@@ -37,6 +39,7 @@ use std::{
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+pub use fault::{Abort, Fault};
 pub use model::{
     Action, CacheKeyOptions, Decision, Digest, Facts, HealthCheck, HostPattern, Rule, RuleSet,
     TlsDecision,

@@ -14,6 +14,7 @@ use globset::GlobBuilder;
 use serde::Serialize;
 use velocache_common::Service;
 
+use super::fault::Fault;
 use crate::config::Glob;
 pub use crate::config::HostPattern;
 
@@ -136,6 +137,8 @@ pub struct Rule {
     /// Ghost mode: the last good answer to each GET/HEAD it matches is learned, and served
     /// when the origin fails and the cache has nothing usable.
     pub ghost: bool,
+    /// Faults to inject into the requests it decides (chaos testing).
+    pub fault: Option<Fault>,
 }
 
 /// What a service knows when it asks for a decision.

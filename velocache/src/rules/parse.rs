@@ -5,8 +5,11 @@ use serde::Deserialize;
 use thiserror::Error;
 use velocache_common::Service;
 
-use super::model::{
-    Action, CacheKeyOptions, Digest, HealthCheck, HostPattern, Rule, RuleSet, TextPattern,
+use super::{
+    fault::{self, RawFault},
+    model::{
+        Action, CacheKeyOptions, Digest, HealthCheck, HostPattern, Rule, RuleSet, TextPattern,
+    },
 };
 
 /// Why a rules file was rejected.
@@ -102,6 +105,7 @@ struct RawRule {
     health_check: Option<RawHealthCheck>,
     #[serde(default)]
     ghost: bool,
+    fault: Option<RawFault>,
 }
 
 impl RuleSet {
@@ -275,7 +279,7 @@ impl RuleSet {
                     action.name()
                 )));
             }
-            rules.push(Rule {
+            let mut rule = Rule {
                 name,
                 line,
                 hosts,
@@ -293,7 +297,14 @@ impl RuleSet {
                 },
                 health_check,
                 ghost: r.ghost,
-            });
+                fault: None,
+            };
+            if let Some(raw) = r.fault {
+                let checked = fault::validate(raw, &rule)
+                    .map_err(|e| invalid(line, format!("rule `{}`: {e}", rule.name)))?;
+                rule.fault = Some(checked);
+            }
+            rules.push(rule);
         }
         let mut seen = std::collections::HashSet::new();
         for r in &rules {
