@@ -253,6 +253,7 @@ pub fn write_access_log(c: &Ctx, end: &RequestEnd) {
         duration_ms,
         rule = c.rule.as_deref().unwrap_or(""),
         collapsed = c.cache.collapsed,
+        stale_if_error = c.cache.stale_on_error,
         not_stored = c.cache.not_stored.unwrap_or(""),
         complete = end.complete,
         error = end.error.as_deref().unwrap_or(""),
