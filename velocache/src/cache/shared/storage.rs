@@ -108,16 +108,15 @@ impl TieredStorage {
         }
     }
 
-    /// Ask the tier for `id` now, adopt what it has (metadata stored locally) and return it.
+    /// Ask the tier for `id` now and return what it has; when nothing of the object is stored
+    /// here, adopt it (its metadata stored locally, so the slices read from the tier can be kept
+    /// here too). An object stored here in another version is left as it is: the tier's
+    /// slices then simply do not apply to it.
     pub async fn fetch_record(&self, id: ObjectId) -> Option<Arc<TierObject>> {
         let obj = self.tier.object(&id).await?.map(Arc::new);
         self.remember(id, obj.clone());
         let obj = obj?;
-        let local_version = match self.local.lookup(&id).await {
-            Ok(Some(hit)) => Some(hit.meta.version),
-            _ => None,
-        };
-        if local_version != Some(obj.meta.version)
+        if matches!(self.local.lookup(&id).await, Ok(None))
             && let Err(e) = self.local.put_meta(id, obj.meta.clone()).await
         {
             debug!(object = %id, error = %e, "the shared tier's metadata was not stored locally");

@@ -108,8 +108,8 @@ impl TierObject {
         }
     }
 
-    /// Parse a record (`HGETALL`); `Err` says what is wrong with it.
-    fn parse(fields: HashMap<String, Vec<u8>>) -> Result<TierObject, &'static str> {
+    /// Parse a record (`HGETALL`, read from the network); `Err` says what is wrong with it.
+    pub fn parse(fields: HashMap<String, Vec<u8>>) -> Result<TierObject, &'static str> {
         let version = fields
             .get("v")
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -121,6 +121,10 @@ impl TierObject {
             .ok_or("unreadable metadata")?;
         if meta.version != version {
             return Err("metadata of another version");
+        }
+        // What `[http] slice_bytes` allows: a record is another gateway's, not a trusted file.
+        if !(64 << 10..=64 << 20).contains(&meta.slice_bytes) {
+            return Err("slice size out of range");
         }
         let slices = meta.slices().unwrap_or(u64::MAX);
         let digests = fields
