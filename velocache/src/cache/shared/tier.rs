@@ -39,7 +39,7 @@ use redis::{
     cluster_async::ClusterConnection,
     streams::{StreamMaxlen, StreamRangeReply},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     cache::{ObjectId, ObjectMeta},
@@ -312,6 +312,13 @@ impl Tier {
         };
         let why = match tokio::time::timeout(self.timeout, op(conn)).await {
             Ok(Ok(v)) => return Some(v),
+            Ok(Err(e)) if !unreachable(&e) => {
+                // The cluster answered, about this command only (a full cluster refusing a
+                // write with OOM): the tier stays up for everything else.
+                self.metrics.errors.inc();
+                debug!(op = what, error = %e, "a shared tier operation was refused");
+                return None;
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
         };
@@ -573,6 +580,21 @@ impl Tier {
             Err(_) => Err("CLUSTER INFO got no answer within the timeout".into()),
         }
     }
+}
+
+/// Whether `e` says the cluster (or a node of it) cannot be used, rather than refusing one
+/// command.
+fn unreachable(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_cluster_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::MasterDown | ServerErrorKind::BusyLoading)
+        )
 }
 
 /// Connect, and reconnect after failures, until the tier is dropped.
