@@ -47,8 +47,14 @@ impl RedisCluster {
     pub fn new(maxmemory_mb: u64) -> RedisCluster {
         crate::require_tools(&["redis-server", "redis-cli"]);
         let ns = LoneNs::new("redis");
-        ns.ns()
-            .run_ok(&["ip", "addr", "add", &format!("{CLUSTER_IP}/32"), "dev", "lo"]);
+        ns.ns().run_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{CLUSTER_IP}/32"),
+            "dev",
+            "lo",
+        ]);
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         for port in PORTS {
             let node = dir.path().join(port.to_string());
@@ -143,6 +149,11 @@ impl RedisCluster {
         self.wait_ok();
     }
 
+    /// The running nodes' process ids (for their memory figures).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().flatten().map(Background::pid).collect()
+    }
+
     /// Whether node `i` is running.
     pub fn is_running(&self, i: usize) -> bool {
         self.nodes[i].is_some()
@@ -228,7 +239,10 @@ impl RedisCluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("the Redis Cluster never noticed a dead node:\n{}", self.logs());
+        panic!(
+            "the Redis Cluster never noticed a dead node:\n{}",
+            self.logs()
+        );
     }
 
     /// Every key matching `pattern` on the running masters (`--scan`, which is per node).

@@ -234,8 +234,15 @@ impl SharedLab {
                     "{} cannot reach {CLUSTER_IP}:{port}",
                     gw.name()
                 );
-                let info =
-                    gw.run_ok(&["redis-cli", "-h", CLUSTER_IP, "-p", &port, "cluster", "info"]);
+                let info = gw.run_ok(&[
+                    "redis-cli",
+                    "-h",
+                    CLUSTER_IP,
+                    "-p",
+                    &port,
+                    "cluster",
+                    "info",
+                ]);
                 assert!(
                     info.contains("cluster_state:ok"),
                     "{}: {CLUSTER_IP}:{port} says {info}",

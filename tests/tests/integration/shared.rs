@@ -63,10 +63,8 @@ impl Tier {
     /// A cacheable object at the origin: `len` pseudo-random bytes, fresh for ten minutes.
     fn object(&self, path: &str, len: u64) -> String {
         let sha = self.origin.file(&path[1..], len);
-        self.origin.route(
-            path,
-            json!({"headers": {"Cache-Control": "max-age=600"}}),
-        );
+        self.origin
+            .route(path, json!({"headers": {"Cache-Control": "max-age=600"}}));
         sha
     }
 
@@ -209,7 +207,10 @@ fn the_shared_lab_wires_both_gateways_to_every_redis_node_and_both_clients_to_on
     s.redis.wait_ok();
     s.redis.stop();
     s.redis.start();
-    assert!(s.redis.keys("*").is_empty(), "no persistence: a restart starts empty");
+    assert!(
+        s.redis.keys("*").is_empty(),
+        "no persistence: a restart starts empty"
+    );
 }
 
 #[test]
@@ -226,8 +227,16 @@ fn an_object_fetched_through_one_gateway_is_a_hit_at_the_other_without_the_origi
 
     t.get_checked(Gw::Two, "/big.bin", &big);
     t.get_checked(Gw::Two, "/small.txt", &small);
-    assert_eq!(t.origin.count("/big.bin"), 1, "gateway 2 went to the origin");
-    assert_eq!(t.origin.count("/small.txt"), 1, "gateway 2 went to the origin");
+    assert_eq!(
+        t.origin.count("/big.bin"),
+        1,
+        "gateway 2 went to the origin"
+    );
+    assert_eq!(
+        t.origin.count("/small.txt"),
+        1,
+        "gateway 2 went to the origin"
+    );
     assert!(t.metric(Gw::Two, "velocache_shared_hits_total", "") >= 2.0);
     assert!(
         t.metric(
@@ -280,7 +289,11 @@ fn a_range_at_the_second_gateway_comes_from_the_tier_without_the_origin() {
         got == want[from as usize..=to as usize],
         "the range's bytes differ"
     );
-    assert_eq!(t.origin.count("/iso.img"), 1, "the range went to the origin");
+    assert_eq!(
+        t.origin.count("/iso.img"),
+        1,
+        "the range went to the origin"
+    );
     assert!(t.metric(Gw::Two, "velocache_shared_hits_total", "") >= 1.0);
 }
 
@@ -319,10 +332,7 @@ fn a_corrupted_slice_in_the_tier_is_detected_and_refetched() {
         t.s.redis.keys("vc:s:*")
     };
     // A slice in the middle, so part of the body may already be on its way to the client.
-    let victim = keys
-        .iter()
-        .find(|k| k.ends_with(":2"))
-        .unwrap_or(&keys[0]);
+    let victim = keys.iter().find(|k| k.ends_with(":2")).unwrap_or(&keys[0]);
     t.s.redis.corrupt(victim);
 
     t.get_checked(Gw::Two, "/pkg.deb", &sha);
@@ -389,7 +399,9 @@ fn a_dead_redis_node_or_cluster_never_fails_a_request_and_shows_in_stats_metrics
             "{gw:?}: velocache stats says the tier is {state}"
         );
         t.daemon(gw).wait_for_log(WAIT, |l| {
-            l["level"].as_str().is_some_and(|v| v.eq_ignore_ascii_case("warn"))
+            l["level"]
+                .as_str()
+                .is_some_and(|v| v.eq_ignore_ascii_case("warn"))
                 && l["message"]
                     .as_str()
                     .is_some_and(|m| m.contains("shared tier down"))
