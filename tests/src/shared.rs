@@ -19,10 +19,16 @@
 //! client 1 (both clients have the same address in their own labs). The Redis namespace
 //! ([`RedisCluster`]) has a veth to each gateway; the cluster's address is routed over them.
 //! Nothing leaves these namespaces.
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
 use crate::{
-    Lab,
+    Daemon, Lab,
     lab::{addr as lab_addr, ip},
     redis::{CLUSTER_IP, RedisCluster},
+    velocache_bin,
 };
 
 /// Addresses of the links this lab adds to two ordinary labs.
@@ -270,6 +276,60 @@ impl SharedLab {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+}
+
+/// `velocache metrics` of `daemon` (running in `lab.gw`): the `/metrics` text.
+pub fn metrics(lab: &Lab, daemon: &Daemon) -> String {
+    let config = daemon.dir().join("velocache.toml");
+    let out = lab
+        .gw
+        .command(&velocache_bin().display().to_string())
+        .args(["metrics", "--config", &config.display().to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run velocache metrics: {e}"));
+    assert!(
+        out.status.success(),
+        "velocache metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The sum of the samples named `name` (`velocache_shared_hits_total`) in metrics `text` whose
+/// labels contain `labels` (`direction="read"`, or empty for all); `None` if there is none.
+pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        if series.split('{').next() == Some(name) && series.contains(labels) {
+            *sum.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    sum
+}
+
+/// Wait (up to a minute) until `name` in `daemon`'s metrics reaches `at_least`; panic with the
+/// daemon's log if it does not. For "the tier holds it now": uploads run behind the client, and
+/// `velocache_shared_uploads_total` counts slices once written with their digest.
+pub fn wait_metric(lab: &Lab, daemon: &Daemon, name: &str, at_least: f64) {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = metrics(lab, daemon);
+        let value = sample(&text, name, "");
+        if value.is_some_and(|v| v >= at_least) {
+            return;
+        }
+        if Instant::now() >= end {
+            panic!(
+                "{name} is {value:?} after a minute, wanted at least {at_least}\n{}",
+                daemon.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

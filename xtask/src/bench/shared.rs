@@ -17,7 +17,7 @@
 use std::{path::Path, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
-use velocache_tests::{Daemon, Lab, Ns, SharedLab, addr, servers};
+use velocache_tests::{Daemon, Lab, Ns, SharedLab, addr, servers, shared::wait_metric};
 
 use super::print_table;
 use crate::util;
@@ -30,6 +30,8 @@ const WAN_RATE: u64 = 25_000_000;
 const WAN_DELAY: f64 = 0.01;
 const PARALLEL: u32 = 16;
 const SLICE: usize = 1 << 20;
+/// Slices a gateway has written to the tier (with their digests).
+const UPLOADS: &str = "velocache_shared_uploads_total";
 
 /// Run the benchmark.
 pub fn run(seconds: u64) -> Result<()> {
@@ -57,27 +59,27 @@ pub fn run(seconds: u64) -> Result<()> {
     let env = [("RUST_LOG", "error,velocache::app=info")];
     let d1 = Daemon::start_env(&s.lab1, &extra, &env);
     let d2 = Daemon::start_env(&s.lab2, &extra, &env);
+    for (lab, d) in [(&s.lab1, &d1), (&s.lab2, &d2)] {
+        wait_metric(lab, d, "velocache_shared_up", 1.0);
+    }
+    let big_slices = BIG.div_ceil(SLICE) as f64;
 
     // 100 MiB: into the tier through gateway 1, then gateway 2's first request for it.
     let (_, bytes) = curl_one(&s.lab1.client, "/big/a.bin")?;
     check_len(bytes, BIG)?;
-    s.redis.wait_keys("vc:{*}:o", 1);
-    s.redis.wait_keys("vc:s:*", BIG.div_ceil(SLICE));
+    wait_metric(&s.lab1, &d1, UPLOADS, big_slices);
     let (tier_secs, bytes) = curl_one(&s.lab2.client, "/big/a.bin")?;
     check_len(bytes, BIG)?;
     let (origin_secs, bytes) = curl_one(&s.lab2.client, "/wan/big/b.bin")?;
     check_len(bytes, BIG)?;
     // Gateway 2 uploads that one behind its client: let it finish before the next load.
-    let big_slices = 2 * BIG.div_ceil(SLICE);
-    s.redis.wait_keys("vc:{*}:o", 2);
-    s.redis.wait_keys("vc:s:*", big_slices);
+    wait_metric(&s.lab2, &d2, UPLOADS, big_slices);
 
     // 1 KiB: N objects into the tier through gateway 1, then once each through gateway 2.
     let tier_paths: Vec<String> = (0..n).map(|i| format!("/t/{i}")).collect();
     let wan_paths: Vec<String> = (0..n).map(|i| format!("/wan/k/{i}")).collect();
     curl_many(&s.lab1, &tier_paths, work.path(), "warm")?;
-    s.redis.wait_keys("vc:{*}:o", 2 + n);
-    s.redis.wait_keys("vc:s:*", big_slices + n);
+    wait_metric(&s.lab1, &d1, UPLOADS, big_slices + n as f64);
     let tier_rps = n as f64 / curl_many(&s.lab2, &tier_paths, work.path(), "tier")?;
     let origin_rps = n as f64 / curl_many(&s.lab2, &wan_paths, work.path(), "wan")?;
 
