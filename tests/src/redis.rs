@@ -134,6 +134,21 @@ impl RedisCluster {
         }
     }
 
+    /// Stop node `i` (SIGSTOP): its connections stay open and nothing answers on them — a
+    /// node that hangs, as opposed to one that refuses.
+    pub fn freeze_node(&self, i: usize) {
+        if let Some(node) = &self.nodes[i] {
+            node.signal(nix::sys::signal::Signal::SIGSTOP);
+        }
+    }
+
+    /// Let a frozen node run again (SIGCONT).
+    pub fn thaw_node(&self, i: usize) {
+        if let Some(node) = &self.nodes[i] {
+            node.signal(nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+
     /// Kill every node: the whole cluster is gone (its address still routes, nothing listens).
     pub fn stop(&mut self) {
         for i in 0..PORTS.len() {

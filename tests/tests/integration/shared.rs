@@ -453,6 +453,38 @@ fn a_dead_redis_node_or_cluster_never_fails_a_request_and_shows_in_stats_metrics
 }
 
 #[test]
+fn a_redis_node_that_stops_answering_never_fails_a_request() {
+    let t = Tier::start("");
+    let warm = t.object("/warm.bin", 2 * SLICE);
+    t.get_checked(Gw::One, "/warm.bin", &warm);
+    t.wait_uploaded(Gw::One, 1, 2);
+    // Frozen, not dead: connections to it stay open and every operation there hangs, so the
+    // gateways' only way out is `timeout_ms` (the other masters declare it failed later).
+    t.s.redis.freeze_node(0);
+    for i in 0..6 {
+        let path = format!("/frozen-{i}.bin");
+        let sha = t.object(&path, SLICE + 100_000 * i);
+        t.get_checked(Gw::One, &path, &sha);
+        t.get_checked(Gw::Two, &path, &sha);
+    }
+    // The object gateway 1 put in the tier before: gateway 2 answers it, tier or not.
+    t.get_checked(Gw::Two, "/warm.bin", &warm);
+    for gw in [Gw::One, Gw::Two] {
+        t.wait_until(&format!("{gw:?} reports the tier down"), || {
+            t.metric(gw, "velocache_shared_up", "") == 0.0
+        });
+        assert!(t.metric(gw, "velocache_shared_errors_total", "") >= 1.0);
+    }
+    t.s.redis.thaw_node(0);
+    t.s.redis.wait_ok();
+    for gw in [Gw::One, Gw::Two] {
+        t.wait_until(&format!("{gw:?} reports the tier up again"), || {
+            t.metric(gw, "velocache_shared_up", "") == 1.0
+        });
+    }
+}
+
+#[test]
 fn a_shared_purge_at_one_gateway_reaches_the_other() {
     let t = Tier::start("");
     let sha = t.object("/release.tar", SLICE + 40_000);
