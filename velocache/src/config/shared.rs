@@ -32,7 +32,7 @@ impl Default for SharedConfig {
             redis: Vec::new(),
             timeout_ms: Millis(250),
             retry_ms: Millis(2_000),
-            upload_queue_bytes: 256 << 20,
+            upload_queue_bytes: 64 << 20,
             max_object_bytes: 8 << 30,
         }
     }
