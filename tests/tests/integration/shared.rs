@@ -41,10 +41,15 @@ impl Tier {
     /// The lab, the origin, and a daemon on each gateway with `[shared]` on and `http` as its
     /// `[http]` table's extra lines.
     fn start(http: &str) -> Tier {
+        Tier::start_with(http, "")
+    }
+
+    /// As [`Tier::start`], with `more` (whole TOML tables) added to both daemons' configs.
+    fn start_with(http: &str, more: &str) -> Tier {
         require_tools(&["curl", "python3", "sha256sum", "redis-server", "redis-cli"]);
         let s = SharedLab::new();
         let origin = Origin::start(&s.lab1);
-        let extra = format!("{}[http]\n{http}\n", s.shared_toml(TIMEOUT_MS));
+        let extra = format!("{}[http]\n{http}\n{more}", s.shared_toml(TIMEOUT_MS));
         let d1 = Daemon::start(&s.lab1, &extra);
         let d2 = Daemon::start(&s.lab2, &extra);
         // Until a gateway has connected, it runs as if there were no tier (and uploads nothing).
@@ -515,4 +520,49 @@ fn a_shared_purge_at_one_gateway_reaches_the_other() {
         2,
         "gateway 2 answered the purged URL without the origin"
     );
+}
+
+#[test]
+fn a_content_addressed_blob_stored_by_one_gateway_is_a_hit_at_the_other_under_another_url() {
+    // Container layers are keyed by their digest (the shipped rules' `container-layers` rule):
+    // the same blob under another repository's URL is the same object, in the tier too.
+    let rules = tempfile::tempdir().unwrap();
+    let rules_file = rules.path().join("rules.toml");
+    std::fs::write(
+        &rules_file,
+        "[[rule]]\nname = \"layers\"\nmatch_path = \"/v2/*/blobs/sha256:*\"\naction = \"cache\"\n\
+         ttl_override = \"365d\"\ncache_key = { content_addressed = \"sha256\" }\n",
+    )
+    .unwrap();
+    let t = Tier::start_with(
+        "",
+        &format!("[rules]\nfile = \"{}\"\n", rules_file.display()),
+    );
+    let len = SLICE + 123_456;
+    let sha = t.origin.file("layer.tmp", len);
+    for repo in ["team-a/app", "team-b/base"] {
+        let dir = t.origin.path(&format!("v2/{repo}/blobs"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            t.origin.path("layer.tmp"),
+            dir.join(format!("sha256:{sha}")),
+        )
+        .unwrap();
+    }
+    let at = |repo: &str| format!("/v2/{repo}/blobs/sha256:{sha}");
+
+    t.get_checked(Gw::One, &at("team-a/app"), &sha);
+    t.wait_uploaded(Gw::One, 1, slices(len));
+    // The record is marked verified at the end of the fill, before gateway 1 frees its lock.
+    t.wait_until("gateway 1 freed its fill lock", || {
+        t.s.redis.keys("vc:{*}:l").is_empty()
+    });
+    t.get_checked(Gw::Two, &at("team-b/base"), &sha);
+    assert_eq!(t.origin.count(&at("team-a/app")), 1);
+    assert_eq!(
+        t.origin.count(&at("team-b/base")),
+        0,
+        "gateway 2 fetched a blob the tier had under its digest"
+    );
+    assert!(t.metric(Gw::Two, "velocache_shared_hits_total", "") >= 1.0);
 }
