@@ -7,6 +7,8 @@ Serves files from DIR (GET and HEAD, HTTP/1.1 keep-alive) with:
     can change them between requests:
       {"/a.bin": {"headers": {"Cache-Control": "max-age=60"}, "rate": 1048576, "delay": 2,
                   "status": 503, "hints": {"Link": "</s.css>; rel=preload"}}}
+    A key ending in "*" is a prefix route: it applies to every path that starts with the rest
+    and has no route of its own (the longest such prefix wins);
   - ETag (from size and mtime, unless the route sets one) and If-None-Match -> 304,
     Last-Modified and If-Modified-Since -> 304;
   - single byte ranges -> 206 / 416 (unless the route says "ranges": false);
@@ -35,6 +37,20 @@ def routes():
             return json.load(f)
     except (OSError, ValueError):
         return {}
+
+
+def route_for(path):
+    """The route for `path`: its own entry, else the longest "PREFIX*" entry it starts with
+    (so a bench can give thousands of distinct objects one route)."""
+    all_routes = routes()
+    if path in all_routes:
+        return all_routes[path]
+    best = None
+    for key in all_routes:
+        if key.endswith("*") and path.startswith(key[:-1]):
+            if best is None or len(key) > len(best):
+                best = key
+    return all_routes[best] if best is not None else {}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -87,7 +103,7 @@ class Handler(BaseHTTPRequestHandler):
                 LAST.clear()
             return self.send_json({})
         self.count()
-        route = routes().get(path, {})
+        route = route_for(path)
         if route.get("delay"):
             time.sleep(float(route["delay"]))
         file = os.path.join(ROOT, path.lstrip("/"))

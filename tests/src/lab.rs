@@ -146,7 +146,7 @@ pub struct Lab {
     pub origin: Ns,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
@@ -337,6 +337,46 @@ impl Drop for Lab {
         if let Ok(mut live) = LIVE.lock() {
             let names = self.names();
             live.retain(|n| !names.contains(n));
+        }
+    }
+}
+
+/// A namespace of its own, outside any [`Lab`] (the shared tier's Redis Cluster, say), named
+/// like a lab's (`vclab<pid>x<n>-<role>`) so the same cleanup finds it. Dropping it deletes it
+/// and kills every process still inside.
+pub struct LoneNs {
+    ns: Ns,
+}
+
+impl LoneNs {
+    /// Create the namespace with `lo` up. Panics if the machine cannot.
+    pub fn new(role: &str) -> LoneNs {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{PREFIX}{}x{n}-{role}", std::process::id());
+        if let Ok(mut live) = LIVE.lock() {
+            live.push(name.clone());
+        }
+        let lone = LoneNs { ns: Ns { name } };
+        let made = ip(&["netns", "add", &lone.ns.name])
+            .and_then(|()| ip(&["-n", &lone.ns.name, "link", "set", "lo", "up"]));
+        if let Err(e) = made {
+            drop(lone);
+            panic!("creating a namespace failed: {e} (are we root?)");
+        }
+        lone
+    }
+
+    /// The namespace.
+    pub fn ns(&self) -> &Ns {
+        &self.ns
+    }
+}
+
+impl Drop for LoneNs {
+    fn drop(&mut self) {
+        delete_ns(&self.ns.name);
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|n| *n != self.ns.name);
         }
     }
 }

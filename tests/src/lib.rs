@@ -29,6 +29,8 @@
 //! - [`tools`]: which Debian package ships each command the tests, demo and benches run;
 //!   [`require_tools`].
 //! - [`mutate`]: a seeded SIP mutator for the torture tests.
+//! - [`redis`]: a three-master Redis Cluster in its own namespace (the shared tier's backend).
+//! - [`shared`]: [`SharedLab`], two gateways and their clients, one origin, and the cluster.
 #![deny(missing_docs)]
 #![expect(
     clippy::disallowed_methods,
@@ -42,13 +44,16 @@ pub mod freezer;
 pub mod lab;
 pub mod mutate;
 pub mod process;
+pub mod redis;
 pub mod rtpload;
 pub mod servers;
+pub mod shared;
 pub mod sipp;
 pub mod tools;
 pub mod xdp;
 
 pub use daemon::{Daemon, set_velocache_bin, velocache_bin};
-pub use lab::{Lab, Ns, addr, cleanup_live, cleanup_stale};
+pub use lab::{Lab, LoneNs, Ns, addr, cleanup_live, cleanup_stale};
 pub use process::Background;
+pub use shared::SharedLab;
 pub use tools::require_tools;

@@ -50,6 +50,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("h2load", "nghttp2-client"),
     ("debootstrap", "debootstrap"),
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
     // Benchmarks only.
     ("wrk", "wrk"),
     ("dnsperf", "dnsperf"),

@@ -52,7 +52,7 @@ enum Command {
     },
     /// Run the demo in the lab.
     Demo,
-    /// Run a benchmark (`breaker`, `datapath`, `dns`, `http`, `https`, `rtp`).
+    /// Run a benchmark (`breaker`, `datapath`, `dns`, `http`, `https`, `rtp`, `shared`).
     Bench {
         /// Which benchmark.
         name: String,

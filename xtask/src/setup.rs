@@ -46,6 +46,10 @@ const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     // The Prometheus project's own OpenMetrics parser checks `/metrics` in the lab tests.
     "python3-prometheus-client",
+    // The shared cache tier's lab runs a Redis Cluster (`redis-server` brings `redis-tools`,
+    // whose `redis-cli` forms the cluster and reads it back).
+    "redis-server",
+    "redis-tools",
     // cargo-deb computes the .deb's library dependencies with dpkg-shlibdeps.
     "dpkg-dev",
 ];
@@ -88,6 +92,7 @@ pub fn run(profile: Profile) -> Result<()> {
     if !missing.is_empty() {
         apt_install(&missing)?;
         installed.extend(missing.iter().map(|p| p.to_string()));
+        disable_services(&missing);
     }
 
     // Nightly with rust-src (kernel programs use -Z build-std=core).
@@ -206,6 +211,30 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
         CARGO_FUZZ_VERSION,
     ]))
     .context("cannot install cargo-fuzz")
+}
+
+/// Packages whose service unit Debian enables on install, for tests that run their own copies:
+/// setup turns the unit off when it installed the package (policy-rc.d kept it from starting
+/// now; this keeps it from starting at the next boot). A unit the machine had before is left
+/// alone.
+const SERVICES_OFF: &[(&str, &str)] = &[("redis-server", "redis-server.service")];
+
+fn disable_services(just_installed: &[&str]) {
+    for (package, unit) in SERVICES_OFF {
+        if !just_installed.contains(package) {
+            continue;
+        }
+        // Without systemd (a container) there is nothing to disable; say so and go on.
+        match Command::new("systemctl")
+            .args(["disable", "--now", unit])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+        {
+            Ok(s) if s.success() => println!("setup: disabled {unit} (the lab starts its own)"),
+            _ => println!("setup: could not disable {unit} (no systemd?); the lab starts its own"),
+        }
+    }
 }
 
 fn dpkg_installed(package: &str) -> bool {

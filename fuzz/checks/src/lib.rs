@@ -15,6 +15,7 @@
 //!   proxy's framing layer, and the anomaly detector's path templates.
 //! - `tls`: the ClientHello first flight; the TLS observation ring buffer's records.
 //! - `origins`: ghost mode's path templates.
+//! - `shared`: the shared tier's object records read from Redis.
 //! - `files`: `velocache.toml` and `rules.toml` text.
 //! - `bpf`: values of the kernel's maps, decoded as the daemon decodes them.
 #![deny(missing_docs)]
@@ -28,6 +29,7 @@ mod dns;
 mod files;
 mod http;
 mod origins;
+mod shared;
 mod sip;
 mod tls;
 
@@ -36,6 +38,7 @@ pub use dns::{dns_answer_patch, dns_query};
 pub use files::config_files;
 pub use http::{http_cache_control, http_cache_policy, http_head, http_path_template, http_range};
 pub use origins::origins_template;
+pub use shared::shared_record;
 pub use sip::{sdp, sip_message, sip_observer, sip_tcp_framing};
 pub use tls::{tls_client_hello, tls_event};
 
@@ -55,6 +58,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("http_range", http_range),
     ("origins_template", origins_template),
     ("sdp", sdp),
+    ("shared_record", shared_record),
     ("sip_message", sip_message),
     ("sip_observer", sip_observer),
     ("sip_tcp_framing", sip_tcp_framing),

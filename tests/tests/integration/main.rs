@@ -24,6 +24,7 @@ mod observe;
 mod origins;
 mod reuse;
 mod rfc9111;
+mod shared;
 mod sip;
 mod sip_torture;
 mod smuggling;

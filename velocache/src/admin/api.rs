@@ -365,6 +365,10 @@ pub struct CacheEntry {
 pub struct PurgeRequest {
     /// A URL, or a glob over URLs (`*` matches any run of characters, `/` included).
     pub pattern: String,
+    /// Also remove the objects from the shared tier (`[shared]`) and tell the other gateways
+    /// to drop their copies.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// `cache purge` result.
@@ -374,6 +378,10 @@ pub struct PurgeReport {
     pub pattern: String,
     /// Objects removed.
     pub purged: u64,
+    /// Objects removed from the shared tier and announced to the other gateways (with
+    /// `shared`).
+    #[serde(default)]
+    pub shared: u64,
     /// Bytes freed.
     pub bytes: u64,
 }

@@ -116,7 +116,12 @@ pub trait CacheAdmin: Send + Sync {
     fn show(&self, url: &str) -> BoxFuture<'_, Result<CacheEntry, AdminError>>;
 
     /// Remove every object matching `pattern`.
-    fn purge(&self, pattern: &UrlPattern) -> BoxFuture<'_, Result<PurgeReport, AdminError>>;
+    /// With `shared`, also from the shared tier, and announced to the other gateways.
+    fn purge(
+        &self,
+        pattern: &UrlPattern,
+        shared: bool,
+    ) -> BoxFuture<'_, Result<PurgeReport, AdminError>>;
 
     /// Fetch `url` through the daemon's own cache path — the same rules, keys and storage a
     /// client's request would use — so that the next client gets a hit. Called by the warm-up

@@ -12,6 +12,7 @@ use velocache_common::Service;
 use super::AppError;
 use crate::{
     admin::AdminHub,
+    cache::shared::Tier,
     config::Config,
     http::{AnomalyPhase, HttpsOrigins, Phase, ProxyCacheAdmin, Recorder},
     origins::{Origins, spawn_checks},
@@ -56,6 +57,7 @@ pub fn factories(
                 registry.sub_registry_with_prefix(Service::Http.name()),
             )));
         }
+        let tier = Tier::start(&config.shared, registry.sub_registry_with_prefix("shared"));
         crate::http::build_proxy(
             &config.http,
             &config.daemon.state_dir,
@@ -63,6 +65,7 @@ pub fn factories(
             origins.clone(),
             registry.sub_registry_with_prefix(Service::Http.name()),
             phases,
+            tier,
         )
     });
     if let Some(proxy) = &proxy {

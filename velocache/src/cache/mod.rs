@@ -21,6 +21,8 @@
 //!   timeouts — and its in-process implementation.
 //! - `fill`, `reader`: body in, body out.
 //!   `handoff`: the body of a fill that could not store, passed to the reader that relays it.
+//! - `shared`: the second tier on a Redis Cluster shared by several gateways (a [`Storage`]
+//!   and a [`lock::CacheLock`] over the local ones).
 
 pub mod cache_control;
 pub mod disk;
@@ -34,6 +36,7 @@ pub mod meta;
 pub mod policy;
 pub mod range;
 pub mod reader;
+pub mod shared;
 mod storage;
 
 #[cfg(test)]

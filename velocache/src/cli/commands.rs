@@ -136,9 +136,9 @@ async fn cache(client: &Client, command: CacheCommand, opts: &GlobalOpts) -> Res
                 print!("{}", render::cache_entry(&entry));
             }
         }
-        CacheCommand::Purge { pattern } => {
+        CacheCommand::Purge { pattern, shared } => {
             let report: PurgeReport = client
-                .post(paths::CACHE_PURGE, &PurgeRequest { pattern })
+                .post(paths::CACHE_PURGE, &PurgeRequest { pattern, shared })
                 .await?;
             if json {
                 print_json(&report);
@@ -149,6 +149,12 @@ async fn cache(client: &Client, command: CacheCommand, opts: &GlobalOpts) -> Res
                     render::bytes(report.bytes),
                     report.pattern
                 );
+                if shared {
+                    println!(
+                        "removed {} objects from the shared tier; the other gateways drop their copies",
+                        report.shared
+                    );
+                }
             }
         }
         CacheCommand::Warm { urls, no_wait } => {

@@ -183,6 +183,10 @@ pub enum CacheCommand {
     Purge {
         /// A URL or a glob (`*` matches any run of characters, `/` included).
         pattern: String,
+        /// Also remove it from the shared tier (`[shared]`); the other gateways drop their
+        /// copies.
+        #[arg(long)]
+        shared: bool,
     },
     /// Fetch URLs into the cache now (default: the rules file's `warmup_urls`).
     Warm {

@@ -171,6 +171,9 @@ pub fn stats(s: &StatsReport) -> String {
             .unwrap_or_default()
     );
     let _ = writeln!(out, "uptime: {}", duration(s.uptime_secs));
+    if let Some(line) = shared_tier(&s.daemon) {
+        out.push_str(&line);
+    }
     for d in &s.daemon {
         let value = if d.name.ends_with("_bytes") {
             bytes(d.value as u64)
@@ -180,6 +183,37 @@ pub fn stats(s: &StatsReport) -> String {
         let _ = writeln!(out, "{}: {value}", sample_name(d, "velocache_"));
     }
     out
+}
+
+/// The shared tier's one-line summary (`[shared]`), from its `velocache_shared_*` samples.
+fn shared_tier(samples: &[Sample]) -> Option<String> {
+    let up = samples.iter().find(|d| d.name == "velocache_shared_up")?;
+    let sum = |name: &str, direction: Option<&str>| -> u64 {
+        samples
+            .iter()
+            .filter(|d| d.name == name)
+            .filter(|d| {
+                direction.is_none_or(|w| d.labels.get("direction").map(String::as_str) == Some(w))
+            })
+            .map(|d| d.value as u64)
+            .sum()
+    };
+    let n = |what: &str| sum(&format!("velocache_shared_{what}_total"), None);
+    Some(format!(
+        "shared tier: {} (hits {}, misses {}, collapsed {}, errors {}, digest mismatches {}, \
+         slices uploaded {}, dropped {}, read {}, written {}, purges applied {})\n",
+        if up.value >= 1.0 { "up" } else { "down" },
+        n("hits"),
+        n("misses"),
+        n("collapsed"),
+        n("errors"),
+        n("digest_mismatches"),
+        n("uploads"),
+        n("upload_drops"),
+        bytes(sum("velocache_shared_bytes_total", Some("read"))),
+        bytes(sum("velocache_shared_bytes_total", Some("write"))),
+        n("purges_applied"),
+    ))
 }
 
 /// `velocache service status`.

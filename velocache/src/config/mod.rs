@@ -15,7 +15,7 @@
 //!
 //! # Layout
 //! One file per section: `daemon` (`[daemon]`, `[log]`, `[rules]`), `datapath`, `http`, `tls`
-//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `origins`, `anomaly`; `intercept`: what every
+//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `origins`, `anomaly`, `shared`; `intercept`: what every
 //! service section shares; `values`: shared value types; `layers`, `error`: reading the layers
 //! and saying what is wrong.
 
@@ -30,6 +30,7 @@ mod http;
 mod intercept;
 mod layers;
 mod origins;
+mod shared;
 mod sip;
 mod tls;
 mod values;
@@ -50,6 +51,7 @@ pub use http::HttpConfig;
 pub use intercept::{Intercept, Transport};
 pub use layers::line_of_offset;
 pub use origins::OriginsConfig;
+pub use shared::SharedConfig;
 pub use sip::SipConfig;
 pub use tls::{HttpsConfig, TlsConfig};
 pub use values::{HostPattern, Invalid, Millis, Secs};
@@ -85,6 +87,8 @@ pub struct Config {
     pub origins: OriginsConfig,
     /// Anomaly alerts on origins (latency, errors, never-seen request shapes).
     pub anomaly: AnomalyConfig,
+    /// A second cache tier on a Redis Cluster, shared with other gateways.
+    pub shared: SharedConfig,
 }
 
 impl Config {
@@ -151,6 +155,7 @@ impl Config {
         self.admin.check()?;
         self.origins.check()?;
         self.anomaly.check()?;
+        self.shared.check()?;
         self.check_ports()
     }
 

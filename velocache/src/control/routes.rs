@@ -245,7 +245,7 @@ async fn route(
                 .hub
                 .cache()
                 .ok_or_else(|| ApiError::not_available("the HTTP cache"))?;
-            let report = cache.purge(&pattern).await?;
+            let report = cache.purge(&pattern, q.shared).await?;
             info!(service = "http", pattern = %q.pattern, purged = report.purged, bytes = report.bytes,
                 "cache purged through the admin API");
             ok(&report)

@@ -226,7 +226,7 @@ mod tests {
         fn show(&self, _: &str) -> BoxFuture<'_, Result<CacheEntry, AdminError>> {
             Box::pin(async { Err(AdminError::Failed("unused".into())) })
         }
-        fn purge(&self, _: &UrlPattern) -> BoxFuture<'_, Result<PurgeReport, AdminError>> {
+        fn purge(&self, _: &UrlPattern, _: bool) -> BoxFuture<'_, Result<PurgeReport, AdminError>> {
             Box::pin(async { Err(AdminError::Failed("unused".into())) })
         }
         fn warm(&self, url: &str) -> BoxFuture<'_, Result<WarmResult, AdminError>> {

@@ -28,7 +28,7 @@ use crate::{
         AdminError, CacheAdmin, UrlPattern,
         api::{CacheEntry, CacheListing, PurgeReport, WarmResult},
     },
-    cache::{Hit, KeyInput, ObjectKey, ObjectMeta},
+    cache::{Hit, KeyInput, ObjectId, ObjectKey, ObjectMeta},
     net::{ClientAddr, OrigDstAddr},
     rules::Facts,
 };
@@ -376,10 +376,23 @@ impl CacheAdmin for ProxyCacheAdmin {
         })
     }
 
-    fn purge(&self, pattern: &UrlPattern) -> BoxFuture<'_, Result<PurgeReport, AdminError>> {
+    fn purge(
+        &self,
+        pattern: &UrlPattern,
+        shared: bool,
+    ) -> BoxFuture<'_, Result<PurgeReport, AdminError>> {
         let pattern = pattern.clone();
         Box::pin(async move {
             let cache = self.cache()?;
+            let tier = match (&cache.shared, shared) {
+                (Some(t), true) => Some(t.clone()),
+                (None, true) => {
+                    return Err(AdminError::BadRequest(
+                        "no shared tier is configured ([shared] redis)".into(),
+                    ));
+                }
+                (_, false) => None,
+            };
             let doomed: Vec<_> = cache
                 .storage
                 .list()
@@ -390,8 +403,28 @@ impl CacheAdmin for ProxyCacheAdmin {
                 pattern: pattern.as_str().to_string(),
                 purged: 0,
                 bytes: 0,
+                shared: 0,
             };
             let mut failures = Vec::new();
+            if let Some(tier) = &tier {
+                // What other gateways stored may not be here: an exact URL is purged by its key.
+                let mut ids: Vec<ObjectId> = doomed.iter().map(|(id, _)| *id).collect();
+                if let Some(url) = pattern.exact()
+                    && let Ok(target) = Target::parse(url)
+                    && let Ok(dst) = target.resolve().await
+                {
+                    ids.push(self.key_for(&target, dst).id);
+                }
+                ids.sort_unstable_by_key(|id| id.0);
+                ids.dedup();
+                for id in ids {
+                    if tier.purge_shared(id).await {
+                        report.shared += 1;
+                    } else {
+                        failures.push(format!("{id}: the shared tier cannot be reached"));
+                    }
+                }
+            }
             for (id, snap) in doomed {
                 // The RAM tier too: nothing of a purged object may outlive the purge.
                 cache.hot.invalidate(&(id, snap.meta.version));
@@ -409,6 +442,7 @@ impl CacheAdmin for ProxyCacheAdmin {
                 pattern = pattern.as_str(),
                 purged = report.purged,
                 bytes = report.bytes,
+                shared = report.shared,
                 "cache purged"
             );
             if !failures.is_empty() {

@@ -83,7 +83,12 @@ pub mod record_defaults {
 pub use upstream::{OriginClient, Upstream};
 
 use crate::{
-    cache::{DiskStorage, Storage, lock::Fills, policy::Heuristic},
+    cache::{
+        DiskStorage, Storage,
+        lock::{CacheLock, Fills},
+        policy::Heuristic,
+        shared::{SharedLock, Tier, TieredStorage},
+    },
     config::HttpConfig,
     flow::{FlowGuard, FlowTracker, Metered},
     net::{InterceptedTcp, TcpHandler},
@@ -92,8 +97,9 @@ use crate::{
 };
 
 /// Build the proxy from `[http]`: the disk store (or none, when `cache = false` or the store
-/// cannot be opened — then the proxy forwards without storing), the upstream pool, metrics.
-/// `phases` run in this order before the rules (the CA page; later plugins).
+/// cannot be opened — then the proxy forwards without storing) with the shared tier behind it
+/// when `[shared]` configures one, the upstream pool, metrics. `phases` run in this order
+/// before the rules (the CA page; later plugins).
 pub fn build_proxy(
     config: &HttpConfig,
     state_dir: &std::path::Path,
@@ -101,6 +107,7 @@ pub fn build_proxy(
     origins: Arc<Origins>,
     registry: &mut Registry,
     phases: Vec<Arc<dyn Phase>>,
+    tier: Option<Arc<Tier>>,
 ) -> Arc<Proxy> {
     let cache: Option<Arc<dyn Storage>> = if config.cache {
         let dir = config
@@ -124,8 +131,34 @@ pub fn build_proxy(
         info!(service = "http", "caching is off ([http] cache = false)");
         None
     };
-    proxy_with_storage(config, cache, rules, origins, registry, phases)
+    let store = match (cache, tier) {
+        (Some(local), Some(tier)) => {
+            let tiered = TieredStorage::new(local, tier);
+            let lock = SharedLock::new(
+                Fills::new(config.lock_age_ms.get()),
+                &tiered,
+                config.lock_age_ms.get(),
+                config.lock_wait_ms.get(),
+            );
+            let storage: Arc<dyn Storage> = Arc::new(tiered.clone());
+            let lock: Arc<dyn CacheLock> = lock;
+            Some((storage, lock, Some(tiered)))
+        }
+        (Some(local), None) => {
+            let lock: Arc<dyn CacheLock> = Fills::new(config.lock_age_ms.get());
+            Some((local, lock, None))
+        }
+        (None, _) => None,
+    };
+    proxy_with(config, store, rules, origins, registry, phases)
 }
+
+/// A store, its lock, and the shared tier behind it if any.
+type Store = (
+    Arc<dyn Storage>,
+    Arc<dyn CacheLock>,
+    Option<Arc<TieredStorage>>,
+);
 
 /// Build the proxy over a given store (`None`: never store); `phases` run before the rules;
 /// requests ask and tell `origins` (health, breakers).
@@ -135,15 +168,30 @@ pub fn proxy_with_storage(
     rules: crate::rules::Rules,
     origins: Arc<Origins>,
     registry: &mut Registry,
+    phases: Vec<Arc<dyn Phase>>,
+) -> Arc<Proxy> {
+    let store = storage.map(|s| {
+        let lock: Arc<dyn CacheLock> = Fills::new(config.lock_age_ms.get());
+        (s, lock, None)
+    });
+    proxy_with(config, store, rules, origins, registry, phases)
+}
+
+fn proxy_with(
+    config: &HttpConfig,
+    store: Option<Store>,
+    rules: crate::rules::Rules,
+    origins: Arc<Origins>,
+    registry: &mut Registry,
     mut phases: Vec<Arc<dyn Phase>>,
 ) -> Arc<Proxy> {
     let metrics = Arc::new(metrics::Metrics::register(registry));
     let via = HeaderValue::from_str(&config.via)
         .unwrap_or_else(|_| HeaderValue::from_static("velocache"));
-    let cache = storage.map(|storage| {
-        Arc::new(store::HttpCache::new(
+    let cache = store.map(|(storage, lock, shared)| {
+        let cache = store::HttpCache::new(
             storage,
-            Fills::new(config.lock_age_ms.get()),
+            lock,
             config.memory_cache_bytes,
             store::CacheSettings {
                 via: via.clone(),
@@ -158,7 +206,11 @@ pub fn proxy_with_storage(
                 stale_if_error_default: config.stale_if_error_default_secs.0,
             },
             metrics.clone(),
-        ))
+        );
+        Arc::new(match shared {
+            Some(shared) => cache.with_shared(shared),
+            None => cache,
+        })
     });
     phases.push(Arc::new(rule_phase::RulesPhase::new(rules.clone())));
     // After the rules: it learns for the requests a `ghost = true` rule matched.

@@ -15,7 +15,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, header, request};
 
 use super::{ctx::Ctx, metrics::Metrics};
-use crate::cache::{KeyInput, ObjectId, ObjectKey, Storage, lock::CacheLock, policy::Heuristic};
+use crate::cache::{
+    KeyInput, ObjectId, ObjectKey, Storage, lock::CacheLock, policy::Heuristic,
+    shared::TieredStorage,
+};
 
 /// What the cache path decides with.
 #[derive(Debug, Clone)]
@@ -42,6 +45,8 @@ pub struct HttpCache {
     pub storage: Arc<dyn Storage>,
     /// Fills in progress (collapsed forwarding).
     pub lock: Arc<dyn CacheLock>,
+    /// The shared tier behind the store, when `[shared]` configures one (for purges).
+    pub shared: Option<Arc<TieredStorage>>,
     /// Small complete objects, whole, by (object, version).
     pub(super) hot: moka::sync::Cache<(ObjectId, u64), Bytes>,
     pub(super) settings: CacheSettings,
@@ -62,6 +67,7 @@ impl HttpCache {
         HttpCache {
             storage,
             lock,
+            shared: None,
             hot: moka::sync::Cache::builder()
                 .max_capacity(memory_bytes)
                 .weigher(|_, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
@@ -69,6 +75,12 @@ impl HttpCache {
             settings,
             metrics,
         }
+    }
+
+    /// The same cache, told which shared tier its store has behind it.
+    pub fn with_shared(mut self, shared: Arc<TieredStorage>) -> HttpCache {
+        self.shared = Some(shared);
+        self
     }
 
     /// Publish the store's occupancy (after a fill or a purge).

@@ -13,6 +13,7 @@ mod dns;
 mod http;
 mod https;
 mod rtp;
+mod shared;
 pub mod wrk;
 
 /// Run the benchmark called `name` with `seconds` per measured run.
@@ -28,8 +29,11 @@ pub fn run(name: &str, seconds: u64) -> Result<()> {
         "http" => http::run(seconds),
         "https" => https::run(seconds),
         "rtp" => rtp::run(seconds),
+        "shared" => shared::run(seconds),
         other => {
-            bail!("unknown benchmark `{other}` (known: breaker, datapath, dns, http, https, rtp)")
+            bail!(
+                "unknown benchmark `{other}` (known: breaker, datapath, dns, http, https, rtp, shared)"
+            )
         }
     }
 }
