@@ -296,10 +296,14 @@ impl Storage for Arc<TieredStorage> {
     }
 
     fn has_slice(&self, id: &ObjectId, version: u64, idx: u64) -> bool {
+        // A slice only the tier has counts only while the tier can be read: a reader told
+        // "present" by a down tier would end its response with the slice missing, instead of
+        // fetching it from the origin.
         self.local.has_slice(id, version, idx)
-            || self
-                .known(id)
-                .is_some_and(|o| o.meta.version == version && o.digests.contains_key(&idx))
+            || (self.tier.is_up()
+                && self
+                    .known(id)
+                    .is_some_and(|o| o.meta.version == version && o.digests.contains_key(&idx)))
     }
 
     fn put_meta(&self, id: ObjectId, meta: Arc<ObjectMeta>) -> IoFuture<'static, ()> {
