@@ -1,7 +1,7 @@
 //! The velocache daemon inside a lab's `gw` namespace, and its JSON log.
 use std::{
     path::PathBuf,
-    process::{ExitStatus, Stdio},
+    process::{ExitStatus, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -174,6 +174,19 @@ impl Daemon {
             "velocache did not start within 60 s:\n{}",
             self.process.stdout()
         );
+    }
+
+    /// `velocache ARGS --config <its config>` run in `lab.gw`, as an operator would on the
+    /// gateway; the output whatever the exit status.
+    pub fn cli(&self, lab: &Lab, args: &[&str]) -> Output {
+        let config = self.dir().join("velocache.toml");
+        lab.gw
+            .command(&velocache_bin().display().to_string())
+            .args(args)
+            .args(["--config", &config.display().to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run velocache {args:?}: {e}"))
     }
 
     /// The daemon's working directory (its config, state and run directories live here).

@@ -2,7 +2,7 @@
 //! anomaly lines when the scripted origin (`tests/scripts/origin.py`) turns slow or is sent a
 //! path of a shape it never saw, and record → origin changes → replay reporting the change.
 //! Times are only ever checked as lower bounds ("at least the delay"), never as speeds.
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{path::Path, time::Duration};
 
 use serde_json::{Value, json};
 use velocache_tests::{Daemon, Lab, addr, require_tools, velocache_bin};
@@ -11,15 +11,7 @@ use crate::http::{Origin, WAIT, url};
 
 /// `velocache ARGS --config <the daemon's config>` in `gw`: exit code, stdout, stderr.
 fn cli(lab: &Lab, daemon: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let config = daemon.dir().join("velocache.toml");
-    let out = lab
-        .gw
-        .command(&velocache_bin().display().to_string())
-        .args(args)
-        .args(["--config", &config.display().to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = daemon.cli(lab, args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -7,14 +7,11 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
 use serde_json::{Value, json};
-use velocache_tests::{
-    Background, Daemon, Lab, addr, require_tools, servers::wait_tcp, velocache_bin,
-};
+use velocache_tests::{Background, Daemon, Lab, addr, require_tools, servers::wait_tcp};
 
 /// The scripted origin on port 80, which a test can kill and start again on the same files.
 struct Origin {
@@ -103,15 +100,7 @@ fn get(lab: &Lab, path: &str) -> Got {
 }
 
 fn cli(lab: &Lab, daemon: &Daemon, args: &[&str]) -> String {
-    let config = daemon.dir().join("velocache.toml");
-    let out = lab
-        .gw
-        .command(&velocache_bin().display().to_string())
-        .args(args)
-        .args(["--config", &config.display().to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = daemon.cli(lab, args);
     assert!(
         out.status.success(),
         "velocache {args:?}: {}\n{}",

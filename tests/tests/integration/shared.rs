@@ -3,16 +3,12 @@
 //! and a three-master Redis Cluster behind both gateways (`velocache_tests::SharedLab`).
 //! Clients run real `curl`; what the tier holds is read with `redis-cli` in the cluster's
 //! namespace; the gateways' view comes from `velocache stats`, `velocache metrics` and the log.
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use velocache_tests::{
     Daemon, Lab, SharedLab, require_tools,
     shared::{metrics, sample, wait_metric},
-    velocache_bin,
 };
 
 use crate::http::{Origin, WAIT, fetch_sha, url};
@@ -87,16 +83,7 @@ impl Tier {
 
     /// `velocache ARGS` against `gw`'s daemon: (exit code, stdout, stderr).
     fn cli(&self, gw: Gw, args: &[&str]) -> (i32, String, String) {
-        let config = self.daemon(gw).dir().join("velocache.toml");
-        let out = self
-            .lab(gw)
-            .gw
-            .command(&velocache_bin().display().to_string())
-            .args(args)
-            .args(["--config", &config.display().to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = self.daemon(gw).cli(self.lab(gw), args);
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
