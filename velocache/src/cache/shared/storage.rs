@@ -230,15 +230,13 @@ impl TieredStorage {
 
 /// A hit for a tier record (the slices the tier has).
 fn hit_of(obj: &TierObject, hits: u64) -> Hit {
-    let mut present = SliceSet::default();
-    for idx in obj.digests.keys() {
-        present.insert(*idx);
-    }
-    Hit {
+    let mut hit = Hit {
         meta: obj.meta.clone(),
-        present,
+        present: SliceSet::default(),
         hits,
-    }
+    };
+    merge(&mut hit, obj);
+    hit
 }
 
 /// A slice held in memory (read from the tier).

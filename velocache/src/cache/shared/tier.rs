@@ -110,11 +110,7 @@ impl TierObject {
 
     /// Parse a record (`HGETALL`, read from the network); `Err` says what is wrong with it.
     pub fn parse(fields: HashMap<String, Vec<u8>>) -> Result<TierObject, &'static str> {
-        let version = fields
-            .get("v")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-            .ok_or("no version")?;
+        let version = record_version(&fields).ok_or("no version")?;
         let meta = fields
             .get("meta")
             .and_then(|m| ObjectMeta::from_json(m))
@@ -139,6 +135,12 @@ impl TierObject {
             digests,
         })
     }
+}
+
+/// A record's version (its `v` field, 16 hex digits).
+fn record_version(fields: &HashMap<String, Vec<u8>>) -> Option<u64> {
+    let v = std::str::from_utf8(fields.get("v")?).ok()?;
+    u64::from_str_radix(v, 16).ok()
 }
 
 /// Which way bytes went.
@@ -177,46 +179,47 @@ impl TierMetrics {
     fn register(registry: &mut Registry) -> TierMetrics {
         let m = TierMetrics::default();
         registry.register("up", "Whether the shared tier is usable", m.up.clone());
-        registry.register("hits", "Local misses the shared tier had", m.hits.clone());
-        registry.register(
-            "misses",
-            "Local misses the shared tier did not have",
-            m.misses.clone(),
-        );
-        registry.register(
-            "errors",
-            "Shared tier operations that failed or timed out",
-            m.errors.clone(),
-        );
-        registry.register(
-            "digest_mismatches",
-            "Slices read from the shared tier that did not match their SHA-256",
-            m.digest_mismatches.clone(),
-        );
-        registry.register(
-            "uploads",
-            "Slices written to the shared tier",
-            m.uploads.clone(),
-        );
-        registry.register(
-            "upload_drops",
-            "Slices not written to the shared tier (queue full, tier down, too large)",
-            m.upload_drops.clone(),
-        );
+        let counters = [
+            ("hits", "Local misses the shared tier had", &m.hits),
+            (
+                "misses",
+                "Local misses the shared tier did not have",
+                &m.misses,
+            ),
+            (
+                "errors",
+                "Shared tier operations that failed or timed out",
+                &m.errors,
+            ),
+            (
+                "digest_mismatches",
+                "Slices read from the shared tier that did not match their SHA-256",
+                &m.digest_mismatches,
+            ),
+            ("uploads", "Slices written to the shared tier", &m.uploads),
+            (
+                "upload_drops",
+                "Slices not written to the shared tier (queue full, tier down, too large)",
+                &m.upload_drops,
+            ),
+            (
+                "collapsed",
+                "Fills by another gateway waited for instead of fetching",
+                &m.collapsed,
+            ),
+            (
+                "purges_applied",
+                "Purges announced by other gateways applied here",
+                &m.purges_applied,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
         registry.register(
             "bytes",
             "Bytes read from and written to the shared tier",
             m.bytes.clone(),
-        );
-        registry.register(
-            "collapsed",
-            "Fills by another gateway waited for instead of fetching",
-            m.collapsed.clone(),
-        );
-        registry.register(
-            "purges_applied",
-            "Purges announced by other gateways applied here",
-            m.purges_applied.clone(),
         );
         m
     }
@@ -493,10 +496,7 @@ impl Tier {
         let fields: HashMap<String, Vec<u8>> = self
             .run("purge", |mut c| async move { c.hgetall(record).await })
             .await?;
-        let version = fields
-            .get("v")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| u64::from_str_radix(v, 16).ok());
+        let version = record_version(&fields);
         let mut doomed = vec![object_key(id)];
         if let Some(version) = version {
             doomed.extend(
