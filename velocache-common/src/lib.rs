@@ -17,6 +17,7 @@
 //! - [`steer`]: what the classifier leaves for the kernel's own socket lookup (tuples handed
 //!   to the `sk_lookup` program, the daemon's sockets by slot) and the per-datagram fragment
 //!   decisions.
+//! - [`dns`]: DNS answers the XDP program sends from the kernel (key, answer, flag arithmetic).
 //! - [`rtp`]: the RTP fast path's flow keys, actions, counters and RTP quality state.
 //! - [`tls`]: TLS observation without steering (flows, ClientHello events, SNI policy, steered
 //!   destinations) and the kernel relay of spliced connections.
@@ -24,6 +25,7 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod dns;
 pub mod rtp;
 pub mod steer;
 pub mod tls;

@@ -35,16 +35,19 @@ pub const MAX_XDP_INTERFACES: u32 = 1024;
 pub enum XdpSlot {
     /// The RTP fast path: learned media flows forwarded in the kernel (`velocache_rtp`).
     Rtp = 0,
+    /// DNS answers in the kernel: hot cache entries sent back with `XDP_TX` (`velocache_dns`).
+    Dns = 1,
 }
 
 impl XdpSlot {
     /// Every slot, in chain order.
-    pub const ALL: [XdpSlot; 1] = [XdpSlot::Rtp];
+    pub const ALL: [XdpSlot; 2] = [XdpSlot::Rtp, XdpSlot::Dns];
 
     /// The slot with this number, if any.
     pub const fn from_u32(v: u32) -> Option<XdpSlot> {
         match v {
             0 => Some(XdpSlot::Rtp),
+            1 => Some(XdpSlot::Dns),
             _ => None,
         }
     }
@@ -53,6 +56,7 @@ impl XdpSlot {
     pub const fn name(self) -> &'static str {
         match self {
             XdpSlot::Rtp => "rtp",
+            XdpSlot::Dns => "dns",
         }
     }
 
@@ -65,6 +69,7 @@ impl XdpSlot {
     pub const fn program(self) -> &'static str {
         match self {
             XdpSlot::Rtp => crate::rtp::RTP_PROGRAM,
+            XdpSlot::Dns => crate::dns::DNS_PROGRAM,
         }
     }
 
@@ -73,6 +78,7 @@ impl XdpSlot {
     pub const fn maps(self) -> &'static [&'static str] {
         match self {
             XdpSlot::Rtp => &["RTP_FLOWS", "RTP_COUNTERS", "RTP_QUALITY"],
+            XdpSlot::Dns => &["DNS_ANSWERS", "DNS_COUNTERS"],
         }
     }
 }

@@ -8,11 +8,17 @@
 //!
 //! # Layout
 //! - `dispatch`: the dispatcher, its maps (`XDP_SLOTS`, `XDP_INTERFACES`) and `next()`.
-//! - `rtp`: slot `Rtp`, the RTP fast path.
+//! - `rtp`: slot `Rtp`, the RTP fast path (its `packet` module is shared: frame access).
+//! - `dns`: slot `Dns`, DNS answers from the kernel's copy of the daemon's hottest entries.
 #![no_std]
 #![no_main]
+// The DNS slot's per-entry hit counter needs an atomic add, which `AtomicU64` lacks on the BPF
+// target (the object is built with nightly anyway: `-Z build-std`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod dispatch;
+mod dns;
 mod rtp;
 
 #[cfg(not(test))]

@@ -44,6 +44,13 @@ service_section!(
         /// configured upstreams, one resolver may hold at most a quarter of them (a slow one
         /// cannot starve the others).
         max_pending_queries: u32 = 10_000,
+        /// Answer the hottest cache entries in the kernel (XDP on `[datapath] lan_interfaces`):
+        /// a plain UDP query whose answer sits there never reaches the daemon. Off by default:
+        /// on a veth LAN the client-side peer needs GRO on (or an XDP program) to take frames
+        /// sent back with `XDP_TX`.
+        kernel_answers: bool = false,
+        /// Hits a cache entry needs before it is answered in the kernel.
+        kernel_min_hits: u32 = 2,
     }
 );
 
@@ -64,6 +71,9 @@ impl DnsConfig {
         }
         if !(1..=50).contains(&self.prefetch_percent) {
             return Err(Invalid::new("dns.prefetch_percent", "must be 1..=50"));
+        }
+        if self.kernel_min_hits == 0 {
+            return Err(Invalid::new("dns.kernel_min_hits", "must be at least 1"));
         }
         if self.cache_max_entries == 0 {
             return Err(Invalid::new("dns.cache_max_entries", "must be at least 1"));

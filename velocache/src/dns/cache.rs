@@ -219,6 +219,11 @@ impl CachedAnswer {
         self.ttl.saturating_sub(self.age(now))
     }
 
+    /// The header flags as stored (the upstream's, before a client's RD/CD/AD are mixed in).
+    pub fn stored_flags(&self) -> u16 {
+        get16(&self.wire, 2)
+    }
+
     /// Bytes this entry holds.
     pub fn size(&self) -> usize {
         self.wire.len() + self.ttl_offsets.len() * 2 + ENTRY_OVERHEAD

@@ -143,6 +143,8 @@ pub(super) struct Inner {
     pub(super) inflight: Inflight,
     pub(super) stats: DnsStats,
     pub(super) pending: super::budget::Budget,
+    /// Kernel answers, when the XDP slot is claimed (set once, after construction).
+    pub(super) kernel: std::sync::OnceLock<Arc<super::kernel::KernelAnswers>>,
 }
 
 /// The caching forwarder.
@@ -241,8 +243,14 @@ impl Forwarder {
                 inflight: Mutex::new(HashMap::new()),
                 stats,
                 pending: super::budget::Budget::new(max_pending),
+                kernel: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Hand hot entries to the kernel from now on (the XDP `Dns` slot's daemon side).
+    pub fn set_kernel(&self, kernel: Arc<super::kernel::KernelAnswers>) {
+        let _ = self.inner.kernel.set(kernel);
     }
 
     /// The cache (for the admin API and tests).
@@ -292,8 +300,14 @@ impl Forwarder {
             &entry.upstream,
             rule,
         );
+        let hits = entry.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(kernel) = inner.kernel.get()
+            && req.transport == Transport::Udp
+            && hits >= kernel.min_hits()
+        {
+            kernel.offer(req, q, entry, key.as_slice());
+        }
         if let Some(p) = inner.settings.prefetch {
-            let hits = entry.hits.fetch_add(1, Ordering::Relaxed) + 1;
             let left = u64::from(entry.ttl.saturating_sub(age));
             if hits >= p.min_hits
                 && left * 100 <= u64::from(entry.ttl) * u64::from(p.percent)

@@ -13,6 +13,8 @@
 //! - `wire`: reading queries and answers, building small responses (hickory-proto decoder).
 //! - `forwarder`: the cache-first request handler; rules; one log line per query.
 //! - `cache`: the wire-format answer cache (TTL patching, negative caching, serve-stale).
+//! - `kernel`: hot entries handed to the XDP `Dns` slot, answered in the kernel from then on;
+//!   `kernel_task` starts it with the service (sweep, clear on reload, summaries, metrics).
 //! - `resolve`: the miss path (collapsing, stale fallback, prefetch, verbatim forwarding).
 //! - `upstream`: UDP/TCP/DoT exchanges, failover and health.
 //! - `stats`: counters and latency histograms.
@@ -35,6 +37,8 @@ mod budget;
 pub mod cache;
 pub mod forwarder;
 pub mod handler;
+pub mod kernel;
+mod kernel_task;
 mod resolve;
 pub mod runtime;
 pub mod stats;
@@ -239,6 +243,9 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
         stats.clone(),
         config.max_pending_queries as usize,
     );
+    if config.kernel_answers {
+        kernel_task::start(ctx, &forwarder, registry);
+    }
     let handler: Arc<dyn RequestHandler> = match &ctx.steering {
         Some(steering) => Arc::new(steer::SteeringHandler::new(
             Arc::new(forwarder),

@@ -237,6 +237,9 @@ impl Inner {
             Arc::downgrade(rules),
         ));
         self.cache.insert(key, entry.clone());
+        if let Some(kernel) = self.kernel.get() {
+            kernel.forget(key);
+        }
         self.stats.entries.set(self.cache.entries() as i64);
         Ok(entry)
     }

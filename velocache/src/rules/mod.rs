@@ -52,6 +52,8 @@ pub use parse::RulesError;
 pub struct Rules {
     current: Arc<ArcSwap<RuleSet>>,
     file: Arc<ArcSwapOption<PathBuf>>,
+    /// Counts the swaps, for those who keep derived state (the kernel's DNS answers).
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Rules {
@@ -66,6 +68,7 @@ impl Rules {
         Ok(Rules {
             current: Arc::new(ArcSwap::from_pointee(set)),
             file: Arc::new(ArcSwapOption::from_pointee(file.to_path_buf())),
+            generation: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -74,12 +77,18 @@ impl Rules {
         Rules {
             current: Arc::new(ArcSwap::from_pointee(set)),
             file: Arc::new(ArcSwapOption::empty()),
+            generation: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
     /// The rules in force now.
     pub fn current(&self) -> Arc<RuleSet> {
         self.current.load_full()
+    }
+
+    /// Told of every swap (a reload, another file): for state derived from the rules in force.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The file the rules come from, if any.
@@ -95,6 +104,7 @@ impl Rules {
         };
         let set = Arc::new(RuleSet::load(&file)?);
         self.current.store(set.clone());
+        self.generation.send_modify(|g| *g += 1);
         Ok(set)
     }
 
@@ -107,6 +117,7 @@ impl Rules {
         });
         self.file.store(file.map(|f| Arc::new(f.to_path_buf())));
         self.current.store(set.clone());
+        self.generation.send_modify(|g| *g += 1);
         Ok(set)
     }
 }

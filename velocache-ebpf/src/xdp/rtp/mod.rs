@@ -22,4 +22,4 @@
 
 mod forward;
 mod maps;
-mod packet;
+pub(crate) mod packet;

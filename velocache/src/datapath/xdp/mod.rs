@@ -162,6 +162,7 @@ struct Owner {
 fn title(slot: XdpSlot) -> &'static str {
     match slot {
         XdpSlot::Rtp => "RTP fast path",
+        XdpSlot::Dns => "DNS kernel answers",
     }
 }
 
