@@ -15,6 +15,7 @@ mod crash;
 mod datapath;
 mod deploy;
 mod dns;
+mod dns_kernel;
 mod dns_torture;
 mod exhaustion;
 mod fragments;

@@ -431,10 +431,11 @@ fn try_answer(ctx: &XdpContext) -> Option<u32> {
         + u16::from_ne_bytes([0, IPPROTO_UDP]) as u64
         + sum_bytes(&ports);
     let hdr = &mut scratch.hdr;
-    // Ethernet: the MACs swapped.
-    let macs: [u8; 12] = read(ctx, 0)?;
-    hdr[..6].copy_from_slice(&macs[6..12]);
-    hdr[6..12].copy_from_slice(&macs[..6]);
+    // Ethernet: the MACs swapped, the EtherType kept.
+    let eth: [u8; ETH_HLEN] = read(ctx, 0)?;
+    hdr[..6].copy_from_slice(&eth[6..12]);
+    hdr[6..12].copy_from_slice(&eth[..6]);
+    hdr[12..14].copy_from_slice(&eth[12..14]);
     let ip = &mut hdr[ETH_HLEN..ETH_HLEN + 40];
     if l3.v6 {
         let orig: [u8; 40] = read(ctx, ETH_HLEN)?;

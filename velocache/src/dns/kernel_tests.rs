@@ -171,6 +171,8 @@ fn fold16(b: &[u8]) -> u16 {
 fn payload_of(out: &[u8], v6: bool) -> Vec<u8> {
     assert_eq!(&out[..6], &CLIENT_MAC, "destination MAC is the client's");
     assert_eq!(&out[6..12], &GW_MAC);
+    let ethertype: u16 = if v6 { 0x86dd } else { 0x0800 };
+    assert_eq!(&out[12..14], &ethertype.to_be_bytes(), "EtherType kept");
     let l4 = if v6 { 54 } else { 34 };
     let udp_len = usize::from(u16::from_be_bytes([out[l4 + 4], out[l4 + 5]]));
     assert_eq!(out.len(), l4 + udp_len, "frame sized to the answer");
