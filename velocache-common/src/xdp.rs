@@ -78,7 +78,7 @@ impl XdpSlot {
     pub const fn maps(self) -> &'static [&'static str] {
         match self {
             XdpSlot::Rtp => &["RTP_FLOWS", "RTP_COUNTERS", "RTP_QUALITY"],
-            XdpSlot::Dns => &["DNS_ANSWERS", "DNS_COUNTERS"],
+            XdpSlot::Dns => &["DNS_ANSWERS", "DNS_COUNTERS", "DNS_REDIRECT"],
         }
     }
 }

@@ -8,7 +8,7 @@
 //! buffer — the query's header and question, the entry's sections after them, every TTL lowered
 //! by the entry's age — and written over the frame, which is resized, turned around (MACs,
 //! addresses, ports: the answer comes from the resolver the client asked) and sent back with
-//! `XDP_TX`. The UDP checksum is computed over the new payload (`bpf_csum_diff`), the IPv4
+//! `XDP_TX` — or, on veth, redirected to the interface it came in on (`DNS_REDIRECT`). The UDP checksum is computed over the new payload (`bpf_csum_diff`), the IPv4
 //! header checksum from scratch.
 //!
 //! Anything else — another shape, no entry, an entry past `fresh_until_ns`, a frame that
@@ -18,7 +18,10 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, xdp_action::XDP_DROP, xdp_action::XDP_TX},
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_csum_diff, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+        generated::{
+            bpf_csum_diff, bpf_redirect, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+            bpf_xdp_store_bytes,
+        },
     },
     macros::{map, xdp},
     maps::{HashMap, PerCpuArray},
@@ -29,7 +32,7 @@ use velocache_common::{
         DNS_ANSWER_MAX, DNS_COUNTER_COUNT, DNS_MAX_ANSWERS, DNS_MAX_TTLS, DnsAnswer, DnsCounter,
         DnsKey, FLAG_CD, KEY_CD, KEY_DO, KEY_EDNS, aged, answer_flags, fold,
     },
-    xdp::XdpSlot,
+    xdp::{MAX_XDP_INTERFACES, XdpSlot},
 };
 
 use super::rtp::packet::{ETH_HLEN, IPPROTO_UDP, UDP_HLEN, read};
@@ -43,6 +46,13 @@ pub static DNS_ANSWERS: HashMap<DnsKey, DnsAnswer> =
 /// Per-CPU counters, indexed by [`DnsCounter`].
 #[map]
 pub static DNS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_COUNTER_COUNT, 0);
+
+/// Interfaces (ifindex → 1) whose answers leave by `bpf_redirect` to the interface itself
+/// rather than `XDP_TX`: veth, where `XDP_TX` only reaches a peer that runs an XDP program of
+/// its own (the kernel skips waking a peer without one, and the answer waits for the next
+/// packet), while a redirect is flushed to any peer with GRO on. Filled by the daemon.
+#[map]
+pub static DNS_REDIRECT: HashMap<u32, u32> = HashMap::with_max_entries(MAX_XDP_INTERFACES, 0);
 
 /// Bytes of the scratch buffer: a 512-byte message plus the widest masked offset arithmetic
 /// below (`& 0x3ff` reads of up to 8 bytes).
@@ -517,5 +527,11 @@ fn try_answer(ctx: &XdpContext) -> Option<u32> {
         )
     };
     count(DnsCounter::Answered);
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: a plain `u32` value, read at once.
+    if unsafe { DNS_REDIRECT.get(ifindex) }.is_some() {
+        // SAFETY: a helper call on the frame's own interface.
+        return Some(unsafe { bpf_redirect(ifindex, 0) } as u32);
+    }
     Some(XDP_TX)
 }

@@ -63,6 +63,7 @@ pub use maps::{CounterSnapshot, Counters};
 pub use observe::{TlsEvents, TlsMaps};
 pub use routing::{RoutingError, RoutingSpec};
 pub use steering::DaemonSocket;
+pub use sys::interface_driver;
 pub(crate) use sys::{socket_cookie, tcp_bytes_taken};
 pub use xdp::{SlotMaps, XdpError, XdpOwner, XdpSettings};
 

@@ -185,15 +185,32 @@ fn kernel_ns(instant: Instant, now: Instant, now_ns: u64) -> u64 {
 }
 
 impl KernelAnswers {
-    /// Over the maps of the claimed `Dns` slot.
+    /// Over the maps of the claimed `Dns` slot, answering on `interfaces`.
     pub fn new(
         mut maps: SlotMaps,
+        interfaces: &[String],
         settings: KernelSettings,
         rules: Rules,
         steering: Option<Steering>,
     ) -> Result<Self, KernelAnswersError> {
         let map = BpfHashMap::try_from(maps.take("DNS_ANSWERS")?)?;
         let counters = PerCpuArray::try_from(maps.take("DNS_COUNTERS")?)?;
+        let mut redirect: BpfHashMap<MapData, u32, u32> =
+            BpfHashMap::try_from(maps.take("DNS_REDIRECT")?)?;
+        for iface in interfaces {
+            // veth wakes a peer for redirected frames but not for XDP_TX ones (see the program).
+            match crate::datapath::interface_driver(iface) {
+                Ok(driver) if driver == "veth" => {
+                    if let Ok(ifindex) = nix::net::if_::if_nametoindex(iface.as_str()) {
+                        redirect.insert(ifindex, 1, 0)?;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(interface = %iface, error = %e, "driver unknown: answers leave with XDP_TX");
+                }
+            }
+        }
         Ok(KernelAnswers {
             state: Mutex::new(State {
                 map,

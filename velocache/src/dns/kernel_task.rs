@@ -56,7 +56,13 @@ pub fn start(ctx: &ServiceContext, forwarder: &Forwarder, registry: &mut Registr
         .claim(XdpSlot::Dns, &interfaces)
         .map_err(KernelAnswersError::from)
         .and_then(|maps| {
-            KernelAnswers::new(maps, settings, ctx.rules.clone(), ctx.steering.clone())
+            KernelAnswers::new(
+                maps,
+                &interfaces,
+                settings,
+                ctx.rules.clone(),
+                ctx.steering.clone(),
+            )
         });
     let kernel = match kernel {
         Ok(k) => Arc::new(k),

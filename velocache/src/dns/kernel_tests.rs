@@ -64,7 +64,7 @@ fn kernel() -> Kernel {
         min_hits: 1,
         prefetch_percent: None,
     };
-    let kernel = KernelAnswers::new(maps, settings, rules.clone(), None).unwrap();
+    let kernel = KernelAnswers::new(maps, &[], settings, rules.clone(), None).unwrap();
     Kernel { xdp, kernel, rules }
 }
 
@@ -169,6 +169,11 @@ fn fold16(b: &[u8]) -> u16 {
 /// Check the answer frame's headers (turned around, lengths, checksums) and return its DNS
 /// payload.
 fn payload_of(out: &[u8], v6: bool) -> Vec<u8> {
+    checked_payload(out, v6, Some((RESOLVER4, CLIENT4)))
+}
+
+/// [`payload_of`] for any addresses (`v4`: the IPv4 source and destination expected).
+fn checked_payload(out: &[u8], v6: bool, v4: Option<([u8; 4], [u8; 4])>) -> Vec<u8> {
     assert_eq!(&out[..6], &CLIENT_MAC, "destination MAC is the client's");
     assert_eq!(&out[6..12], &GW_MAC);
     let ethertype: u16 = if v6 { 0x86dd } else { 0x0800 };
@@ -176,11 +181,13 @@ fn payload_of(out: &[u8], v6: bool) -> Vec<u8> {
     let l4 = if v6 { 54 } else { 34 };
     let udp_len = usize::from(u16::from_be_bytes([out[l4 + 4], out[l4 + 5]]));
     assert_eq!(out.len(), l4 + udp_len, "frame sized to the answer");
-    assert_eq!(
-        &out[l4..l4 + 4],
-        &[0, 53, 0x9c, 0x40],
-        "ports turned around"
-    );
+    if v4.is_some() {
+        assert_eq!(
+            &out[l4..l4 + 4],
+            &[0, 53, 0x9c, 0x40],
+            "ports turned around"
+        );
+    }
     let mut pseudo = Vec::new();
     if v6 {
         assert_eq!(usize::from(u16::from_be_bytes([out[18], out[19]])), udp_len);
@@ -194,12 +201,14 @@ fn payload_of(out: &[u8], v6: bool) -> Vec<u8> {
             usize::from(u16::from_be_bytes([ip[2], ip[3]])),
             20 + udp_len
         );
-        assert_eq!(
-            &ip[12..16],
-            &RESOLVER4,
-            "the answer comes from the resolver asked"
-        );
-        assert_eq!(&ip[16..20], &CLIENT4);
+        if let Some((from, to)) = v4 {
+            assert_eq!(
+                &ip[12..16],
+                &from,
+                "the answer comes from the resolver asked"
+            );
+            assert_eq!(&ip[16..20], &to);
+        }
         pseudo.extend_from_slice(&ip[12..20]);
         pseudo.extend_from_slice(&[0, 17]);
         pseudo.extend_from_slice(&(udp_len as u16).to_be_bytes());
@@ -419,4 +428,64 @@ fn entries_a_rule_acts_on_never_reach_the_kernel() {
     assert_eq!(k.kernel.entries(), 0);
     let f = frame4(&q, RESOLVER4);
     assert_eq!(k.run(&f), (XDP_PASS, f.clone()));
+}
+
+#[test]
+fn mutated_queries_are_answered_right_or_passed_untouched() {
+    use rand::{Rng as _, SeedableRng as _};
+    let k = kernel();
+    let resolver = IpAddr::V4(Ipv4Addr::from(RESOLVER4));
+    let shapes = [
+        query(1, "www.test.lab", TYPE_A, None),
+        query(2, "www.test.lab", TYPE_A, Some(false)),
+        query(3, "www.test.lab", TYPE_A, Some(true)),
+    ];
+    for q in &shapes {
+        let entry = k.entry(q, vec![a("www.test.lab.", 300, [10, 0, 0, 1])]);
+        k.offer(q, resolver, &entry);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut answered = 0;
+    for i in 0..3_000 {
+        let mut f = frame4(&shapes[i % shapes.len()], RESOLVER4);
+        // Flip, set or cut a few bytes anywhere past the Ethernet header.
+        for _ in 0..rng.random_range(1..4) {
+            match rng.random_range(0..3) {
+                0 => {
+                    let at = rng.random_range(14..f.len());
+                    f[at] ^= 1 << rng.random_range(0..8);
+                }
+                1 if f.len() > 42 => {
+                    let at = rng.random_range(42..f.len());
+                    f[at] = rng.random();
+                }
+                1 => {}
+                _ if f.len() > 15 => {
+                    let len = rng.random_range(15..=f.len());
+                    f.truncate(len);
+                }
+                _ => {}
+            }
+        }
+        let (action, out) = k.run(&f);
+        match action {
+            XDP_PASS => assert_eq!(out, f, "a passed frame is untouched"),
+            XDP_TX => {
+                // Only frames that still read as the plain query (a flip in a bit the key
+                // ignores: the ID, RD, the IP header's ID or TTL, the client's address or
+                // port) are answered, and always well-formed and turned around.
+                let answer = checked_payload(&out, false, None);
+                assert_eq!(&out[26..30], &f[30..34], "from the address asked");
+                assert_eq!(&out[30..34], &f[26..30], "to the sender");
+                assert_eq!(&out[34..36], &f[36..38]);
+                assert_eq!(&out[36..38], &f[34..36]);
+                let asked = &f[42..];
+                assert_eq!(&answer[..2], &asked[..2]);
+                assert!(scan_answer(&answer).is_ok());
+                answered += 1;
+            }
+            other => panic!("action {other} for {f:02x?}"),
+        }
+    }
+    assert!(answered > 0, "no mutation left the query answerable");
 }

@@ -10,8 +10,16 @@
 //!    upstream; this measures the forwarding path, bounded by the upstream's own speed).
 //!
 //! VeloCache is reached the way it is deployed: clients ask the upstream's address and the
-//! classifier steers the query to the daemon. dnsmasq and unbound listen on the gateway's LAN
-//! address, the way they are deployed. Peak RSS is each server's VmHWM after its runs.
+//! classifier steers the query to the daemon. It runs twice: with `[dns] kernel_answers` (hot
+//! entries answered by the XDP program on the LAN interface, `XDP_TX`) and without (every query
+//! answered by the daemon). dnsmasq and unbound listen on the gateway's LAN address, the way they
+//! are deployed. Peak RSS is each server's VmHWM after its runs. The lab's veths are prepared for
+//! XDP (GRO on the receiving ends) for every server alike.
+//!
+//! On two cores the load generator is often the limit, so the hit run also reports CPU time:
+//! dnsperf's own (its rusage as our child), the server process's (`/proc/PID/stat`), and the
+//! machine's softirq time (`/proc/stat`), where XDP and the kernel's UDP receive path run — each
+//! in percent of one core over the run.
 use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Context as _, Result, bail};
@@ -92,9 +100,46 @@ fn dnsperf(ns: &Ns, server: &str, file: &Path, extra: &[&str]) -> Result<(Perf, 
     Ok((p, text))
 }
 
+/// CPU time used during one run, in percent of one core.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    generator: f64,
+    server: f64,
+    softirq: f64,
+}
+
+/// Clock ticks (USER_HZ) the machine spent in softirq, from `/proc/stat`.
+fn softirq_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().next()?.split_whitespace().nth(7)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Ticks `pid` spent in user and system mode.
+fn process_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            Some(after.get(11)?.parse::<u64>().ok()? + after.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// CPU seconds of the children this process has waited for (dnsperf runs as one).
+fn children_cpu_secs() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN);
+    usage.map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
 struct Measured {
     name: &'static str,
     hits: Perf,
+    cpu: Cpu,
     latency: Perf,
     misses: Perf,
     rss_kib: Option<u64>,
@@ -118,12 +163,25 @@ fn measure(
         files.hits,
         &["-n", "2", "-c", "8", "-q", "100"],
     )?;
+    let hz = 100.0; // USER_HZ on Linux
+    let before = (
+        children_cpu_secs(),
+        process_ticks(pid),
+        softirq_ticks(),
+        std::time::Instant::now(),
+    );
     let (hits, _) = dnsperf(
         &lab.client,
         server,
         files.hits,
         &[&load[..], &["-l", &secs]].concat(),
     )?;
+    let wall = before.3.elapsed().as_secs_f64().max(1e-3);
+    let cpu = Cpu {
+        generator: (children_cpu_secs() - before.0) / wall * 100.0,
+        server: process_ticks(pid).saturating_sub(before.1) as f64 / hz / wall * 100.0,
+        softirq: softirq_ticks().saturating_sub(before.2) as f64 / hz / wall * 100.0,
+    };
     let qps = LATENCY_QPS.to_string();
     let (latency, _) = dnsperf(
         &lab.client,
@@ -139,12 +197,19 @@ fn measure(
     )?;
     let rss_kib = servers::peak_rss_kib(pid);
     println!(
-        "  {name}: {:.0} q/s on hits, p50 {:.0} µs, p99 {:.0} µs, {:.0} q/s on misses",
-        hits.qps, latency.p50_us, latency.p99_us, misses.qps
+        "  {name}: {:.0} q/s on hits (CPU: dnsperf {:.0}%, server {:.0}%, softirq {:.0}%), p50 {:.0} µs, p99 {:.0} µs, {:.0} q/s on misses",
+        hits.qps,
+        cpu.generator,
+        cpu.server,
+        cpu.softirq,
+        latency.p50_us,
+        latency.p99_us,
+        misses.qps
     );
     Ok(Measured {
         name,
         hits,
+        cpu,
         latency,
         misses,
         rss_kib,
@@ -163,6 +228,7 @@ pub fn run(seconds: u64) -> Result<()> {
     let hit_file = work.path().join("hits.txt");
     write_queries(&hit_file, "", HIT_NAMES)?;
     let lab = Lab::new();
+    velocache_tests::xdp::prepare_for_xdp(&lab);
     let _zone = unbound_zone(&lab.origin, work.path(), &[addr::ORIGIN], "");
     let mut results = Vec::new();
 
@@ -174,10 +240,13 @@ pub fn run(seconds: u64) -> Result<()> {
     };
 
     println!("bench dns: dnsperf from `client`, {seconds} s per throughput run");
-    {
-        let misses = miss_file("velocache")?;
+    for (name, tag, kernel) in [
+        ("VeloCache (XDP)", "velocache-xdp", true),
+        ("VeloCache (daemon)", "velocache", false),
+    ] {
+        let misses = miss_file(tag)?;
         let config = format!(
-            "[daemon]\nstats_interval_secs = 0\n[dns]\nupstreams = [\"{}:53\"]\n",
+            "[daemon]\nstats_interval_secs = 0\n[dns]\nupstreams = [\"{}:53\"]\nkernel_answers = {kernel}\n",
             addr::ORIGIN
         );
         let daemon = Daemon::start_env(&lab, &config, &[("RUST_LOG", "warn,velocache::app=info")]);
@@ -187,7 +256,7 @@ pub fn run(seconds: u64) -> Result<()> {
         };
         results.push(measure(
             &lab,
-            "VeloCache",
+            name,
             addr::ORIGIN,
             daemon.pid(),
             &files,
@@ -258,12 +327,16 @@ pub fn run(seconds: u64) -> Result<()> {
                 },
                 r.rss_kib
                     .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                format!(
+                    "{:.0} / {:.0} / {:.0}",
+                    r.cpu.generator, r.cpu.server, r.cpu.softirq
+                ),
                 (r.hits.lost + r.misses.lost).to_string(),
             ]
         })
         .collect();
     println!(
-        "\nbench dns: {HIT_NAMES} names (70% A, 20% AAAA, 10% NXDOMAIN) cached; latency at {LATENCY_QPS} q/s; misses: {MISS_NAMES} new names"
+        "\nbench dns: {HIT_NAMES} names (70% A, 20% AAAA, 10% NXDOMAIN) cached; latency at {LATENCY_QPS} q/s; misses: {MISS_NAMES} new names; CPU in % of one core (2 cores)"
     );
     print_table(
         &[
@@ -275,6 +348,7 @@ pub fn run(seconds: u64) -> Result<()> {
             "misses q/s",
             "VeloCache ×",
             "peak RSS",
+            "CPU % on hits (dnsperf / server / softirq)",
             "lost",
         ],
         &rows,
