@@ -46,8 +46,7 @@ service_section!(
         max_pending_queries: u32 = 10_000,
         /// Answer the hottest cache entries in the kernel (XDP on `[datapath] lan_interfaces`):
         /// a plain UDP query whose answer sits there never reaches the daemon. Off by default:
-        /// on a veth LAN the client-side peer needs GRO on (or an XDP program) to take frames
-        /// sent back with `XDP_TX`.
+        /// on a veth LAN the client-side peer needs GRO on to take the frames sent back.
         kernel_answers: bool = false,
         /// Hits a cache entry needs before it is answered in the kernel.
         kernel_min_hits: u32 = 2,

@@ -160,15 +160,16 @@ impl Collector for KernelCollector {
         let Some(k) = self.kernel.upgrade() else {
             return Ok(());
         };
-        let mut answers = encoder.encode_descriptor(
-            "answers",
-            "Answers sent without the daemon, by where they came from (kernel_hit: XDP)",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(k.counter(DnsCounter::Answered))
-            .encode(answers.encode_family(&[("cache", "kernel_hit")])?)?;
-        drop(answers);
+        {
+            let mut answers = encoder.encode_descriptor(
+                "answers",
+                "Answers sent without the daemon, by where they came from (kernel_hit: XDP)",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(k.counter(DnsCounter::Answered))
+                .encode(answers.encode_family(&[("cache", "kernel_hit")])?)?;
+        }
         let counters = [
             (
                 "kernel_expired",
