@@ -71,7 +71,8 @@ struct Installed {
     until: Instant,
     /// Its hit counter at the last summary.
     hits_seen: u64,
-    /// `false`: refused by the map (full); not offered again until `until`.
+    /// `false`: not in the kernel (refused by the map, or the entry does not qualify); not
+    /// offered again until `until`.
     in_kernel: bool,
 }
 
@@ -265,7 +266,25 @@ impl KernelAnswers {
                     .push(key);
             }
             Err(why) => {
+                // Remembered until the entry ends (or the rules change, or a new answer replaces
+                // it), so later hits do not pay for the same verdict and rendering again.
                 tracing::trace!(qname = %wire::name_text(&req.bytes, HEADER_LEN), why, "not a kernel answer");
+                state.installed.insert(
+                    key,
+                    Installed {
+                        cache_key: cache_key.into(),
+                        qname: String::new(),
+                        qtype: q.qtype,
+                        until: entry.stored_at + Duration::from_secs(u64::from(entry.ttl)),
+                        hits_seen: 0,
+                        in_kernel: false,
+                    },
+                );
+                state
+                    .by_cache_key
+                    .entry(cache_key.into())
+                    .or_default()
+                    .push(key);
             }
         }
     }

@@ -428,6 +428,10 @@ fn entries_a_rule_acts_on_never_reach_the_kernel() {
     assert_eq!(k.kernel.entries(), 0);
     let f = frame4(&q, RESOLVER4);
     assert_eq!(k.run(&f), (XDP_PASS, f.clone()));
+    // The refusal is remembered (no verdict per hit), and forgotten with the rules.
+    assert_eq!(k.kernel.state.lock().installed.len(), 1);
+    k.kernel.clear();
+    assert!(k.kernel.state.lock().installed.is_empty());
 }
 
 #[test]
