@@ -280,3 +280,43 @@ fn a_rules_reload_takes_names_back_from_the_kernel() {
         "the kernel let it through"
     );
 }
+
+#[test]
+fn a_flushed_name_leaves_the_kernel_and_is_asked_upstream_again() {
+    require_tools(&["dig", "unbound", "ethtool"]);
+    let lab = Lab::new();
+    prepare_for_xdp(&lab);
+    let dir = tempfile::tempdir().unwrap();
+    let _zone = unbound_zone(&lab.origin, dir.path(), &[addr::ORIGIN], "");
+    let daemon = Daemon::start(&lab, &config(""));
+    let ask = || {
+        dig(
+            &lab.client,
+            &[&format!("@{}", addr::ORIGIN), "www.test.lab"],
+        )
+    };
+    let before = kernel_answers(&lab, &daemon);
+    until_kernel_answers(&lab, &daemon, before, ask);
+    assert_eq!(query_lines(&daemon, "www.test.lab.", "miss").len(), 1);
+
+    let out = daemon.cli(&lab, &["dns", "flush", "WWW.test.lab", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["entries"], 1, "{report}");
+    assert_eq!(report["kernel"], 1, "{report}");
+
+    let after = kernel_answers(&lab, &daemon);
+    assert_eq!(ask().status, "NOERROR");
+    assert_eq!(
+        kernel_answers(&lab, &daemon),
+        after,
+        "the kernel still answered"
+    );
+    daemon.wait_for_log(Duration::from_secs(10), |_| {
+        query_lines(&daemon, "www.test.lab.", "miss").len() == 2
+    });
+}

@@ -43,6 +43,8 @@ pub mod paths {
     pub const RECORD_STOP: &str = "/v1/record/stop";
     /// `GET`: the recording in progress, or the last one; [`super::RecordReport`].
     pub const RECORD: &str = "/v1/record";
+    /// `POST` [`super::DnsFlushRequest`]: drop DNS answers; [`super::DnsFlushReport`].
+    pub const DNS_FLUSH: &str = "/v1/dns/flush";
     /// `GET`: OpenMetrics text.
     pub const METRICS: &str = "/metrics";
 }
@@ -384,6 +386,25 @@ pub struct PurgeReport {
     pub shared: u64,
     /// Bytes freed.
     pub bytes: u64,
+}
+
+/// `dns flush` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsFlushRequest {
+    /// One name (every type, class and query shape of it); none: every answer.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `dns flush` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsFlushReport {
+    /// The name flushed, or none for everything.
+    pub name: Option<String>,
+    /// Answers removed from the daemon's cache.
+    pub entries: u64,
+    /// Answers removed from the kernel's map (`[dns] kernel_answers`).
+    pub kernel: u64,
 }
 
 /// `cache warm` request.

@@ -11,5 +11,6 @@ pub mod api;
 pub mod seams;
 
 pub use seams::{
-    AdminError, AdminHub, CaAdmin, CacheAdmin, CallsAdmin, OriginsAdmin, RecordAdmin, UrlPattern,
+    AdminError, AdminHub, CaAdmin, CacheAdmin, CallsAdmin, DnsAdmin, OriginsAdmin, RecordAdmin,
+    UrlPattern,
 };

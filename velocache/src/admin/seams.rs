@@ -23,8 +23,8 @@ use globset::GlobBuilder;
 use thiserror::Error;
 
 use super::api::{
-    CacheEntry, CacheListing, CallsReport, OriginsReport, PurgeReport, RecordReport, RecordStart,
-    WarmResult,
+    CacheEntry, CacheListing, CallsReport, DnsFlushReport, OriginsReport, PurgeReport,
+    RecordReport, RecordStart, WarmResult,
 };
 use crate::config::Glob;
 
@@ -135,6 +135,13 @@ pub trait CallsAdmin: Send + Sync {
     fn calls(&self) -> BoxFuture<'_, Result<CallsReport, AdminError>>;
 }
 
+/// The DNS answer cache.
+pub trait DnsAdmin: Send + Sync {
+    /// Drop the answers for `name` (any type, class or query shape), or every answer; the
+    /// kernel's copies go too.
+    fn flush(&self, name: Option<&str>) -> Result<DnsFlushReport, AdminError>;
+}
+
 /// The origins' health and breakers.
 pub trait OriginsAdmin: Send + Sync {
     /// Every origin tracked, busiest first.
@@ -170,6 +177,7 @@ pub struct AdminHub {
 struct Slots {
     cache: OnceLock<Arc<dyn CacheAdmin>>,
     calls: OnceLock<Arc<dyn CallsAdmin>>,
+    dns: OnceLock<Arc<dyn DnsAdmin>>,
     ca: OnceLock<Arc<dyn CaAdmin>>,
     origins: OnceLock<Arc<dyn OriginsAdmin>>,
     record: OnceLock<Arc<dyn RecordAdmin>>,
@@ -189,6 +197,16 @@ impl AdminHub {
     /// Offer the SIP calls.
     pub fn register_calls(&self, calls: Arc<dyn CallsAdmin>) -> bool {
         self.inner.calls.set(calls).is_ok()
+    }
+
+    /// Offer the DNS answer cache.
+    pub fn register_dns(&self, dns: Arc<dyn DnsAdmin>) -> bool {
+        self.inner.dns.set(dns).is_ok()
+    }
+
+    /// The DNS answer cache, if registered.
+    pub fn dns(&self) -> Option<Arc<dyn DnsAdmin>> {
+        self.inner.dns.get().cloned()
     }
 
     /// Offer the local CA.

@@ -8,14 +8,15 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    AdminCommand, CaCommand, CacheCommand, CliError, GlobalOpts, RecordCommand, RulesCommand,
-    ServiceCommand, endpoint, exit, render, replay,
+    AdminCommand, CaCommand, CacheCommand, CliError, DnsCommand, GlobalOpts, RecordCommand,
+    RulesCommand, ServiceCommand, endpoint, exit, render, replay,
 };
 use crate::{
     admin::api::{
-        CaReport, CacheEntry, CacheListing, CacheQuery, CacheShow, CallsReport, OriginsReport,
-        PurgeReport, PurgeRequest, RecordReport, RecordStart, ReloadReport, RulesReloadReport,
-        RulesReport, StatsReport, StatusReport, StopReport, WarmReport, WarmRequest, paths,
+        CaReport, CacheEntry, CacheListing, CacheQuery, CacheShow, CallsReport, DnsFlushReport,
+        DnsFlushRequest, OriginsReport, PurgeReport, PurgeRequest, RecordReport, RecordStart,
+        ReloadReport, RulesReloadReport, RulesReport, StatsReport, StatusReport, StopReport,
+        WarmReport, WarmRequest, paths,
     },
     control::{Client, ClientError},
     rules::RuleSet,
@@ -76,6 +77,23 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
                 print_json(&calls);
             } else {
                 print!("{}", render::calls(&calls));
+            }
+        }
+        AdminCommand::Dns {
+            command: DnsCommand::Flush { name },
+        } => {
+            let report: DnsFlushReport = client
+                .post(paths::DNS_FLUSH, &DnsFlushRequest { name })
+                .await?;
+            if json {
+                print_json(&report);
+            } else {
+                println!(
+                    "flushed {} answer(s) for {} ({} from the kernel)",
+                    report.entries,
+                    report.name.as_deref().unwrap_or("every name"),
+                    report.kernel
+                );
             }
         }
         AdminCommand::Record { command } => return record(&client, command, json).await,

@@ -103,6 +103,12 @@ pub enum AdminCommand {
     },
     /// SIP calls in progress and recently ended, with media statistics.
     Calls,
+    /// The DNS answer cache.
+    Dns {
+        /// What to do.
+        #[command(subcommand)]
+        command: DnsCommand,
+    },
     /// The local CA of HTTPS interception.
     Ca {
         /// What to do.
@@ -224,6 +230,17 @@ pub enum ServiceCommand {
         /// Return once the daemon accepted the request instead of when it has exited.
         #[arg(long)]
         no_wait: bool,
+    },
+}
+
+/// `velocache dns …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum DnsCommand {
+    /// Drop the cached answers for NAME (every type and query shape), or every answer; the
+    /// kernel's copies (`[dns] kernel_answers`) go too, so the next query asks upstream.
+    Flush {
+        /// The name (`www.example.org`); none: everything.
+        name: Option<String>,
     },
 }
 

@@ -15,8 +15,9 @@ use tracing::info;
 use super::{metrics::OPENMETRICS_CONTENT_TYPE, plane::ControlPlane};
 use crate::admin::{
     api::{
-        CaReport, CacheQuery, CacheShow, ErrorBody, ErrorKind, FaultView, PurgeRequest,
-        RecordStart, RuleView, RulesReport, StopReport, WarmReport, WarmRequest, paths,
+        CaReport, CacheQuery, CacheShow, DnsFlushRequest, ErrorBody, ErrorKind, FaultView,
+        PurgeRequest, RecordStart, RuleView, RulesReport, StopReport, WarmReport, WarmRequest,
+        paths,
     },
     seams::{AdminError, RecordAdmin, UrlPattern},
 };
@@ -189,6 +190,7 @@ async fn route(
         paths::RECORD_START,
         paths::RECORD_STOP,
         paths::RECORD,
+        paths::DNS_FLUSH,
         paths::METRICS,
     ];
     match (method.clone(), path.as_str()) {
@@ -257,6 +259,22 @@ async fn route(
                 .calls()
                 .ok_or_else(|| ApiError::not_available("SIP call observation"))?;
             ok(&calls.calls().await?)
+        }
+        (Method::POST, paths::DNS_FLUSH) => {
+            let q: DnsFlushRequest = body(req).await?;
+            let dns = plane
+                .hub
+                .dns()
+                .ok_or_else(|| ApiError::not_available("the DNS cache"))?;
+            let report = dns.flush(q.name.as_deref())?;
+            info!(
+                service = "dns",
+                name = q.name.as_deref().unwrap_or("*"),
+                entries = report.entries,
+                kernel = report.kernel,
+                "DNS answers flushed through the admin API"
+            );
+            ok(&report)
         }
         (Method::GET, paths::ORIGINS) => {
             let origins = plane

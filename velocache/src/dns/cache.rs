@@ -356,6 +356,22 @@ impl AnswerCache {
         self.map.weight()
     }
 
+    /// Drop the entries for `name` (wire form, lower-case: the key's last part) whatever their
+    /// type, class, flags and resolver; how many went.
+    pub fn remove_name(&self, name: &[u8]) -> u64 {
+        let removed = std::sync::atomic::AtomicU64::new(0);
+        self.map.retain(|key, _| {
+            // Key layout (KeyBuf::new): type, class, flags byte, resolver length, resolver, name.
+            let resolver = key.get(5).map_or(0, |&l| usize::from(l));
+            let same = key.get(6 + resolver..) == Some(name);
+            if same {
+                removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            !same
+        });
+        removed.into_inner()
+    }
+
     /// Drop every entry.
     pub fn clear(&self) {
         self.map.clear();

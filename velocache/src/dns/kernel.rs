@@ -344,15 +344,43 @@ impl KernelAnswers {
         }
     }
 
-    /// Remove every kernel answer (the rules changed).
-    pub fn clear(&self) {
+    /// Remove the kernel answers for `name` (wire form, lower-case); how many were in the map.
+    pub fn forget_name(&self, name: &[u8]) -> u64 {
         let mut state = self.state.lock();
+        let keys: Vec<DnsKey> = state
+            .installed
+            .keys()
+            .filter(|k| k.name.get(..usize::from(k.name_len)) == Some(name))
+            .copied()
+            .collect();
+        let mut removed = 0;
+        for key in keys {
+            if let Some(i) = state.installed.remove(&key) {
+                if let Some(keys) = state.by_cache_key.get_mut(&i.cache_key) {
+                    keys.retain(|k| *k != key);
+                }
+                if state.map.remove(&key).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        state.by_cache_key.retain(|_, keys| !keys.is_empty());
+        removed
+    }
+
+    /// Remove every kernel answer (the rules changed, or a flush); how many were in the map.
+    pub fn clear(&self) -> u64 {
+        let mut state = self.state.lock();
+        let mut removed = 0;
         let keys: Vec<DnsKey> = state.installed.keys().copied().collect();
         for key in keys {
-            let _ = state.map.remove(&key);
+            if state.map.remove(&key).is_ok() {
+                removed += 1;
+            }
         }
         state.installed.clear();
         state.by_cache_key.clear();
+        removed
     }
 
     /// Drop entries whose freshness ended.

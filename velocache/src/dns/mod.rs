@@ -13,6 +13,7 @@
 //! - `wire`: reading queries and answers, building small responses (hickory-proto decoder).
 //! - `forwarder`: the cache-first request handler; rules; one log line per query.
 //! - `cache`: the wire-format answer cache (TTL patching, negative caching, serve-stale).
+//! - `admin`: `velocache dns flush` (the admin API's DNS capability).
 //! - `kernel`: hot entries handed to the XDP `Dns` slot, answered in the kernel from then on;
 //!   `kernel_task` starts it with the service (sweep, clear on reload, summaries, metrics).
 //! - `resolve`: the miss path (collapsing, stale fallback, prefetch, verbatim forwarding).
@@ -33,6 +34,7 @@ use crate::{
     service::{Handlers, ServiceContext, ServiceError, ServiceFactory},
 };
 
+mod admin;
 mod budget;
 pub mod cache;
 pub mod forwarder;
@@ -246,6 +248,7 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
     if config.kernel_answers {
         kernel_task::start(ctx, &forwarder, registry);
     }
+    ctx.admin.register_dns(Arc::new(forwarder.clone()));
     let handler: Arc<dyn RequestHandler> = match &ctx.steering {
         Some(steering) => Arc::new(steer::SteeringHandler::new(
             Arc::new(forwarder),
