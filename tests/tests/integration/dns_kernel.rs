@@ -224,7 +224,7 @@ fn hot_answers_come_from_the_kernel_byte_identical_to_the_daemons() {
     // The operator's view: a summary line per name instead of one per packet, the kernel
     // counters line, and the DNS section of `velocache stats`.
     let summary = daemon.wait_for_log(Duration::from_secs(10), |l| {
-        l["message"] == "query" && l["cache"] == "kernel_hit" && l["qname"] == "wWw.TeSt.lab."
+        l["message"] == "query" && l["cache"] == "kernel_hit" && l["qname"] == "www.test.lab."
     });
     assert!(
         summary["count"].as_u64().is_some_and(|c| c >= 1),

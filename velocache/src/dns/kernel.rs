@@ -252,7 +252,8 @@ impl KernelAnswers {
                     key,
                     Installed {
                         cache_key: cache_key.into(),
-                        qname: wire::name_text(&req.bytes, HEADER_LEN),
+                        // Lower-cased: one kernel entry serves every spelling of the name.
+                        qname: wire::name_text(&req.bytes, HEADER_LEN).to_ascii_lowercase(),
                         qtype: q.qtype,
                         until,
                         hits_seen: 0,
