@@ -10,8 +10,10 @@
 //! hanging it. A fill that stopped storing (disk full) leaves the rest of its origin body to the
 //! reader at its position ([`super::handoff`]), which then relays it directly.
 //!
-//! Chunks leave as `Bytes`. A committed slice can also be had as a file region
-//! ([`super::SliceReader::file`]) by a response writer that sends it with `sendfile`.
+//! Chunks leave as `Bytes` ([`ObjectReader::next_chunk`]), or — for a writer that can send a
+//! file with `sendfile` ([`ObjectReader::next_piece`] with a limit) — committed slices leave as
+//! [`FileRegion`]s instead, read by nobody in userspace; everything else (a fill in progress, a
+//! store without files, a handed-over origin body) still leaves as bytes.
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -19,7 +21,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::{
-    CacheError, ObjectId, ObjectMeta, SliceReader, Storage,
+    CacheError, FileRegion, ObjectId, ObjectMeta, SliceReader, Storage,
     handoff::{self, Handoff},
     lock::{CacheLock, Fill, FillEnd, FillState},
 };
@@ -40,6 +42,15 @@ pub trait RangeFetcher: Send + Sync {
 
 /// Largest chunk read from the store at once.
 pub const READ_CHUNK: usize = 256 * 1024;
+
+/// One piece of an object's bytes: read into memory, or left in a committed slice's file.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// Bytes read (or taken from a fill, or relayed from an origin).
+    Bytes(Bytes),
+    /// A part of a committed slice, to be sent from its file.
+    File(FileRegion),
+}
 
 /// Reads `[pos, end)` of one object version.
 pub struct ObjectReader {
@@ -104,7 +115,22 @@ impl ObjectReader {
 
     /// The next chunk; `None` at the end.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, CacheError>> {
-        match self.step().await {
+        match self.next_piece(None).await? {
+            Ok(Piece::Bytes(b)) => Some(Ok(b)),
+            // Never without a file limit.
+            Ok(Piece::File(_)) => Some(Err(CacheError::Closed)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The next piece; `None` at the end. With `files` (the longest region wanted), a
+    /// committed slice of a store with files comes as a [`Piece::File`] of at most that many
+    /// bytes, not read; without, everything comes as bytes.
+    pub async fn next_piece(
+        &mut self,
+        files: Option<u64>,
+    ) -> Option<Result<Piece, CacheError>> {
+        match self.step(files).await {
             Ok(Some(b)) => Some(Ok(b)),
             Ok(None) => None,
             Err(e) => {
@@ -115,7 +141,7 @@ impl ObjectReader {
         }
     }
 
-    async fn step(&mut self) -> Result<Option<Bytes>, CacheError> {
+    async fn step(&mut self, files: Option<u64>) -> Result<Option<Piece>, CacheError> {
         let s = self.meta.slice_bytes;
         let version = self.meta.version;
         loop {
@@ -128,7 +154,7 @@ impl ObjectReader {
                 match h.next_at(self.pos, end).await {
                     Some(Ok(data)) => {
                         self.pos += data.len() as u64;
-                        return Ok(Some(data));
+                        return Ok(Some(Piece::Bytes(data)));
                     }
                     Some(Err(e)) => return Err(e),
                     // The end of a body of unknown length is the object's.
@@ -160,6 +186,9 @@ impl ObjectReader {
                     };
                     self.open = Some((idx, true, r));
                 }
+                if let Some(region) = self.region(files, idx, limit) {
+                    return Ok(Some(Piece::File(region)));
+                }
                 let want = ((limit - self.pos) as usize).min(READ_CHUNK);
                 let r = self.open.as_ref().map(|(_, _, r)| r.clone());
                 let ahead = self.ahead.take().filter(|(p, _)| *p == self.pos);
@@ -190,7 +219,7 @@ impl ObjectReader {
                     return Err(CacheError::Missing { slice: idx });
                 }
                 self.pos += data.len() as u64;
-                return Ok(Some(data));
+                return Ok(Some(Piece::Bytes(data)));
             }
 
             // 2. A fill in progress.
@@ -220,7 +249,7 @@ impl ObjectReader {
                         continue;
                     }
                     if let Some(data) = self.read_from_fill(&st, idx, limit).await? {
-                        return Ok(Some(data));
+                        return Ok(Some(Piece::Bytes(data)));
                     }
                 }
                 match &st.end {
@@ -309,6 +338,34 @@ impl ObjectReader {
                 return Err(CacheError::Missing { slice: idx });
             }
         }
+    }
+
+    /// `[pos, limit)` of the open committed slice `idx` as a file region (at most `files`
+    /// bytes), when a file is wanted and the store has one; advances past it.
+    fn region(&mut self, files: Option<u64>, idx: u64, limit: u64) -> Option<FileRegion> {
+        let max = files?;
+        let file = match &self.open {
+            Some((i, true, r)) if *i == idx => r.file()?,
+            _ => return None,
+        };
+        let at = self.pos - idx * self.meta.slice_bytes;
+        // A file shorter than the slice should be: the byte path reports it.
+        let len = (limit - self.pos)
+            .min(file.len.checked_sub(at)?)
+            .min(max);
+        if len == 0 {
+            return None;
+        }
+        // A read ahead of this position is no longer wanted.
+        if let Some((_, h)) = self.ahead.take() {
+            h.abort();
+        }
+        self.pos += len;
+        Some(FileRegion {
+            fd: file.fd,
+            offset: file.offset + at,
+            len,
+        })
     }
 
     /// Bytes at `pos` from a fill's published chunk or its written part.

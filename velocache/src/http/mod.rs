@@ -32,7 +32,8 @@
 //! - `headers`: hop-by-hop, `Via`, `Host` checks; `hostnames`: the background DNS check;
 //!   `interim`: the origin's 1xx heads relayed to HTTP/1 clients through their stream.
 //! - `ctx`, `metrics`, `body`, `answer`, `error`, `metered`: per-request state and its log
-//!   line, counters, bodies, the gateway's own answers, errors, byte counts.
+//!   line, counters, bodies, the gateway's own answers, errors, byte counts; `sendfile`: plain
+//!   HTTP/1.1 connections that send cache hits' bodies from the slice files.
 
 mod admin;
 mod anomaly;
@@ -54,6 +55,7 @@ mod phase;
 mod proxy;
 mod record;
 mod rule_phase;
+mod sendfile;
 mod serve;
 mod store;
 mod upgrade;
@@ -292,22 +294,24 @@ pub async fn serve_decrypted<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    serve_counted(proxy, io, conn, protocol, flow).await;
+    serve_counted(proxy, io, conn, protocol, flow, None).await;
 }
 
-/// Serve a connection, counting its bytes into `flow` and saying which protocol it spoke.
+/// Serve a connection, counting its bytes into `flow` and saying which protocol it spoke;
+/// `sendfile`: the connection is a [`sendfile::SendfileIo`].
 async fn serve_counted<S>(
     proxy: Arc<Proxy>,
     io: S,
     conn: Conn,
     protocol: ClientProtocol,
     flow: &FlowGuard,
+    sendfile: Option<sendfile::SendfileConn>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     flow.record("protocol", protocol.alpn());
     proxy
-        .serve(Metered::new(io, flow.counts()), conn, protocol)
+        .serve_with(Metered::new(io, flow.counts()), conn, protocol, sendfile)
         .await;
 }
 
@@ -328,7 +332,9 @@ impl TcpHandler for HttpService {
                 client,
                 orig_dst,
             };
-            serve_counted(proxy, stream, conn, ClientProtocol::Http1, &flow).await;
+            // Plain TCP: cache hits' bodies can go out with sendfile.
+            let (io, sendfile) = sendfile::SendfileIo::new(stream, proxy.sendfile_counter());
+            serve_counted(proxy, io, conn, ClientProtocol::Http1, &flow, Some(sendfile)).await;
         });
     }
 }
