@@ -126,10 +126,7 @@ impl ObjectReader {
     /// The next piece; `None` at the end. With `files` (the longest region wanted), a
     /// committed slice of a store with files comes as a [`Piece::File`] of at most that many
     /// bytes, not read; without, everything comes as bytes.
-    pub async fn next_piece(
-        &mut self,
-        files: Option<u64>,
-    ) -> Option<Result<Piece, CacheError>> {
+    pub async fn next_piece(&mut self, files: Option<u64>) -> Option<Result<Piece, CacheError>> {
         match self.step(files).await {
             Ok(Some(b)) => Some(Ok(b)),
             Ok(None) => None,
@@ -350,9 +347,7 @@ impl ObjectReader {
         };
         let at = self.pos - idx * self.meta.slice_bytes;
         // A file shorter than the slice should be: the byte path reports it.
-        let len = (limit - self.pos)
-            .min(file.len.checked_sub(at)?)
-            .min(max);
+        let len = (limit - self.pos).min(file.len.checked_sub(at)?).min(max);
         if len == 0 {
             return None;
         }

@@ -334,7 +334,15 @@ impl TcpHandler for HttpService {
             };
             // Plain TCP: cache hits' bodies can go out with sendfile.
             let (io, sendfile) = sendfile::SendfileIo::new(stream, proxy.sendfile_counter());
-            serve_counted(proxy, io, conn, ClientProtocol::Http1, &flow, Some(sendfile)).await;
+            serve_counted(
+                proxy,
+                io,
+                conn,
+                ClientProtocol::Http1,
+                &flow,
+                Some(sendfile),
+            )
+            .await;
         });
     }
 }
@@ -349,6 +357,8 @@ mod origin_tests;
 mod phase_tests;
 #[cfg(test)]
 mod record_tests;
+#[cfg(test)]
+mod sendfile_tests;
 #[cfg(test)]
 mod stale_tests;
 #[cfg(test)]

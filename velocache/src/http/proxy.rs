@@ -192,9 +192,7 @@ impl Proxy {
                     let p = proxy.clone();
                     let interim = interim.clone();
                     let files = files.clone();
-                    async move {
-                        Ok::<_, Infallible>(p.handle(conn, req, Some(interim), files).await)
-                    }
+                    async move { Ok::<_, Infallible>(p.handle(conn, req, Some(interim), files).await) }
                 });
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder

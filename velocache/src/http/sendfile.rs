@@ -151,8 +151,13 @@ impl SendfileIo {
             let mut offset = i64::try_from(front.region.offset + front.sent)
                 .map_err(|_| io::Error::other("file offset out of range"))?;
             let sent = inner.try_io(Interest::WRITABLE, || {
-                nix::sys::sendfile::sendfile64(inner, &*front.region.fd, Some(&mut offset), buf.len())
-                    .map_err(io::Error::from)
+                nix::sys::sendfile::sendfile64(
+                    inner,
+                    &*front.region.fd,
+                    Some(&mut offset),
+                    buf.len(),
+                )
+                .map_err(io::Error::from)
             });
             match sent {
                 Ok(0) => {
