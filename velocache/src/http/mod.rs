@@ -223,6 +223,7 @@ fn proxy_with(
         Settings {
             via,
             header_read_timeout: config.header_read_timeout_ms.get(),
+            sendfile: config.sendfile,
             connect_timeout: config.connect_timeout_ms.get(),
         },
         phase::Chain::new(phases),

@@ -76,6 +76,8 @@ pub struct Settings {
     pub via: HeaderValue,
     /// Client request-header timeout.
     pub header_read_timeout: Duration,
+    /// Plain HTTP/1.1 connections send hits' bodies from the slice files (`[http] sendfile`).
+    pub sendfile: bool,
     /// How long an origin has to accept a tunnel's connection (`[http] connect_timeout_ms`).
     pub connect_timeout: Duration,
 }
@@ -144,6 +146,11 @@ impl Proxy {
             metrics: self.metrics.clone(),
             hosts: self.hosts.clone(),
         })
+    }
+
+    /// Whether plain connections send hits' bodies with `sendfile` (`[http] sendfile`).
+    pub(super) fn sendfile(&self) -> bool {
+        self.settings.sendfile
     }
 
     /// The counter a [`SendfileIo`](super::sendfile::SendfileIo) counts its file bytes into.
