@@ -333,17 +333,13 @@ impl TcpHandler for HttpService {
                 client,
                 orig_dst,
             };
-            // Plain TCP: cache hits' bodies can go out with sendfile.
-            let (io, sendfile) = sendfile::SendfileIo::new(stream, proxy.sendfile_counter());
-            serve_counted(
-                proxy,
-                io,
-                conn,
-                ClientProtocol::Http1,
-                &flow,
-                Some(sendfile),
-            )
-            .await;
+            if proxy.sendfile() {
+                // Plain TCP: cache hits' bodies can go out with sendfile.
+                let (io, files) = sendfile::SendfileIo::new(stream, proxy.sendfile_counter());
+                serve_counted(proxy, io, conn, ClientProtocol::Http1, &flow, Some(files)).await;
+            } else {
+                serve_counted(proxy, stream, conn, ClientProtocol::Http1, &flow, None).await;
+            }
         });
     }
 }
