@@ -113,6 +113,10 @@ impl Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with("").await
+}
+
+async fn rig_with(rules: &str) -> Rig {
     let (origin, origin_addr) = spawn_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let store = DiskStorage::open(dir.path(), 1 << 30, 64, false).unwrap();
@@ -126,7 +130,7 @@ async fn rig() -> Rig {
     let tapped = Arc::new(Mutex::new(Vec::new()));
     let phases: Vec<Arc<dyn Phase>> =
         vec![Arc::new(Ended(ends.clone())), Arc::new(Tap(tapped.clone()))];
-    let rules = crate::rules::Rules::from_set(RuleSet::parse("", "test").unwrap());
+    let rules = crate::rules::Rules::from_set(RuleSet::parse(rules, "test").unwrap());
     let origins = crate::origins::Origins::unregistered(&crate::config::OriginsConfig::default());
     let mut registry = prometheus_client::registry::Registry::default();
     let storage: Arc<dyn crate::cache::Storage> = store.clone();
@@ -349,4 +353,24 @@ async fn a_body_tap_gets_the_real_bytes_and_the_body_is_copied_for_it() {
         before,
         "a tapped body is not sent from files"
     );
+}
+
+#[tokio::test]
+async fn a_bandwidth_fault_paces_a_hit_sent_from_the_files_without_changing_its_bytes() {
+    // 80 Mbit/s: pieces of 1 MB, so each slice's placeholder is split in two.
+    let r = rig_with(
+        "[[rule]]\nname = \"thin\"\nmatch_path = \"/thin/*\"\naction = \"cache\"\nfault = { bandwidth_kbps = 80000 }\n",
+    )
+    .await;
+    let len = 3 * SLICE as usize + 99;
+    let body = stored_object(&r, "/thin/x", len);
+    get(r.plain, "/thin/x").await;
+    r.stored().await;
+    r.end(1).await;
+
+    let before = r.sent_from_files();
+    let hit = get(r.plain, "/thin/x").await;
+    assert_eq!(hit.headers["x-cache-status"], "hit");
+    assert!(hit.body == body, "the paced hit's bytes");
+    assert_eq!(r.sent_from_files() - before, len as u64);
 }
