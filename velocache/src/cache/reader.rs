@@ -66,11 +66,16 @@ pub struct ObjectReader {
     sub: Option<(Arc<Fill>, watch::Receiver<FillState>)>,
     fetched: Vec<u64>,
     ahead: Option<(u64, tokio::task::JoinHandle<Result<Bytes, CacheError>>)>,
+    /// The next committed slice being opened while this one is sent from its file.
+    open_ahead: Option<(u64, Opening)>,
     /// An origin body a fill left to this reader, relayed directly.
     direct: Option<Handoff>,
     /// Slices fetched again after a fill that did not store.
     refetches: u32,
 }
+
+/// A slice being opened in a task of its own.
+type Opening = tokio::task::JoinHandle<Result<Option<Arc<dyn SliceReader>>, CacheError>>;
 
 /// How many times a reader fetches slices again after fills that did not store them.
 const MAX_REFETCHES: u32 = 8;
@@ -101,6 +106,7 @@ impl ObjectReader {
             sub: None,
             fetched: Vec::new(),
             ahead: None,
+            open_ahead: None,
             direct: None,
             refetches: 0,
         }
@@ -174,7 +180,11 @@ impl ObjectReader {
             // 1. A committed slice.
             if self.storage.has_slice(&self.id, version, idx) {
                 if !matches!(&self.open, Some((i, true, _)) if *i == idx) {
-                    let Some(r) = self.storage.open_slice(self.id, version, idx).await? else {
+                    let opened = match self.open_ahead.take().filter(|(i, _)| *i == idx) {
+                        Some((_, h)) => h.await.map_err(|_| CacheError::Closed)??,
+                        None => self.storage.open_slice(self.id, version, idx).await?,
+                    };
+                    let Some(r) = opened else {
                         // Its file vanished (the store forgot it): fetch it like any missing one.
                         if self.storage.has_slice(&self.id, version, idx) {
                             return Err(CacheError::Missing { slice: idx });
@@ -356,6 +366,17 @@ impl ObjectReader {
             h.abort();
         }
         self.pos += len;
+        // Open the next slice while this one is being sent, so that the socket does not wait
+        // for the disk thread between slices.
+        let next = idx + 1;
+        if self.pos == (idx + 1) * self.meta.slice_bytes
+            && self.end().is_some_and(|e| self.pos < e)
+            && self.open_ahead.is_none()
+            && self.storage.has_slice(&self.id, self.meta.version, next)
+        {
+            let open = self.storage.open_slice(self.id, self.meta.version, next);
+            self.open_ahead = Some((next, tokio::spawn(open)));
+        }
         Some(FileRegion {
             fd: file.fd,
             offset: file.offset + at,
