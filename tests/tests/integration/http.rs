@@ -347,6 +347,68 @@ fn http_range_on_a_cached_object() {
 }
 
 #[test]
+fn http_hits_are_sent_from_the_slice_files_with_sendfile() {
+    require_tools(&["curl", "python3", "sha256sum"]);
+    let lab = Lab::new();
+    let origin = Origin::start(&lab);
+    let len: u64 = (5 << 20) + 12_345;
+    let want = origin.file("sf.bin", len);
+    origin.route(
+        "/sf.bin",
+        json!({"headers": {"Cache-Control": "max-age=600"}}),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&lab, &with_cache_dir(cache.path(), ""));
+    assert_eq!(fetch_sha(&lab, "/sf.bin"), want);
+    wait_requests(&daemon, "/sf.bin", 1);
+    // Every slice committed (the fill may end just after the client's response).
+    let end = Instant::now() + WAIT;
+    while count_slices(cache.path()) < 6 {
+        assert!(Instant::now() < end, "the object was never stored whole");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = || {
+        let text = velocache_tests::shared::metrics(&lab, &daemon);
+        velocache_tests::shared::sample(&text, "velocache_http_sendfile_bytes_total", "")
+            .unwrap_or_else(|| {
+                panic!("no velocache_http_sendfile_bytes_total in /metrics:\n{text}")
+            }) as u64
+    };
+
+    let before = sent();
+    assert_eq!(fetch_sha(&lab, "/sf.bin"), want, "the hit's bytes");
+    wait_requests(&daemon, "/sf.bin", 2);
+    assert_eq!(
+        sent() - before,
+        len,
+        "the whole body went out with sendfile"
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let part = out.path().join("part");
+    let before = sent();
+    curl(
+        &lab,
+        &[
+            "-r",
+            "1000000-3999999",
+            "-o",
+            &part.display().to_string(),
+            &url("/sf.bin"),
+        ],
+    );
+    let data = std::fs::read(&part).unwrap();
+    let full = std::fs::read(origin.path("sf.bin")).unwrap();
+    assert!(data == full[1_000_000..4_000_000], "a Range across slices");
+    let lines = wait_requests(&daemon, "/sf.bin", 3);
+    assert_eq!(cache_of(&lines), ["miss", "hit", "hit"]);
+    assert_eq!(lines[1]["bytes"], len);
+    assert_eq!(lines[2]["status"], 206);
+    assert_eq!(sent() - before, 3_000_000);
+    assert_eq!(origin.count("/sf.bin"), 1);
+}
+
+#[test]
 fn http_deny_rule_returns_403_with_a_short_body() {
     require_tools(&["curl", "python3"]);
     let lab = Lab::new();

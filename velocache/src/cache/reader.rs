@@ -10,8 +10,10 @@
 //! hanging it. A fill that stopped storing (disk full) leaves the rest of its origin body to the
 //! reader at its position ([`super::handoff`]), which then relays it directly.
 //!
-//! Chunks leave as `Bytes`. A committed slice can also be had as a file region
-//! ([`super::SliceReader::file`]) by a response writer that sends it with `sendfile`.
+//! Chunks leave as `Bytes` ([`ObjectReader::next_chunk`]), or — for a writer that can send a
+//! file with `sendfile` ([`ObjectReader::next_piece`] with a limit) — committed slices leave as
+//! [`FileRegion`]s instead, read by nobody in userspace; everything else (a fill in progress, a
+//! store without files, a handed-over origin body) still leaves as bytes.
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -19,7 +21,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::{
-    CacheError, ObjectId, ObjectMeta, SliceReader, Storage,
+    CacheError, FileRegion, ObjectId, ObjectMeta, SliceReader, Storage,
     handoff::{self, Handoff},
     lock::{CacheLock, Fill, FillEnd, FillState},
 };
@@ -41,6 +43,15 @@ pub trait RangeFetcher: Send + Sync {
 /// Largest chunk read from the store at once.
 pub const READ_CHUNK: usize = 256 * 1024;
 
+/// One piece of an object's bytes: read into memory, or left in a committed slice's file.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// Bytes read (or taken from a fill, or relayed from an origin).
+    Bytes(Bytes),
+    /// A part of a committed slice, to be sent from its file.
+    File(FileRegion),
+}
+
 /// Reads `[pos, end)` of one object version.
 pub struct ObjectReader {
     storage: Arc<dyn Storage>,
@@ -55,11 +66,16 @@ pub struct ObjectReader {
     sub: Option<(Arc<Fill>, watch::Receiver<FillState>)>,
     fetched: Vec<u64>,
     ahead: Option<(u64, tokio::task::JoinHandle<Result<Bytes, CacheError>>)>,
+    /// The next committed slice being opened while this one is sent from its file.
+    open_ahead: Option<(u64, Opening)>,
     /// An origin body a fill left to this reader, relayed directly.
     direct: Option<Handoff>,
     /// Slices fetched again after a fill that did not store.
     refetches: u32,
 }
+
+/// A slice being opened in a task of its own.
+type Opening = tokio::task::JoinHandle<Result<Option<Arc<dyn SliceReader>>, CacheError>>;
 
 /// How many times a reader fetches slices again after fills that did not store them.
 const MAX_REFETCHES: u32 = 8;
@@ -90,6 +106,7 @@ impl ObjectReader {
             sub: None,
             fetched: Vec::new(),
             ahead: None,
+            open_ahead: None,
             direct: None,
             refetches: 0,
         }
@@ -104,7 +121,19 @@ impl ObjectReader {
 
     /// The next chunk; `None` at the end.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, CacheError>> {
-        match self.step().await {
+        match self.next_piece(None).await? {
+            Ok(Piece::Bytes(b)) => Some(Ok(b)),
+            // Never without a file limit.
+            Ok(Piece::File(_)) => Some(Err(CacheError::Closed)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The next piece; `None` at the end. With `files` (the longest region wanted), a
+    /// committed slice of a store with files comes as a [`Piece::File`] of at most that many
+    /// bytes, not read; without, everything comes as bytes.
+    pub async fn next_piece(&mut self, files: Option<u64>) -> Option<Result<Piece, CacheError>> {
+        match self.step(files).await {
             Ok(Some(b)) => Some(Ok(b)),
             Ok(None) => None,
             Err(e) => {
@@ -115,7 +144,7 @@ impl ObjectReader {
         }
     }
 
-    async fn step(&mut self) -> Result<Option<Bytes>, CacheError> {
+    async fn step(&mut self, files: Option<u64>) -> Result<Option<Piece>, CacheError> {
         let s = self.meta.slice_bytes;
         let version = self.meta.version;
         loop {
@@ -128,7 +157,7 @@ impl ObjectReader {
                 match h.next_at(self.pos, end).await {
                     Some(Ok(data)) => {
                         self.pos += data.len() as u64;
-                        return Ok(Some(data));
+                        return Ok(Some(Piece::Bytes(data)));
                     }
                     Some(Err(e)) => return Err(e),
                     // The end of a body of unknown length is the object's.
@@ -151,7 +180,11 @@ impl ObjectReader {
             // 1. A committed slice.
             if self.storage.has_slice(&self.id, version, idx) {
                 if !matches!(&self.open, Some((i, true, _)) if *i == idx) {
-                    let Some(r) = self.storage.open_slice(self.id, version, idx).await? else {
+                    let opened = match self.open_ahead.take().filter(|(i, _)| *i == idx) {
+                        Some((_, h)) => h.await.map_err(|_| CacheError::Closed)??,
+                        None => self.storage.open_slice(self.id, version, idx).await?,
+                    };
+                    let Some(r) = opened else {
                         // Its file vanished (the store forgot it): fetch it like any missing one.
                         if self.storage.has_slice(&self.id, version, idx) {
                             return Err(CacheError::Missing { slice: idx });
@@ -159,6 +192,9 @@ impl ObjectReader {
                         continue;
                     };
                     self.open = Some((idx, true, r));
+                }
+                if let Some(region) = self.region(files, idx, limit) {
+                    return Ok(Some(Piece::File(region)));
                 }
                 let want = ((limit - self.pos) as usize).min(READ_CHUNK);
                 let r = self.open.as_ref().map(|(_, _, r)| r.clone());
@@ -190,7 +226,7 @@ impl ObjectReader {
                     return Err(CacheError::Missing { slice: idx });
                 }
                 self.pos += data.len() as u64;
-                return Ok(Some(data));
+                return Ok(Some(Piece::Bytes(data)));
             }
 
             // 2. A fill in progress.
@@ -220,7 +256,7 @@ impl ObjectReader {
                         continue;
                     }
                     if let Some(data) = self.read_from_fill(&st, idx, limit).await? {
-                        return Ok(Some(data));
+                        return Ok(Some(Piece::Bytes(data)));
                     }
                 }
                 match &st.end {
@@ -309,6 +345,43 @@ impl ObjectReader {
                 return Err(CacheError::Missing { slice: idx });
             }
         }
+    }
+
+    /// `[pos, limit)` of the open committed slice `idx` as a file region (at most `files`
+    /// bytes), when a file is wanted and the store has one; advances past it.
+    fn region(&mut self, files: Option<u64>, idx: u64, limit: u64) -> Option<FileRegion> {
+        let max = files?;
+        let file = match &self.open {
+            Some((i, true, r)) if *i == idx => r.file()?,
+            _ => return None,
+        };
+        let at = self.pos - idx * self.meta.slice_bytes;
+        // A file shorter than the slice should be: the byte path reports it.
+        let len = (limit - self.pos).min(file.len.checked_sub(at)?).min(max);
+        if len == 0 {
+            return None;
+        }
+        // A read ahead of this position is no longer wanted.
+        if let Some((_, h)) = self.ahead.take() {
+            h.abort();
+        }
+        self.pos += len;
+        // Open the next slice while this one is being sent, so that the socket does not wait
+        // for the disk thread between slices.
+        let next = idx + 1;
+        if self.pos == (idx + 1) * self.meta.slice_bytes
+            && self.end().is_some_and(|e| self.pos < e)
+            && self.open_ahead.is_none()
+            && self.storage.has_slice(&self.id, self.meta.version, next)
+        {
+            let open = self.storage.open_slice(self.id, self.meta.version, next);
+            self.open_ahead = Some((next, tokio::spawn(open)));
+        }
+        Some(FileRegion {
+            fd: file.fd,
+            offset: file.offset + at,
+            len,
+        })
     }
 
     /// Bytes at `pos` from a fill's published chunk or its written part.

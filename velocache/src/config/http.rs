@@ -45,6 +45,9 @@ service_section!(
         fsync: bool = true,
         /// io_uring submission queue size of the disk thread.
         uring_entries: u32 = 256,
+        /// Send hits' bodies on plain HTTP/1.1 connections from the slice files with
+        /// `sendfile` (off: copy them through userspace, as decrypted HTTPS is).
+        sendfile: bool = true,
         /// When an origin fails (refuses, resets, closes without answering, times out, answers
         /// 5xx), a stored response this many seconds past its freshness may answer instead if
         /// it has no `stale-if-error` of its own (RFC 5861; never for `must-revalidate`,

@@ -18,6 +18,9 @@ pub struct Metrics {
     requests: Family<CacheLabel, Counter>,
     bytes_from_cache: Counter,
     bytes_from_origin: Counter,
+    /// Body bytes of plain HTTP hits sent from slice files with `sendfile` (part of
+    /// `bytes_from_cache`); the stream that sends them counts them.
+    pub(super) sendfile_bytes: Counter,
     origin_fetches: Counter,
     store_bytes: Gauge,
     store_objects: Gauge,
@@ -40,6 +43,10 @@ impl Metrics {
             bytes_from_origin: m.counter(
                 "bytes_from_origin",
                 "Response body bytes relayed from origins",
+            ),
+            sendfile_bytes: m.counter(
+                "sendfile_bytes",
+                "Response body bytes sent from the cache's files with sendfile (plain HTTP)",
             ),
             origin_fetches: m.counter("origin_fetches", "Requests the cache sent to origins"),
             store_bytes: m.gauge("store_bytes", "Bytes held by the disk cache"),

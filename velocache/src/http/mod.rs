@@ -32,7 +32,8 @@
 //! - `headers`: hop-by-hop, `Via`, `Host` checks; `hostnames`: the background DNS check;
 //!   `interim`: the origin's 1xx heads relayed to HTTP/1 clients through their stream.
 //! - `ctx`, `metrics`, `body`, `answer`, `error`, `metered`: per-request state and its log
-//!   line, counters, bodies, the gateway's own answers, errors, byte counts.
+//!   line, counters, bodies, the gateway's own answers, errors, byte counts; `sendfile`: plain
+//!   HTTP/1.1 connections that send cache hits' bodies from the slice files.
 
 mod admin;
 mod anomaly;
@@ -54,6 +55,7 @@ mod phase;
 mod proxy;
 mod record;
 mod rule_phase;
+mod sendfile;
 mod serve;
 mod store;
 mod upgrade;
@@ -221,6 +223,7 @@ fn proxy_with(
         Settings {
             via,
             header_read_timeout: config.header_read_timeout_ms.get(),
+            sendfile: config.sendfile,
             connect_timeout: config.connect_timeout_ms.get(),
         },
         phase::Chain::new(phases),
@@ -292,22 +295,24 @@ pub async fn serve_decrypted<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    serve_counted(proxy, io, conn, protocol, flow).await;
+    serve_counted(proxy, io, conn, protocol, flow, None).await;
 }
 
-/// Serve a connection, counting its bytes into `flow` and saying which protocol it spoke.
+/// Serve a connection, counting its bytes into `flow` and saying which protocol it spoke;
+/// `sendfile`: the connection is a [`sendfile::SendfileIo`].
 async fn serve_counted<S>(
     proxy: Arc<Proxy>,
     io: S,
     conn: Conn,
     protocol: ClientProtocol,
     flow: &FlowGuard,
+    sendfile: Option<sendfile::SendfileConn>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     flow.record("protocol", protocol.alpn());
     proxy
-        .serve(Metered::new(io, flow.counts()), conn, protocol)
+        .serve_with(Metered::new(io, flow.counts()), conn, protocol, sendfile)
         .await;
 }
 
@@ -328,7 +333,13 @@ impl TcpHandler for HttpService {
                 client,
                 orig_dst,
             };
-            serve_counted(proxy, stream, conn, ClientProtocol::Http1, &flow).await;
+            if proxy.sendfile() {
+                // Plain TCP: cache hits' bodies can go out with sendfile.
+                let (io, files) = sendfile::SendfileIo::new(stream, proxy.sendfile_counter());
+                serve_counted(proxy, io, conn, ClientProtocol::Http1, &flow, Some(files)).await;
+            } else {
+                serve_counted(proxy, stream, conn, ClientProtocol::Http1, &flow, None).await;
+            }
         });
     }
 }
@@ -343,6 +354,8 @@ mod origin_tests;
 mod phase_tests;
 #[cfg(test)]
 mod record_tests;
+#[cfg(test)]
+mod sendfile_tests;
 #[cfg(test)]
 mod stale_tests;
 #[cfg(test)]

@@ -43,6 +43,7 @@ use super::{
     interim::{InterimIo, InterimSender},
     metrics::Metrics,
     phase::{BodyTap, Chain, Verdict},
+    sendfile::{Gate, SendfileConn},
     store::{HttpCache, key_for},
     upgrade::{self, Tunnels},
     upstream::OriginClient,
@@ -75,6 +76,8 @@ pub struct Settings {
     pub via: HeaderValue,
     /// Client request-header timeout.
     pub header_read_timeout: Duration,
+    /// Plain HTTP/1.1 connections send hits' bodies from the slice files (`[http] sendfile`).
+    pub sendfile: bool,
     /// How long an origin has to accept a tunnel's connection (`[http] connect_timeout_ms`).
     pub connect_timeout: Duration,
 }
@@ -145,6 +148,16 @@ impl Proxy {
         })
     }
 
+    /// Whether plain connections send hits' bodies with `sendfile` (`[http] sendfile`).
+    pub(super) fn sendfile(&self) -> bool {
+        self.settings.sendfile
+    }
+
+    /// The counter a [`SendfileIo`](super::sendfile::SendfileIo) counts its file bytes into.
+    pub(super) fn sendfile_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.metrics.sendfile_bytes.clone()
+    }
+
     /// The cache, when caching is on.
     pub(super) fn cache(&self) -> Option<&Arc<HttpCache>> {
         self.cache.as_ref()
@@ -161,15 +174,32 @@ impl Proxy {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_with(io, conn, protocol, None).await;
+    }
+
+    /// [`Proxy::serve`]; with `sendfile`, `io` is (a wrapper around) the matching
+    /// [`SendfileIo`](super::sendfile::SendfileIo) and cache hits' bodies go out from their
+    /// files.
+    pub(super) async fn serve_with<S>(
+        self: Arc<Self>,
+        io: S,
+        conn: Conn,
+        protocol: ClientProtocol,
+        sendfile: Option<SendfileConn>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let result = match protocol {
             ClientProtocol::Http1 => {
                 // The origin's 1xx heads reach an HTTP/1 client through its stream (`interim`).
                 let (io, interim) = InterimIo::new(io);
                 let proxy = self.clone();
+                let files = sendfile.clone();
                 let svc = hyper::service::service_fn(move |req| {
                     let p = proxy.clone();
                     let interim = interim.clone();
-                    async move { Ok::<_, Infallible>(p.handle(conn, req, Some(interim)).await) }
+                    let files = files.clone();
+                    async move { Ok::<_, Infallible>(p.handle(conn, req, Some(interim), files).await) }
                 });
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
@@ -179,6 +209,11 @@ impl Proxy {
                     // still gets its answer, as from any origin.
                     .half_close(true)
                     .keep_alive(true);
+                if sendfile.is_some() {
+                    // Body buffers are queued and written as they are, never copied into
+                    // hyper's own buffer: a placeholder must reach the stream (`sendfile`).
+                    builder.writev(true);
+                }
                 builder
                     .serve_connection(TokioIo::new(io), svc)
                     .with_upgrades()
@@ -188,7 +223,7 @@ impl Proxy {
                 let proxy = self.clone();
                 let svc = hyper::service::service_fn(move |req| {
                     let p = proxy.clone();
-                    async move { Ok::<_, Infallible>(p.handle(conn, req, None).await) }
+                    async move { Ok::<_, Infallible>(p.handle(conn, req, None, None).await) }
                 });
                 let mut builder = hyper::server::conn::http2::Builder::new(InSpan(Span::current()));
                 builder
@@ -210,10 +245,14 @@ impl Proxy {
         conn: Conn,
         req: Request<Incoming>,
         interim: Option<InterimSender>,
+        sendfile: Option<SendfileConn>,
     ) -> Response<Body> {
         let mut ctx = new_ctx(conn, &req);
         if let Some(interim) = interim {
             ctx.extensions.insert(interim);
+        }
+        if let Some(sendfile) = sendfile {
+            ctx.extensions.insert(sendfile);
         }
         let span =
             info_span!("http", trace_id = %ctx.trace_id, client = %conn.client, host = %ctx.host);
@@ -239,6 +278,12 @@ impl Proxy {
                 .and_then(|v| v.parse().ok())
         };
         let taps = self.chain.body_taps(&ctx, &parts);
+        // A tap sees the bytes of each chunk: a body with taps never sends from files.
+        if taps.is_empty()
+            && let Some(gate) = ctx.extensions.get::<Gate>()
+        {
+            gate.arm();
+        }
         let end = Finished {
             ctx,
             status: parts.status.as_u16(),

@@ -2,7 +2,9 @@
 //! request head enter; a response leaves — its head built from the metadata (conditional 304,
 //! Range 206/416, HEAD), its body from the RAM tier or an [`ObjectReader`], which follows fills
 //! in progress and, through [`SliceFetcher`], has missing slices fetched with Range requests by
-//! the cache path's [`Fetcher`].
+//! the cache path's [`Fetcher`]. On a plain HTTP/1.1 connection (a [`SendfileConn`] in the
+//! `Ctx`) committed slices leave as placeholders the connection sends from their files
+//! (`sendfile`).
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,6 +18,7 @@ use super::{
     ctx::Ctx,
     fetch::Fetcher,
     headers::add_via,
+    sendfile::{Gate, PLACEHOLDER_LEN, SendfileConn},
     store::{HttpCache, content_length, unix_now, without_conditionals},
 };
 use crate::cache::{
@@ -24,7 +27,7 @@ use crate::cache::{
     lock::{Acquired, Fill, FillEnd},
     policy,
     range::{ContentRange, RangeRequest, Resolved},
-    reader::{ObjectReader, RangeFetcher},
+    reader::{ObjectReader, Piece, RangeFetcher},
 };
 
 /// Answer from a stored (or being stored) object: conditional 304, Range 206/416, HEAD,
@@ -105,6 +108,12 @@ pub(super) async fn serve(
         ctx: ctx.clone(),
         request: without_conditionals(parts.clone(), false),
     });
+    // On a plain HTTP/1.1 connection, committed slices may go out from their files.
+    let files = ctx.extensions.get::<SendfileConn>().cloned().map(|conn| {
+        let gate = Gate::default();
+        ctx.extensions.insert(gate.clone());
+        (conn, gate)
+    });
     let reader = ObjectReader::new(
         cache.storage.clone(),
         cache.lock.clone(),
@@ -115,7 +124,28 @@ pub(super) async fn serve(
         end,
         cache.settings.lock_wait,
     );
-    Ok(build(code, headers, from_stream(reader.into_stream())))
+    let body = match files {
+        Some((conn, gate)) => from_stream(with_files(reader, conn, gate)),
+        None => from_stream(reader.into_stream()),
+    };
+    Ok(build(code, headers, body))
+}
+
+/// The reader's pieces as body chunks: committed slices as placeholders for the connection's
+/// stream to send from their files (once the proxy has armed `gate`), the rest as bytes.
+fn with_files(
+    reader: ObjectReader,
+    conn: SendfileConn,
+    gate: Gate,
+) -> impl futures::Stream<Item = Result<Bytes, crate::cache::CacheError>> + Send {
+    futures::stream::unfold((reader, conn, gate), |(mut r, conn, gate)| async move {
+        let files = gate.armed().then_some(PLACEHOLDER_LEN as u64);
+        let chunk = r.next_piece(files).await?.map(|p| match p {
+            Piece::Bytes(b) => b,
+            Piece::File(region) => conn.placeholder(region),
+        });
+        Some((chunk, (r, conn, gate)))
+    })
 }
 
 fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {

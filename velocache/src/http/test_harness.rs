@@ -176,6 +176,18 @@ pub(super) async fn setup_all(
     phases: Vec<Arc<dyn Phase>>,
     origins_cfg: crate::config::OriginsConfig,
 ) -> Setup {
+    let (origin, origin_addr) = spawn_origin().await;
+    let origins = crate::origins::Origins::unregistered(&origins_cfg);
+    let proxy_addr = proxy_with_origins(origin_addr, rules, tweak, phases, origins.clone()).await;
+    Setup {
+        origin,
+        proxy_addr,
+        origins,
+    }
+}
+
+/// The in-process origin on loopback, and its address.
+pub(super) async fn spawn_origin() -> (Arc<Origin>, SocketAddr) {
     let origin = Arc::new(Origin::default());
     let ol = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin_addr = ol.local_addr().unwrap();
@@ -202,13 +214,7 @@ pub(super) async fn setup_all(
             });
         }
     });
-    let origins = crate::origins::Origins::unregistered(&origins_cfg);
-    let proxy_addr = proxy_with_origins(origin_addr, rules, tweak, phases, origins.clone()).await;
-    Setup {
-        origin,
-        proxy_addr,
-        origins,
-    }
+    (origin, origin_addr)
 }
 
 /// A proxy on loopback whose clients all meant to reach `origin_addr`.

@@ -63,6 +63,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
+    // rustls hands all its pending records to one `write_vectored`; without these, each
+    // call would write only the first (one 16 KiB record per syscall on bulk bodies).
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -89,5 +103,25 @@ mod tests {
         let mut s = String::new();
         p.read_to_string(&mut s).await.unwrap();
         assert_eq!(s, "hello world");
+    }
+
+    #[tokio::test]
+    async fn a_vectored_write_goes_to_the_socket_as_one_writev() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut b, _) = l.accept().await.unwrap();
+        let mut p = Prefixed::new(Vec::new(), a);
+        assert!(p.is_write_vectored());
+        let bufs = [io::IoSlice::new(b"one "), io::IoSlice::new(b"two")];
+        let n = tokio::io::AsyncWriteExt::write_vectored(&mut p, &bufs)
+            .await
+            .unwrap();
+        assert_eq!(n, 7, "both buffers in one write");
+        drop(p);
+        let mut s = String::new();
+        b.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "one two");
     }
 }
