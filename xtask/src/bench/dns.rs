@@ -16,6 +16,10 @@
 //! are deployed. Peak RSS is each server's VmHWM after its runs. The lab's veths are prepared for
 //! XDP (GRO on the receiving ends) for every server alike.
 //!
+//! The XDP programs' own cost per frame is measured too, from the kernel's BPF statistics
+//! during the XDP runs: what the kernel path could answer if the generator were not the limit
+//! (it leaves out the driver's and the stack's share of a frame).
+//!
 //! On two cores the load generator is often the limit, so the hit run also reports CPU time:
 //! dnsperf's own (its rusage as our child), the server process's (`/proc/PID/stat`), and the
 //! machine's softirq time (`/proc/stat`), where XDP and the kernel's UDP receive path run — each
@@ -216,6 +220,32 @@ fn measure(
     })
 }
 
+/// Nanoseconds per frame the XDP dispatcher (and the slot programs it tail-calls) spent, from
+/// the kernel's own BPF statistics (`kernel.bpf_stats_enabled`, switched on by the caller for
+/// the runs to count): `run_time_ns / run_cnt` of the newest `velocache_xdp` program.
+fn xdp_ns_per_frame() -> Option<f64> {
+    let shown = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .ok()?;
+    let progs: serde_json::Value = serde_json::from_slice(&shown.stdout).ok()?;
+    let prog = progs
+        .as_array()?
+        .iter()
+        .filter(|p| p["name"] == "velocache_xdp")
+        .max_by_key(|p| p["id"].as_u64())?;
+    let (ns, runs) = (prog["run_time_ns"].as_f64()?, prog["run_cnt"].as_f64()?);
+    (runs > 0.0).then(|| ns / runs)
+}
+
+/// Turn the kernel's per-program run-time statistics on or off.
+fn bpf_stats(on: bool) {
+    let _ = std::fs::write(
+        "/proc/sys/kernel/bpf_stats_enabled",
+        if on { "1" } else { "0" },
+    );
+}
+
 struct Files<'a> {
     hits: &'a Path,
     misses: &'a Path,
@@ -240,6 +270,7 @@ pub fn run(seconds: u64) -> Result<()> {
     };
 
     println!("bench dns: dnsperf from `client`, {seconds} s per throughput run");
+    let mut program_ns: Option<f64> = None;
     for (name, tag, kernel) in [
         ("VeloCache (XDP)", "velocache-xdp", true),
         ("VeloCache (daemon)", "velocache", false),
@@ -254,14 +285,15 @@ pub fn run(seconds: u64) -> Result<()> {
             hits: &hit_file,
             misses: &misses,
         };
-        results.push(measure(
-            &lab,
-            name,
-            addr::ORIGIN,
-            daemon.pid(),
-            &files,
-            seconds,
-        )?);
+        if kernel {
+            bpf_stats(true);
+        }
+        let measured = measure(&lab, name, addr::ORIGIN, daemon.pid(), &files, seconds);
+        if kernel {
+            program_ns = xdp_ns_per_frame();
+            bpf_stats(false);
+        }
+        results.push(measured?);
     }
     {
         let misses = miss_file("dnsmasq")?;
@@ -353,5 +385,19 @@ pub fn run(seconds: u64) -> Result<()> {
         ],
         &rows,
     );
+    match program_ns {
+        Some(ns) => println!(
+            "XDP programs (kernel.bpf_stats_enabled, every frame of the XDP runs): {ns:.0} ns per frame = {:.1} M frames/s per core of program time, {:.0}× unbound's hit rate above",
+            1e3 / ns,
+            1e9 / ns
+                / results
+                    .iter()
+                    .find(|r| r.name == "unbound")
+                    .map_or(f64::NAN, |r| r.hits.qps)
+        ),
+        None => println!(
+            "XDP programs: run time not measured (bpftool or kernel statistics unavailable)"
+        ),
+    }
     Ok(())
 }
