@@ -150,9 +150,42 @@ mod user {
     unsafe impl aya::Pod for super::DnsAnswer {}
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Eight bytes of a name (as a word read from memory) lower-cased as `u8::to_ascii_lowercase`
+/// does, all at once — the XDP program builds its key a word at a time. After each addition a
+/// byte's high bit says whether its low seven bits reach `A`, or pass `Z` (no addition carries
+/// into the next byte); bytes with the high bit set are not ASCII and stay; `0x80 >> 2` is the
+/// case bit.
+#[inline(always)]
+pub fn lower_word(word: u64) -> u64 {
+    let low7 = word & !HIGHS;
+    let from_a = low7 + ONES * (0x80 - b'A' as u64);
+    let past_z = low7 + ONES * (0x7f - b'Z' as u64);
+    let upper = from_a & !past_z & !word & HIGHS;
+    word | (upper >> 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lower_word_lowers_every_byte_as_to_ascii_lowercase_does() {
+        // Every byte value in every position, beside neighbours that could carry into it.
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                for fill in [0u8, b'Z', b'a', 0x7f, 0xff, b'@', b'['] {
+                    let mut bytes = [fill; 8];
+                    bytes[pos] = b;
+                    let want = bytes.map(|x| x.to_ascii_lowercase());
+                    let got = lower_word(u64::from_ne_bytes(bytes)).to_ne_bytes();
+                    assert_eq!(got, want, "{bytes:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn answer_flags_echo_rd_cd_and_give_ad_only_to_clients_that_ask() {
