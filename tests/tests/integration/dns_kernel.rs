@@ -113,6 +113,14 @@ fn query_lines(daemon: &Daemon, qname: &str, how: &str) -> Vec<serde_json::Value
 
 /// Ask until the kernel has answered `n` more times than `before` (the daemon puts an entry
 /// in the kernel after its second hit; the map update races the next query by microseconds).
+/// `dig` from the client for the name the reload and flush tests follow.
+fn ask_www(lab: &Lab) -> DigAnswer {
+    dig(
+        &lab.client,
+        &[&format!("@{}", addr::ORIGIN), "www.test.lab"],
+    )
+}
+
 fn until_kernel_answers(lab: &Lab, daemon: &Daemon, before: f64, ask: impl Fn() -> DigAnswer) {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
@@ -253,12 +261,7 @@ fn a_rules_reload_takes_names_back_from_the_kernel() {
         &lab,
         &config(&format!("[rules]\nfile = \"{}\"\n", rules.display())),
     );
-    let ask = || {
-        dig(
-            &lab.client,
-            &[&format!("@{}", addr::ORIGIN), "www.test.lab"],
-        )
-    };
+    let ask = || ask_www(&lab);
     let before = kernel_answers(&lab, &daemon);
     until_kernel_answers(&lab, &daemon, before, ask);
 
@@ -289,12 +292,7 @@ fn a_flushed_name_leaves_the_kernel_and_is_asked_upstream_again() {
     let dir = tempfile::tempdir().unwrap();
     let _zone = unbound_zone(&lab.origin, dir.path(), &[addr::ORIGIN], "");
     let daemon = Daemon::start(&lab, &config(""));
-    let ask = || {
-        dig(
-            &lab.client,
-            &[&format!("@{}", addr::ORIGIN), "www.test.lab"],
-        )
-    };
+    let ask = || ask_www(&lab);
     let before = kernel_answers(&lab, &daemon);
     until_kernel_answers(&lab, &daemon, before, ask);
     assert_eq!(query_lines(&daemon, "www.test.lab.", "miss").len(), 1);
