@@ -42,7 +42,7 @@ pub use parts::{AppError, Launch, Parts, ServicesStart};
 
 use crate::{
     admin::AdminHub,
-    config::Config,
+    config::{Config, PortClaims},
     control::{AdminServer, ControlPlane, PlaneMetrics, PlaneParts},
     datapath::{InstanceLock, XdpOwner, XdpSettings},
     flow::FlowTracker,
@@ -104,6 +104,7 @@ pub async fn run(
         admin: hub.clone(),
         steering: steering.clone(),
         xdp: parts.xdp,
+        claims: PortClaims::default(),
     };
     let flows = ctx.flows.clone();
     let replier = Arc::new(UdpReplier::default());
@@ -135,7 +136,9 @@ pub async fn run(
     // Bound before the datapath so that a socket problem stops start-up with nothing attached.
     let admin = AdminServer::bind(&config).await?;
 
-    let mut datapath = (parts.kernel)(config.clone(), daemon_sockets).await?;
+    // The plugin service, built above, has set the ports its plugins claim.
+    let intercepts = config.intercepts_with(&ctx.claims);
+    let mut datapath = (parts.kernel)(config.clone(), intercepts, daemon_sockets).await?;
     tasks::start(
         datapath.as_mut(),
         &config,
@@ -152,6 +155,7 @@ pub async fn run(
         rules,
         flows: flows.clone(),
         hub,
+        claims: ctx.claims.clone(),
         registry: Arc::new(registry),
         datapath,
         log: launch.log,

@@ -1,4 +1,4 @@
-//! The service seam: how a service (HTTP, HTTPS, DNS, SIP, and later plugins) plugs into the
+//! The service seam: how a service (HTTP, HTTPS, DNS, SIP, plugins' TCP ports) plugs into the
 //! daemon without the wiring knowing what it does.
 //!
 //! A service is a [`ServiceFactory`]. At start-up the wiring (`crate::app`) hands each
@@ -20,7 +20,7 @@ use velocache_common::Service;
 
 use crate::{
     admin::AdminHub,
-    config::Config,
+    config::{Config, PortClaims},
     datapath::XdpOwner,
     flow::FlowTracker,
     net::{TcpHandler, UdpHandler},
@@ -55,6 +55,9 @@ pub struct ServiceContext {
     /// The one owner of XDP on the interfaces: a service claims its slot here while it is
     /// built (the RTP fast path); the dispatcher is attached when the kernel side starts.
     pub xdp: XdpOwner,
+    /// The TCP ports plugins claim: the plugin service sets them while it is built (and again
+    /// when the plugins are reloaded); the kernel's port map is written from them.
+    pub claims: PortClaims,
 }
 
 impl ServiceContext {
