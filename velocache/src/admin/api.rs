@@ -481,11 +481,14 @@ pub struct CallRecord {
     pub final_status: Option<u16>,
     /// Reason phrase.
     pub reason: Option<String>,
-    /// Who hung up.
+    /// Who hung up (or `plugin NAME` for an INVITE a plugin rejected).
     pub ended_by: Option<String>,
     /// Per media direction.
     #[serde(default)]
     pub media: Vec<MediaStats>,
+    /// Fields plugins added to the call's record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// One direction of one media stream.
