@@ -21,6 +21,8 @@
 //!   access log); [`tls`]: HTTPS — SNI splice, interception with a local CA, through `http`.
 //! - [`sip`]: SIP observation (messages, calls, REGISTERs) and media learning; [`rtp`]: the RTP
 //!   fast path's userspace side (kernel flow maps, anchors, media reports).
+//! - [`plugin_tcp`]: TCP streams on the ports plugins claim, driven event by event by the
+//!   claiming plugin, spliced once it is done (or as if it were absent once it fails).
 //! - [`cache`]: the HTTP object store (storage seam, io_uring disk store, RFC 9111 policy,
 //!   collapsed forwarding); [`rules`]: the operator's `rules.toml`, facts in, decision out.
 //! - [`flow`]: flows in progress — counted for shutdown, each ended with its `flow` line.
@@ -50,6 +52,7 @@ pub mod net;
 pub mod observe;
 pub mod origins;
 pub mod passthrough;
+pub mod plugin_tcp;
 pub mod rtp;
 pub mod rules;
 pub mod service;

@@ -82,6 +82,7 @@ pub fn factories(
         crate::http::factory(proxy.clone()),
         crate::tls::factory(tls, proxy),
         crate::dns::factory(),
-        crate::sip::factory(),
+        crate::sip::factory(None),
+        crate::plugin_tcp::factory(None),
     ])
 }
