@@ -52,6 +52,8 @@ const TEST_PACKAGES: &[&str] = &[
     "redis-tools",
     // cargo-deb computes the .deb's library dependencies with dpkg-shlibdeps.
     "dpkg-dev",
+    // The SOCKS5 observer plugin's lab test puts a real SOCKS server (danted) in `origin`.
+    "dante-server",
 ];
 
 /// Debian packages the benchmarks add (`linux-perf`: profiling the datapath under a bench load).
@@ -217,7 +219,10 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
 /// setup turns the unit off when it installed the package (policy-rc.d kept it from starting
 /// now; this keeps it from starting at the next boot). A unit the machine had before is left
 /// alone.
-const SERVICES_OFF: &[(&str, &str)] = &[("redis-server", "redis-server.service")];
+const SERVICES_OFF: &[(&str, &str)] = &[
+    ("redis-server", "redis-server.service"),
+    ("dante-server", "danted.service"),
+];
 
 fn disable_services(just_installed: &[&str]) {
     for (package, unit) in SERVICES_OFF {
