@@ -217,9 +217,10 @@ fn curl_through_a_real_socks5_server_is_observed_byte_exact_and_tagged_with_its_
     require_tools(&["danted", "curl", "python3"]);
     let lab = Lab::new();
     let scratch = tempfile::tempdir().unwrap();
+    // Before danted starts: `ip netns exec` gives it the namespace's hosts file as it starts.
+    lab.origin.set_hosts(&[("origin.lab", addr::ORIGIN)]);
     let _socks = socks_server(&lab, scratch.path());
     let (_web, body) = http_origin(&lab, scratch.path());
-    lab.origin.set_hosts(&[("origin.lab", addr::ORIGIN)]);
     let plugins = plugin_dir(&[("socks5-observer", "socks5-observer", None)]);
     let daemon = Daemon::start(&lab, &config(&plugins, ""));
 
