@@ -15,7 +15,7 @@
 //!
 //! # Layout
 //! One file per section: `daemon` (`[daemon]`, `[log]`, `[rules]`), `datapath`, `http`, `tls`
-//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `origins`, `anomaly`, `shared`; `intercept`: what every
+//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `origins`, `anomaly`, `shared`, `plugins`; `intercept`: what every
 //! service section shares; `values`: shared value types; `layers`, `error`: reading the layers
 //! and saying what is wrong.
 
@@ -30,6 +30,7 @@ mod http;
 mod intercept;
 mod layers;
 mod origins;
+mod plugins;
 mod shared;
 mod sip;
 mod tls;
@@ -51,6 +52,7 @@ pub use http::HttpConfig;
 pub use intercept::{Intercept, Transport};
 pub use layers::line_of_offset;
 pub use origins::OriginsConfig;
+pub use plugins::PluginsConfig;
 pub use shared::SharedConfig;
 pub use sip::SipConfig;
 pub use tls::{HttpsConfig, TlsConfig};
@@ -89,6 +91,8 @@ pub struct Config {
     pub anomaly: AnomalyConfig,
     /// A second cache tier on a Redis Cluster, shared with other gateways.
     pub shared: SharedConfig,
+    /// WebAssembly plugins: where they are, and their limits.
+    pub plugins: PluginsConfig,
 }
 
 impl Config {
@@ -156,6 +160,7 @@ impl Config {
         self.origins.check()?;
         self.anomaly.check()?;
         self.shared.check()?;
+        self.plugins.check()?;
         self.check_ports()
     }
 

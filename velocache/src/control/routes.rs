@@ -191,6 +191,8 @@ async fn route(
         paths::RECORD_STOP,
         paths::RECORD,
         paths::DNS_FLUSH,
+        paths::PLUGINS,
+        paths::PLUGINS_RELOAD,
         paths::METRICS,
     ];
     match (method.clone(), path.as_str()) {
@@ -273,6 +275,26 @@ async fn route(
                 entries = report.entries,
                 kernel = report.kernel,
                 "DNS answers flushed through the admin API"
+            );
+            ok(&report)
+        }
+        (Method::GET, paths::PLUGINS) => {
+            let plugins = plane
+                .hub
+                .plugins()
+                .ok_or_else(|| ApiError::not_available("plugins"))?;
+            ok(&plugins.list())
+        }
+        (Method::POST, paths::PLUGINS_RELOAD) => {
+            let plugins = plane
+                .hub
+                .plugins()
+                .ok_or_else(|| ApiError::not_available("plugins"))?;
+            let report = plugins.reload().await?;
+            info!(
+                loaded = ?report.loaded,
+                refused = report.refused.len(),
+                "plugins reloaded through the admin API"
             );
             ok(&report)
         }
