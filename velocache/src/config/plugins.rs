@@ -1,4 +1,5 @@
-//! `[plugins]`: where the plugins live, and the transparent listener that takes the TCP ports
+//! `[plugins]`: WebAssembly plugins (`crate::plugins`) — where their manifests are, the limits
+//! every call and instance runs under, and the transparent listener that takes the TCP ports
 //! they claim.
 //!
 //! The claimed ports themselves are not configuration: each plugin's manifest names them, so
@@ -13,18 +14,29 @@ use std::{
 use serde::{Deserialize, Serialize};
 use velocache_common::Service;
 
-use super::{Config, Intercept, Invalid, Transport};
+use super::{Config, Intercept, Invalid, Millis, Transport};
 
 /// `[plugins]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsConfig {
-    /// Directory holding one sub-directory per plugin (`NAME/plugin.toml`, `NAME/NAME.wasm`).
-    /// None: no plugins, and no listener for claimed ports.
+    /// The directory holding one subdirectory per plugin (`NAME/plugin.toml` beside its
+    /// `.wasm`), or `NAME.toml` + `NAME.wasm` pairs. None, or a directory that does not exist:
+    /// no plugins (and no WebAssembly engine is started).
     pub dir: Option<PathBuf>,
+    /// The longest one hook call may run; past it the call is stopped and the plugin disabled.
+    pub time_budget_ms: Millis,
+    /// The most linear memory one plugin instance may grow to, MiB.
+    pub memory_limit_mb: u32,
+    /// Instances made ready per plugin when it loads, so that a call never waits for one to be
+    /// instantiated (more are made when more calls run at once).
+    pub instances: u32,
+    /// The most instances one plugin may have at once (calls in progress and TCP streams
+    /// pinned to one); past it a TCP stream on its port goes on without the plugin.
+    pub max_instances: u32,
     /// Port of the daemon's transparent listener for every TCP port a plugin claims (clients
-    /// never address it). Bound whenever plugins are configured, so a reload that adds a claim
-    /// only has to write the kernel's port map.
+    /// never address it). Bound whenever `dir` is set, so a reload that adds a claim only has to
+    /// write the kernel's port map.
     pub tcp_listen_port: u16,
 }
 
@@ -32,6 +44,10 @@ impl Default for PluginsConfig {
     fn default() -> Self {
         PluginsConfig {
             dir: None,
+            time_budget_ms: Millis(5),
+            memory_limit_mb: 32,
+            instances: 2,
+            max_instances: 64,
             tcp_listen_port: 15100,
         }
     }
@@ -40,6 +56,28 @@ impl Default for PluginsConfig {
 impl PluginsConfig {
     /// The `[plugins]` checks.
     pub fn check(&self) -> Result<(), Invalid> {
+        self.time_budget_ms.at_least_one("plugins.time_budget_ms")?;
+        if self.time_budget_ms.0 > 10_000 {
+            return Err(Invalid::new(
+                "plugins.time_budget_ms",
+                "must be at most 10000: a call blocks the flow that made it",
+            ));
+        }
+        if !(1..=4096).contains(&self.memory_limit_mb) {
+            return Err(Invalid::new(
+                "plugins.memory_limit_mb",
+                "must be between 1 and 4096",
+            ));
+        }
+        if self.instances == 0 {
+            return Err(Invalid::new("plugins.instances", "must be at least 1"));
+        }
+        if self.max_instances < self.instances {
+            return Err(Invalid::new(
+                "plugins.max_instances",
+                "must be at least plugins.instances",
+            ));
+        }
         if self.tcp_listen_port == 0 {
             return Err(Invalid::new("plugins.tcp_listen_port", "must not be 0"));
         }

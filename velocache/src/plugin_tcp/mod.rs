@@ -20,9 +20,11 @@
 //! - `session`: the seam to the plugin runtime ([`StreamPlugins`], [`StreamSession`]) and the
 //!   events and commands of the WIT interface `tcp`.
 //! - `driver`: one stream, event by event, with bounded queues (back-pressure).
+//! - `host`: the plugin runtime (`crate::plugins`) as that seam.
 //! - `metrics`: `velocache_plugin_streams_total{plugin,end}`.
 
 mod driver;
+mod host;
 mod metrics;
 mod session;
 

@@ -30,7 +30,8 @@
 //! - `nat`: Via/Contact/Request-URI rewriting for anchored (NAT'd) clients.
 //! - `observer`: the per-message pipeline, timeouts, call records; `hop`: one message's way and
 //!   what the relay does with it ([`Relay`]).
-//! - `hook`: the plugins' `sip` hook ([`SipHook`]) and the responses to INVITEs they reject.
+//! - `hook`: the plugins' `sip` hook ([`SipHook`]) and the responses to INVITEs they reject;
+//!   `plugins`: the plugin runtime as that hook.
 //! - `calls`: calls in progress and recently ended, for `velocache calls`.
 //! - `udp`, `tcp`: the relays that carry the messages past the observer.
 //! - `metrics`: `velocache_sip_*`.
@@ -44,6 +45,7 @@ pub mod message;
 mod metrics;
 pub mod nat;
 mod observer;
+mod plugins;
 pub mod sdp;
 pub mod stream;
 mod tcp;
