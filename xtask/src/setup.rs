@@ -136,6 +136,17 @@ pub fn run(profile: Profile) -> Result<()> {
         installed.push("nightly rust-src".into());
     }
 
+    // The plugin guests (`plugins/`, `cargo xtask plugins`) build for wasm32-unknown-unknown with
+    // the toolchain that builds the daemon.
+    let targets = util::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if targets.lines().any(|l| l.trim() == crate::plugins::TARGET) {
+        present.push(format!("rust target {}", crate::plugins::TARGET));
+    } else {
+        util::run(Command::new("rustup").args(["target", "add", crate::plugins::TARGET]))
+            .with_context(|| format!("cannot add the {} target", crate::plugins::TARGET))?;
+        installed.push(format!("rust target {}", crate::plugins::TARGET));
+    }
+
     if have("bpf-linker") {
         present.push("bpf-linker".into());
     } else {

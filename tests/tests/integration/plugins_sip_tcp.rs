@@ -4,42 +4,28 @@
 //!
 //! The plugins are the ones `cargo xtask plugins` builds (`target/plugins/NAME/`), copied into a
 //! directory of each test's own with the manifest the test needs.
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use serde_json::Value;
-use velocache_tests::{Background, Daemon, Lab, Ns, addr, require_tools, servers::wait_tcp, sipp};
+use velocache_tests::{
+    Background, Daemon, Lab, Ns, addr,
+    plugins::{built, install},
+    require_tools,
+    servers::wait_tcp,
+    sipp,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Where `cargo xtask plugins` leaves the built plugins.
-fn built_plugins() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("plugins")
-}
-
-/// A plugin directory holding `plugins`: (built plugin, name in the directory, manifest — the
-/// built one when `None`).
-fn plugin_dir(plugins: &[(&str, &str, Option<String>)]) -> tempfile::TempDir {
+/// A plugin directory holding `plugins`: (built plugin, manifest — the built one when `None`).
+fn plugin_dir(plugins: &[(&str, Option<String>)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for (built, name, manifest) in plugins {
-        let from = built_plugins().join(built);
-        let wasm = from.join(format!("{built}.wasm"));
-        assert!(
-            wasm.exists(),
-            "{} is missing: run `cargo xtask plugins` first",
-            wasm.display()
-        );
-        let to = dir.path().join(name);
-        std::fs::create_dir_all(&to).unwrap();
-        std::fs::copy(&wasm, to.join(format!("{name}.wasm"))).unwrap();
-        let text = match manifest {
+    for (name, manifest) in plugins {
+        let manifest = match manifest {
             Some(m) => m.clone(),
-            None => std::fs::read_to_string(from.join("plugin.toml")).unwrap(),
+            None => std::fs::read_to_string(built().join(name).join("plugin.toml")).unwrap(),
         };
-        std::fs::write(to.join("plugin.toml"), text).unwrap();
+        install(dir.path(), name, name, &manifest);
     }
     dir
 }
@@ -81,7 +67,7 @@ fn over_tcp_the_screeners_answer_comes_back_on_the_callers_connection() {
 fn screened_calls(transport: &str) {
     require_tools(&["sipp"]);
     let lab = Lab::new();
-    let plugins = plugin_dir(&[("sip-screener", "sip-screener", None)]);
+    let plugins = plugin_dir(&[("sip-screener", None)]);
     let daemon = Daemon::start(&lab, &config(&plugins, ""));
     let scratch = tempfile::tempdir().unwrap();
     let trace = scratch.path().join("uas-messages.log");
@@ -221,7 +207,7 @@ fn curl_through_a_real_socks5_server_is_observed_byte_exact_and_tagged_with_its_
     lab.origin.set_hosts(&[("origin.lab", addr::ORIGIN)]);
     let _socks = socks_server(&lab, scratch.path());
     let (_web, body) = http_origin(&lab, scratch.path());
-    let plugins = plugin_dir(&[("socks5-observer", "socks5-observer", None)]);
+    let plugins = plugin_dir(&[("socks5-observer", None)]);
     let daemon = Daemon::start(&lab, &config(&plugins, ""));
 
     let proxy = format!("{}:1080", addr::ORIGIN);
@@ -272,9 +258,8 @@ fn a_plugin_that_traps_on_its_claimed_port_is_disabled_and_the_connection_still_
     let lab = Lab::new();
     let scratch = tempfile::tempdir().unwrap();
     let (_web, body) = http_origin(&lab, scratch.path());
-    let manifest = std::fs::read_to_string(built_plugins().join("trap").join("plugin.toml"))
-        .expect("the trap plugin is built by `cargo xtask plugins`");
-    let plugins = plugin_dir(&[("trap", "trap", Some(trap_on_port(&manifest, 8080)))]);
+    let manifest = std::fs::read_to_string(built().join("trap").join("plugin.toml")).unwrap();
+    let plugins = plugin_dir(&[("trap", Some(trap_on_port(&manifest, 8080)))]);
     let mut daemon = Daemon::start(&lab, &config(&plugins, ""));
 
     let url = format!("http://{}:8080/blob", addr::ORIGIN);
