@@ -242,7 +242,12 @@ pub fn run(seconds: u64) -> Result<()> {
         ]);
     }
     // SIP INVITEs (sipp, no plugin / noop / sip-screener): `plugins_sip`.
-    rows.extend(super::plugins_sip::rows(&lab, work.path(), seconds, per_call)?);
+    rows.extend(super::plugins_sip::rows(
+        &lab,
+        work.path(),
+        seconds,
+        per_call,
+    )?);
     println!();
     print_table(
         &[

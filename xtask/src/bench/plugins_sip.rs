@@ -119,6 +119,9 @@ const UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 "#;
 
+/// Reads `(plugin, hook, µs per call, calls)` from the `/metrics` text (the plugins bench's).
+type PerCall = fn(&str) -> Vec<(String, String, f64, u64)>;
+
 /// One plugin set's run.
 struct Run {
     /// Completed calls per second.
@@ -166,7 +169,7 @@ fn calls(
     name: &str,
     plugins: &[(&str, String)],
     seconds: u64,
-    per_call: fn(&str) -> Vec<(String, String, f64, u64)>,
+    per_call: PerCall,
 ) -> Result<Run> {
     let dir = work.join(format!("sip-plugins-{}", name.replace(' ', "-")));
     std::fs::create_dir_all(&dir)?;
@@ -259,7 +262,7 @@ fn successful_calls(stat: &Path) -> Result<u64> {
         .split(';')
         .collect();
     let last: Vec<&str> = lines
-        .last()
+        .next_back()
         .context("no statistics line")?
         .split(';')
         .collect();
@@ -273,12 +276,7 @@ fn successful_calls(stat: &Path) -> Result<u64> {
 /// The SIP rows of the plugins table (path, plugins, throughput, vs no plugin, µs per call,
 /// daemon peak RSS), measured in `lab`; `per_call` reads the plugins' call times from
 /// `/metrics`.
-pub fn rows(
-    lab: &Lab,
-    work: &Path,
-    seconds: u64,
-    per_call: fn(&str) -> Vec<(String, String, f64, u64)>,
-) -> Result<Vec<Vec<String>>> {
+pub fn rows(lab: &Lab, work: &Path, seconds: u64, per_call: PerCall) -> Result<Vec<Vec<String>>> {
     velocache_tests::require_tools(&["sipp", "ss"]);
     let mut runs = Vec::new();
     for (name, plugins) in setups() {
