@@ -305,3 +305,79 @@ fn trap_on_port(manifest: &str, port: u16) -> String {
     );
     toml::to_string(&m).unwrap()
 }
+
+/// `socks5-observer` claiming `port` (on plain HTTP it sees a stream that is not SOCKS, tags it
+/// so and splices it at once: a plugin on a port, and nothing more).
+fn observer_on(port: u16) -> String {
+    format!("name = \"socks5-observer\"\nhooks = [\"tcp\"]\nports = [{port}]\n")
+}
+
+fn plugin_flows(daemon: &Daemon, port: u16) -> usize {
+    let orig_dst = format!("{}:{port}", addr::ORIGIN);
+    daemon
+        .logs()
+        .iter()
+        .filter(|l| l["message"] == "flow" && l["service"] == "plugin" && l["orig_dst"] == orig_dst)
+        .count()
+}
+
+#[test]
+fn a_plugin_reload_that_moves_a_claim_rewrites_the_kernels_port_map() {
+    require_tools(&["curl", "python3"]);
+    let lab = Lab::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let (_web, body) = http_origin(&lab, scratch.path());
+    let _web2 = crate::util::http_server(&lab.origin, scratch.path(), 8081);
+    let plugins = plugin_dir(&[("socks5-observer", Some(observer_on(8080)))]);
+    let daemon = Daemon::start(&lab, &config(&plugins, ""));
+    let get = |port: u16| {
+        let got = curl(
+            &lab.client,
+            &[&format!("http://{}:{port}/blob", addr::ORIGIN)],
+        );
+        assert!(got == body, "{} bytes from port {port}", got.len());
+    };
+
+    get(8080);
+    get(8081);
+    daemon.wait_for_log(WAIT, |l| {
+        l["message"] == "flow"
+            && l["plugin"] == "socks5-observer"
+            && l["tags"]["socks_version"] == "unknown"
+    });
+    assert_eq!(plugin_flows(&daemon, 8080), 1);
+    assert_eq!(plugin_flows(&daemon, 8081), 0, "8081 is not claimed yet");
+
+    // The plugin now claims 8081 instead.
+    install(
+        plugins.path(),
+        "socks5-observer",
+        "socks5-observer",
+        &observer_on(8081),
+    );
+    let reload = daemon.cli(&lab, &["plugins", "reload"]);
+    assert!(
+        reload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    daemon.wait_for_log(WAIT, |l| l["message"] == "plugin port claims applied");
+    get(8081);
+    get(8080);
+    daemon.wait_for_log(WAIT, |_| plugin_flows(&daemon, 8081) == 1);
+    assert_eq!(
+        plugin_flows(&daemon, 8080),
+        1,
+        "8080 flows past the gateway again"
+    );
+    let status = daemon.cli(&lab, &["service", "status", "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let plugin = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "plugin")
+        .unwrap()
+        .clone();
+    assert_eq!(plugin["ports"], serde_json::json!([8081]), "{status}");
+}
