@@ -31,6 +31,11 @@ use super::{
 /// ACKs: Timer H (64·T1, RFC 3261 §17.2.1).
 pub const ABSORB_FOR: Duration = Duration::from_secs(32);
 
+/// Rejected INVITE transactions remembered at once. Past it a retransmission is screened again
+/// (and answered the same way by a plugin that decides by the request) and its ACK forwarded:
+/// a flood of rejected calls cannot grow the daemon without bound.
+const MAX_REJECTED: usize = 4096;
+
 /// One message as the plugins see it (the WIT record `sip.message`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookMessage {
@@ -178,6 +183,7 @@ impl Screen {
         };
         if let Some((cseq, _)) = &msg.cseq
             && let Ok(mut map) = self.rejected.lock()
+            && map.len() < MAX_REJECTED
         {
             map.insert(
                 (call_id.to_string(), *cseq),
