@@ -312,7 +312,16 @@ impl Plugins {
             reason: format!("reading {}: {e}", m.wasm.display()),
         })?;
         let runtime = self.runtime()?;
-        let prepared = runtime.prepare(&m.name, &wasm, &m.hooks, m.config.clone().into())?;
+        let prepared = runtime
+            .prepare(&m.name, &wasm, &m.hooks, m.config.clone().into())
+            .map_err(|e| match e {
+                // Say which file: the manifest may name any `.wasm`.
+                PluginError::Load { plugin, reason } => PluginError::Load {
+                    plugin,
+                    reason: format!("{}: {reason}", m.wasm.display()),
+                },
+                e => e,
+            })?;
         let plugin = Plugin::new(
             m,
             prepared,
