@@ -280,3 +280,36 @@ fn a_plugin_reload_swaps_plugins_without_dropping_a_download_in_flight() {
     assert_eq!(ls["broken"]["state"], "refused", "{ls}");
     assert_eq!(ls["noop"]["state"], "live", "{ls}");
 }
+
+/// Runs its arguments with W^X enforced on the process (`PR_SET_MDWE`: what systemd's
+/// `MemoryDenyWriteExecute=yes`, set in the shipped unit, does on kernels that have it).
+const WX_ENFORCED: &str = "import ctypes, os, sys\n\
+if ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0:\n    sys.exit('PR_SET_MDWE failed')\n\
+os.execv(sys.argv[1], sys.argv[1:])\n";
+
+#[test]
+fn where_executable_memory_is_denied_plugins_run_in_the_interpreter() {
+    require_tools(&["dig", "unbound", "python3"]);
+    let lab = Lab::new();
+    let zone_dir = tempfile::tempdir().unwrap();
+    let _zone = unbound_zone(&lab.origin, zone_dir.path(), &[addr::ORIGIN], "");
+    let plugins = tempfile::tempdir().unwrap();
+    install(
+        plugins.path(),
+        "dns-blocklist",
+        "dns-blocklist",
+        "name = \"dns-blocklist\"\nhooks = [\"dns\"]\n\n[config]\nnames = [\"short.test.lab\"]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let conf = Daemon::lab_config(dir.path(), &config(plugins.path(), ""));
+    let daemon = Daemon::start_wrapped(&lab, dir, conf, &[], &["python3", "-c", WX_ENFORCED]);
+    daemon.wait_for_log(WAIT, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("plugins run in wasmtime's interpreter"))
+    });
+    assert_eq!(ask(&lab, "short.test.lab").status, "NXDOMAIN");
+    let allowed = ask(&lab, "www.test.lab");
+    assert_eq!(allowed.status, "NOERROR", "{}", allowed.text);
+    assert_eq!(plugins_ls(&daemon, &lab)["dns-blocklist"]["state"], "live");
+}
