@@ -133,7 +133,7 @@ fn the_header_rewriter_edits_what_the_origin_and_the_client_see() {
 }
 
 #[test]
-fn trapping_and_looping_plugins_are_disabled_and_every_request_is_still_answered() {
+fn trapping_looping_and_broken_plugins_are_contained_and_every_request_is_still_answered() {
     require_tools(&["dig", "unbound", "curl", "python3"]);
     let lab = Lab::new();
     let zone_dir = tempfile::tempdir().unwrap();
@@ -153,7 +153,23 @@ fn trapping_and_looping_plugins_are_disabled_and_every_request_is_still_answered
         "spin",
         "name = \"spin\"\nhooks = [\"dns\", \"http\"]\n",
     );
+    // And one that cannot load: the daemon starts without it.
+    let broken = plugins.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("plugin.toml"),
+        "name = \"broken\"\nhooks = [\"dns\"]\n",
+    )
+    .unwrap();
+    std::fs::write(broken.join("broken.wasm"), b"\0asm not really").unwrap();
     let mut daemon = Daemon::start(&lab, &config(plugins.path(), "time_budget_ms = 5\n"));
+    let refused = daemon.wait_for_log(WAIT, |l| {
+        l["message"] == "plugin refused" && l["plugin"] == "broken"
+    });
+    assert!(
+        refused["error"].as_str().unwrap().contains("broken.wasm"),
+        "{refused}"
+    );
 
     let answer = ask(&lab, "www.test.lab");
     assert_eq!(answer.status, "NOERROR", "{}", answer.text);
@@ -177,6 +193,7 @@ fn trapping_and_looping_plugins_are_disabled_and_every_request_is_still_answered
     assert_eq!(ask(&lab, "www.test.lab").status, "NOERROR");
     assert_eq!(fetch_sha(&lab, "/t.bin"), want);
     assert!(daemon.try_wait().is_none(), "the daemon exited");
+    assert_eq!(ls["broken"]["state"], "refused", "{ls}");
     let text = String::from_utf8_lossy(&daemon.cli(&lab, &["plugins", "ls"]).stdout).to_string();
     assert!(text.contains("disabled"), "{text}");
 }
@@ -262,4 +279,37 @@ fn a_plugin_reload_swaps_plugins_without_dropping_a_download_in_flight() {
     let ls = plugins_ls(&daemon, &lab);
     assert_eq!(ls["broken"]["state"], "refused", "{ls}");
     assert_eq!(ls["noop"]["state"], "live", "{ls}");
+}
+
+/// Runs its arguments with W^X enforced on the process (`PR_SET_MDWE`: what systemd's
+/// `MemoryDenyWriteExecute=yes`, set in the shipped unit, does on kernels that have it).
+const WX_ENFORCED: &str = "import ctypes, os, sys\n\
+if ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0:\n    sys.exit('PR_SET_MDWE failed')\n\
+os.execv(sys.argv[1], sys.argv[1:])\n";
+
+#[test]
+fn where_executable_memory_is_denied_plugins_run_in_the_interpreter() {
+    require_tools(&["dig", "unbound", "python3"]);
+    let lab = Lab::new();
+    let zone_dir = tempfile::tempdir().unwrap();
+    let _zone = unbound_zone(&lab.origin, zone_dir.path(), &[addr::ORIGIN], "");
+    let plugins = tempfile::tempdir().unwrap();
+    install(
+        plugins.path(),
+        "dns-blocklist",
+        "dns-blocklist",
+        "name = \"dns-blocklist\"\nhooks = [\"dns\"]\n\n[config]\nnames = [\"short.test.lab\"]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let conf = Daemon::lab_config(dir.path(), &config(plugins.path(), ""));
+    let daemon = Daemon::start_wrapped(&lab, dir, conf, &[], &["python3", "-c", WX_ENFORCED]);
+    daemon.wait_for_log(WAIT, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("plugins run in wasmtime's interpreter"))
+    });
+    assert_eq!(ask(&lab, "short.test.lab").status, "NXDOMAIN");
+    let allowed = ask(&lab, "www.test.lab");
+    assert_eq!(allowed.status, "NOERROR", "{}", allowed.text);
+    assert_eq!(plugins_ls(&daemon, &lab)["dns-blocklist"]["state"], "live");
 }

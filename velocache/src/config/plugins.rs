@@ -24,7 +24,8 @@ pub struct PluginsConfig {
     /// `.wasm`), or `NAME.toml` + `NAME.wasm` pairs. None, or a directory that does not exist:
     /// no plugins (and no WebAssembly engine is started).
     pub dir: Option<PathBuf>,
-    /// The longest one hook call may run; past it the call is stopped and the plugin disabled.
+    /// The CPU time one hook call may use; past it the call is stopped and the plugin disabled
+    /// (a call preempted on a busy machine is not charged for the wait, up to 20 budgets).
     pub time_budget_ms: Millis,
     /// The most linear memory one plugin instance may grow to, MiB.
     pub memory_limit_mb: u32,

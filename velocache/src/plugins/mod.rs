@@ -53,7 +53,7 @@ pub use tcp::{TcpCommand, TcpEvent, TcpSession, TcpTarget};
 use crate::config::PluginsConfig;
 use metrics::PluginMetrics;
 use pool::{Plugin, SharedPlugin};
-use runtime::{Limits, Runtime};
+use runtime::{Backend, Limits, Runtime, executable_memory_denied};
 
 /// Why a plugin could not be loaded or called.
 #[derive(Debug, Clone, Error)]
@@ -280,12 +280,58 @@ impl Plugins {
         if let Some(rt) = slot.as_ref() {
             return Ok(rt.clone());
         }
-        let rt = Runtime::new(Limits {
-            time_budget: self.inner.config.time_budget_ms.get(),
-            memory_bytes: self.inner.config.memory_limit_mb as usize * 1024 * 1024,
-        })?;
+        let rt = Runtime::new(self.limits(), Backend::Native)?;
         *slot = Some(rt.clone());
         Ok(rt)
+    }
+
+    /// Run plugins in the interpreter from now on (tests: the fallback's backend, without a
+    /// process that forbids executable memory).
+    #[cfg(test)]
+    pub(crate) fn use_interpreter(&self) -> Result<(), PluginError> {
+        *self.inner.runtime.lock() = Some(Runtime::new(self.limits(), Backend::Interpreter)?);
+        Ok(())
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            time_budget: self.inner.config.time_budget_ms.get(),
+            memory_bytes: self.inner.config.memory_limit_mb as usize * 1024 * 1024,
+        }
+    }
+
+    /// Native code cannot be made executable here: from now on plugins are compiled for
+    /// wasmtime's interpreter (Pulley). Slower per call, the same limits and containment.
+    fn fall_back_to_the_interpreter(
+        &self,
+        native: &Arc<Runtime>,
+    ) -> Result<Arc<Runtime>, PluginError> {
+        let mut slot = self.inner.runtime.lock();
+        if let Some(rt) = slot.as_ref()
+            && !Arc::ptr_eq(rt, native)
+        {
+            return Ok(rt.clone());
+        }
+        tracing::warn!(
+            backend = Backend::Interpreter.name(),
+            "native code cannot be made executable in this process (MemoryDenyWriteExecute?): \
+             plugins run in wasmtime's interpreter"
+        );
+        let rt = Runtime::new(self.limits(), Backend::Interpreter)?;
+        *slot = Some(rt.clone());
+        Ok(rt)
+    }
+
+    /// Compile `wasm` for `m`, on the interpreter if native code is denied.
+    fn prepare(&self, m: &Manifest, wasm: &[u8]) -> Result<runtime::Prepared, PluginError> {
+        let config: Arc<[(String, String)]> = m.config.clone().into();
+        let runtime = self.runtime()?;
+        match runtime.prepare(&m.name, wasm, &m.hooks, config.clone()) {
+            Err(e) if runtime.backend() == Backend::Native && executable_memory_denied(&e) => self
+                .fall_back_to_the_interpreter(&runtime)?
+                .prepare(&m.name, wasm, &m.hooks, config),
+            other => other,
+        }
     }
 
     fn load_one(&self, m: Manifest, loaded: &[SharedPlugin]) -> Result<SharedPlugin, PluginError> {
@@ -311,8 +357,14 @@ impl Plugins {
             plugin: m.name.clone(),
             reason: format!("reading {}: {e}", m.wasm.display()),
         })?;
-        let runtime = self.runtime()?;
-        let prepared = runtime.prepare(&m.name, &wasm, &m.hooks, m.config.clone().into())?;
+        let prepared = self.prepare(&m, &wasm).map_err(|e| match e {
+            // Say which file: the manifest may name any `.wasm`.
+            PluginError::Load { plugin, reason } => PluginError::Load {
+                plugin,
+                reason: format!("{}: {reason}", m.wasm.display()),
+            },
+            e => e,
+        })?;
         let plugin = Plugin::new(
             m,
             prepared,

@@ -11,7 +11,10 @@
 //! reference implementation — `bindgen!` turns `plugin.wit` into typed Rust at compile time, so
 //! a plugin built against another shape fails to load instead of misbehaving. It gives the three
 //! limits the issue asks for without a sandbox of our own: epoch interruption (a ticker thread
-//! advances the engine's epoch; a store whose deadline passes traps), a `ResourceLimiter` on
+//! advances the engine's epoch; when a call's deadline passes, its store checks the CPU time
+//! the call used and stops it once that reaches the budget — a thread preempted on a busy
+//! machine does not count against the plugin — with a hard limit of 20 budgets on the clock),
+//! a `ResourceLimiter` on
 //! linear memory, and nothing ambient — a component can only import what the linker defines,
 //! and ours defines `host` alone (no WASI: no files, sockets or clocks). Wasmer's component
 //! model support is younger and not the reference one; wasm3-style interpreters are too slow
@@ -71,13 +74,46 @@ pub struct HostState {
     /// Set when the instance asked for more memory than its cap allows.
     pub(super) memory_refused: bool,
     logs_left: u32,
+    /// The call's budget of CPU time, and the longest it may take in all however busy the
+    /// machine is.
+    budget: Duration,
+    wall_limit: Duration,
+    /// When the call began, on the clock and in the thread's CPU time.
+    started: Instant,
+    cpu_started: Option<Duration>,
 }
 
 impl HostState {
     /// Reset what is counted per call.
     pub(super) fn begin_call(&mut self) {
         self.logs_left = LOG_LINES_PER_CALL;
+        self.started = Instant::now();
+        self.cpu_started = thread_cpu_time();
     }
+
+    /// The epoch deadline passed (the call has run its budget on the clock): stop it if it
+    /// used its budget of CPU time — a thread preempted on a busy machine is not the plugin's
+    /// fault — or ran past the hard limit on the clock; otherwise look again a tick later.
+    fn deadline(&self) -> wasmtime::UpdateDeadline {
+        if self.started.elapsed() >= self.wall_limit {
+            return wasmtime::UpdateDeadline::Interrupt;
+        }
+        match (thread_cpu_time(), self.cpu_started) {
+            (Some(now), Some(start)) if now.saturating_sub(start) < self.budget => {
+                wasmtime::UpdateDeadline::Continue(1)
+            }
+            _ => wasmtime::UpdateDeadline::Interrupt,
+        }
+    }
+}
+
+/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Option<Duration> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(Duration::new(
+        u64::try_from(t.tv_sec()).ok()?,
+        u32::try_from(t.tv_nsec()).ok()?,
+    ))
 }
 
 impl ResourceLimiter for HostState {
@@ -146,9 +182,37 @@ impl host::Host for HostState {
 
 impl bindings::velocache::plugin::types::Host for HostState {}
 
+/// How plugin code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Compiled to native code (Cranelift): the fast way, but it needs pages made executable
+    /// after they are written, which `MemoryDenyWriteExecute=yes` (the shipped systemd unit)
+    /// forbids.
+    Native,
+    /// Compiled to Pulley bytecode and run by wasmtime's interpreter: no executable memory.
+    Interpreter,
+}
+
+impl Backend {
+    /// Its name in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Native => "native",
+            Backend::Interpreter => "interpreter",
+        }
+    }
+}
+
+/// Whether `e` says native code could not be made executable (W^X enforced on the process:
+/// systemd's `MemoryDenyWriteExecute`, `PR_SET_MDWE`): the interpreter can run the plugin.
+pub fn executable_memory_denied(e: &PluginError) -> bool {
+    matches!(e, PluginError::Load { reason, .. } if reason.contains("make memory executable"))
+}
+
 /// The engine, its linker and the epoch ticker; one per daemon, shared by every plugin set.
 pub struct Runtime {
     engine: Engine,
+    backend: Backend,
     linker: Linker<HostState>,
     limits: Limits,
     /// Epoch ticks a call may run for.
@@ -156,9 +220,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Start the engine and its epoch ticker under `limits`.
-    pub fn new(limits: Limits) -> Result<Arc<Runtime>, PluginError> {
+    /// Start the engine and its epoch ticker under `limits`, running code with `backend`.
+    pub fn new(limits: Limits, backend: Backend) -> Result<Arc<Runtime>, PluginError> {
         let mut config = EngineConfig::new();
+        if backend == Backend::Interpreter {
+            config
+                .target("pulley64")
+                .map_err(|e| PluginError::Engine(format!("the interpreter: {e:#}")))?;
+        }
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
@@ -180,6 +249,7 @@ impl Runtime {
             .map_err(|e| PluginError::Engine(format!("cannot start the epoch ticker: {e}")))?;
         Ok(Arc::new(Runtime {
             engine,
+            backend,
             linker,
             limits,
             budget_ticks,
@@ -189,6 +259,11 @@ impl Runtime {
     /// The limits calls run under.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// How its code runs.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Compile `wasm` for plugin `name`, link it, and look up the exports of `hooks`.
@@ -299,9 +374,14 @@ impl Prepared {
             memory_bytes: limits.memory_bytes,
             memory_refused: false,
             logs_left: LOG_LINES_PER_CALL,
+            budget: limits.time_budget,
+            wall_limit: (limits.time_budget * 20).max(Duration::from_millis(200)),
+            started: Instant::now(),
+            cpu_started: thread_cpu_time(),
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| s);
+        store.epoch_deadline_callback(|ctx| Ok(ctx.data().deadline()));
         store.set_epoch_deadline(self.runtime.budget_ticks);
         let instance = self.pre.instantiate(&mut store)?;
         let load = |store: &mut Store<HostState>| -> wasmtime::Result<Guests> {
@@ -328,11 +408,12 @@ impl Prepared {
         Ok(Live { store, guests })
     }
 
-    /// Arm `live` for one call: a fresh deadline, fresh per-call counters.
+    /// Arm `live` for one call: a fresh deadline, fresh per-call counters; returns when the
+    /// call began.
     pub fn arm(&self, live: &mut Live) -> Instant {
         live.store.set_epoch_deadline(self.runtime.budget_ticks);
         live.store.data_mut().begin_call();
-        Instant::now()
+        live.store.data().started
     }
 }
 
