@@ -249,6 +249,30 @@ fn curl_through_a_real_socks5_server_is_observed_byte_exact_and_tagged_with_its_
         l["message"] == "flow" && l["tags"]["socks_target"] == "origin.lab:8080"
     });
     assert_eq!(named["plugin"], "socks5-observer");
+    // The claimed port is a service of its own in `velocache stats`: its kernel counters and
+    // its streams, by how they ended.
+    let stats = daemon.cli(&lab, &["stats", "--json"]);
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let plugin = stats["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "plugin")
+        .unwrap()
+        .clone();
+    assert_eq!(plugin["enabled"], true, "{plugin}");
+    assert!(
+        plugin["kernel"]["steered_listener"].as_u64().unwrap_or(0) >= 2,
+        "{plugin}"
+    );
+    assert!(plugin["flows"].as_u64().unwrap_or(0) >= 2, "{plugin}");
+    let spliced = plugin["metrics"].as_array().unwrap().iter().any(|m| {
+        m["name"] == "velocache_plugin_streams_total"
+            && m["labels"]["plugin"] == "socks5-observer"
+            && m["labels"]["end"] == "spliced"
+            && m["value"].as_f64().unwrap_or(0.0) >= 2.0
+    });
+    assert!(spliced, "{plugin}");
 }
 
 #[test]
