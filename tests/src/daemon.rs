@@ -136,7 +136,7 @@ impl Daemon {
             None => lab.gw.command(&bin),
         };
         cmd.args(["run", "--config", &path.display().to_string(), "--log-format", "json"])
-            .env("RUST_LOG", std::env::var("VELOCACHE_TEST_LOG").unwrap_or_else(|_| "debug,aya=info,aya_obj=info,rtnetlink=info,netlink_proto=info,hyper=info,h2=info,rustls=info".into()))
+            .env("RUST_LOG", std::env::var("VELOCACHE_TEST_LOG").unwrap_or_else(|_| "debug,aya=info,aya_obj=info,rtnetlink=info,netlink_proto=info,hyper=info,h2=info,rustls=info,cranelift=info,wasmtime=info".into()))
             .stdout(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);

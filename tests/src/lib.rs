@@ -29,6 +29,7 @@
 //! - [`tools`]: which Debian package ships each command the tests, demo and benches run;
 //!   [`require_tools`].
 //! - [`mutate`]: a seeded SIP mutator for the torture tests.
+//! - [`plugins`]: the built WebAssembly plugins, installed into a daemon's `[plugins] dir`.
 //! - [`redis`]: a three-master Redis Cluster in its own namespace (the shared tier's backend).
 //! - [`shared`]: [`SharedLab`], two gateways and their clients, one origin, and the cluster.
 #![deny(missing_docs)]
@@ -43,6 +44,7 @@ pub mod dns;
 pub mod freezer;
 pub mod lab;
 pub mod mutate;
+pub mod plugins;
 pub mod process;
 pub mod redis;
 pub mod rtpload;

@@ -28,7 +28,36 @@ pub enum Answer {
 /// stream, wait `hold_ms`, BYE. With `expect_failure`, the call is expected to fail and the
 /// scenario accepts any 4xx–6xx (sipp then ACKs it itself).
 pub fn uac_scenario(pcap: &str, dtmf: Option<&str>, hold_ms: u64, expect_failure: bool) -> String {
-    let invite = r#"  <send retrans="500">
+    let invite = INVITE;
+    if expect_failure {
+        return format!(
+            r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="velocache failing uac">
+{invite}  <recv response="486" optional="true" next="done"/>
+  <recv response="603" optional="true" next="done"/>
+  <recv response="404"/>
+  <label id="done"/>
+</scenario>
+"#
+        );
+    }
+    uac_call(invite, pcap, dtmf, hold_ms)
+}
+
+/// A UAC scenario whose INVITE must be answered with exactly `status` (sipp ACKs it itself):
+/// nothing else is accepted, so the run fails if the call goes through.
+pub fn uac_refused_scenario(status: u16) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="velocache refused uac">
+{INVITE}  <recv response="{status}"/>
+</scenario>
+"#
+    )
+}
+
+/// The INVITE every UAC scenario starts with (to `[service]`, sipp's `-s`).
+const INVITE: &str = r#"  <send retrans="500">
     <![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -57,18 +86,8 @@ pub fn uac_scenario(pcap: &str, dtmf: Option<&str>, hold_ms: u64, expect_failure
   <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
 "#;
-    if expect_failure {
-        return format!(
-            r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="velocache failing uac">
-{invite}  <recv response="486" optional="true" next="done"/>
-  <recv response="603" optional="true" next="done"/>
-  <recv response="404"/>
-  <label id="done"/>
-</scenario>
-"#
-        );
-    }
+
+fn uac_call(invite: &str, pcap: &str, dtmf: Option<&str>, hold_ms: u64) -> String {
     let dtmf = dtmf
         .map(|d| {
             format!(
@@ -248,6 +267,21 @@ fn uac_args(
     calls: u32,
     transport: &str,
 ) -> Vec<String> {
+    uac_args_to(
+        ip, target, scenario, media_port, calls, transport, "service",
+    )
+}
+
+/// [`uac_args`] calling `service` (the Request-URI's user part).
+fn uac_args_to(
+    ip: &str,
+    target: &str,
+    scenario: &Path,
+    media_port: u16,
+    calls: u32,
+    transport: &str,
+    service: &str,
+) -> Vec<String> {
     [
         "sipp",
         &format!("{target}:5060"),
@@ -269,6 +303,8 @@ fn uac_args(
         "-timeout",
         "60s",
         "-timeout_error",
+        "-s",
+        service,
     ]
     .map(String::from)
     .to_vec()
@@ -294,6 +330,63 @@ pub fn run_uac(
         String::from_utf8_lossy(&out.stderr)
     );
     (text, out.status.success())
+}
+
+/// [`run_uac`] calling `service` (sipp's `-s`: the Request-URI's user part, e.g. a number).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "sipp's command line, passed flat"
+)]
+pub fn run_uac_to(
+    ns: &Ns,
+    ip: &str,
+    target: &str,
+    scenario: &Path,
+    media_port: u16,
+    calls: u32,
+    transport: &str,
+    service: &str,
+) -> (String, bool) {
+    let args = uac_args_to(ip, target, scenario, media_port, calls, transport, service);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ns.run(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, out.status.success())
+}
+
+/// [`start_uas`] that also writes every message it sends or receives to `message_file`
+/// (sipp's `-trace_msg`): what a test reads to tell what reached the callee.
+pub fn start_uas_traced(
+    ns: &Ns,
+    ip: &str,
+    scenario: &Path,
+    calls: u32,
+    transport: &str,
+    message_file: &Path,
+) -> Background {
+    ns.spawn(&[
+        "sipp",
+        "-sf",
+        &scenario.display().to_string(),
+        "-i",
+        ip,
+        "-p",
+        "5060",
+        "-t",
+        transport,
+        "-m",
+        &calls.to_string(),
+        "-nostdin",
+        "-timeout",
+        "120s",
+        "-trace_msg",
+        "-message_file",
+        &message_file.display().to_string(),
+    ])
 }
 
 /// [`run_uac`] in the background, to look at calls while they are in progress.

@@ -52,6 +52,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("debootstrap", "debootstrap"),
     ("redis-server", "redis-server"),
     ("redis-cli", "redis-tools"),
+    ("danted", "dante-server"),
     // Benchmarks only.
     ("wrk", "wrk"),
     ("dnsperf", "dnsperf"),

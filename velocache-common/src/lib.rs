@@ -7,7 +7,8 @@
 //! `Option`.
 //!
 //! # Layout
-//! - [`Service`]: the numbered services the classifier steers (HTTP, HTTPS, DNS, SIP).
+//! - [`Service`]: the numbered services the classifier steers (HTTP, HTTPS, DNS, SIP, and the TCP
+//!   ports plugins claim).
 //! - [`PortKey`] → [`ServiceEntry`]: the `SERVICE_PORTS` map the daemon fills — which
 //!   `(protocol, destination port)` belongs to which service and which local port its listener
 //!   is bound to.
@@ -51,15 +52,23 @@ pub enum Service {
     Dns = 2,
     /// SIP over UDP and TCP (5060 by default).
     Sip = 3,
+    /// TCP ports a plugin claims (`ports = [...]` in its manifest): the plugin reads and writes
+    /// the client's stream. The ports come from the plugins, not from a configured default.
+    Plugin = 4,
 }
 
 /// Number of [`Service`] values; the counter array has `SERVICE_COUNT * VERDICT_COUNT` slots.
-pub const SERVICE_COUNT: u32 = 4;
+pub const SERVICE_COUNT: u32 = 5;
 
 impl Service {
     /// Every service, in numeric order.
-    pub const ALL: [Service; SERVICE_COUNT as usize] =
-        [Service::Http, Service::Https, Service::Dns, Service::Sip];
+    pub const ALL: [Service; SERVICE_COUNT as usize] = [
+        Service::Http,
+        Service::Https,
+        Service::Dns,
+        Service::Sip,
+        Service::Plugin,
+    ];
 
     /// The service with this number, if any.
     pub const fn from_u32(v: u32) -> Option<Service> {
@@ -68,6 +77,7 @@ impl Service {
             1 => Some(Service::Https),
             2 => Some(Service::Dns),
             3 => Some(Service::Sip),
+            4 => Some(Service::Plugin),
             _ => None,
         }
     }
@@ -79,6 +89,7 @@ impl Service {
             Service::Https => "https",
             Service::Dns => "dns",
             Service::Sip => "sip",
+            Service::Plugin => "plugin",
         }
     }
 }

@@ -21,6 +21,10 @@
 //!   access log); [`tls`]: HTTPS — SNI splice, interception with a local CA, through `http`.
 //! - [`sip`]: SIP observation (messages, calls, REGISTERs) and media learning; [`rtp`]: the RTP
 //!   fast path's userspace side (kernel flow maps, anchors, media reports).
+//! - [`plugins`]: WebAssembly plugins (wasmtime, the component model, `wit/plugin.wit`): hooks
+//!   the DNS forwarder, the HTTP proxy, the SIP observer and claimed TCP ports call.
+//! - [`plugin_tcp`]: TCP streams on the ports plugins claim, driven event by event by the
+//!   claiming plugin, spliced once it is done (or as if it were absent once it fails).
 //! - [`cache`]: the HTTP object store (storage seam, io_uring disk store, RFC 9111 policy,
 //!   collapsed forwarding); [`rules`]: the operator's `rules.toml`, facts in, decision out.
 //! - [`flow`]: flows in progress — counted for shutdown, each ended with its `flow` line.
@@ -32,7 +36,7 @@
 //!
 //! The top-level modules form no import cycle (`cargo xtask test` checks it): `config`, `net`
 //! and `flow` depend on nothing above them, services depend on `service`, `admin`, `cache`,
-//! `rules`, and only `app` names every service.
+//! `rules`, `plugins`, and only `app` names every service.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -50,6 +54,8 @@ pub mod net;
 pub mod observe;
 pub mod origins;
 pub mod passthrough;
+pub mod plugin_tcp;
+pub mod plugins;
 pub mod rtp;
 pub mod rules;
 pub mod service;

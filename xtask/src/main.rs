@@ -7,6 +7,7 @@
 //! - `soak`: the daemon under mixed load for minutes, with reloads and a restart; flat or not.
 //! - `lab`: bring the lab up and keep it until Ctrl-C (for poking at it by hand).
 //! - `package`: build the `.deb` (cargo-deb) and check its contents.
+//! - `plugins`: build the example and test WebAssembly plugins (`plugins/`) into components.
 //! - `fuzz`: run the fuzz targets (cargo-fuzz), minimise and record their corpora.
 #![expect(
     clippy::disallowed_methods,
@@ -22,6 +23,7 @@ mod fuzz;
 mod lab;
 mod modgraph;
 mod package;
+mod plugins;
 mod setup;
 mod soak;
 mod test;
@@ -52,7 +54,7 @@ enum Command {
     },
     /// Run the demo in the lab.
     Demo,
-    /// Run a benchmark (`breaker`, `datapath`, `dns`, `http`, `https`, `rtp`, `shared`).
+    /// Run a benchmark (`breaker`, `datapath`, `dns`, `http`, `https`, `plugins`, `rtp`, `shared`).
     Bench {
         /// Which benchmark.
         name: String,
@@ -83,6 +85,9 @@ enum Command {
         #[arg(long)]
         commit: bool,
     },
+    /// Build the WebAssembly plugins in `plugins/` into `target/plugins/NAME/` (component and
+    /// manifest, ready for `[plugins] dir`).
+    Plugins,
     /// Build the .deb (cargo-deb) and check that it holds the binary, unit and configuration.
     Package {
         /// Package the debug build (for testing the packaging; releases use the default).
@@ -109,6 +114,7 @@ fn main() {
         } => soak::run(minutes, sample_secs),
         Command::Lab => lab::run(),
         Command::Package { debug } => package::run(debug).map(|_| ()),
+        Command::Plugins => plugins::run(),
         Command::Fuzz {
             target,
             seconds,

@@ -52,6 +52,8 @@ const TEST_PACKAGES: &[&str] = &[
     "redis-tools",
     // cargo-deb computes the .deb's library dependencies with dpkg-shlibdeps.
     "dpkg-dev",
+    // The SOCKS5 observer plugin's lab test puts a real SOCKS server (danted) in `origin`.
+    "dante-server",
 ];
 
 /// Debian packages the benchmarks add (`linux-perf`: profiling the datapath under a bench load).
@@ -132,6 +134,17 @@ pub fn run(profile: Profile) -> Result<()> {
         ]))
         .context("cannot add rust-src to nightly")?;
         installed.push("nightly rust-src".into());
+    }
+
+    // The plugin guests (`plugins/`, `cargo xtask plugins`) build for wasm32-unknown-unknown with
+    // the toolchain that builds the daemon.
+    let targets = util::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if targets.lines().any(|l| l.trim() == crate::plugins::TARGET) {
+        present.push(format!("rust target {}", crate::plugins::TARGET));
+    } else {
+        util::run(Command::new("rustup").args(["target", "add", crate::plugins::TARGET]))
+            .with_context(|| format!("cannot add the {} target", crate::plugins::TARGET))?;
+        installed.push(format!("rust target {}", crate::plugins::TARGET));
     }
 
     if have("bpf-linker") {
@@ -217,7 +230,10 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
 /// setup turns the unit off when it installed the package (policy-rc.d kept it from starting
 /// now; this keeps it from starting at the next boot). A unit the machine had before is left
 /// alone.
-const SERVICES_OFF: &[(&str, &str)] = &[("redis-server", "redis-server.service")];
+const SERVICES_OFF: &[(&str, &str)] = &[
+    ("redis-server", "redis-server.service"),
+    ("dante-server", "danted.service"),
+];
 
 fn disable_services(just_installed: &[&str]) {
     for (package, unit) in SERVICES_OFF {

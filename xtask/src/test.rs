@@ -83,9 +83,18 @@ pub fn run(filter: Option<&str>, lint: bool) -> Result<()> {
             // test installs and purges it in a Debian root.
             let deb = crate::package::run(true);
             tally.step("cargo xtask package --debug", deb.is_ok());
+            // The plugins the plugin lab tests install.
+            let plugins = crate::plugins::build();
+            tally.step("cargo xtask plugins", plugins.is_ok());
             let mut lab = util::cargo();
             lab.args(["test", "-p", "velocache-tests", "--test", "integration"])
                 .env("VELOCACHE_BIN", &bin);
+            match plugins {
+                Ok(dir) => {
+                    lab.env("VELOCACHE_PLUGINS", dir);
+                }
+                Err(e) => eprintln!("{e:#}"),
+            }
             match deb {
                 Ok(deb) => {
                     lab.env("VELOCACHE_DEB", deb);

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use velocache::{
     rtp::NoMediaPlane,
     sip::{
-        Hop, Metrics, Observer, Settings,
+        Hop, Metrics, Observer, Settings, SipHook,
         dialog::Side,
+        hook::{self, HookMessage, HookOutcome, HookReject},
         message, nat,
         sdp::{self as sdp_text, Replacement},
         stream::{Deframer, Frame, Piece, frame},
@@ -17,6 +18,14 @@ use velocache::{
 /// the Via/Contact rewriting anchoring uses.
 pub fn sip_message(data: &[u8]) {
     let _ = message::parse(data);
+    // The gateway's own answer to a request (an INVITE a plugin rejected) is a response our
+    // parser reads back.
+    if message::parse(data).is_ok()
+        && let Some(resp) = hook::response(data, 403, "Blocked")
+    {
+        let back = message::parse(&resp).expect("the gateway's response parses");
+        assert_eq!(back.status(), Some(403));
+    }
     let _ = frame(data);
     if let Some(out) = message::with_body(data, b"v=0\r\n") {
         let _ = message::parse(&out);
@@ -31,8 +40,28 @@ pub fn sip_message(data: &[u8]) {
     let _ = nat::incoming(data, relay, &orig, false);
 }
 
-/// The whole observation pipeline (parse, log, call state machine, media planning) fed a
-/// sequence of messages from both sides.
+/// A plugin hook that tags every message and rejects INVITEs whose Request-URI has a `9`.
+struct Screener;
+
+impl SipHook for Screener {
+    fn on_message(&self, msg: HookMessage) -> HookOutcome {
+        HookOutcome {
+            tags: vec![("seen".into(), msg.headers.len().to_string())],
+            reject: msg
+                .request_uri
+                .as_deref()
+                .is_some_and(|u| u.contains('9'))
+                .then(|| HookReject {
+                    status: 403,
+                    reason: "fuzz".into(),
+                    plugin: "fuzz".into(),
+                }),
+        }
+    }
+}
+
+/// The whole observation pipeline (parse, log, plugin hook, call state machine, media
+/// planning) fed a sequence of messages from both sides.
 pub fn sip_observer(data: &[u8]) {
     let observer = Observer::new(
         Settings {
@@ -44,7 +73,8 @@ pub fn sip_observer(data: &[u8]) {
         Arc::new(NoMediaPlane),
         None,
         Metrics::default(),
-    );
+    )
+    .with_hook(Arc::new(Screener));
     // Messages are separated by 0xff bytes; the byte after a separator picks the side, and
     // odd ones travel over TCP (another call key for the same Call-ID).
     for (i, chunk) in data.split(|b| *b == 0xff).enumerate() {

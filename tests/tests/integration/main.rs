@@ -23,6 +23,8 @@ mod http;
 mod https;
 mod observe;
 mod origins;
+mod plugins;
+mod plugins_sip_tcp;
 mod reuse;
 mod rfc9111;
 mod shared;

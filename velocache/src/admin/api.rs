@@ -45,9 +45,15 @@ pub mod paths {
     pub const RECORD: &str = "/v1/record";
     /// `POST` [`super::DnsFlushRequest`]: drop DNS answers; [`super::DnsFlushReport`].
     pub const DNS_FLUSH: &str = "/v1/dns/flush";
+    /// `GET`: [`super::PluginsReport`].
+    pub const PLUGINS: &str = "/v1/plugins";
+    /// `POST`: re-read `[plugins] dir`; [`super::PluginsReloadReport`].
+    pub const PLUGINS_RELOAD: &str = "/v1/plugins/reload";
     /// `GET`: OpenMetrics text.
     pub const METRICS: &str = "/metrics";
 }
+
+pub use super::plugin_api::{PluginRefusal, PluginView, PluginsReloadReport, PluginsReport};
 
 /// What kind of error an API call met; scripts (and the CLI's exit codes) branch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -481,11 +487,14 @@ pub struct CallRecord {
     pub final_status: Option<u16>,
     /// Reason phrase.
     pub reason: Option<String>,
-    /// Who hung up.
+    /// Who hung up (or `plugin NAME` for an INVITE a plugin rejected).
     pub ended_by: Option<String>,
     /// Per media direction.
     #[serde(default)]
     pub media: Vec<MediaStats>,
+    /// Fields plugins added to the call's record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// One direction of one media stream.

@@ -8,9 +8,10 @@
 //! Nothing here depends on a concrete service, so services never import the control plane.
 
 pub mod api;
+mod plugin_api;
 pub mod seams;
 
 pub use seams::{
-    AdminError, AdminHub, CaAdmin, CacheAdmin, CallsAdmin, DnsAdmin, OriginsAdmin, RecordAdmin,
-    UrlPattern,
+    AdminError, AdminHub, CaAdmin, CacheAdmin, CallsAdmin, DnsAdmin, OriginsAdmin, PluginsAdmin,
+    RecordAdmin, UrlPattern,
 };

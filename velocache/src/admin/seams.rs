@@ -13,6 +13,7 @@
 //! | [`CaAdmin`] | the TLS layer (`tls::TlsShared`, registered by the wiring) | `ca export/rotate` |
 //! | [`OriginsAdmin`] | the origins' health (`origins::Origins`, registered by the wiring) | `origins` |
 //! | [`RecordAdmin`] | the HTTP proxy's recorder (`http::Recorder`) | `record start/stop/status` |
+//! | [`PluginsAdmin`] | the plugin set (`plugins::Plugins`, registered by the wiring) | `plugins ls/reload` |
 //!
 //! Counters (DNS hits and misses, cache bytes, RTP streams, …) need no trait: services register
 //! them in their metrics sub-registry and `stats` reads them from there.
@@ -23,8 +24,8 @@ use globset::GlobBuilder;
 use thiserror::Error;
 
 use super::api::{
-    CacheEntry, CacheListing, CallsReport, DnsFlushReport, OriginsReport, PurgeReport,
-    RecordReport, RecordStart, WarmResult,
+    CacheEntry, CacheListing, CallsReport, DnsFlushReport, OriginsReport, PluginsReloadReport,
+    PluginsReport, PurgeReport, RecordReport, RecordStart, WarmResult,
 };
 use crate::config::Glob;
 
@@ -166,6 +167,20 @@ pub trait RecordAdmin: Send + Sync {
     fn status(&self) -> RecordReport;
 }
 
+/// WebAssembly plugins.
+pub trait PluginsAdmin: Send + Sync {
+    /// Every plugin loaded or refused, its state and counts.
+    fn list(&self) -> PluginsReport;
+    /// Re-read the plugin directory and swap the set in (calls in progress finish on the old
+    /// instances); a plugin that does not load is reported and the others load.
+    fn reload(&self) -> BoxFuture<'_, Result<PluginsReloadReport, AdminError>>;
+    /// `(plugin, port)` for every TCP port the live set claims: after a reload the control
+    /// plane writes them into the kernel's port map.
+    fn tcp_ports(&self) -> Vec<(String, u16)> {
+        Vec::new()
+    }
+}
+
 /// Where services register what they offer the admin API. Cloning shares it; each capability
 /// is registered at most once (a second registration is refused and returns `false`).
 #[derive(Clone, Default)]
@@ -181,6 +196,7 @@ struct Slots {
     ca: OnceLock<Arc<dyn CaAdmin>>,
     origins: OnceLock<Arc<dyn OriginsAdmin>>,
     record: OnceLock<Arc<dyn RecordAdmin>>,
+    plugins: OnceLock<Arc<dyn PluginsAdmin>>,
 }
 
 impl AdminHub {
@@ -232,6 +248,16 @@ impl AdminHub {
     /// Recording, if registered.
     pub fn record(&self) -> Option<Arc<dyn RecordAdmin>> {
         self.inner.record.get().cloned()
+    }
+
+    /// Offer the plugin set.
+    pub fn register_plugins(&self, plugins: Arc<dyn PluginsAdmin>) -> bool {
+        self.inner.plugins.set(plugins).is_ok()
+    }
+
+    /// The plugin set, if registered.
+    pub fn plugins(&self) -> Option<Arc<dyn PluginsAdmin>> {
+        self.inner.plugins.get().cloned()
     }
 
     /// The HTTP cache, if registered.

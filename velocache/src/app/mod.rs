@@ -42,11 +42,12 @@ pub use parts::{AppError, Launch, Parts, ServicesStart};
 
 use crate::{
     admin::AdminHub,
-    config::Config,
+    config::{Config, PortClaims},
     control::{AdminServer, ControlPlane, PlaneMetrics, PlaneParts},
     datapath::{InstanceLock, XdpOwner, XdpSettings},
     flow::FlowTracker,
     net::UdpReplier,
+    plugins::Plugins,
     rules::Rules,
     service::ServiceContext,
 };
@@ -68,6 +69,27 @@ pub async fn start(
         xdp,
     };
     run(config, launch, parts, shutdown).await
+}
+
+/// The plugin set from `[plugins]`, loaded on a blocking thread (components compile), and
+/// offered to the admin API. A plugin that does not load is logged and skipped; the daemon
+/// starts with the others.
+async fn load_plugins(config: &Config, hub: &AdminHub, registry: &mut Registry) -> Plugins {
+    let plugins = Plugins::new(&config.plugins, registry.sub_registry_with_prefix("plugin"));
+    hub.register_plugins(Arc::new(plugins.clone()));
+    if plugins.dir().is_some() {
+        let loading = plugins.clone();
+        match tokio::task::spawn_blocking(move || loading.reload()).await {
+            Ok(Ok(report)) => info!(
+                plugins = report.loaded.len(),
+                refused = report.refused.len(),
+                "plugins loaded"
+            ),
+            Ok(Err(e)) => warn!(error = %e, "no plugins loaded"),
+            Err(e) => warn!(error = %e, "no plugins loaded: the loader failed"),
+        }
+    }
+    plugins
 }
 
 /// Run with `parts` until `shutdown` resolves or a stop is asked through the admin API.
@@ -92,7 +114,8 @@ pub async fn run(
     let config = Arc::new(config);
     let hub = AdminHub::new();
     let mut registry = Registry::with_prefix("velocache");
-    let mut factories = (parts.services)(&config, &rules, &hub, &mut registry)?;
+    let plugins = load_plugins(&config, &hub, &mut registry).await;
+    let mut factories = (parts.services)(&config, &rules, &plugins, &hub, &mut registry)?;
     let steering = config
         .https
         .enabled
@@ -104,6 +127,8 @@ pub async fn run(
         admin: hub.clone(),
         steering: steering.clone(),
         xdp: parts.xdp,
+        claims: PortClaims::default(),
+        plugins,
     };
     let flows = ctx.flows.clone();
     let replier = Arc::new(UdpReplier::default());
@@ -135,7 +160,9 @@ pub async fn run(
     // Bound before the datapath so that a socket problem stops start-up with nothing attached.
     let admin = AdminServer::bind(&config).await?;
 
-    let mut datapath = (parts.kernel)(config.clone(), daemon_sockets).await?;
+    // The plugin service, built above, has set the ports its plugins claim.
+    let intercepts = config.intercepts_with(&ctx.claims);
+    let mut datapath = (parts.kernel)(config.clone(), intercepts, daemon_sockets).await?;
     tasks::start(
         datapath.as_mut(),
         &config,
@@ -152,6 +179,7 @@ pub async fn run(
         rules,
         flows: flows.clone(),
         hub,
+        claims: ctx.claims.clone(),
         registry: Arc::new(registry),
         datapath,
         log: launch.log,

@@ -12,6 +12,7 @@ use crate::{
     config::{Config, Transport},
     control::ControlError,
     datapath::{DatapathError, InstanceError, KernelStart, XdpOwner},
+    plugins::Plugins,
     rules::{Rules, RulesError},
     service::{ServiceError, ServiceFactory},
     telemetry::LogControl,
@@ -63,12 +64,13 @@ pub struct Launch {
     pub log: Option<LogControl>,
 }
 
-/// Builds the service factories once the rules are loaded (`services::factories` in the
-/// daemon); they register what they share in the hub and their metrics in the registry.
+/// Builds the service factories once the rules and plugins are loaded (`services::factories`
+/// in the daemon); they register what they share in the hub and their metrics in the registry.
 pub type ServicesStart = Box<
     dyn FnOnce(
             &Config,
             &Rules,
+            &Plugins,
             &AdminHub,
             &mut Registry,
         ) -> Result<Vec<Box<dyn ServiceFactory>>, AppError>

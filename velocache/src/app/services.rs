@@ -14,8 +14,9 @@ use crate::{
     admin::AdminHub,
     cache::shared::Tier,
     config::Config,
-    http::{AnomalyPhase, HttpsOrigins, Phase, ProxyCacheAdmin, Recorder},
+    http::{AnomalyPhase, HttpsOrigins, Phase, PluginPhase, ProxyCacheAdmin, Recorder},
     origins::{Origins, spawn_checks},
+    plugins::Plugins,
     rules::Rules,
     service::ServiceFactory,
     tls::{CaPage, OriginTimeouts, TlsShared},
@@ -25,6 +26,7 @@ use crate::{
 pub fn factories(
     config: &Config,
     rules: &Rules,
+    plugins: &Plugins,
     hub: &AdminHub,
     registry: &mut Registry,
 ) -> Result<Vec<Box<dyn ServiceFactory>>, AppError> {
@@ -57,6 +59,8 @@ pub fn factories(
                 registry.sub_registry_with_prefix(Service::Http.name()),
             )));
         }
+        // Last before the rules: a plugin may name the rule that decides.
+        phases.push(Arc::new(PluginPhase::new(plugins.clone())));
         let tier = Tier::start(&config.shared, registry.sub_registry_with_prefix("shared"));
         crate::http::build_proxy(
             &config.http,
@@ -82,6 +86,13 @@ pub fn factories(
         crate::http::factory(proxy.clone()),
         crate::tls::factory(tls, proxy),
         crate::dns::factory(),
-        crate::sip::factory(),
+        crate::sip::factory(plugins.dir().is_some().then(|| {
+            let hook: Arc<dyn crate::sip::SipHook> = Arc::new(plugins.clone());
+            hook
+        })),
+        crate::plugin_tcp::factory(plugins.dir().is_some().then(|| {
+            let streams: Arc<dyn crate::plugin_tcp::StreamPlugins> = Arc::new(plugins.clone());
+            streams
+        })),
     ])
 }

@@ -161,10 +161,10 @@ async fn start(kernel_fails: bool) -> Daemon {
             tcp: vec![TransparentListener::from_std(std_listener).unwrap()],
             udp: Vec::new(),
         }],
-        services: Box::new(move |_, _, _, _| Ok(vec![Box::new(EchoFactory(e1)) as _])),
+        services: Box::new(move |_, _, _, _, _| Ok(vec![Box::new(EchoFactory(e1)) as _])),
         // Nothing claims a slot here, so nothing is loaded: no privileges needed.
         xdp: crate::datapath::XdpOwner::new(crate::datapath::XdpSettings::default()),
-        kernel: Box::new(move |_config, _sockets| {
+        kernel: Box::new(move |_config, _intercepts, _sockets| {
             Box::pin(async move {
                 // The first steered packet must find its socket: the service is already served.
                 let served = echo_once(listener, b"up").await.is_ok();

@@ -97,6 +97,9 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
             }
         }
         AdminCommand::Record { command } => return record(&client, command, json).await,
+        AdminCommand::Plugins { command } => {
+            return super::plugins::run(&client, command, json).await;
+        }
         AdminCommand::Replay { .. } => {}
         AdminCommand::Ca { command } => {
             let ca: CaReport = match command {

@@ -19,6 +19,7 @@
 //! `VELOCACHE_ADMIN_TOKEN`.
 
 mod commands;
+mod plugins;
 mod render;
 mod render_origins;
 pub(crate) mod replay;
@@ -108,6 +109,12 @@ pub enum AdminCommand {
         /// What to do.
         #[command(subcommand)]
         command: DnsCommand,
+    },
+    /// WebAssembly plugins: list them (hooks, state, calls, errors) or re-read their directory.
+    Plugins {
+        /// What to do.
+        #[command(subcommand)]
+        command: PluginsCommand,
     },
     /// The local CA of HTTPS interception.
     Ca {
@@ -242,6 +249,17 @@ pub enum DnsCommand {
         /// The name (`www.example.org`); none: everything.
         name: Option<String>,
     },
+}
+
+/// `velocache plugins …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum PluginsCommand {
+    /// Every plugin: hooks, the hosts or ports it applies to, live / disabled / refused and why,
+    /// calls and errors.
+    Ls,
+    /// Re-read `[plugins] dir` and swap the plugins in without dropping flows (exit 1 when a
+    /// plugin was refused; the others load).
+    Reload,
 }
 
 /// `velocache ca …`

@@ -576,6 +576,15 @@ fn call_rows(calls: &[CallRecord]) -> Vec<Vec<String>> {
                     })
                     .unwrap_or_else(|| "-".into()),
                 if media.is_empty() { "-".into() } else { media },
+                if c.tags.is_empty() {
+                    "-".into()
+                } else {
+                    c.tags
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
                 c.call_id.clone(),
             ]
         })
@@ -585,7 +594,7 @@ fn call_rows(calls: &[CallRecord]) -> Vec<Vec<String>> {
 /// `velocache calls`.
 pub fn calls(r: &CallsReport) -> String {
     let header = [
-        "STATE", "FROM", "TO", "DURATION", "FINAL", "MEDIA", "CALL-ID",
+        "STATE", "FROM", "TO", "DURATION", "FINAL", "MEDIA", "TAGS", "CALL-ID",
     ];
     let mut out = format!("active calls: {}\n", r.active.len());
     if !r.active.is_empty() {

@@ -15,9 +15,10 @@
 //!
 //! # Layout
 //! One file per section: `daemon` (`[daemon]`, `[log]`, `[rules]`), `datapath`, `http`, `tls`
-//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `origins`, `anomaly`, `shared`; `intercept`: what every
-//! service section shares; `values`: shared value types; `layers`, `error`: reading the layers
-//! and saying what is wrong.
+//! (`[https]`, `[tls]`), `dns`, `sip`, `admin`, `origins`, `anomaly`, `shared`, `plugins` (and the
+//! TCP ports plugins claim, known only once they load); `intercept`: what every service section
+//! shares; `values`: shared value types; `layers`, `error`: reading the layers and saying what is
+//! wrong.
 
 mod admin;
 mod anomaly;
@@ -30,6 +31,7 @@ mod http;
 mod intercept;
 mod layers;
 mod origins;
+mod plugins;
 mod shared;
 mod sip;
 mod tls;
@@ -51,6 +53,7 @@ pub use http::HttpConfig;
 pub use intercept::{Intercept, Transport};
 pub use layers::line_of_offset;
 pub use origins::OriginsConfig;
+pub use plugins::{Claim, PluginsConfig, PortClaims};
 pub use shared::SharedConfig;
 pub use sip::SipConfig;
 pub use tls::{HttpsConfig, TlsConfig};
@@ -89,16 +92,20 @@ pub struct Config {
     pub anomaly: AnomalyConfig,
     /// A second cache tier on a Redis Cluster, shared with other gateways.
     pub shared: SharedConfig,
+    /// WebAssembly plugins, and the listener for the TCP ports they claim.
+    pub plugins: PluginsConfig,
 }
 
 impl Config {
-    /// The interception settings of every service, in service order.
+    /// The interception settings of every service, in service order. The plugin service's
+    /// ports are the plugins' claims, which only [`Config::intercepts_with`] knows.
     pub fn intercepts(&self) -> Vec<Intercept> {
         vec![
             self.http.intercept(),
             self.https.intercept(),
             self.dns.intercept(),
             self.sip.intercept(),
+            self.plugins.intercept(),
         ]
     }
 
@@ -156,6 +163,7 @@ impl Config {
         self.origins.check()?;
         self.anomaly.check()?;
         self.shared.check()?;
+        self.plugins.check()?;
         self.check_ports()
     }
 
@@ -165,18 +173,24 @@ impl Config {
         let mut listeners: HashMap<u16, &'static str> = HashMap::new();
         for ic in self.intercepts().into_iter().filter(|i| i.enabled) {
             let name = ic.service.name();
-            if ic.ports.is_empty() {
+            // The plugin service's ports are claimed at run time (`admit_claims` keeps them
+            // apart from the configured ones).
+            if ic.ports.is_empty() && ic.service != velocache_common::Service::Plugin {
                 return Err(Invalid::new(
                     format!("{name}.ports"),
                     "is empty; set `enabled = false` to turn the service off",
                 ));
             }
+            let listen_key = match ic.service {
+                velocache_common::Service::Plugin => "plugins.tcp_listen_port".to_string(),
+                _ => format!("{name}.listen_port"),
+            };
             if ic.listen_port == 0 {
-                return Err(Invalid::new(format!("{name}.listen_port"), "must not be 0"));
+                return Err(Invalid::new(listen_key, "must not be 0"));
             }
             if let Some(other) = listeners.insert(ic.listen_port, name) {
                 return Err(Invalid::new(
-                    format!("{name}.listen_port"),
+                    listen_key,
                     format!(
                         "port {} is already the listener of `{other}`",
                         ic.listen_port

@@ -16,7 +16,7 @@ use crate::{
         api::{AdminListeners, ReloadReport},
         seams::AdminHub,
     },
-    config::Config,
+    config::{Config, PortClaims},
     datapath::Kernel,
     flow::FlowTracker,
     rules::Rules,
@@ -35,6 +35,8 @@ pub struct PlaneParts {
     pub flows: FlowTracker,
     /// What services registered for the admin API.
     pub hub: AdminHub,
+    /// The TCP ports plugins claim (the plugin service's ports in the kernel map).
+    pub claims: PortClaims,
     /// The metrics registry, complete (services and daemon-wide collectors registered).
     pub registry: Arc<Registry>,
     /// The datapath, if one runs (reconfigured on reload, taken back at shutdown).
@@ -56,6 +58,7 @@ pub struct ControlPlane {
     pub(super) rules: Rules,
     pub(super) flows: FlowTracker,
     pub(super) hub: AdminHub,
+    pub(super) claims: PortClaims,
     pub(super) registry: Arc<Registry>,
     pub(super) datapath: tokio::sync::Mutex<Option<Box<dyn Kernel>>>,
     pub(super) log: Option<LogControl>,
@@ -81,6 +84,7 @@ impl ControlPlane {
             rules: parts.rules,
             flows: parts.flows,
             hub: parts.hub,
+            claims: parts.claims,
             registry: parts.registry,
             datapath: tokio::sync::Mutex::new(parts.datapath),
             log: parts.log,

@@ -268,7 +268,10 @@ impl ControlPlane {
         if changed.iter().any(|k| DATAPATH_KEYS.contains(&k.as_str())) {
             let mut dp = self.datapath.lock().await;
             if let Some(dp) = dp.as_mut()
-                && let Err(e) = dp.reconfigure(&effective.datapath, &effective.intercepts())
+                && let Err(e) = dp.reconfigure(
+                    &effective.datapath,
+                    &effective.intercepts_with(&self.claims),
+                )
             {
                 error!(error = %e, "rewriting the kernel maps failed; the running configuration stays");
                 report.error = Some(format!("rewriting the kernel maps failed: {e}"));
@@ -309,6 +312,36 @@ impl ControlPlane {
             .unwrap_or_else(PoisonError::into_inner) = restart.clone();
         report.restart_required = restart;
         (report, rules_report)
+    }
+
+    /// The plugins were (re)loaded: take the TCP ports they claim now — those the configuration
+    /// leaves free, see [`Config::admit_claims`] — and rewrite the kernel's port map in place.
+    /// Streams in progress keep their sockets; a port no longer claimed fails open from its
+    /// next connection on, a newly claimed one is steered to the plugin listener (bound since
+    /// start). Returns the claims in force.
+    pub async fn set_port_claims(
+        &self,
+        claims: Vec<(String, u16)>,
+    ) -> Result<Vec<(String, u16)>, String> {
+        let _one = self.reload_lock.lock().await;
+        let running = self.config();
+        let (accepted, refused) = running.admit_claims(claims);
+        for ((plugin, port), why) in &refused {
+            warn!(plugin = %plugin, port, reason = %why, "port claim refused");
+        }
+        let before = self.claims.get();
+        self.claims.set(accepted.clone());
+        let mut dp = self.datapath.lock().await;
+        if let Some(dp) = dp.as_mut()
+            && let Err(e) =
+                dp.reconfigure(&running.datapath, &running.intercepts_with(&self.claims))
+        {
+            error!(error = %e, "rewriting the kernel's port map failed; the claims in force stay");
+            self.claims.set(before);
+            return Err(format!("rewriting the kernel's port map failed: {e}"));
+        }
+        info!(claims = ?accepted, "plugin port claims applied");
+        Ok(accepted)
     }
 
     /// Settings changed since start that wait for a restart.

@@ -191,6 +191,8 @@ async fn route(
         paths::RECORD_STOP,
         paths::RECORD,
         paths::DNS_FLUSH,
+        paths::PLUGINS,
+        paths::PLUGINS_RELOAD,
         paths::METRICS,
     ];
     match (method.clone(), path.as_str()) {
@@ -274,6 +276,29 @@ async fn route(
                 kernel = report.kernel,
                 "DNS answers flushed through the admin API"
             );
+            ok(&report)
+        }
+        (Method::GET, paths::PLUGINS) => {
+            let plugins = plane
+                .hub
+                .plugins()
+                .ok_or_else(|| ApiError::not_available("plugins"))?;
+            ok(&plugins.list())
+        }
+        (Method::POST, paths::PLUGINS_RELOAD) => {
+            let plugins = plane
+                .hub
+                .plugins()
+                .ok_or_else(|| ApiError::not_available("plugins"))?;
+            let report = plugins.reload().await?;
+            info!(
+                loaded = ?report.loaded,
+                refused = report.refused.len(),
+                "plugins reloaded through the admin API"
+            );
+            // The ports the new set claims go into the kernel's port map (the plugin listener
+            // is bound since start); a failure is logged there and the claims in force stay.
+            let _ = plane.set_port_claims(plugins.tcp_ports()).await;
             ok(&report)
         }
         (Method::GET, paths::ORIGINS) => {

@@ -28,7 +28,7 @@ impl ControlPlane {
         let samples = exposition::parse(&self.metrics_text())?;
         let config = self.config();
         let enabled: BTreeMap<&str, bool> = config
-            .intercepts()
+            .intercepts_with(&self.claims)
             .iter()
             .map(|i| (i.service.name(), i.enabled))
             .collect();
@@ -121,7 +121,7 @@ impl ControlPlane {
             rules_file: self.rules.file().map(|f| f.display().to_string()),
             rules: self.rules.current().rules.len(),
             services: config
-                .intercepts()
+                .intercepts_with(&self.claims)
                 .into_iter()
                 .map(|i| ServiceStatus {
                     service: i.service.name().into(),

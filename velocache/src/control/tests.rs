@@ -51,6 +51,7 @@ async fn start(config_text: &str, register: impl FnOnce(&mut Registry)) -> Runni
         rules,
         flows,
         hub: AdminHub::new(),
+        claims: crate::config::PortClaims::default(),
         registry: Arc::new(registry),
         datapath: None,
         log: None,

@@ -136,11 +136,13 @@ pub trait Kernel: Send {
 }
 
 /// Brings the kernel side up once the listeners are bound (`None`: nothing to attach). It is
-/// given duplicates of the daemon's sockets, to which the kernel's own lookups hand flows (see
-/// [`DaemonSocket`]).
+/// given the services' interception settings (the configuration's, with the ports plugins
+/// claimed) and duplicates of the daemon's sockets, to which the kernel's own lookups hand flows
+/// (see [`DaemonSocket`]).
 pub type KernelStart = Box<
     dyn FnOnce(
             Arc<Config>,
+            Vec<Intercept>,
             Vec<DaemonSocket>,
         ) -> futures::future::BoxFuture<
             'static,
@@ -151,17 +153,19 @@ pub type KernelStart = Box<
 /// The real kernel side: [`Datapath::start`] on `[datapath] lan_interfaces` (nothing, with a
 /// warning, when none are configured), then the XDP slots services claimed ([`XdpOwner::attach`]).
 pub fn kernel(xdp: XdpOwner) -> KernelStart {
-    Box::new(move |config: Arc<Config>, sockets: Vec<DaemonSocket>| {
-        Box::pin(async move {
-            let classifier = if config.datapath.lan_interfaces.is_empty() {
-                warn!("no [datapath] lan_interfaces configured: nothing will be intercepted");
-                None
-            } else {
-                Some(Datapath::start(&config.datapath, &config.intercepts(), sockets).await?)
-            };
-            Ok(kernel::KernelSide::start(classifier, xdp))
-        })
-    })
+    Box::new(
+        move |config: Arc<Config>, intercepts: Vec<Intercept>, sockets: Vec<DaemonSocket>| {
+            Box::pin(async move {
+                let classifier = if config.datapath.lan_interfaces.is_empty() {
+                    warn!("no [datapath] lan_interfaces configured: nothing will be intercepted");
+                    None
+                } else {
+                    Some(Datapath::start(&config.datapath, &intercepts, sockets).await?)
+                };
+                Ok(kernel::KernelSide::start(classifier, xdp))
+            })
+        },
+    )
 }
 
 impl Kernel for Datapath {

@@ -128,6 +128,9 @@ pub struct CachedAnswer {
     /// The rule set that decided how this name is handled; a hit re-evaluates the rules only
     /// after a reload replaced it.
     pub rules: Weak<RuleSet>,
+    /// A plugin shaped it (asked upstream under another name): never handed to the kernel,
+    /// never refreshed in the background.
+    pub plugin: bool,
 }
 
 /// How TTLs are written on the way out.
@@ -204,6 +207,7 @@ impl CachedAnswer {
             hits: AtomicU32::new(0),
             refreshing: AtomicBool::new(false),
             rules,
+            plugin: false,
         }
     }
 

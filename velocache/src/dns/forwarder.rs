@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::{
     cache::{AnswerCache, CachedAnswer, KeyBuf, Lookup, TtlMode, TtlPolicy},
     handler::{Request, RequestHandler, Response, Transport},
+    plugin_hook::PluginStep,
     stats::DnsStats,
     upstream::UpstreamPool,
     wire::{self, Classified, HEADER_LEN, QueryView, rcode},
@@ -32,8 +33,6 @@ use crate::{
 
 /// Largest DNS message over TCP.
 const MAX_TCP_MESSAGE: usize = 65_535;
-/// TTL of denied answers when the rule sets none.
-const DENY_TTL: u32 = 60;
 
 /// Prefetch: refresh an entry in the background when it is popular and about to expire.
 #[derive(Debug, Clone, Copy)]
@@ -145,6 +144,8 @@ pub(super) struct Inner {
     pub(super) pending: super::budget::Budget,
     /// Kernel answers, when the XDP slot is claimed (set once, after construction).
     pub(super) kernel: std::sync::OnceLock<Arc<super::kernel::KernelAnswers>>,
+    /// The plugin set (`plugin_hook`), when the service was given one.
+    pub(super) plugins: std::sync::OnceLock<crate::plugins::Plugins>,
 }
 
 /// The caching forwarder.
@@ -158,10 +159,9 @@ pub(super) struct RuleVerdict {
     pub(super) action: Option<Action>,
     pub(super) ttl_override: Option<u32>,
     pub(super) rule: Option<String>,
+    /// A plugin's rewrite: the question to ask upstream instead of the client's.
+    pub(super) rewrite: Option<Box<[u8]>>,
 }
-
-/// TTL of the local name's answers: short, so a changed address is picked up soon.
-const LOCAL_NAME_TTL: u32 = 60;
 
 pub(super) fn verdict(rules: &RuleSet, msg: &[u8]) -> RuleVerdict {
     if rules.rules.is_empty() {
@@ -169,6 +169,7 @@ pub(super) fn verdict(rules: &RuleSet, msg: &[u8]) -> RuleVerdict {
             action: None,
             ttl_override: None,
             rule: None,
+            rewrite: None,
         };
     }
     let qname = wire::name_text(msg, HEADER_LEN);
@@ -179,11 +180,13 @@ pub(super) fn verdict(rules: &RuleSet, msg: &[u8]) -> RuleVerdict {
                 .ttl_override
                 .map(|t| t.as_secs().min(u64::from(u32::MAX)) as u32),
             rule: Some(d.rule.name.clone()),
+            rewrite: None,
         },
         None => RuleVerdict {
             action: None,
             ttl_override: None,
             rule: None,
+            rewrite: None,
         },
     }
 }
@@ -244,6 +247,7 @@ impl Forwarder {
                 stats,
                 pending: super::budget::Budget::new(max_pending),
                 kernel: std::sync::OnceLock::new(),
+                plugins: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -251,6 +255,11 @@ impl Forwarder {
     /// Hand hot entries to the kernel from now on (the XDP `Dns` slot's daemon side).
     pub fn set_kernel(&self, kernel: Arc<super::kernel::KernelAnswers>) {
         let _ = self.inner.kernel.set(kernel);
+    }
+
+    /// Ask `plugins` about every query from now on (the `dns` hook, before the cache).
+    pub fn set_plugins(&self, plugins: crate::plugins::Plugins) {
+        let _ = self.inner.plugins.set(plugins);
     }
 
     /// The cache (for the admin API and tests).
@@ -265,7 +274,7 @@ impl Forwarder {
         }
     }
 
-    fn max_len(req: &Request, q: &QueryView) -> usize {
+    pub(super) fn max_len(req: &Request, q: &QueryView) -> usize {
         match req.transport {
             Transport::Udp => q.max_udp_answer(),
             Transport::Tcp => MAX_TCP_MESSAGE,
@@ -317,83 +326,6 @@ impl Forwarder {
             }
         }
         out
-    }
-
-    fn local_answer(
-        &self,
-        req: &Request,
-        q: &QueryView,
-        ttl: Option<u32>,
-        start: Instant,
-        rule: Option<&str>,
-    ) -> Response {
-        let ttl = ttl.unwrap_or(DENY_TTL);
-        let (out, code) = match self.inner.settings.deny_answer {
-            DenyAnswer::Nxdomain => (
-                wire::reply(&req.bytes, q, rcode::NXDOMAIN, |_| 0),
-                rcode::NXDOMAIN,
-            ),
-            DenyAnswer::Zero => (
-                wire::reply(&req.bytes, q, rcode::NOERROR, |out| match q.qtype {
-                    wire::TYPE_A => {
-                        wire::push_answer(out, q.qtype, q.qclass, ttl, &[0; 4]);
-                        1
-                    }
-                    wire::TYPE_AAAA => {
-                        wire::push_answer(out, q.qtype, q.qclass, ttl, &[0; 16]);
-                        1
-                    }
-                    _ => 0,
-                }),
-                rcode::NOERROR,
-            ),
-        };
-        self.inner.stats.denied.inc();
-        log_query(req, q.qtype, code, Served::None, start.elapsed(), "", rule);
-        Response::Ready(out)
-    }
-
-    /// The CA page's name: its A record, and NODATA for every other type.
-    fn local_name_answer(
-        &self,
-        req: &Request,
-        q: &QueryView,
-        addr: std::net::Ipv4Addr,
-        start: Instant,
-    ) -> Response {
-        let out = wire::reply(&req.bytes, q, rcode::NOERROR, |out| {
-            if q.qtype == wire::TYPE_A {
-                wire::push_answer(out, q.qtype, q.qclass, LOCAL_NAME_TTL, &addr.octets());
-                1
-            } else {
-                0
-            }
-        });
-        log_query(
-            req,
-            q.qtype,
-            rcode::NOERROR,
-            Served::None,
-            start.elapsed(),
-            "",
-            Some("ca_page"),
-        );
-        Response::Ready(out)
-    }
-
-    fn servfail_now(&self, req: &Request, q: &QueryView, start: Instant, why: &str) -> Response {
-        self.inner.stats.errors.inc();
-        tracing::debug!(client = %req.client, reason = why, "query not forwarded");
-        log_query(
-            req,
-            q.qtype,
-            rcode::SERVFAIL,
-            Served::None,
-            start.elapsed(),
-            "",
-            None,
-        );
-        Response::Ready(wire::reply(&req.bytes, q, rcode::SERVFAIL, |_| 0))
     }
 
     /// Everything the fast path did not take.
@@ -474,6 +406,7 @@ impl RequestHandler for Forwarder {
         let lookup = inner.cache.get(key.as_slice(), start);
         if let Lookup::Fresh(entry, age) = &lookup
             && std::ptr::eq(entry.rules.as_ptr(), Arc::as_ptr(&rules))
+            && !self.plugins_see_hit(&req)
         {
             return Response::Ready(self.serve_hit(&req, &q, entry, *age, start, &key, None));
         }
@@ -482,7 +415,19 @@ impl RequestHandler for Forwarder {
         {
             return self.local_name_answer(&req, &q, local.addr, start);
         }
-        let v = verdict(&rules, &req.bytes);
+        let fresh = matches!(lookup, Lookup::Fresh(..));
+        let rewrite = match self.plugin_step(&req, &q, fresh, start) {
+            PluginStep::Pass => None,
+            PluginStep::Done(answer) => return answer,
+            PluginStep::Rewrite { question, plugin } => Some((question, plugin)),
+        };
+        let mut v = verdict(&rules, &req.bytes);
+        if let Some((question, plugin)) = rewrite {
+            v.rewrite = Some(question);
+            if v.rule.is_none() {
+                v.rule = Some(plugin);
+            }
+        }
         match v.action {
             Some(Action::Deny) => {
                 return self.local_answer(&req, &q, v.ttl_override, start, v.rule.as_deref());
@@ -566,6 +511,12 @@ impl Forwarder {
 
     /// Refresh `entry` in the background (prefetch, or a stale entry while upstreams are down).
     fn refresh(&self, req: &Request, q: &QueryView, key: &[u8], entry: Arc<CachedAnswer>) {
+        // A plugin's rewrite asked another name: a refresh would ask the client's. The entry
+        // expires instead, and the next query goes through the plugins again.
+        if entry.plugin {
+            entry.refreshing.store(false, Ordering::Release);
+            return;
+        }
         let target = self.target(req);
         let Some(permit) = self.inner.pending.try_acquire(target) else {
             entry.refreshing.store(false, Ordering::Release);

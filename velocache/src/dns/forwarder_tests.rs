@@ -11,6 +11,10 @@ use crate::{
         wire::{TYPE_A, TYPE_AAAA},
     },
     net::{ClientAddr, OrigDstAddr},
+    plugins::{
+        Hook,
+        testutil::{Body, install, plugins_in},
+    },
 };
 
 fn settings() -> Settings {
@@ -262,4 +266,104 @@ fn local_names_are_encoded_as_in_a_question() {
         assert_eq!(local.wire, b"\x09velocache\x02ca\x00");
     }
     assert!(super::LocalName::new("a..b", addr).is_none());
+}
+
+/// A forwarder asking `server`, with plugin `name` (a test component doing `body`) installed.
+fn with_plugin(
+    server: SocketAddr,
+    name: &str,
+    body: Body,
+    extra: &str,
+) -> (Forwarder, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), name, &[Hook::Dns], body, extra);
+    let plugins = plugins_in(dir.path());
+    plugins.reload().unwrap();
+    let f = forwarder(server, settings(), Rules::empty(), Duration::from_secs(60));
+    f.set_plugins(plugins);
+    (f, dir)
+}
+
+#[tokio::test]
+async fn plugins_deny_answer_and_rewrite_before_the_cache() {
+    let server = TestServer::start(www(300)).await;
+    let (f, _deny) = with_plugin(
+        server.addr,
+        "deny",
+        Body::DenyRefused,
+        "hosts = [\"*.ads.lab\"]\n",
+    );
+    let (m, ready) = answer(&f, query(1, "x.ads.lab", TYPE_A, None)).await;
+    assert!(ready, "a plugin's answer is immediate");
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let (m, _) = answer(&f, query(2, "www.test.lab", TYPE_A, None)).await;
+    assert_eq!(
+        m.answers.len(),
+        1,
+        "a name the plugin does not match goes on"
+    );
+    assert_eq!(server.count(), 1);
+
+    let (f, _answer) = with_plugin(server.addr, "answer", Body::AnswerA, "");
+    for id in [3, 4] {
+        let (m, ready) = answer(&f, query(id, "local.lab", TYPE_A, None)).await;
+        assert!(ready);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers[0].data.to_string(), "10.0.0.7");
+        assert_eq!(m.answers[0].name.to_ascii(), "local.lab.");
+    }
+    assert_eq!(server.count(), 1, "a plugin's answer asks no upstream");
+
+    let (f, _rewrite) = with_plugin(
+        server.addr,
+        "rewrite",
+        Body::RewriteWww,
+        "hosts = [\"alias.lab\"]\n",
+    );
+    let (m, ready) = answer(&f, query(5, "alias.lab", TYPE_A, None)).await;
+    assert!(!ready, "a rewrite asks upstream");
+    assert_eq!(m.metadata.id, 5);
+    assert_eq!(m.queries[0].name.to_ascii(), "alias.lab.");
+    assert_eq!(m.answers[0].name.to_ascii(), "alias.lab.");
+    assert_eq!(m.answers[0].data.to_string(), "10.9.9.9");
+    let (m, ready) = answer(&f, query(6, "alias.lab", TYPE_A, None)).await;
+    assert!(ready, "cached under the client's question");
+    assert_eq!(m.answers[0].name.to_ascii(), "alias.lab.");
+    assert_eq!(server.count(), 2);
+}
+
+#[tokio::test]
+async fn a_hit_reaches_only_plugins_that_see_hits() {
+    let server = TestServer::start(www(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugins_in(dir.path());
+    plugins.reload().unwrap();
+    let f = forwarder(
+        server.addr,
+        settings(),
+        Rules::empty(),
+        Duration::from_secs(60),
+    );
+    f.set_plugins(plugins.clone());
+    answer(&f, query(1, "www.test.lab", TYPE_A, None)).await;
+    install(dir.path(), "blind", &[Hook::Dns], Body::DenyRefused, "");
+    plugins.reload().unwrap();
+    let (m, ready) = answer(&f, query(2, "www.test.lab", TYPE_A, None)).await;
+    assert!(ready);
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NoError,
+        "a plugin without see_hits is not asked about a hit"
+    );
+    install(
+        dir.path(),
+        "seer",
+        &[Hook::Dns],
+        Body::DenyRefused,
+        "see_hits = true\nhosts = [\"www.test.lab\"]\n",
+    );
+    plugins.reload().unwrap();
+    let (m, _) = answer(&f, query(3, "www.test.lab", TYPE_A, None)).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(server.count(), 1);
 }

@@ -89,6 +89,8 @@ pub struct KernelAnswers {
     settings: KernelSettings,
     rules: Rules,
     steering: Option<Steering>,
+    /// Names a plugin wants to see the hits of are never answered here.
+    plugins: std::sync::OnceLock<crate::plugins::Plugins>,
 }
 
 /// One name's kernel answers over a summary interval.
@@ -222,7 +224,14 @@ impl KernelAnswers {
             settings,
             rules,
             steering,
+            plugins: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keep the names `plugins` wants to see the hits of out of the kernel (and drop every
+    /// entry when they are swapped: `kernel_task`).
+    pub fn set_plugins(&self, plugins: crate::plugins::Plugins) {
+        let _ = self.plugins.set(plugins);
     }
 
     /// Hits an entry needs before it is offered.
@@ -305,6 +314,15 @@ impl KernelAnswers {
         match v.action {
             None | Some(Action::Cache) if v.ttl_override.is_none() => {}
             _ => return Err("a rule acts on this name"),
+        }
+        if entry.plugin {
+            return Err("a plugin shaped this answer");
+        }
+        if let Some(plugins) = self.plugins.get()
+            && plugins.dns_any_sees_hits()
+            && plugins.dns_sees_hits(&super::plugin_hook::plugin_name(req))
+        {
+            return Err("a plugin sees this name's hits");
         }
         if let Some(steering) = &self.steering
             && steering.could_steer()

@@ -71,6 +71,7 @@ pub fn start(ctx: &ServiceContext, forwarder: &Forwarder, registry: &mut Registr
             return;
         }
     };
+    kernel.set_plugins(ctx.plugins.clone());
     forwarder.set_kernel(kernel.clone());
     MetricSet::new(registry).collector(Box::new(KernelCollector {
         kernel: Arc::downgrade(&kernel),

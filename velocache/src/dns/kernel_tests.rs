@@ -493,3 +493,58 @@ fn mutated_queries_are_answered_right_or_passed_untouched() {
     }
     assert!(answered > 0, "no mutation left the query answerable");
 }
+
+#[test]
+fn names_a_plugin_sees_and_answers_a_plugin_shaped_never_reach_the_kernel() {
+    use crate::plugins::{
+        Hook,
+        testutil::{Body, install, plugins_in},
+    };
+    let k = kernel();
+    let dir = tempfile::tempdir().unwrap();
+    install(
+        dir.path(),
+        "seer",
+        &[Hook::Dns],
+        Body::Pass,
+        "see_hits = true\nhosts = [\"*.seen.lab\"]\n",
+    );
+    let plugins = plugins_in(dir.path());
+    plugins.reload().unwrap();
+    k.kernel.set_plugins(plugins);
+    let resolver = IpAddr::V4(Ipv4Addr::from(RESOLVER4));
+
+    let seen = query(1, "x.seen.lab", TYPE_A, None);
+    let entry = k.entry(&seen, vec![a("x.seen.lab.", 300, [10, 0, 0, 1])]);
+    k.offer(&seen, resolver, &entry);
+    assert_eq!(k.kernel.entries(), 0, "its hits must reach the plugin");
+
+    let q = query(2, "www.test.lab", TYPE_A, None);
+    let upstream = response(
+        &q,
+        ResponseCode::NoError,
+        vec![a("www.test.lab.", 300, [10, 0, 0, 2])],
+        vec![],
+    );
+    let layout = scan_answer(&upstream).unwrap();
+    let mut shaped = CachedAnswer::from_upstream(
+        upstream,
+        &layout,
+        &POLICY,
+        None,
+        "test".into(),
+        Arc::downgrade(&k.rules.current()),
+    );
+    shaped.plugin = true;
+    k.offer(&q, resolver, &Arc::new(shaped));
+    assert_eq!(
+        k.kernel.entries(),
+        0,
+        "a rewritten answer stays in the daemon"
+    );
+
+    let other = query(3, "other.test.lab", TYPE_A, None);
+    let entry = k.entry(&other, vec![a("other.test.lab.", 300, [10, 0, 0, 3])]);
+    k.offer(&other, resolver, &entry);
+    assert_eq!(k.kernel.entries(), 1, "other names still do");
+}

@@ -11,7 +11,10 @@
 //!   ([`TcpHandler`], framing in `tcp`), and [`handlers`], which builds it from the config.
 //! - `handler`: the request-handler seam between front ends and the forwarder.
 //! - `wire`: reading queries and answers, building small responses (hickory-proto decoder).
-//! - `forwarder`: the cache-first request handler; rules; one log line per query.
+//! - `forwarder`: the cache-first request handler; rules; one log line per query; `local`: the
+//!   answers it makes itself (denied names, the CA page's name, SERVFAIL when overloaded).
+//! - `plugin_hook`: the WebAssembly plugins' `dns` hook, between the hit path and the rules
+//!   (pass, answer, deny, rewrite); a plugin reload flushes the answers (and kernel copies).
 //! - `cache`: the wire-format answer cache (TTL patching, negative caching, serve-stale).
 //! - `admin`: `velocache dns flush` (the admin API's DNS capability).
 //! - `kernel`: hot entries handed to the XDP `Dns` slot, answered in the kernel from then on;
@@ -41,6 +44,8 @@ pub mod forwarder;
 pub mod handler;
 pub mod kernel;
 mod kernel_task;
+mod local;
+mod plugin_hook;
 mod resolve;
 pub mod runtime;
 pub mod stats;
@@ -245,6 +250,8 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
         stats.clone(),
         config.max_pending_queries as usize,
     );
+    forwarder.set_plugins(ctx.plugins.clone());
+    plugin_hook::flush_on_reload(&forwarder, ctx.plugins.subscribe());
     if config.kernel_answers {
         kernel_task::start(ctx, &forwarder, registry);
     }

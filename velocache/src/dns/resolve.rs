@@ -181,7 +181,17 @@ impl Inner {
         rules: &Arc<RuleSet>,
         v: &RuleVerdict,
     ) -> Outcome {
-        let fetched = self.fetch(key, req, q, target, rules, v.ttl_override).await;
+        let fetched = self
+            .fetch(
+                key,
+                req,
+                q,
+                target,
+                rules,
+                v.ttl_override,
+                v.rewrite.as_deref(),
+            )
+            .await;
         match fetched {
             Ok(entry) if entry.rcode != rcode::SERVFAIL => {
                 return Outcome::Answer(entry, Served::Miss);
@@ -198,7 +208,12 @@ impl Inner {
         }
     }
 
-    /// Ask upstream for `q`'s question with our own query, and store the answer.
+    /// Ask upstream for `q`'s question (or a plugin's `rewrite` of it) with our own query, and
+    /// store the answer.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the pieces are what the miss path already holds"
+    )]
     async fn fetch(
         &self,
         key: &[u8],
@@ -207,12 +222,23 @@ impl Inner {
         target: Target,
         rules: &Arc<RuleSet>,
         ttl_override: Option<u32>,
+        rewrite: Option<&[u8]>,
     ) -> Result<Arc<CachedAnswer>, FetchError> {
-        let query =
-            wire::upstream_query(q.question(&req.bytes), q.checking_disabled(), q.dnssec_ok());
-        let reply = self.exchange(&query, target, true).await.inspect_err(|_| {
+        let question = rewrite.unwrap_or_else(|| q.question(&req.bytes));
+        let query = wire::upstream_query(question, q.checking_disabled(), q.dnssec_ok());
+        let mut reply = self.exchange(&query, target, true).await.inspect_err(|_| {
             self.stats.upstream_failures.inc();
         })?;
+        if rewrite.is_some() {
+            // The client sees its own question, and the records for the name asked as its own.
+            reply.bytes =
+                super::plugin_hook::answer_as(&reply.bytes, &req.bytes).map_err(|source| {
+                    FetchError::BadAnswer {
+                        upstream: reply.upstream.to_string(),
+                        source,
+                    }
+                })?;
+        }
         tracing::debug!(
             qname = %wire::name_text(&req.bytes, wire::HEADER_LEN),
             upstream = %reply.upstream,
@@ -228,14 +254,16 @@ impl Inner {
                 source,
             }
         })?;
-        let entry = Arc::new(CachedAnswer::from_upstream(
+        let mut entry = CachedAnswer::from_upstream(
             reply.bytes,
             &layout,
             &self.settings.policy,
             ttl_override,
             reply.upstream,
             Arc::downgrade(rules),
-        ));
+        );
+        entry.plugin = rewrite.is_some();
+        let entry = Arc::new(entry);
         self.cache.insert(key, entry.clone());
         if let Some(kernel) = self.kernel.get() {
             kernel.forget(key);

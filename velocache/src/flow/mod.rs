@@ -8,8 +8,9 @@
 //! the handlers knowing. A guard from [`FlowTracker::open`] also writes the flow's `flow` line
 //! when it drops — `service`, `client`, `orig_dst`, `transport`, bytes each way (its [`Counts`],
 //! fed by the [`Metered`] wrapper or by whoever moves the bytes), `duration_ms`, and whatever the
-//! handler recorded on the way (`protocol`, `sni`, `alpn`, `action`, `rule`, `error`): every
-//! intercepted flow gets the same line, written in one place.
+//! handler recorded on the way (`protocol`, `sni`, `alpn`, `action`, `rule`, `error`, the
+//! `plugin` that drove a claimed port, and that plugin's `tags`, one object): every intercepted
+//! flow gets the same line, written in one place.
 //!
 //! # Layout
 //! - `metered`: the byte-counting stream wrapper and the counts it feeds.
@@ -72,6 +73,8 @@ struct Line {
     context: Span,
     /// What the handler recorded on the way.
     fields: parking_lot::Mutex<Vec<(&'static str, String)>>,
+    /// Fields a plugin added (names are the plugin's own), written as the `tags` object.
+    tags: parking_lot::Mutex<Vec<(String, String)>>,
 }
 
 impl FlowTracker {
@@ -121,6 +124,7 @@ impl FlowTracker {
             counts: Arc::new(Counts::default()),
             context: Span::current(),
             fields: parking_lot::Mutex::new(Vec::new()),
+            tags: parking_lot::Mutex::new(Vec::new()),
         });
         guard
     }
@@ -173,12 +177,23 @@ impl FlowGuard {
 
     /// Add what the handler learnt to the flow line: `protocol`, `sni`, `alpn`, `action`,
     /// `rule`, `reason`, `pinned`, `tls`, `path` (how a splice moved the bytes: `sockmap`,
-    /// `splice`, `copy`), `error`. Other names are not written.
+    /// `splice`, `copy`), `plugin`, `error`. Other names are not written.
     pub fn record(&self, field: &'static str, value: &str) {
         if let Some(line) = &self.line {
             let mut fields = line.fields.lock();
             fields.retain(|(f, _)| *f != field);
             fields.push((field, value.to_string()));
+        }
+    }
+
+    /// Add a field a plugin chose to the line's `tags` object (a later value for the same name
+    /// replaces the earlier one). The names are the plugin's, so they live apart from the
+    /// daemon's own fields and can never overwrite one.
+    pub fn tag(&self, name: &str, value: &str) {
+        if let Some(line) = &self.line {
+            let mut tags = line.tags.lock();
+            tags.retain(|(n, _)| n != name);
+            tags.push((name.to_string(), value.to_string()));
         }
     }
 
@@ -208,6 +223,8 @@ impl FlowGuard {
             pinned = Empty,
             tls = Empty,
             path = Empty,
+            plugin = Empty,
+            tags = Empty,
             error = Empty,
             datagrams_up = Empty,
             datagrams_down = Empty,
@@ -215,6 +232,19 @@ impl FlowGuard {
         for (field, value) in line.fields.lock().iter() {
             span.record(*field, value.as_str());
         }
+        let tags = line.tags.lock();
+        if !tags.is_empty() {
+            // One JSON object, which the JSON log layer writes as a nested object.
+            let object: serde_json::Map<String, serde_json::Value> = tags
+                .iter()
+                .map(|(n, v)| (n.clone(), serde_json::Value::from(v.as_str())))
+                .collect();
+            span.record(
+                "tags",
+                serde_json::Value::Object(object).to_string().as_str(),
+            );
+        }
+        drop(tags);
         if line.transport == "udp" {
             span.record(
                 "datagrams_up",
@@ -334,5 +364,30 @@ mod tests {
         assert_eq!(l["action"], "passthrough");
         assert_eq!(l["alpn"], "h2", "what the handler recorded");
         assert!(l.get("duration_ms").is_some());
+    }
+
+    #[test]
+    fn a_plugins_tags_are_one_object_on_the_line() {
+        let lines = crate::telemetry::capture(|| {
+            let flow = FlowTracker::new().open(
+                Service::Plugin,
+                ClientAddr("10.0.0.2:40000".parse().unwrap()),
+                OrigDstAddr("10.0.0.9:1080".parse().unwrap()),
+                "tcp",
+            );
+            flow.record("plugin", "socks5-observer");
+            flow.tag("socks_target", "10.0.0.7:80");
+            flow.tag("socks_version", "4");
+            flow.tag("socks_version", "5");
+            // A tag named like a daemon field stays inside `tags`.
+            flow.tag("bytes_up", "lots");
+        });
+        let l = lines.iter().find(|l| l["message"] == "flow").unwrap();
+        assert_eq!(l["service"], "plugin");
+        assert_eq!(l["plugin"], "socks5-observer");
+        assert_eq!(l["tags"]["socks_target"], "10.0.0.7:80", "{l}");
+        assert_eq!(l["tags"]["socks_version"], "5", "the later value: {l}");
+        assert_eq!(l["tags"]["bytes_up"], "lots");
+        assert_eq!(l["bytes_up"], 0);
     }
 }

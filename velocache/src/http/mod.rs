@@ -15,6 +15,7 @@
 //! # Layout, top to bottom (each file uses only those below it)
 //! - `admin`: the cache as the admin API sees it (list, show, purge, warm).
 //! - `proxy`: [`Proxy`] — connections, and the order of the phases.
+//! - `plugin_phase`: the WebAssembly plugins' `http` hook, the phase right before the rules.
 //! - `rule_phase`: the rules as a phase (deny, `ttl_override`, key options, content types);
 //!   `fault`: the rules' fault injection (delay, abort, bandwidth) as the phase after it;
 //!   `anomaly`: per-origin baselines and never-seen request shapes, from the logging hook;
@@ -52,6 +53,7 @@ mod hostnames;
 mod interim;
 mod metrics;
 mod phase;
+mod plugin_phase;
 mod proxy;
 mod record;
 mod rule_phase;
@@ -75,6 +77,7 @@ pub use error::{ProxyError, Side};
 pub use framing::{Refusal, check_request, frame_upstream};
 pub use headers::{check_host, strip_hop_by_hop};
 pub use phase::{BodyTap, Phase, Step, Verdict};
+pub use plugin_phase::PluginPhase;
 pub use proxy::{Proxy, Settings};
 pub use record::Recorder;
 
@@ -101,7 +104,7 @@ use crate::{
 /// Build the proxy from `[http]`: the disk store (or none, when `cache = false` or the store
 /// cannot be opened — then the proxy forwards without storing) with the shared tier behind it
 /// when `[shared]` configures one, the upstream pool, metrics. `phases` run in this order
-/// before the rules (the CA page; later plugins).
+/// before the rules (the CA page, the recorder, the plugins).
 pub fn build_proxy(
     config: &HttpConfig,
     state_dir: &std::path::Path,

@@ -6,7 +6,8 @@
 //! or, for `deny`, as the 403 answer. When a rule on the response's content type could still
 //! match, the decision waits for `response_cache_filter`, where the origin's `Content-Type`
 //! enters and a verdict leaves: store, do not store (`passthrough`, `intercept_no_cache`), or
-//! answer 403 instead (`deny`).
+//! answer 403 instead (`deny`). A phase before it may name the rule that decides ([`RulePick`]:
+//! a plugin's `rule` edit).
 use http::{Response, header, request, response};
 
 use super::{
@@ -16,6 +17,11 @@ use super::{
     phase::{Phase, Step, Verdict},
 };
 use crate::rules::{Action, Facts, Rules};
+
+/// A phase before the rules (a plugin) named the rule that decides this request, by its
+/// `name`; an unknown name is logged and the rules decide as usual.
+#[derive(Debug, Clone)]
+pub struct RulePick(pub String);
 
 /// The rules phase.
 pub struct RulesPhase {
@@ -37,7 +43,18 @@ impl RulesPhase {
             method: Some(ctx.method.as_str()),
             content_type: None,
         };
-        if let Some(d) = rules.evaluate(&facts) {
+        let picked = ctx.extensions.get::<RulePick>().and_then(|RulePick(name)| {
+            let rule = rules.rules.iter().find(|r| &r.name == name);
+            if rule.is_none() {
+                tracing::info!(trace_id = %ctx.trace_id, rule = %name, "a plugin named a rule that does not exist: ignored");
+            }
+            rule.map(|rule| crate::rules::Decision {
+                rule,
+                action: rule.action,
+                ttl_override: rule.ttl_override,
+            })
+        });
+        if let Some(d) = picked.or_else(|| rules.evaluate(&facts)) {
             ctx.rule = Some(d.rule.name.clone());
             ctx.action = Some(d.action);
             ctx.ttl_override = d.ttl_override.map(|t| t.as_secs());

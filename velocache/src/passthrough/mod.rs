@@ -8,7 +8,7 @@
 //! [`UdpRelay`] with its observer as the [`DatagramTap`].
 //!
 //! # Layout
-//! - `tcp`: [`TcpSplice`], [`splice_to_origin`].
+//! - `tcp`: [`TcpSplice`], [`splice_to_origin`], [`splice_streams`] (both ends already open).
 //! - `udp`: [`UdpRelay`], the one UDP session table.
 //! - `zerocopy`: `splice(2)` between two TCP sockets, used when both ends are plain TCP.
 //! - `kernel_relay`: the two sockets joined in the kernel (sockmap, `sk_skb` verdict), for the
@@ -20,5 +20,5 @@ mod udp;
 mod zerocopy;
 
 pub use kernel_relay::{KernelRelay, RelayError, Relayed};
-pub use tcp::{SpliceEnd, TcpSplice, splice_to_origin, splice_to_origin_with};
-pub use udp::{DatagramTap, End, Session, UdpRelay, Untouched};
+pub use tcp::{SpliceEnd, TcpSplice, splice_streams, splice_to_origin, splice_to_origin_with};
+pub use udp::{DatagramTap, End, Session, Tapped, UdpRelay, Untouched};

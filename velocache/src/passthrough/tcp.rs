@@ -99,7 +99,6 @@ pub async fn splice_to_origin_with<S>(
 ) where
     S: SpliceEnd,
 {
-    let counts = flow.counts();
     let upstream = match tokio::time::timeout(connect_timeout, TcpStream::connect(orig_dst.0)).await
     {
         Ok(Ok(s)) => s,
@@ -115,6 +114,23 @@ pub async fn splice_to_origin_with<S>(
             return;
         }
     };
+    splice_streams(relay, flow, client_stream, upstream, prefix).await;
+}
+
+/// Copy both ways between `client_stream` and an `upstream` already connected — after sending
+/// `prefix` upstream — until both sides close; what [`splice_to_origin_with`] does once it has
+/// connected, for a caller that opened the upstream itself (a plugin's stream that asked to be
+/// spliced). Bytes and failures go on `flow`, and its `path` says how they moved.
+pub async fn splice_streams<S>(
+    relay: Option<&KernelRelay>,
+    flow: &FlowGuard,
+    client_stream: S,
+    upstream: TcpStream,
+    prefix: &[u8],
+) where
+    S: SpliceEnd,
+{
+    let counts = flow.counts();
     let _ = upstream.set_nodelay(true);
     if let (Some(relay), Some(tcp)) = (relay, client_stream.as_tcp()) {
         match relay.relay(tcp, &upstream, prefix).await {
@@ -127,7 +143,7 @@ pub async fn splice_to_origin_with<S>(
                 }
                 return;
             }
-            Err(e) => debug!(%orig_dst, error = %e, "not relayed in the kernel; splicing"),
+            Err(e) => debug!(error = %e, "not relayed in the kernel; splicing"),
         }
     }
     flow.record(

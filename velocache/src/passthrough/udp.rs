@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use velocache_common::Service;
 
 use crate::{
-    flow::{FlowGuard, FlowTracker},
+    flow::{Counts, FlowGuard, FlowTracker},
     net::{ClientAddr, Datagram, OrigDstAddr, UdpHandler, UdpReplier},
 };
 
@@ -51,10 +51,23 @@ pub struct Session {
     pub relay: Option<SocketAddr>,
 }
 
+/// What a tap makes of one datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tapped {
+    /// Forward it unchanged.
+    Forward,
+    /// Forward these bytes instead.
+    Replace(Vec<u8>),
+    /// Forward nothing; send these bytes back to the end it came from (the tap answered it).
+    Answer(Vec<u8>),
+    /// Forward nothing.
+    Drop,
+}
+
 /// Sees every datagram of a relay's sessions on its way.
 pub trait DatagramTap: Send + Sync + 'static {
-    /// A datagram from one end of `session`; `Some(bytes)` is forwarded instead of it.
-    fn on_datagram(&self, from: End, data: &[u8], session: &Session) -> Option<Vec<u8>>;
+    /// A datagram from one end of `session`, and what to do with it.
+    fn on_datagram(&self, from: End, data: &[u8], session: &Session) -> Tapped;
 
     /// Whether an idle session must stay open (a call or a registration still needs the path
     /// back to the client).
@@ -67,8 +80,8 @@ pub trait DatagramTap: Send + Sync + 'static {
 pub struct Untouched;
 
 impl DatagramTap for Untouched {
-    fn on_datagram(&self, _from: End, _data: &[u8], _session: &Session) -> Option<Vec<u8>> {
-        None
+    fn on_datagram(&self, _from: End, _data: &[u8], _session: &Session) -> Tapped {
+        Tapped::Forward
     }
 }
 
@@ -199,14 +212,19 @@ async fn run<T: DatagramTap>(
             msg = rx.recv() => {
                 let Some(data) = msg else { break };
                 deadline = tokio::time::Instant::now() + idle;
-                let out = tap.on_datagram(End::Client, &data, &session);
-                let data = out.as_deref().unwrap_or(&data);
-                match upstream.send(data).await {
-                    Ok(n) => {
-                        counts.add_up(n as u64);
+                match tap.on_datagram(End::Client, &data, &session) {
+                    Tapped::Forward => send_up(service, &upstream, &data, &counts).await,
+                    Tapped::Replace(b) => send_up(service, &upstream, &b, &counts).await,
+                    // Answered by the tap: back to the client, from the address it sent to.
+                    Tapped::Answer(b) => {
+                        counts.add_up(data.len() as u64);
+                        counts.datagrams_up.fetch_add(1, Ordering::Relaxed);
+                        send_down(&replier, orig_dst, client, &b, &counts).await;
+                    }
+                    Tapped::Drop => {
+                        counts.add_up(data.len() as u64);
                         counts.datagrams_up.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => debug!(service = service.name(), error = %e, "upstream send failed"),
                 }
             }
             got = upstream.recv(&mut buf) => {
@@ -214,14 +232,11 @@ async fn run<T: DatagramTap>(
                 match got {
                     Ok(n) => {
                         let data = &buf[..n];
-                        let out = tap.on_datagram(End::Far, data, &session);
-                        let data = out.as_deref().unwrap_or(data);
-                        match replier.send(orig_dst, client, data).await {
-                            Ok(()) => {
-                                counts.add_down(data.len() as u64);
-                                counts.datagrams_down.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => debug!(error = %e, "reply to client failed"),
+                        match tap.on_datagram(End::Far, data, &session) {
+                            Tapped::Forward => send_down(&replier, orig_dst, client, data, &counts).await,
+                            Tapped::Replace(b) => send_down(&replier, orig_dst, client, &b, &counts).await,
+                            Tapped::Answer(b) => send_up(service, &upstream, &b, &counts).await,
+                            Tapped::Drop => {}
                         }
                     }
                     // ICMP port unreachable and the like surface here; the session stays
@@ -237,5 +252,33 @@ async fn run<T: DatagramTap>(
                 }
             }
         }
+    }
+}
+
+/// A datagram toward the original destination.
+async fn send_up(service: Service, upstream: &UdpSocket, data: &[u8], counts: &Counts) {
+    match upstream.send(data).await {
+        Ok(n) => {
+            counts.add_up(n as u64);
+            counts.datagrams_up.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => debug!(service = service.name(), error = %e, "upstream send failed"),
+    }
+}
+
+/// A datagram toward the client, from the original destination's address.
+async fn send_down(
+    replier: &UdpReplier,
+    orig_dst: OrigDstAddr,
+    client: ClientAddr,
+    data: &[u8],
+    counts: &Counts,
+) {
+    match replier.send(orig_dst, client, data).await {
+        Ok(()) => {
+            counts.add_down(data.len() as u64);
+            counts.datagrams_down.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => debug!(error = %e, "reply to client failed"),
     }
 }

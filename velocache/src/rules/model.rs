@@ -189,7 +189,7 @@ impl Rule {
         }
         let http_only =
             !self.paths.is_empty() || !self.methods.is_empty() || !self.content_types.is_empty();
-        !(http_only && matches!(service, Service::Dns | Service::Sip))
+        !(http_only && matches!(service, Service::Dns | Service::Sip | Service::Plugin))
     }
 
     /// Whether the rule matches. A content-type matcher with no content type known yet does

@@ -1,9 +1,9 @@
-//! The service seam: how a service (HTTP, HTTPS, DNS, SIP, and later plugins) plugs into the
+//! The service seam: how a service (HTTP, HTTPS, DNS, SIP, plugins' TCP ports) plugs into the
 //! daemon without the wiring knowing what it does.
 //!
 //! A service is a [`ServiceFactory`]. At start-up the wiring (`crate::app`) hands each
 //! factory a [`ServiceContext`] — the configuration, the live rules, the flow tracker, the admin
-//! hub, the XDP owner — and the service's own metrics sub-registry; the factory returns its [`Handlers`], the
+//! hub, the XDP owner, the plugins — and the service's own metrics sub-registry; the factory returns its [`Handlers`], the
 //! [`TcpHandler`] and [`UdpHandler`] the accept and receive loops of `crate::net` feed with
 //! intercepted connections and datagrams. What a service offers the admin API it registers in
 //! the hub (`crate::admin`) while it is built; a kernel program it runs at XDP it claims from the
@@ -20,11 +20,12 @@ use velocache_common::Service;
 
 use crate::{
     admin::AdminHub,
-    config::Config,
+    config::{Config, PortClaims},
     datapath::XdpOwner,
     flow::FlowTracker,
     net::{TcpHandler, UdpHandler},
     passthrough::{TcpSplice, UdpRelay},
+    plugins::Plugins,
     rules::Rules,
 };
 
@@ -55,6 +56,12 @@ pub struct ServiceContext {
     /// The one owner of XDP on the interfaces: a service claims its slot here while it is
     /// built (the RTP fast path); the dispatcher is attached when the kernel side starts.
     pub xdp: XdpOwner,
+    /// The TCP ports plugins claim: the plugin service sets them while it is built (and again
+    /// when the plugins are reloaded); the kernel's port map is written from them.
+    pub claims: PortClaims,
+    /// The WebAssembly plugins (`[plugins] dir`): services call their hooks; a reload swaps
+    /// the set under every service at once.
+    pub plugins: Plugins,
 }
 
 impl ServiceContext {

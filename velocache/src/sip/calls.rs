@@ -100,7 +100,22 @@ pub fn record(
         reason: call.final_status.as_ref().map(|(_, r)| r.clone()),
         ended_by: call.ended_by.clone(),
         media,
+        tags: call.tags.iter().cloned().collect(),
     }
+}
+
+/// A call's plugin tags as one JSON object (the `call` line's `tags`, which the JSON log
+/// layer writes as an object); `None` when there are none.
+fn tags_field(call: &Call) -> Option<String> {
+    if call.tags.is_empty() {
+        return None;
+    }
+    let object: serde_json::Map<String, serde_json::Value> = call
+        .tags
+        .iter()
+        .map(|(n, v)| (n.clone(), serde_json::Value::from(v.as_str())))
+        .collect();
+    Some(serde_json::Value::Object(object).to_string())
 }
 
 /// The `rtp stream` line of one flow at the end of its call.
@@ -159,6 +174,7 @@ pub fn log_call(
         down_mos = down.and_then(|r| r.mos),
         down_fast_path_packets = down.map(|r| r.fast_path_packets),
         down_ssrc_changes = down.map(|r| r.ssrc_changes),
+        tags = tags_field(call).as_deref(),
         "call");
 }
 

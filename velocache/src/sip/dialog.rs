@@ -117,6 +117,8 @@ pub enum Outcome {
     SetupTimeout,
     /// The daemon stopped.
     Shutdown,
+    /// A plugin rejected the INVITE; the gateway answered the caller and forwarded nothing.
+    Rejected,
 }
 
 impl Outcome {
@@ -129,6 +131,7 @@ impl Outcome {
             Outcome::RtpTimeout => "rtp_timeout",
             Outcome::SetupTimeout => "setup_timeout",
             Outcome::Shutdown => "shutdown",
+            Outcome::Rejected => "rejected",
         }
     }
 }
@@ -168,8 +171,10 @@ pub struct Call {
     pub reinvites: u32,
     /// A CANCEL was seen.
     pub cancelled: bool,
-    /// Who ended the call (`BYE from client`, …).
+    /// Who ended the call (`BYE from client`, `plugin sip-screener`, …).
     pub ended_by: Option<String>,
+    /// Fields plugins added to the call's record (names unique, first mention's order).
+    pub tags: Vec<(String, String)>,
 }
 
 impl Call {
@@ -251,6 +256,34 @@ impl CallTable {
         self.calls.remove(key)
     }
 
+    /// Add fields to a call's record: a name already there takes the new value in place.
+    pub fn tag(&mut self, key: &CallKey, tags: Vec<(String, String)>) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        for (name, value) in tags {
+            match call.tags.iter_mut().find(|(n, _)| *n == name) {
+                Some(slot) => slot.1 = value,
+                None => call.tags.push((name, value)),
+            }
+        }
+    }
+
+    /// `plugin` rejected the call's INVITE with `status`: the final answer, and who ended it.
+    /// True when that ends the call (an initial INVITE); a rejected re-INVITE leaves an answered
+    /// call as it was.
+    pub fn reject(&mut self, key: &CallKey, status: u16, reason: &str, plugin: &str) -> bool {
+        let Some(call) = self.calls.get_mut(key) else {
+            return false;
+        };
+        if call.state >= CallState::Answered {
+            return false;
+        }
+        call.final_status = Some((status, reason.to_string()));
+        call.ended_by = Some(format!("plugin {plugin}"));
+        true
+    }
+
     /// Account one message that travelled from `from` (whose peer is `client`/`far`).
     /// `sdp` is the parsed body when it was SDP that parsed.
     #[expect(clippy::too_many_arguments, reason = "the hop's facts, passed flat")]
@@ -313,6 +346,7 @@ impl CallTable {
                             reinvites: 0,
                             cancelled: false,
                             ended_by: None,
+                            tags: Vec::new(),
                         };
                         if let Some(s) = sdp {
                             call.media[from.index()] = Some(s);

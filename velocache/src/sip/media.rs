@@ -52,6 +52,49 @@ pub struct CallMedia {
     pub relay: Option<CancellationToken>,
 }
 
+impl CallMedia {
+    /// Anchored media: (re)start the userspace relays between each pair of anchors, for the
+    /// streams both sides announced (those before are cancelled).
+    pub fn restart_relays(&mut self, call: &Call) {
+        if let Some(t) = self.relay.take() {
+            t.cancel();
+        }
+        let token = CancellationToken::new();
+        let (Some(client), Some(far)) = (call.media_of(Side::Client), call.media_of(Side::Far))
+        else {
+            return;
+        };
+        for c in client.iter().filter(|s| s.port != 0) {
+            let Some(f) = far.iter().find(|f| f.index == c.index && f.port != 0) else {
+                continue;
+            };
+            let (Some(c_ip), Some(f_ip)) = (c.addr, f.addr) else {
+                continue;
+            };
+            let (Some(a_client), Some(a_far)) = (
+                self.anchors.get(&(Side::Client, c.index)),
+                self.anchors.get(&(Side::Far, c.index)),
+            ) else {
+                continue;
+            };
+            // The client sends to the far end's anchor; the far end to the client's.
+            a_far.relay(
+                a_client,
+                (
+                    SocketAddr::new(c_ip, c.port),
+                    SocketAddr::new(c_ip, c.rtcp_port),
+                ),
+                (
+                    SocketAddr::new(f_ip, f.port),
+                    SocketAddr::new(f_ip, f.rtcp_port),
+                ),
+                token.clone(),
+            );
+        }
+        self.relay = Some(token);
+    }
+}
+
 impl Drop for CallMedia {
     fn drop(&mut self) {
         if let Some(t) = self.relay.take() {
@@ -257,6 +300,7 @@ mod tests {
             reinvites: 0,
             cancelled: false,
             ended_by: None,
+            tags: Vec::new(),
         }
     }
 

@@ -14,6 +14,12 @@
 //!
 //! Malformed SIP or SDP is logged and forwarded untouched: observation must never break a call.
 //!
+//! With plugins loaded, every parsed message (requests and responses) is also shown to the
+//! plugins with the `sip` hook: the fields they return go on the call's record (`velocache
+//! calls`, the `call` line's `tags`), and an INVITE one of them rejects is answered by the
+//! gateway itself, over the transport it came on, and never forwarded (the call is recorded as
+//! `rejected`, ended by that plugin).
+//!
 //! # Layout
 //! - `message`: rsip parsing with unfolding and compact-form normalisation, a header-scan
 //!   fallback, `Content-Length`.
@@ -22,18 +28,24 @@
 //! - `dialog`: the call and REGISTER state machine (pure).
 //! - `media`: offer/answer → kernel flows; anchors and SDP replacements.
 //! - `nat`: Via/Contact/Request-URI rewriting for anchored (NAT'd) clients.
-//! - `observer`: the per-message pipeline, timeouts, call records.
+//! - `observer`: the per-message pipeline, timeouts, call records; `hop`: one message's way and
+//!   what the relay does with it ([`Relay`]).
+//! - `hook`: the plugins' `sip` hook ([`SipHook`]) and the responses to INVITEs they reject;
+//!   `plugins`: the plugin runtime as that hook.
 //! - `calls`: calls in progress and recently ended, for `velocache calls`.
 //! - `udp`, `tcp`: the relays that carry the messages past the observer.
 //! - `metrics`: `velocache_sip_*`.
 
 mod calls;
 pub mod dialog;
+pub mod hook;
+mod hop;
 mod media;
 pub mod message;
 mod metrics;
 pub mod nat;
 mod observer;
+mod plugins;
 pub mod sdp;
 pub mod stream;
 mod tcp;
@@ -45,8 +57,9 @@ use prometheus_client::registry::Registry;
 use tracing::{error, info, warn};
 use velocache_common::xdp::XdpSlot;
 
+pub use hook::SipHook;
 pub use metrics::Metrics;
-pub use observer::{Hop, Observer, Settings};
+pub use observer::{Hop, Observer, Relay, Settings};
 pub use tcp::SipTcp;
 pub use udp::SipTap;
 
@@ -58,12 +71,13 @@ use crate::{
 /// How often timeouts are checked.
 const TICK: Duration = Duration::from_secs(1);
 
-/// The SIP service, for the wiring.
-pub fn factory() -> Box<dyn ServiceFactory> {
-    Box::new(SipFactory)
+/// The SIP service, for the wiring; `hook` shows every message to the plugins (none: no
+/// plugins loaded).
+pub fn factory(hook: Option<Arc<dyn SipHook>>) -> Box<dyn ServiceFactory> {
+    Box::new(SipFactory(hook))
 }
 
-struct SipFactory;
+struct SipFactory(Option<Arc<dyn SipHook>>);
 
 impl ServiceFactory for SipFactory {
     fn service(&self) -> velocache_common::Service {
@@ -75,7 +89,7 @@ impl ServiceFactory for SipFactory {
         ctx: &ServiceContext,
         registry: &mut Registry,
     ) -> Result<Handlers, ServiceError> {
-        Ok(handlers(ctx, registry))
+        Ok(handlers(ctx, registry, self.0))
     }
 }
 
@@ -83,7 +97,11 @@ impl ServiceFactory for SipFactory {
 /// [`XdpSlot::Rtp`] slot claimed on the media interfaces), and the periodic timeout task.
 /// Everything is torn down (records of calls in progress logged, kernel flows removed) when the
 /// daemon drops the handlers at shutdown; the XDP owner detaches the slot and removes the pins.
-pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
+pub fn handlers(
+    ctx: &ServiceContext,
+    registry: &mut Registry,
+    hook: Option<Arc<dyn SipHook>>,
+) -> Handlers {
     let cfg = &ctx.config.sip;
     let metrics = metrics::Metrics::register(registry);
     let plane: Arc<dyn MediaPlane> = if cfg.media_fast_path {
@@ -121,7 +139,7 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
     let ports = cfg
         .anchor_media
         .then(|| PortPool::new(cfg.anchor_port_min, cfg.anchor_port_max));
-    let observer = Arc::new(Observer::new(
+    let mut observer = Observer::new(
         Settings {
             anchor: cfg.anchor_media,
             rtp_idle: cfg.rtp_idle_timeout_secs.get(),
@@ -131,7 +149,11 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Handlers {
         plane,
         ports,
         metrics,
-    ));
+    );
+    if let Some(hook) = hook {
+        observer = observer.with_hook(hook);
+    }
+    let observer = Arc::new(observer);
     // The task holds only a weak reference: it ends when the daemon drops the handlers.
     ctx.admin.register_calls(observer.clone());
     let weak = Arc::downgrade(&observer);

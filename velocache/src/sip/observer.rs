@@ -2,7 +2,9 @@
 //! on its way, in the order it travels.
 //!
 //! Per message: parse (a failure is logged and the bytes go on untouched), log one JSON line,
-//! feed the call table, and act on what changed — install or update the call's media flows in
+//! show it to the plugins' `sip` hook when there is one (`hook`: their tags go on the call's
+//! record; an INVITE they reject is answered by the gateway, see [`Relay`]), feed the call
+//! table, and act on what changed — install or update the call's media flows in
 //! the kernel when it is answered or re-negotiated, remove them and log the call record with
 //! its media statistics when it ends. With anchoring on, a message carrying SDP comes back
 //! rewritten (gateway anchor ports instead of the endpoints' own). A periodic [`Observer::tick`]
@@ -15,12 +17,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+pub use super::hop::{Hop, Relay};
 use super::{
     calls,
     dialog::{Call, CallKey, CallTable, Outcome, Side},
+    hook::{Screen, Screened, SipHook},
     media::{CallMedia, PlannedFlow, local_ip_towards, plan, replacements},
     message::{self, SipMessage, StartLine},
     metrics::Metrics,
@@ -46,37 +49,6 @@ pub struct Settings {
     pub max_calls: usize,
 }
 
-/// One hop of one message: which side sent it, and the two signalling endpoints.
-#[derive(Debug, Clone, Copy)]
-pub struct Hop {
-    /// The sender's side.
-    pub from: Side,
-    /// The LAN client's address.
-    pub client: SocketAddr,
-    /// The original destination.
-    pub far: SocketAddr,
-    /// `udp` or `tcp`.
-    pub transport: &'static str,
-    /// The gateway's own address on the far end's side of this signalling path (the relay
-    /// socket): where the far end answers and sends in-dialog requests.
-    pub relay: Option<SocketAddr>,
-}
-
-impl Hop {
-    fn src(&self) -> SocketAddr {
-        match self.from {
-            Side::Client => self.client,
-            Side::Far => self.far,
-        }
-    }
-    fn dst(&self) -> SocketAddr {
-        match self.from {
-            Side::Client => self.far,
-            Side::Far => self.client,
-        }
-    }
-}
-
 struct State {
     table: CallTable,
     media: HashMap<CallKey, CallMedia>,
@@ -96,6 +68,8 @@ pub struct Observer {
     plane: Arc<dyn MediaPlane>,
     ports: Option<Arc<PortPool>>,
     metrics: Metrics,
+    /// The plugins' `sip` hook, when plugins are loaded.
+    screen: Option<Screen>,
 }
 
 impl Observer {
@@ -120,7 +94,14 @@ impl Observer {
             plane,
             ports,
             metrics,
+            screen: None,
         }
+    }
+
+    /// Show every message to `hook` (the plugins' `sip` hook).
+    pub fn with_hook(mut self, hook: Arc<dyn SipHook>) -> Self {
+        self.screen = Some(Screen::new(hook));
+        self
     }
 
     /// Calls in progress.
@@ -141,22 +122,36 @@ impl Observer {
                 .is_some_and(|until| *until > Instant::now())
     }
 
-    /// Observe one message. `Some(bytes)`: forward these instead (anchoring rewrote the SDP);
-    /// `None`: forward the original unchanged.
-    pub fn on_message(&self, bytes: &[u8], hop: Hop) -> Option<Vec<u8>> {
+    /// Observe one message; the [`Relay`] says what to do with it.
+    pub fn on_message(&self, bytes: &[u8], hop: Hop) -> Relay {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             // RFC 5626 keep-alives.
-            return None;
+            return Relay::Forward;
         }
         let msg = match message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
                 self.malformed(bytes, &e, &hop);
-                return None;
+                return Relay::Forward;
             }
         };
         self.metrics.messages.inc();
         calls::log_message(&msg, hop.src(), hop.dst(), hop.transport);
+        // The plugins are asked before the call table is locked: a slow plugin delays only
+        // its own message.
+        let (tags, rejected) = match self.screen.as_ref().map(|s| s.screen(&msg, bytes, &hop)) {
+            None => (Vec::new(), None),
+            Some(Screened::Observe(tags)) => (tags, None),
+            Some(Screened::Again(response)) => return Relay::Answer(response),
+            Some(Screened::Absorb) => return Relay::Absorb,
+            Some(Screened::Reject {
+                tags,
+                status,
+                reason,
+                plugin,
+                response,
+            }) => (tags, Some((status, reason, plugin, response))),
+        };
         let streams = if msg.has_sdp() {
             match sdp::parse(&msg.body) {
                 Ok(s) => Some(s),
@@ -171,7 +166,7 @@ impl Observer {
         };
         let now = Instant::now();
         let Ok(mut guard) = self.state.lock() else {
-            return None;
+            return rejected.map_or(Relay::Forward, |r| Relay::Answer(r.3));
         };
         let st = &mut *guard;
         let change = st.table.on_message(
@@ -200,9 +195,21 @@ impl Observer {
                 }
             }
         }
-        let key = CallKey::new(msg.call_id.as_deref()?, hop.client, hop.far, hop.transport);
+        let Some(call_id) = msg.call_id.as_deref() else {
+            return rejected.map_or(Relay::Forward, |r| Relay::Answer(r.3));
+        };
+        let key = CallKey::new(call_id, hop.client, hop.far, hop.transport);
         if change.new_call {
             self.metrics.calls_active.inc();
+        }
+        if !tags.is_empty() {
+            st.table.tag(&key, tags);
+        }
+        if let Some((status, reason, plugin, response)) = rejected {
+            if st.table.reject(&key, status, &reason, &plugin) {
+                self.finish(st, &key, Outcome::Rejected, now);
+            }
+            return Relay::Answer(response);
         }
         let mut out = None;
         if self.settings.anchor
@@ -225,7 +232,7 @@ impl Observer {
         if let Some(outcome) = change.ended {
             self.finish(st, &key, outcome, now);
         }
-        out
+        out.map_or(Relay::Forward, Relay::Rewritten)
     }
 
     /// Bytes of a stream that went on without being observed as a message (see
@@ -379,50 +386,11 @@ impl Observer {
         info!(service = "sip", call_id, flows = planned.len(), anchored = self.settings.anchor,
             learned = %list.join(", "), "media flows installed");
         if self.settings.anchor {
-            self.restart_relays(call, m);
+            m.restart_relays(call);
         }
         m.flows = planned;
         self.metrics
             .set_flows(media.values().map(|m| m.flows.len()).sum());
-    }
-
-    fn restart_relays(&self, call: &Call, m: &mut CallMedia) {
-        if let Some(t) = m.relay.take() {
-            t.cancel();
-        }
-        let token = CancellationToken::new();
-        let (Some(client), Some(far)) = (call.media_of(Side::Client), call.media_of(Side::Far))
-        else {
-            return;
-        };
-        for c in client.iter().filter(|s| s.port != 0) {
-            let Some(f) = far.iter().find(|f| f.index == c.index && f.port != 0) else {
-                continue;
-            };
-            let (Some(c_ip), Some(f_ip)) = (c.addr, f.addr) else {
-                continue;
-            };
-            let (Some(a_client), Some(a_far)) = (
-                m.anchors.get(&(Side::Client, c.index)),
-                m.anchors.get(&(Side::Far, c.index)),
-            ) else {
-                continue;
-            };
-            // The client sends to the far end's anchor; the far end to the client's.
-            a_far.relay(
-                a_client,
-                (
-                    SocketAddr::new(c_ip, c.port),
-                    SocketAddr::new(c_ip, c.rtcp_port),
-                ),
-                (
-                    SocketAddr::new(f_ip, f.port),
-                    SocketAddr::new(f_ip, f.rtcp_port),
-                ),
-                token.clone(),
-            );
-        }
-        m.relay = Some(token);
     }
 
     /// End a call: collect its media statistics, remove its flows, log the record.
@@ -502,6 +470,9 @@ impl Observer {
     /// Periodic work: setup and RTP idle timeouts, orphaned kernel flows.
     pub fn tick(&self) {
         let now = Instant::now();
+        if let Some(screen) = &self.screen {
+            screen.expire(now);
+        }
         let now_ns = self.plane.now_ns();
         let Ok(mut guard) = self.state.lock() else {
             return;

@@ -71,7 +71,13 @@ impl Visit for Fields {
         self.put(field, Value::from(value));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::from(value));
+        // `tags` carries fields whose names are not known in advance (a plugin's, on a flow
+        // line) as one JSON object: it is written as that object, not as a string.
+        let object = (field.name() == "tags")
+            .then(|| serde_json::from_str::<Value>(value).ok())
+            .flatten()
+            .filter(Value::is_object);
+        self.put(field, object.unwrap_or_else(|| Value::from(value)));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         // Keep the whole cause chain: "connect failed: connection refused".

@@ -44,14 +44,14 @@ const LATENCY_QPS: u32 = 5_000;
 
 /// What one dnsperf run reported.
 #[derive(Debug, Clone, Copy, Default)]
-struct Perf {
-    qps: f64,
+pub(super) struct Perf {
+    pub(super) qps: f64,
     lost: u64,
     p50_us: f64,
     p99_us: f64,
 }
 
-fn write_queries(path: &Path, prefix: &str, n: usize) -> Result<()> {
+pub(super) fn write_queries(path: &Path, prefix: &str, n: usize) -> Result<()> {
     let mut text = String::new();
     for i in 0..n {
         match i % 10 {
@@ -63,7 +63,12 @@ fn write_queries(path: &Path, prefix: &str, n: usize) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn dnsperf(ns: &Ns, server: &str, file: &Path, extra: &[&str]) -> Result<(Perf, String)> {
+pub(super) fn dnsperf(
+    ns: &Ns,
+    server: &str,
+    file: &Path,
+    extra: &[&str],
+) -> Result<(Perf, String)> {
     let file = file.display().to_string();
     let mut args = vec!["dnsperf", "-s", server, "-d", &file, "-t", "2"];
     args.extend_from_slice(extra);

@@ -113,7 +113,7 @@ pub(super) fn write_file(path: &Path, len: usize) -> Result<()> {
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
 }
 
-fn origin(ns: &Ns, root: &Path, work: &Path) -> Result<Background> {
+pub(super) fn origin(ns: &Ns, root: &Path, work: &Path) -> Result<Background> {
     let conf = work.join("origin.conf");
     let w = work.join("origin");
     std::fs::create_dir_all(&w)?;

@@ -12,6 +12,8 @@ mod datapath;
 mod dns;
 mod http;
 mod https;
+mod plugins;
+mod plugins_sip;
 mod rtp;
 mod shared;
 pub mod wrk;
@@ -28,11 +30,12 @@ pub fn run(name: &str, seconds: u64) -> Result<()> {
         "dns" => dns::run(seconds),
         "http" => http::run(seconds),
         "https" => https::run(seconds),
+        "plugins" => plugins::run(seconds),
         "rtp" => rtp::run(seconds),
         "shared" => shared::run(seconds),
         other => {
             bail!(
-                "unknown benchmark `{other}` (known: breaker, datapath, dns, http, https, rtp, shared)"
+                "unknown benchmark `{other}` (known: breaker, datapath, dns, http, https, plugins, rtp, shared)"
             )
         }
     }
