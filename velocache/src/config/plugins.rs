@@ -24,8 +24,9 @@ pub struct PluginsConfig {
     /// `.wasm`), or `NAME.toml` + `NAME.wasm` pairs. None, or a directory that does not exist:
     /// no plugins (and no WebAssembly engine is started).
     pub dir: Option<PathBuf>,
-    /// The CPU time one hook call may use; past it the call is stopped and the plugin disabled
-    /// (a call preempted on a busy machine is not charged for the wait, up to 20 budgets).
+    /// How long one hook call may run; past it the call is stopped and the plugin disabled (a
+    /// call whose thread was preempted on a busy machine is not stopped for the wait, up to 20
+    /// budgets on the clock).
     pub time_budget_ms: Millis,
     /// The most linear memory one plugin instance may grow to, MiB.
     pub memory_limit_mb: u32,

@@ -11,9 +11,9 @@
 //! reference implementation — `bindgen!` turns `plugin.wit` into typed Rust at compile time, so
 //! a plugin built against another shape fails to load instead of misbehaving. It gives the three
 //! limits the issue asks for without a sandbox of our own: epoch interruption (a ticker thread
-//! advances the engine's epoch; when a call's deadline passes, its store checks the CPU time
-//! the call used and stops it once that reaches the budget — a thread preempted on a busy
-//! machine does not count against the plugin — with a hard limit of 20 budgets on the clock),
+//! advances the engine's epoch; once a call has run its budget on the clock it is stopped at
+//! the next tick in which its thread was busy — a thread preempted on a busy machine does not
+//! count against the plugin — with a hard limit of 20 budgets on the clock),
 //! a `ResourceLimiter` on
 //! linear memory, and nothing ambient — a component can only import what the linker defines,
 //! and ours defines `host` alone (no WASI: no files, sockets or clocks). Wasmer's component
@@ -74,13 +74,13 @@ pub struct HostState {
     /// Set when the instance asked for more memory than its cap allows.
     pub(super) memory_refused: bool,
     logs_left: u32,
-    /// The call's budget of CPU time, and the longest it may take in all however busy the
-    /// machine is.
-    budget: Duration,
+    /// The longest a call may take on the clock however busy the machine is (its budget is
+    /// the epoch deadline).
     wall_limit: Duration,
-    /// When the call began, on the clock and in the thread's CPU time.
+    /// When the call began.
     started: Instant,
-    cpu_started: Option<Duration>,
+    /// Past the budget on the clock: the thread's CPU time and the instant at the last check.
+    cpu_mark: Option<(Duration, Instant)>,
 }
 
 impl HostState {
@@ -88,21 +88,27 @@ impl HostState {
     pub(super) fn begin_call(&mut self) {
         self.logs_left = LOG_LINES_PER_CALL;
         self.started = Instant::now();
-        self.cpu_started = thread_cpu_time();
+        self.cpu_mark = None;
     }
 
-    /// The epoch deadline passed (the call has run its budget on the clock): stop it if it
-    /// used its budget of CPU time — a thread preempted on a busy machine is not the plugin's
-    /// fault — or ran past the hard limit on the clock; otherwise look again a tick later.
-    fn deadline(&self) -> wasmtime::UpdateDeadline {
+    /// The epoch deadline passed: the call has run its budget on the clock. Rather than read
+    /// the thread's CPU clock on every call (a system call), look at it from here on: one more
+    /// tick, and if the thread ran at least half of it the plugin is busy, not preempted — stop
+    /// it. A call on a thread the machine keeps waiting goes on, up to the hard limit on the
+    /// clock.
+    fn deadline(&mut self) -> wasmtime::UpdateDeadline {
         if self.started.elapsed() >= self.wall_limit {
             return wasmtime::UpdateDeadline::Interrupt;
         }
-        match (thread_cpu_time(), self.cpu_started) {
-            (Some(now), Some(start)) if now.saturating_sub(start) < self.budget => {
-                wasmtime::UpdateDeadline::Continue(1)
+        let Some(cpu) = thread_cpu_time() else {
+            return wasmtime::UpdateDeadline::Interrupt;
+        };
+        let now = Instant::now();
+        match self.cpu_mark.replace((cpu, now)) {
+            Some((cpu_then, then)) if cpu.saturating_sub(cpu_then) * 2 >= now - then => {
+                wasmtime::UpdateDeadline::Interrupt
             }
-            _ => wasmtime::UpdateDeadline::Interrupt,
+            _ => wasmtime::UpdateDeadline::Continue(1),
         }
     }
 }
@@ -374,14 +380,13 @@ impl Prepared {
             memory_bytes: limits.memory_bytes,
             memory_refused: false,
             logs_left: LOG_LINES_PER_CALL,
-            budget: limits.time_budget,
             wall_limit: (limits.time_budget * 20).max(Duration::from_millis(200)),
             started: Instant::now(),
-            cpu_started: thread_cpu_time(),
+            cpu_mark: None,
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| s);
-        store.epoch_deadline_callback(|ctx| Ok(ctx.data().deadline()));
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().deadline()));
         store.set_epoch_deadline(self.runtime.budget_ticks);
         let instance = self.pre.instantiate(&mut store)?;
         let load = |store: &mut Store<HostState>| -> wasmtime::Result<Guests> {
