@@ -1,6 +1,6 @@
 //! `cargo xtask test`: setup, the module-graph check, fmt, clippy (host and BPF target), unit
-//! tests, then the lab integration tests; every step runs even if an earlier one failed, and
-//! the last line counts passed and failed tests and checks.
+//! tests (the example plugins' too), then the lab integration tests; every step runs even if an
+//! earlier one failed, and the last line counts passed and failed tests and checks.
 use std::{
     io::{BufRead as _, BufReader},
     process::{Command, Stdio},
@@ -75,6 +75,19 @@ pub fn run(filter: Option<&str>, lint: bool) -> Result<()> {
     }
     let ok = counted(&mut unit, &mut tally);
     tally.step("unit tests", ok);
+
+    // The example plugins' own logic (name matching, SIP screening, SOCKS parsing) on the
+    // host: their workspace is outside the main one (its crates are built for wasm).
+    let mut guests = util::cargo();
+    guests
+        .current_dir(util::root().join("plugins"))
+        .args(["test", "--target-dir"])
+        .arg(util::root().join("target").join("plugins-host"));
+    if let Some(f) = filter {
+        guests.arg(f);
+    }
+    let ok = counted(&mut guests, &mut tally);
+    tally.step("plugin examples' unit tests", ok);
 
     // Lab integration tests against the debug daemon.
     match util::build_daemon(false) {
