@@ -366,11 +366,15 @@ fn a_dead_redis_node_or_cluster_never_fails_a_request_and_shows_in_stats_metrics
 
     // Each phase: requests for new objects (local misses, so the tier is asked) through both
     // gateways succeed with the right body, the tier shows down, and comes back.
-    let phase = |t: &mut Tier, name: &str, len: u64| {
-        let downs: Vec<usize> = [Gw::One, Gw::Two]
+    // `downs` is counted by the caller before the tier goes: a gateway may notice (and log)
+    // before the phase starts.
+    let down_lines = |t: &Tier| -> Vec<usize> {
+        [Gw::One, Gw::Two]
             .iter()
             .map(|&gw| t.log_count(gw, "shared tier down"))
-            .collect();
+            .collect()
+    };
+    let phase = |t: &mut Tier, name: &str, len: u64, downs: Vec<usize>| {
         let ups: Vec<usize> = [Gw::One, Gw::Two]
             .iter()
             .map(|&gw| t.log_count(gw, "shared tier up"))
@@ -386,26 +390,30 @@ fn a_dead_redis_node_or_cluster_never_fails_a_request_and_shows_in_stats_metrics
                 t.metric(gw, "velocache_shared_up", "") == 0.0
             });
             assert_eq!(t.stats_state(gw), "down", "{gw:?} ({name})");
-            let warned = t.daemon(gw).logs().into_iter().filter(|l| {
-                l["level"]
-                    .as_str()
-                    .is_some_and(|v| v.eq_ignore_ascii_case("warn"))
-                    && l["message"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("shared tier down"))
-            });
-            assert!(
-                warned.count() > downs[n],
-                "{gw:?} logged no `shared tier down` warning ({name})"
+            // The gauge flips before the log line reaches the file: wait for the line.
+            t.wait_until(
+                &format!("{gw:?} logs a `shared tier down` warning ({name})"),
+                || {
+                    let warned = t.daemon(gw).logs().into_iter().filter(|l| {
+                        l["level"]
+                            .as_str()
+                            .is_some_and(|v| v.eq_ignore_ascii_case("warn"))
+                            && l["message"]
+                                .as_str()
+                                .is_some_and(|m| m.contains("shared tier down"))
+                    });
+                    warned.count() > downs[n]
+                },
             );
         }
         ups
     };
 
     // One master dies: its slots are gone and the others refuse (cluster_state:fail).
+    let downs = down_lines(&t);
     t.s.redis.kill_node(1);
     t.s.redis.wait_fail();
-    let ups = phase(&mut t, "node-down", 200_000);
+    let ups = phase(&mut t, "node-down", 200_000, downs);
     assert!(
         errors(&t) > errors_before,
         "a dead node cost no tier error at either gateway"
@@ -420,8 +428,9 @@ fn a_dead_redis_node_or_cluster_never_fails_a_request_and_shows_in_stats_metrics
     }
 
     // The whole cluster goes.
+    let downs = down_lines(&t);
     t.s.redis.stop();
-    let ups = phase(&mut t, "cluster-down", SLICE + 300_000);
+    let ups = phase(&mut t, "cluster-down", SLICE + 300_000, downs);
 
     // Back: the gateways reconnect (and say so) and the tier is used again.
     t.s.redis.start();
