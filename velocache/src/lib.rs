@@ -28,6 +28,8 @@
 //! - [`cache`]: the HTTP object store (storage seam, io_uring disk store, RFC 9111 policy,
 //!   collapsed forwarding); [`rules`]: the operator's `rules.toml`, facts in, decision out.
 //! - [`flow`]: flows in progress — counted for shutdown, each ended with its `flow` line.
+//! - [`live`]: the live feed (records, history, inspector exchanges, the last hour's charts)
+//!   services publish into for the web dashboard.
 //! - [`admin`]: what services offer the admin API, and its wire types; [`control`]: the admin
 //!   API itself, metrics, reload, cache warm-up; [`cli`]: the commands that talk to it.
 //! - [`config`]: typed, layered configuration, one file per section; [`telemetry`]: JSON /
@@ -50,6 +52,7 @@ pub mod datapath;
 pub mod dns;
 pub mod flow;
 pub mod http;
+pub mod live;
 pub mod net;
 pub mod observe;
 pub mod origins;

@@ -15,6 +15,9 @@
 //! | [`RecordAdmin`] | the HTTP proxy's recorder (`http::Recorder`) | `record start/stop/status` |
 //! | [`PluginsAdmin`] | the plugin set (`plugins::Plugins`, registered by the wiring) | `plugins ls/reload` |
 //!
+//! The live feed ([`crate::live::Live`]) is not a capability but a channel: when the web
+//! dashboard is on, the wiring enables it here and services publish into it.
+//!
 //! Counters (DNS hits and misses, cache bytes, RTP streams, …) need no trait: services register
 //! them in their metrics sub-registry and `stats` reads them from there.
 use std::sync::{Arc, OnceLock};
@@ -197,12 +200,24 @@ struct Slots {
     origins: OnceLock<Arc<dyn OriginsAdmin>>,
     record: OnceLock<Arc<dyn RecordAdmin>>,
     plugins: OnceLock<Arc<dyn PluginsAdmin>>,
+    live: OnceLock<crate::live::Live>,
 }
 
 impl AdminHub {
     /// An empty hub: every capability answers "not available".
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Turn the live feed on (`[admin] web_listen` set): done once, before services are built,
+    /// so that each finds it while it is built.
+    pub fn enable_live(&self, live: crate::live::Live) -> bool {
+        self.inner.live.set(live).is_ok()
+    }
+
+    /// The live feed, if on: services keep the handle and publish into it.
+    pub fn live(&self) -> Option<crate::live::Live> {
+        self.inner.live.get().cloned()
     }
 
     /// Offer the HTTP cache.

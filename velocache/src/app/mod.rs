@@ -114,6 +114,12 @@ pub async fn run(
     let config = Arc::new(config);
     let hub = AdminHub::new();
     let mut registry = Registry::with_prefix("velocache");
+    if config.admin.web_listen.is_some() {
+        hub.enable_live(crate::live::Live::new(
+            config.admin.live_history,
+            &mut registry,
+        ));
+    }
     let plugins = load_plugins(&config, &hub, &mut registry).await;
     let mut factories = (parts.services)(&config, &rules, &plugins, &hub, &mut registry)?;
     let steering = config
