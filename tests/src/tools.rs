@@ -19,6 +19,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("chroot", "coreutils"),
     ("chown", "coreutils"),
     ("timeout", "coreutils"),
+    ("nice", "coreutils"),
     ("prlimit", "util-linux"),
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
@@ -53,6 +54,11 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     ("redis-cli", "redis-tools"),
     ("danted", "dante-server"),
+    // The dashboard's browser tests (`tests/web`): node runs playwright-core, which drives
+    // Debian's chromium; npm installs playwright-core (`cargo xtask setup` runs `npm ci`).
+    ("node", "nodejs"),
+    ("npm", "npm"),
+    ("chromium", "chromium"),
     // Benchmarks only.
     ("wrk", "wrk"),
     ("dnsperf", "dnsperf"),

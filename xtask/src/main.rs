@@ -54,7 +54,7 @@ enum Command {
     },
     /// Run the demo in the lab.
     Demo,
-    /// Run a benchmark (`breaker`, `datapath`, `dns`, `http`, `https`, `plugins`, `rtp`, `shared`).
+    /// Run a benchmark (`breaker`, `datapath`, `dns`, `http`, `https`, `plugins`, `rtp`, `shared`, `web`).
     Bench {
         /// Which benchmark.
         name: String,

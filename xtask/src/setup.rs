@@ -54,6 +54,11 @@ const TEST_PACKAGES: &[&str] = &[
     "dpkg-dev",
     // The SOCKS5 observer plugin's lab test puts a real SOCKS server (danted) in `origin`.
     "dante-server",
+    // The web dashboard's browser tests: playwright-core (from npm, `npm ci` in tests/web) on
+    // node drives Debian's chromium.
+    "chromium",
+    "nodejs",
+    "npm",
 ];
 
 /// Debian packages the benchmarks add (`linux-perf`: profiling the datapath under a bench load).
@@ -83,7 +88,7 @@ pub fn run(profile: Profile) -> Result<()> {
     let missing: Vec<&str> = wanted
         .iter()
         .copied()
-        .filter(|p| !dpkg_installed(p))
+        .filter(|p| !dpkg_installed(p) && !provided(p))
         .collect();
     present.extend(
         wanted
@@ -95,6 +100,14 @@ pub fn run(profile: Profile) -> Result<()> {
         apt_install(&missing)?;
         installed.extend(missing.iter().map(|p| p.to_string()));
         disable_services(&missing);
+    }
+
+    // The browser tests' one npm package, exactly as tests/web/package-lock.json pins it.
+    if web_packages_installed() {
+        present.push("tests/web node_modules".into());
+    } else {
+        npm_ci()?;
+        installed.push("tests/web node_modules (npm ci)".into());
     }
 
     // Nightly with rust-src (kernel programs use -Z build-std=core).
@@ -251,6 +264,48 @@ fn disable_services(just_installed: &[&str]) {
             _ => println!("setup: could not disable {unit} (no systemd?); the lab starts its own"),
         }
     }
+}
+
+/// Where the browser tests live (package.json, package-lock.json, e2e.mjs).
+fn web_tests_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/web")
+}
+
+/// Whether `npm ci` already installed what tests/web/package-lock.json pins (the version in
+/// node_modules matches the lock file's).
+fn web_packages_installed() -> bool {
+    let dir = web_tests_dir();
+    let version = |path: std::path::PathBuf, pointer: &str| -> Option<String> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v.pointer(pointer)?.as_str().map(str::to_string)
+    };
+    let locked = version(
+        dir.join("package-lock.json"),
+        "/packages/node_modules~1playwright-core/version",
+    );
+    let present = version(
+        dir.join("node_modules/playwright-core/package.json"),
+        "/version",
+    );
+    locked.is_some() && locked == present
+}
+
+/// `npm ci` in tests/web: the registry's playwright-core at the locked version and hash.
+fn npm_ci() -> Result<()> {
+    println!("setup: npm ci in tests/web (playwright-core for the browser tests)");
+    util::run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(web_tests_dir()),
+    )
+    .context("npm ci in tests/web failed")
+}
+
+/// A package another installed one provides: NodeSource's `nodejs` ships npm, declares
+/// `Provides: npm` and conflicts with Debian's `npm`, so asking apt for `npm` would fail.
+fn provided(package: &str) -> bool {
+    package == "npm" && have("npm")
 }
 
 fn dpkg_installed(package: &str) -> bool {

@@ -33,3 +33,4 @@ mod sip_torture;
 mod smuggling;
 mod tools;
 mod util;
+mod web;

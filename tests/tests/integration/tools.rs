@@ -6,6 +6,19 @@ use std::process::Command;
 
 use velocache_tests::tools::{TOOLS, alias, dpkg_owner, installed_package_of};
 
+/// Whether installed package `owner` declares `Provides: package` (NodeSource's `nodejs` ships
+/// npm itself, provides `npm` and conflicts with Debian's).
+fn provides(owner: &str, package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Provides}", owner])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split(',')
+                .any(|p| p.split_whitespace().next() == Some(package))
+        })
+}
+
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
@@ -26,6 +39,7 @@ fn each_tool_is_shipped_by_the_package_setup_is_told_about() {
         }
         match installed_package_of(tool) {
             Ok(owner) if owner == *package => checked += 1,
+            Ok(owner) if provides(&owner, package) => checked += 1,
             Ok(owner) => wrong.push(format!("{tool}: TOOLS says {package}, dpkg says {owner}")),
             Err(why) => wrong.push(format!("{tool} ({package}): {why}")),
         }

@@ -16,6 +16,7 @@ mod plugins;
 mod plugins_sip;
 mod rtp;
 mod shared;
+mod web;
 pub mod wrk;
 
 /// Run the benchmark called `name` with `seconds` per measured run.
@@ -33,9 +34,10 @@ pub fn run(name: &str, seconds: u64) -> Result<()> {
         "plugins" => plugins::run(seconds),
         "rtp" => rtp::run(seconds),
         "shared" => shared::run(seconds),
+        "web" => web::run(seconds),
         other => {
             bail!(
-                "unknown benchmark `{other}` (known: breaker, datapath, dns, http, https, plugins, rtp, shared)"
+                "unknown benchmark `{other}` (known: breaker, datapath, dns, http, https, plugins, rtp, shared, web)"
             )
         }
     }

@@ -1,0 +1,203 @@
+//! `bench web`: what a browser on the live feed costs the daemon. The HTTP hit rate (`wrk`
+//! from `client`, 32 connections, a 1 KiB object, every request a hit) with the web dashboard
+//! on and nobody watching, then with headless chromium signed in on the Live view receiving the
+//! feed (`tests/web/attach.mjs`, one record per request), then without it again.
+//!
+//! The browser runs in `client`, like an operator's laptop on the LAN, but on the same two
+//! cores as wrk and the daemon: a browser parsing tens of thousands of frames a second takes a
+//! core a laptop would have given it. So it runs twice: niced (`nice -n 19`: it gets the CPU
+//! wrk and the daemon leave, as a machine of its own would give it, and falls behind — the
+//! daemon drops records for it and counts them), and at the same priority as everything else
+//! (that figure includes the browser's own CPU). The page's own counters (records received,
+//! dropped for it) are printed with each run, and the daemon's peak RSS at the end.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Result, bail};
+use velocache_tests::{Background, Daemon, Lab, addr, servers};
+
+use super::{http, print_table, wrk};
+
+/// The dashboard's port on the gateway's LAN address.
+const WEB_PORT: u16 = 9182;
+/// The admin token the browser signs in with.
+const TOKEN: &str = "bench-web-0b5e7c1d9a";
+/// Connections wrk keeps open.
+const CONNECTIONS: u32 = 32;
+
+/// One measured run.
+struct Run {
+    label: &'static str,
+    result: wrk::WrkResult,
+    /// The page's counters at the end of the run: (received, dropped).
+    page: Option<(u64, u64)>,
+}
+
+/// Run the benchmark.
+pub fn run(seconds: u64) -> Result<()> {
+    velocache_tests::require_tools(&["wrk", "nginx", "curl", "node", "chromium", "nice"]);
+    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/web");
+    if !web
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        bail!(
+            "playwright-core is not installed in {}: run `cargo xtask setup`",
+            web.display()
+        );
+    }
+    let www = tempfile::tempdir()?;
+    http::write_file(&www.path().join("1k.bin"), 1024)?;
+    let work = tempfile::tempdir()?;
+    let lab = Lab::new();
+    let _origin = http::origin(&lab.origin, www.path(), work.path())?;
+    let token = work.path().join("admin.token");
+    std::fs::write(&token, TOKEN)?;
+    let daemon = Daemon::start_env(
+        &lab,
+        &format!(
+            "[daemon]\nstats_interval_secs = 0\n[http]\nfsync = false\n[admin]\nweb_listen = \"{}:{WEB_PORT}\"\ntoken_file = \"{}\"\n",
+            addr::GW_LAN,
+            token.display()
+        ),
+        &[("RUST_LOG", "warn,velocache::app=info")],
+    );
+    servers::wait_tcp(&lab.client, addr::GW_LAN, WEB_PORT);
+    let url = format!("http://{}/1k.bin", addr::ORIGIN);
+    for _ in 0..2 {
+        let out = lab
+            .client
+            .run(&["curl", "-sS", "--fail", "-o", "/dev/null", &url]);
+        if !out.status.success() {
+            bail!("warming {url}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut runs = Vec::new();
+    runs.push(Run {
+        label: "dashboard on, no browser",
+        result: wrk::run(&lab.client, &url, CONNECTIONS, seconds, &[])?,
+        page: None,
+    });
+    for (label, niced) in [
+        ("chromium on Live (nice 19)", true),
+        ("chromium on Live (same priority)", false),
+    ] {
+        let browser = attach(&lab, &web, niced)?;
+        let result = wrk::run(&lab.client, &url, CONNECTIONS, seconds, &[])?;
+        // The page's counters lag its JSON parsing by up to a second.
+        std::thread::sleep(Duration::from_millis(1500));
+        let page = last_counters(&browser.stdout());
+        drop(browser);
+        runs.push(Run {
+            label,
+            result,
+            page,
+        });
+    }
+    runs.push(Run {
+        label: "dashboard on, no browser (again)",
+        result: wrk::run(&lab.client, &url, CONNECTIONS, seconds, &[])?,
+        page: None,
+    });
+    let rss_kib = servers::peak_rss_kib(daemon.pid());
+
+    let base = (runs[0].result.requests_per_sec + runs[3].result.requests_per_sec) / 2.0;
+    println!(
+        "\nbench web: wrk from `client`, {CONNECTIONS} connections, 1 KiB hits, {seconds} s per run; the dashboard on {}:{WEB_PORT}",
+        addr::GW_LAN
+    );
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.label.to_string(),
+                format!("{:.0}", r.result.requests_per_sec),
+                format!("{:.2}", r.result.p99_ms),
+                format!("{:.3}", r.result.requests_per_sec / base),
+                r.page.map_or("-".into(), |(got, _)| got.to_string()),
+                r.page
+                    .map_or("-".into(), |(_, dropped)| dropped.to_string()),
+                r.result.errors.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "run",
+            "req/s",
+            "p99 ms",
+            "/ no browser",
+            "page received",
+            "page dropped",
+            "errors",
+        ],
+        &rows,
+    );
+    println!(
+        "no browser (mean of both runs): {base:.0} req/s; with chromium on Live (nice 19): {:.0} req/s ({:+.1} %); at the same priority: {:.0} req/s ({:+.1} %)",
+        runs[1].result.requests_per_sec,
+        (runs[1].result.requests_per_sec / base - 1.0) * 100.0,
+        runs[2].result.requests_per_sec,
+        (runs[2].result.requests_per_sec / base - 1.0) * 100.0,
+    );
+    println!(
+        "velocache peak RSS: {}",
+        rss_kib.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+    );
+    Ok(())
+}
+
+/// Start chromium on the Live view (in `client`) and wait until its WebSocket is connected.
+fn attach(lab: &Lab, web: &std::path::Path, niced: bool) -> Result<Background> {
+    let script = web.join("attach.mjs").display().to_string();
+    let mut cmd = if niced {
+        let mut c = lab.client.command("nice");
+        c.args(["-n", "19", "node", &script]);
+        c
+    } else {
+        let mut c = lab.client.command("node");
+        c.arg(&script);
+        c
+    };
+    cmd.current_dir(web)
+        .env("VC_URL", format!("http://{}:{WEB_PORT}", addr::GW_LAN))
+        .env("VC_ADMIN_TOKEN", TOKEN);
+    let mut browser = Background::spawn(cmd, "chromium on Live");
+    for _ in 0..300 {
+        if browser.stdout().lines().any(|l| l == "attached") {
+            return Ok(browser);
+        }
+        if let Some(status) = browser.try_wait() {
+            bail!(
+                "the browser exited ({status}) before attaching:\n{}{}",
+                browser.stdout(),
+                browser.stderr()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "the browser did not attach to the live feed within 30 s:\n{}{}",
+        browser.stdout(),
+        browser.stderr()
+    )
+}
+
+/// The last `{"received", "dropped"}` line attach.mjs printed.
+fn last_counters(out: &str) -> Option<(u64, u64)> {
+    out.lines().rev().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        Some((v["received"].as_u64()?, v["dropped"].as_u64()?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_last_counter_line() {
+        let out = "attached\n{\"received\":10,\"dropped\":0,\"kept\":10}\n{\"received\":900,\"dropped\":52,\"kept\":900}\n";
+        assert_eq!(super::last_counters(out), Some((900, 52)));
+        assert_eq!(super::last_counters("attached\n"), None);
+    }
+}
