@@ -107,7 +107,11 @@ function streams(list) {
   return h(
     'table',
     { class: 'grid compact', testid: 'call-streams' },
-    h('thead', null, h('tr', null, ['direction', 'from', 'to', 'codec', 'packets', 'lost', 'jitter', 'MOS'].map((c) => h('th', null, c)))),
+    h(
+      'thead',
+      null,
+      h('tr', null, ['direction', 'kind', 'from', 'to', 'codec', 'packets', 'by XDP', 'bytes', 'lost', 'jitter', 'MOS'].map((c) => h('th', null, c))),
+    ),
     h(
       'tbody',
       null,
@@ -115,18 +119,28 @@ function streams(list) {
         h(
           'tr',
           { testid: 'call-stream' },
-          h('td', null, st.direction),
+          h('td', null, (st.direction || '').replace('->', ' → ')),
+          h('td', null, st.kind || '–'),
           h('td', { class: 'mono' }, st.src),
           h('td', { class: 'mono' }, st.dst),
           h('td', null, st.codec || '–'),
           h('td', { class: 'num' }, num(st.packets)),
-          h('td', { class: 'num' }, num(st.lost)),
+          h('td', { class: 'num' }, st.fast_path_packets === undefined ? '–' : num(st.fast_path_packets)),
+          h('td', { class: 'num' }, st.bytes === undefined ? '–' : bytes(st.bytes)),
+          h('td', { class: 'num' }, `${num(st.lost)}${st.loss_pct ? ` (${fmt(st.loss_pct, 1, ' %')})` : ''}`),
           h('td', { class: 'num' }, fmt(st.jitter_ms, 2, ' ms')),
           h('td', { class: 'num' }, fmt(st.mos, 2)),
         ),
       ),
     ),
   );
+}
+
+function captureText(cap) {
+  if (!cap) return 'not captured';
+  const what = `${num(cap.packets)} packets${cap.rtp_packets ? ` (${num(cap.rtp_packets)} RTP)` : ''}, ${bytes(cap.bytes)}`;
+  if (cap.active) return `capture running: ${what}`;
+  return `capture stopped${cap.stopped && cap.stopped !== 'stopped' ? ` (${cap.stopped})` : ''}: ${what}`;
 }
 
 async function capture(path, callId) {
@@ -159,12 +173,12 @@ async function showCall(callId) {
       kv([
         ['from', c.from],
         ['to', c.to],
-        ['messages', String((c.messages || []).length)],
+        ['messages', `${(c.messages || []).length}${c.omitted ? ` (${num(c.omitted)} older ones no longer kept)` : ''}`],
       ]),
       h(
         'div',
         { class: 'toolbar' },
-        h('span', { testid: 'capture-state' }, cap ? `capture ${active ? 'running' : 'stopped'}: ${num(cap.packets)} packets, ${bytes(cap.bytes)}` : 'not captured'),
+        h('span', { testid: 'capture-state' }, captureText(cap)),
         h('span', { class: 'spacer' }),
         h('button', { testid: 'capture-start', dataset: { mutates: '' }, disabled: active || !write, onclick: () => capture('/v1/calls/capture', c.call_id) }, '● Start capture'),
         h('button', { testid: 'capture-stop', dataset: { mutates: '' }, disabled: !active || !write, onclick: () => capture('/v1/calls/capture/stop', c.call_id) }, '■ Stop'),

@@ -101,20 +101,20 @@ function message(text, cls) {
 }
 
 function reportView(r) {
-  const reload = r.reload || {};
-  const rules = reload.rules || {};
-  const config = reload.config || {};
+  // `reload` is the rules reload's report ({file, rules, error}); absent when nothing was
+  // written (the text had errors).
+  const reload = r.reload || null;
   return h(
     'section',
     { class: 'card', testid: 'rules-report' },
-    h('h3', null, 'Reload report ', badge(r.applied ? 'applied' : 'refused', r.applied ? 'good' : 'bad')),
+    h('h3', null, 'Reload report ', badge(r.applied ? 'applied' : 'refused', r.applied ? 'good' : 'bad'), r.restored ? badge('previous file restored', 'warn') : null),
     kv([
-      ['new hash', h('span', { class: 'mono' }, (r.hash || '').slice(0, 16))],
-      ['trigger', reload.trigger],
-      ['rules file', rules.file],
-      ['rules in force', rules.rules === undefined ? '–' : String(rules.rules)],
-      rules.error ? ['rules error', rules.error] : null,
-      config.error ? ['config error', config.error] : null,
+      ['file', h('span', { class: 'mono' }, r.file || '–')],
+      ['hash now', h('span', { class: 'mono' }, (r.hash || '').slice(0, 16))],
+      ['written and reloaded', reload ? 'yes' : 'no: the text has errors, the file was not touched'],
+      reload ? ['rules in force', String(reload.rules)] : null,
+      reload && reload.error ? ['reload error', reload.error] : null,
+      ['undo available', r.undo_available ? 'yes' : 'no'],
     ]),
   );
 }
