@@ -12,6 +12,8 @@
 //   VC_SIP_SCENARIO     the sipp UAC scenario file
 //   VC_SCREENSHOTS      where each view's screenshot goes (<view>.png)
 //   VC_WORK             a scratch directory (downloads, failure screenshot)
+//   VC_DEV_ASSETS       (development only) serve the page from this directory instead of the
+//                       files built into the daemon, to try a change without rebuilding it
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -26,7 +28,7 @@ function env(name) {
   return v;
 }
 
-const URL = env('VC_URL');
+const BASE = env('VC_URL');
 const ADMIN = env('VC_ADMIN_TOKEN');
 const READONLY = env('VC_READONLY_TOKEN');
 const ORIGIN = env('VC_ORIGIN');
@@ -86,7 +88,7 @@ async function tab(page, view) {
 }
 
 async function login(page, token, role) {
-  await page.goto(URL);
+  await page.goto(BASE);
   await page.waitForSelector('[data-testid=login-form]', { state: 'visible', timeout: WAIT });
   await page.fill('[data-testid=login-token]', token);
   await page.click('[data-testid=login-submit]');
@@ -112,11 +114,26 @@ async function rows(page) {
   );
 }
 
+/** Serve `/` and `/assets/*` from `dir` (VC_DEV_ASSETS): the page as edited, daemon unchanged. */
+async function devAssets(context, dir) {
+  const types = { '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml', '.html': 'text/html' };
+  await context.route(
+    (u) => u.pathname === '/' || u.pathname.startsWith('/assets/'),
+    (route) => {
+      const p = new URL(route.request().url()).pathname;
+      const file = path.join(dir, p === '/' ? 'index.html' : p.slice('/assets/'.length));
+      route.fulfill({ path: file, contentType: types[path.extname(file)] || 'application/octet-stream' });
+    },
+  );
+  console.log(`[e2e] page served from ${dir} (VC_DEV_ASSETS)`);
+}
+
 async function main() {
   fs.mkdirSync(SHOTS, { recursive: true });
   fs.mkdirSync(WORK, { recursive: true });
   const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
   const context = await browser.newContext({ viewport: VIEWPORT, acceptDownloads: true });
+  if (process.env.VC_DEV_ASSETS) await devAssets(context, process.env.VC_DEV_ASSETS);
   const page = await context.newPage();
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -125,7 +142,7 @@ async function main() {
   });
   try {
     say('a wrong token is refused');
-    await page.goto(URL);
+    await page.goto(BASE);
     await page.waitForSelector('[data-testid=login-form]', { state: 'visible', timeout: WAIT });
     await page.fill('[data-testid=login-token]', 'not-the-token');
     await page.click('[data-testid=login-submit]');

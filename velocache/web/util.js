@@ -92,7 +92,9 @@ export function clock(ts) {
 /** Unix seconds → local date and time. */
 export function dateSecs(t) {
   if (!t) return '–';
-  return new Date(t * 1000).toLocaleString('en-GB');
+  const d = new Date(t * 1000);
+  const p = (x) => String(x).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
 /** Seconds → "3d 4h", "5m 2s". */
