@@ -67,3 +67,4 @@ pub mod telemetry;
 #[cfg(test)]
 mod testutil;
 pub mod tls;
+pub mod web;

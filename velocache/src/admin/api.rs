@@ -49,6 +49,14 @@ pub mod paths {
     pub const PLUGINS: &str = "/v1/plugins";
     /// `POST`: re-read `[plugins] dir`; [`super::PluginsReloadReport`].
     pub const PLUGINS_RELOAD: &str = "/v1/plugins/reload";
+    /// `GET ?limit=N`: the live feed's last records.
+    pub const LIVE_HISTORY: &str = "/v1/live/history";
+    /// `GET ?id=TRACE_ID`: one HTTP(S) request as the inspector shows it.
+    pub const LIVE_INSPECT: &str = "/v1/live/inspect";
+    /// `GET`: WebSocket of the live feed (the dashboard's listener).
+    pub const LIVE_WS: &str = "/v1/live/ws";
+    /// `GET`: the last hour's charts.
+    pub const ANALYTICS: &str = "/v1/analytics";
     /// `GET`: OpenMetrics text.
     pub const METRICS: &str = "/metrics";
 }
@@ -71,6 +79,9 @@ pub enum ErrorKind {
     NoSuchEndpoint,
     /// The request was valid but failed (a bad rules file on reload, an I/O error, …).
     Failed,
+    /// The caller is known but may not do this (a read-only dashboard login changing
+    /// something, a change without its CSRF token).
+    Forbidden,
 }
 
 /// The body of every error response.

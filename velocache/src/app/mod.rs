@@ -165,6 +165,7 @@ pub async fn run(
     let plane_metrics = PlaneMetrics::register(&mut registry);
     // Bound before the datapath so that a socket problem stops start-up with nothing attached.
     let admin = AdminServer::bind(&config).await?;
+    let web = crate::web::WebServer::bind(&config).await?;
 
     // The plugin service, built above, has set the ports its plugins claim.
     let intercepts = config.intercepts_with(&ctx.claims);
@@ -193,6 +194,7 @@ pub async fn run(
     });
     let admin_cancel = CancellationToken::new();
     let admin_task = tokio::spawn(admin.serve(plane.clone(), admin_cancel.clone()));
+    let web_task = web.map(|web| tokio::spawn(web.serve(plane.clone(), admin_cancel.clone())));
     let hangup_task = hangups.map(|mut hup| {
         let plane = plane.clone();
         tokio::spawn(async move {
@@ -233,6 +235,9 @@ pub async fn run(
     }
     admin_cancel.cancel();
     let _ = admin_task.await;
+    if let Some(task) = web_task {
+        let _ = task.await;
+    }
     info!("velocache stopped");
     Ok(())
 }

@@ -46,10 +46,17 @@ pub fn factories(
     spawn_checks(&origins, rules.clone());
     // Plain HTTP and decrypted HTTPS go through the same proxy, so an object is stored once.
     let proxy = (config.http.enabled || config.https.enabled).then(|| {
-        let mut phases: Vec<Arc<dyn Phase>> = match &tls {
-            Some(tls) => vec![Arc::new(CaPage::new(tls.clone(), &config.tls.ca_page_host))],
-            None => Vec::new(),
-        };
+        let mut phases: Vec<Arc<dyn Phase>> = Vec::new();
+        // The dashboard's capture: the first sees heads as received, the second places itself
+        // last in the chain and sees them as sent.
+        if let Some(live) = hub.live() {
+            let (first, last) = crate::http::live_phase::phases(live);
+            phases.push(Arc::new(first));
+            phases.push(Arc::new(last));
+        }
+        if let Some(tls) = &tls {
+            phases.push(Arc::new(CaPage::new(tls.clone(), &config.tls.ca_page_host)));
+        }
         let recorder = Recorder::new(&config.daemon.state_dir);
         hub.register_record(Arc::new(recorder.clone()));
         phases.push(Arc::new(recorder));

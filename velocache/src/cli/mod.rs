@@ -299,7 +299,7 @@ impl CliError {
             CliError::Client(ClientError::PermissionDenied { .. }) => exit::PERMISSION,
             CliError::Client(ClientError::Api { body, .. }) => match body.kind {
                 ErrorKind::NotAvailable | ErrorKind::NotFound => exit::NOT_AVAILABLE,
-                ErrorKind::Unauthorized => exit::PERMISSION,
+                ErrorKind::Unauthorized | ErrorKind::Forbidden => exit::PERMISSION,
                 ErrorKind::BadRequest => exit::USAGE,
                 ErrorKind::NoSuchEndpoint | ErrorKind::Failed => exit::FAILED,
             },

@@ -34,4 +34,5 @@ pub use client::{Client, ClientError, Endpoint};
 pub use metrics::PlaneMetrics;
 pub use plane::{ControlPlane, PlaneParts};
 pub use reload::{changed_keys, is_live};
-pub use server::{AdminServer, ControlError, SOCKET_NAME, socket_path};
+pub use routes::{Access, Role, changes_something, handle, token_matches};
+pub use server::{AdminServer, ControlError, SOCKET_NAME, read_token, socket_path};

@@ -98,6 +98,11 @@ impl ControlPlane {
         })
     }
 
+    /// What services offer the admin API (the live feed among them).
+    pub fn hub(&self) -> &AdminHub {
+        &self.hub
+    }
+
     /// The configuration in force (start-up configuration plus live changes).
     pub fn config(&self) -> Arc<Config> {
         self.running.load_full()

@@ -42,6 +42,7 @@ impl ApiError {
             ErrorKind::NotFound | ErrorKind::NoSuchEndpoint => StatusCode::NOT_FOUND,
             ErrorKind::NotAvailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         };
         ApiError {
             status,
@@ -102,7 +103,7 @@ async fn body<T: DeserializeOwned>(req: Request<hyper::body::Incoming>) -> Resul
 }
 
 /// Whether `presented` is the token, in time independent of where they differ.
-fn token_matches(presented: &[u8], token: &[u8]) -> bool {
+pub fn token_matches(presented: &[u8], token: &[u8]) -> bool {
     presented.len() == token.len()
         && presented
             .iter()
@@ -111,20 +112,68 @@ fn token_matches(presented: &[u8], token: &[u8]) -> bool {
             == 0
 }
 
+/// What a dashboard login may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything the admin API offers (logged in with the admin token).
+    Admin,
+    /// Read everything, change nothing (logged in with the read-only token).
+    ReadOnly,
+}
+
+impl Role {
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::ReadOnly => "readonly",
+        }
+    }
+}
+
+/// The endpoints that change nothing although they are `POST` (they take a JSON body).
+const READ_ONLY_POSTS: &[&str] = &[
+    paths::CACHE_LIST,
+    paths::CACHE_SHOW,
+    "/v1/rules/check",
+    "/v1/rules/dry-run",
+];
+
+/// Whether a request may change the daemon (a read-only role may not send it).
+pub fn changes_something(method: &Method, path: &str) -> bool {
+    let reads = method == Method::GET
+        || method == Method::HEAD
+        || (method == Method::POST && READ_ONLY_POSTS.contains(&path));
+    !reads
+}
+
 /// What a connection may do.
 #[derive(Clone)]
-pub(super) enum Access {
+pub enum Access {
     /// The Unix socket: everything (the file mode already restricts it to root).
     Socket,
     /// The TCP admin listener: everything, with the bearer token.
     Token(Arc<str>),
     /// The metrics listener: `GET /metrics` only.
     MetricsOnly,
+    /// The dashboard's listener, for a session already checked there (cookie, CSRF token).
+    Web(Role),
 }
 
 fn authorized(access: &Access, req: &Request<hyper::body::Incoming>) -> Result<(), ApiError> {
     match access {
         Access::Socket => Ok(()),
+        Access::Web(Role::Admin) => Ok(()),
+        Access::Web(Role::ReadOnly) => {
+            if changes_something(req.method(), req.uri().path()) {
+                Err(ApiError::new(
+                    ErrorKind::Forbidden,
+                    "a read-only login cannot change anything (rules, cache, reload, captures)",
+                ))
+            } else {
+                Ok(())
+            }
+        }
         Access::MetricsOnly => {
             if req.method() == Method::GET && req.uri().path() == paths::METRICS {
                 Ok(())
@@ -154,7 +203,7 @@ fn authorized(access: &Access, req: &Request<hyper::body::Incoming>) -> Result<(
 }
 
 /// Answer one request.
-pub(super) async fn handle(
+pub async fn handle(
     plane: Arc<ControlPlane>,
     access: Access,
     req: Request<hyper::body::Incoming>,
@@ -194,6 +243,9 @@ async fn route(
         paths::PLUGINS,
         paths::PLUGINS_RELOAD,
         paths::METRICS,
+        paths::LIVE_HISTORY,
+        paths::LIVE_INSPECT,
+        paths::ANALYTICS,
     ];
     match (method.clone(), path.as_str()) {
         (Method::GET, paths::METRICS) => {
@@ -301,6 +353,33 @@ async fn route(
             let _ = plane.set_port_claims(plugins.tcp_ports()).await;
             ok(&report)
         }
+        (Method::GET, paths::LIVE_HISTORY) => {
+            let limit = query_param(&req, "limit")
+                .map(|l| {
+                    l.parse::<usize>().map_err(|_| {
+                        ApiError::new(
+                            ErrorKind::BadRequest,
+                            format!("limit `{l}` is not a number"),
+                        )
+                    })
+                })
+                .transpose()?
+                .unwrap_or(0);
+            ok(&live(plane)?.history(limit))
+        }
+        (Method::GET, paths::LIVE_INSPECT) => {
+            let id = query_param(&req, "id").ok_or_else(|| {
+                ApiError::new(ErrorKind::BadRequest, "the `id` parameter is required")
+            })?;
+            match live(plane)?.exchange(&id) {
+                Some(e) => ok(&*e),
+                None => Err(ApiError::new(
+                    ErrorKind::NotFound,
+                    format!("request {id} is not (or no longer) kept by the live feed"),
+                )),
+            }
+        }
+        (Method::GET, paths::ANALYTICS) => ok(&live(plane)?.analytics()),
         (Method::GET, paths::ORIGINS) => {
             let origins = plane
                 .hub
@@ -385,6 +464,49 @@ async fn warm(plane: &Arc<ControlPlane>, req: WarmRequest) -> Result<Reply, ApiE
     }
 }
 
+fn live(plane: &ControlPlane) -> Result<crate::live::Live, ApiError> {
+    plane
+        .hub
+        .live()
+        .ok_or_else(|| ApiError::not_available("the live feed (`[admin] web_listen`)"))
+}
+
+/// One parameter of the query string, percent-decoded.
+pub(crate) fn query_param(req: &Request<hyper::body::Incoming>, name: &str) -> Option<String> {
+    let query = req.uri().query()?;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+/// `%XX` and `+` decoded; a malformed escape stays as written.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn recorder(plane: &ControlPlane) -> Result<Arc<dyn RecordAdmin>, ApiError> {
     plane
         .hub
@@ -440,5 +562,24 @@ mod tests {
         assert!(!token_matches(b"0123456789abcdeX", b"0123456789abcdef"));
         assert!(!token_matches(b"0123456789abcde", b"0123456789abcdef"));
         assert!(!token_matches(b"", b"0123456789abcdef"));
+    }
+
+    #[test]
+    fn query_strings_decode() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("abc%4"), "abc%4");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+        assert_eq!(percent_decode("%e2%82%ac"), "€");
+    }
+
+    #[test]
+    fn read_only_roles_may_read_and_check_but_not_change() {
+        assert!(!changes_something(&Method::GET, paths::RULES));
+        assert!(!changes_something(&Method::POST, paths::CACHE_LIST));
+        assert!(!changes_something(&Method::POST, "/v1/rules/check"));
+        assert!(changes_something(&Method::POST, paths::RULES_RELOAD));
+        assert!(changes_something(&Method::POST, "/v1/rules/apply"));
+        assert!(changes_something(&Method::POST, paths::CACHE_PURGE));
+        assert!(changes_something(&Method::DELETE, paths::CACHE_LIST));
     }
 }

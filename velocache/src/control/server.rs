@@ -241,7 +241,9 @@ async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, C
         })
 }
 
-fn read_token(file: Option<&Path>) -> Result<Arc<str>, ControlError> {
+/// Read a token file (at least 16 characters, surrounding whitespace ignored; a warning when
+/// others may read it).
+pub fn read_token(file: Option<&Path>) -> Result<Arc<str>, ControlError> {
     let Some(file) = file else {
         // validate() requires token_file with tcp_listen; this is a second guard.
         return Err(ControlError::Token {

@@ -146,6 +146,8 @@ pub(super) struct Inner {
     pub(super) kernel: std::sync::OnceLock<Arc<super::kernel::KernelAnswers>>,
     /// The plugin set (`plugin_hook`), when the service was given one.
     pub(super) plugins: std::sync::OnceLock<crate::plugins::Plugins>,
+    /// The dashboard's live feed, when it is on.
+    pub(super) live: std::sync::OnceLock<crate::live::Live>,
 }
 
 /// The caching forwarder.
@@ -191,8 +193,14 @@ pub(super) fn verdict(rules: &RuleSet, msg: &[u8]) -> RuleVerdict {
     }
 }
 
-/// One log line per query: `debug` for hits and local answers, `info` for the rest.
+/// One log line per query: `debug` for hits and local answers, `info` for the rest; and the
+/// query into the live feed when it is on.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "every answer path passes what it has; a struct per query would cost the hit path"
+)]
 pub(super) fn log_query(
+    live: Option<&crate::live::Live>,
     req: &Request,
     qtype: u16,
     code: u8,
@@ -225,6 +233,60 @@ pub(super) fn log_query(
     } else {
         line!(info);
     }
+    if let Some(live) = live {
+        publish(live, req, qtype, code, served, latency, upstream, rule);
+    }
+}
+
+/// A query into the live feed: a hit into the second's sums, anything else as its own record.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the same facts as the log line, passed as they are"
+)]
+fn publish(
+    live: &crate::live::Live,
+    req: &Request,
+    qtype: u16,
+    code: u8,
+    served: Served,
+    latency: Duration,
+    upstream: &str,
+    rule: Option<&str>,
+) {
+    let qname = wire::name_text(&req.bytes, HEADER_LEN).to_string();
+    let qtype = RecordType::from(qtype).to_string();
+    let latency_us = latency.as_micros() as u64;
+    if matches!(served, Served::Hit) && rule.is_none() {
+        live.dns_hit(
+            req.client.0.ip(),
+            &qname,
+            &qtype,
+            served.name(),
+            rcode::name(code),
+            latency_us,
+        );
+        return;
+    }
+    let mut detail = vec![
+        ("transport".to_string(), req.transport.name().to_string()),
+        ("orig_dst".to_string(), req.orig_dst.to_string()),
+    ];
+    if !upstream.is_empty() {
+        detail.push(("upstream".into(), upstream.to_string()));
+    }
+    live.publish(crate::live::Record {
+        service: crate::live::kind::DNS.into(),
+        client: req.client.to_string(),
+        host: qname,
+        what: qtype,
+        status: rcode::name(code).to_string(),
+        cache: served.name().to_string(),
+        duration_us: latency_us,
+        rule: rule.unwrap_or_default().to_string(),
+        direction: req.transport.name().to_string(),
+        detail,
+        ..crate::live::Record::default()
+    });
 }
 
 impl Forwarder {
@@ -248,6 +310,7 @@ impl Forwarder {
                 pending: super::budget::Budget::new(max_pending),
                 kernel: std::sync::OnceLock::new(),
                 plugins: std::sync::OnceLock::new(),
+                live: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -260,6 +323,11 @@ impl Forwarder {
     /// Ask `plugins` about every query from now on (the `dns` hook, before the cache).
     pub fn set_plugins(&self, plugins: crate::plugins::Plugins) {
         let _ = self.inner.plugins.set(plugins);
+    }
+
+    /// Publish every query into the dashboard's live feed (hits summed per second).
+    pub fn set_live(&self, live: crate::live::Live) {
+        let _ = self.inner.live.set(live);
     }
 
     /// The cache (for the admin API and tests).
@@ -301,6 +369,7 @@ impl Forwarder {
         inner.stats.hits.inc();
         inner.stats.hit_latency.observe(latency.as_secs_f64());
         log_query(
+            inner.live.get(),
             req,
             q.qtype,
             entry.rcode,
@@ -495,6 +564,7 @@ impl Forwarder {
         let latency = start.elapsed();
         inner.stats.miss_latency.observe(latency.as_secs_f64());
         log_query(
+            self.inner.live.get(),
             req,
             q.qtype,
             entry.rcode,

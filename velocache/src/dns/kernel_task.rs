@@ -81,11 +81,11 @@ pub fn start(ctx: &ServiceContext, forwarder: &Forwarder, registry: &mut Registr
         _ => ctx.config.daemon.stats_interval_secs.get(),
     };
     tracing::info!(service = "dns", interfaces = ?interfaces, min_hits = settings.min_hits, "kernel DNS answers on");
-    tokio::spawn(run(Arc::downgrade(&kernel), every));
+    tokio::spawn(run(Arc::downgrade(&kernel), every, ctx.admin.live()));
 }
 
 /// The sweep, the clear on a rules change and the summaries, while the service lives.
-async fn run(kernel: Weak<KernelAnswers>, every: Duration) {
+async fn run(kernel: Weak<KernelAnswers>, every: Duration, live: Option<crate::live::Live>) {
     let Some(mut rules) = kernel.upgrade().map(|k| k.rules().subscribe()) else {
         return;
     };
@@ -109,14 +109,31 @@ async fn run(kernel: Weak<KernelAnswers>, every: Duration) {
             }
             _ = summary.tick() => {
                 let Some(k) = kernel.upgrade() else { return };
-                log_summaries(&k, every, &mut last);
+                log_summaries(&k, every, &mut last, live.as_ref());
             }
         }
     }
 }
 
-fn log_summaries(k: &KernelAnswers, every: Duration, last: &mut (u64, u64, u64)) {
+fn log_summaries(
+    k: &KernelAnswers,
+    every: Duration,
+    last: &mut (u64, u64, u64),
+    live: Option<&crate::live::Live>,
+) {
     for s in k.summaries() {
+        if let Some(live) = live {
+            // The kernel does not say which client asked: the summary is the gateway's.
+            live.publish(crate::live::Record {
+                service: crate::live::kind::DNS.into(),
+                host: s.qname.clone(),
+                what: RecordType::from(s.qtype).to_string(),
+                cache: "kernel_hit".into(),
+                count: s.count,
+                detail: vec![("interval_secs".into(), every.as_secs().to_string())],
+                ..crate::live::Record::default()
+            });
+        }
         tracing::debug!(
             service = "dns",
             qname = %s.qname,

@@ -46,7 +46,16 @@ impl Forwarder {
             ),
         };
         self.inner.stats.denied.inc();
-        log_query(req, q.qtype, code, Served::None, start.elapsed(), "", rule);
+        log_query(
+            self.inner.live.get(),
+            req,
+            q.qtype,
+            code,
+            Served::None,
+            start.elapsed(),
+            "",
+            rule,
+        );
         Response::Ready(out)
     }
 
@@ -67,6 +76,7 @@ impl Forwarder {
             }
         });
         log_query(
+            self.inner.live.get(),
             req,
             q.qtype,
             rcode::NOERROR,
@@ -88,6 +98,7 @@ impl Forwarder {
         self.inner.stats.errors.inc();
         tracing::debug!(client = %req.client, reason = why, "query not forwarded");
         log_query(
+            self.inner.live.get(),
             req,
             q.qtype,
             rcode::SERVFAIL,

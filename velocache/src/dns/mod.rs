@@ -251,6 +251,9 @@ pub fn handlers(ctx: &ServiceContext, registry: &mut Registry) -> Result<Handler
         config.max_pending_queries as usize,
     );
     forwarder.set_plugins(ctx.plugins.clone());
+    if let Some(live) = ctx.admin.live() {
+        forwarder.set_live(live);
+    }
     plugin_hook::flush_on_reload(&forwarder, ctx.plugins.subscribe());
     if config.kernel_answers {
         kernel_task::start(ctx, &forwarder, registry);

@@ -128,6 +128,7 @@ impl Forwarder {
             out
         };
         log_query(
+            self.inner.live.get(),
             req,
             q.qtype,
             code,

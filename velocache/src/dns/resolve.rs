@@ -116,6 +116,7 @@ impl Inner {
         let latency = start.elapsed();
         self.stats.miss_latency.observe(latency.as_secs_f64());
         log_query(
+            self.live.get(),
             req,
             q.qtype,
             code,
@@ -324,6 +325,7 @@ impl Inner {
             }
         };
         log_query(
+            self.live.get(),
             req,
             q.qtype,
             code,
@@ -373,6 +375,7 @@ impl Inner {
         let latency = start.elapsed();
         self.stats.miss_latency.observe(latency.as_secs_f64());
         log_query(
+            self.live.get(),
             req,
             qtype,
             code,

@@ -51,6 +51,7 @@ pub mod har;
 mod headers;
 mod hostnames;
 mod interim;
+pub mod live_phase;
 mod metrics;
 mod phase;
 mod plugin_phase;

@@ -76,6 +76,12 @@ pub trait Phase: Send + Sync + 'static {
     /// The phase's name, for logs.
     fn name(&self) -> &str;
 
+    /// Whether the phase runs after every other (an observer that must see heads as they are
+    /// finally sent); such phases keep their order among themselves.
+    fn runs_last(&self) -> bool {
+        false
+    }
+
     /// The client's request head: answer it (`Some`), or let it go on.
     fn request_filter<'a>(
         &'a self,
@@ -161,8 +167,10 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// A chain of `phases`, run in this order.
+    /// A chain of `phases`, run in this order (those that ask to run last, last).
     pub fn new(phases: Vec<Arc<dyn Phase>>) -> Chain {
+        let (last, mut phases): (Vec<_>, Vec<_>) = phases.into_iter().partition(|p| p.runs_last());
+        phases.extend(last);
         Chain {
             phases: phases.into(),
         }

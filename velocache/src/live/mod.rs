@@ -53,7 +53,6 @@ pub fn now_ms() -> u64 {
 #[derive(Debug, Default)]
 struct HitSum {
     count: u64,
-    bytes: u64,
     latency_us: u64,
     rcode: String,
 }
@@ -185,7 +184,6 @@ impl Live {
         qtype: &str,
         cache: &str,
         rcode: &str,
-        bytes: u64,
         latency_us: u64,
     ) {
         let mut hits = self.inner.hits.lock();
@@ -198,7 +196,6 @@ impl Live {
             ))
             .or_default();
         sum.count += 1;
-        sum.bytes += bytes;
         sum.latency_us += latency_us;
         if sum.rcode.is_empty() {
             sum.rcode = rcode.to_string();
@@ -216,7 +213,6 @@ impl Live {
                 what: qtype,
                 status: sum.rcode,
                 cache,
-                bytes: sum.bytes,
                 duration_us: sum.latency_us / sum.count.max(1),
                 count: sum.count,
                 ..Record::default()

@@ -50,18 +50,15 @@ fn dns_hits_are_summed_until_flushed() {
     let live = Live::unregistered(10);
     let c: IpAddr = "10.0.0.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
     for _ in 0..5 {
-        live.dns_hit(c, "a.lab.", "A", "hit", "NOERROR", 60, 20);
+        live.dns_hit(c, "a.lab.", "A", "hit", "NOERROR", 20);
     }
-    live.dns_hit(c, "b.lab.", "AAAA", "hit", "NOERROR", 70, 40);
+    live.dns_hit(c, "b.lab.", "AAAA", "hit", "NOERROR", 40);
     assert!(live.history(0).records.is_empty());
     live.flush_hits();
     let h = live.history(0);
     assert_eq!(h.records.len(), 2);
     let a = h.records.iter().find(|r| r.host == "a.lab.");
-    assert_eq!(
-        a.map(|r| (r.count, r.bytes, r.duration_us)),
-        Some((5, 300, 20))
-    );
+    assert_eq!(a.map(|r| (r.count, r.duration_us)), Some((5, 20)));
     live.flush_hits();
     assert_eq!(live.history(0).records.len(), 2);
 }

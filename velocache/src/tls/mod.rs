@@ -200,13 +200,15 @@ impl ServiceFactory for TlsFactory {
         let Some(shared) = self.shared else {
             return Ok(ctx.passthrough(Service::Https));
         };
-        let tls = Arc::new(TlsService::new(
+        let mut tls = TlsService::new(
             &ctx.config,
             shared,
             ctx.rules.clone(),
             ctx.flows.clone(),
             self.proxy,
-        ));
+        );
+        tls.live = ctx.admin.live();
+        let tls = Arc::new(tls);
         Ok(Handlers {
             tcp: Arc::new(tls),
             udp: ctx.passthrough(Service::Https).udp,
@@ -225,6 +227,8 @@ pub struct TlsService {
     to_proxy: Option<intercept::ToProxy>,
     /// Joins spliced connections in the kernel (`[tls] kernel_relay`); `None`: `splice(2)`.
     relay: Option<Arc<KernelRelay>>,
+    /// The dashboard's live feed: one record per connection, once its fate is decided.
+    live: Option<crate::live::Live>,
 }
 
 impl TlsService {
@@ -259,6 +263,7 @@ impl TlsService {
             flows,
             to_proxy: proxy.map(|proxy| intercept::ToProxy { proxy, timeouts }),
             relay,
+            live: None,
         }
     }
 }
@@ -311,6 +316,39 @@ impl TlsService {
         }
     }
 
+    /// One connection into the live feed, once its fate is decided.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "what the decision knows, passed as it is"
+    )]
+    fn publish(
+        &self,
+        client: ClientAddr,
+        orig_dst: OrigDstAddr,
+        sni: &str,
+        alpn: &str,
+        action: &str,
+        rule: &str,
+        why: &str,
+    ) {
+        let Some(live) = &self.live else { return };
+        let mut detail = vec![("orig_dst".to_string(), orig_dst.to_string())];
+        if !why.is_empty() {
+            detail.push(("reason".into(), why.to_string()));
+        }
+        live.publish(crate::live::Record {
+            service: crate::live::kind::TLS.into(),
+            client: client.to_string(),
+            host: sni.to_string(),
+            what: alpn.to_string(),
+            status: action.to_string(),
+            rule: rule.to_string(),
+            direction: "tcp".into(),
+            detail,
+            ..crate::live::Record::default()
+        });
+    }
+
     /// One connection: read its ClientHello, decide, then splice, refuse or intercept. Its
     /// `flow` line is written inside the span that says what was decided.
     async fn handle(
@@ -323,6 +361,15 @@ impl TlsService {
         let hello = read_client_hello(&mut stream, self.hello_timeout).await;
         let (sni, alpn, raw) = match hello {
             Hello::Unparsed { raw, reason } => {
+                self.publish(
+                    client,
+                    orig_dst,
+                    "",
+                    "",
+                    "passthrough",
+                    "",
+                    &reason.to_string(),
+                );
                 let span = info_span!("tls", service = "https", sni = "", tls = "unparsed", reason = %reason);
                 flow.within(&span);
                 self.splice(flow, stream, orig_dst, &raw)
@@ -334,6 +381,15 @@ impl TlsService {
         };
         let alpn_text = alpn_list(&alpn);
         let Some(sni) = sni else {
+            self.publish(
+                client,
+                orig_dst,
+                "",
+                &alpn_text,
+                "passthrough",
+                "",
+                "no SNI",
+            );
             let span = info_span!("tls", service = "https", sni = "", alpn = %alpn_text, action = "passthrough", reason = "no SNI");
             flow.within(&span);
             self.splice(flow, stream, orig_dst, &raw)
@@ -341,7 +397,20 @@ impl TlsService {
                 .await;
             return;
         };
-        match self.plan(client, &sni) {
+        let plan = self.plan(client, &sni);
+        let (action, rule) = match &plan {
+            Plan::Splice { rule } => ("passthrough", rule.as_deref().unwrap_or("")),
+            Plan::Pinned { rule, .. } => ("passthrough", rule.as_str()),
+            Plan::Deny { rule } => ("deny", rule.as_str()),
+            Plan::Intercept { rule, .. } => ("intercept", rule.as_str()),
+        };
+        let why = if matches!(plan, Plan::Pinned { .. }) {
+            "pinned"
+        } else {
+            ""
+        };
+        self.publish(client, orig_dst, &sni, &alpn_text, action, rule, why);
+        match plan {
             Plan::Splice { rule } => {
                 let span = info_span!("tls", service = "https", sni = %sni, alpn = %alpn_text, action = "passthrough", rule = rule.as_deref().unwrap_or(""));
                 flow.within(&span);

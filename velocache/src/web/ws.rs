@@ -1,0 +1,93 @@
+//! The live feed as a WebSocket: one JSON text frame per [`Record`](crate::live::Record).
+//!
+//! The upgrade is answered by [`upgrade`]; the connection's task then forwards what its
+//! [`Subscription`] yields. A browser that reads slowly only slows its own task: the feed drops
+//! the oldest records for it and the task sends `{"dropped": n}` (the connection's total) before
+//! the next record, so the page can say how many it missed. Frames from the browser are read
+//! only to notice a close.
+use bytes::Bytes;
+use futures::{SinkExt as _, StreamExt as _};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{Message, handshake::derive_accept_key, protocol::Role},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::live::{Dropped, Live, Next};
+
+/// Answer a WebSocket upgrade and start the connection's task.
+pub(super) fn upgrade(
+    req: Request<hyper::body::Incoming>,
+    live: Live,
+    cancel: CancellationToken,
+) -> Response<Full<Bytes>> {
+    let h = req.headers();
+    let is_upgrade = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = h.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let version_ok = h
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let (Some(key), true, true) = (key, is_upgrade, version_ok) else {
+        let mut r = Response::new(Full::new(Bytes::from_static(
+            b"{\"error\":\"this endpoint is a WebSocket (version 13)\",\"kind\":\"bad_request\"}",
+        )));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                run(ws, live, cancel).await;
+            }
+            Err(e) => debug!(error = %e, "live WebSocket upgrade failed"),
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let hs = r.headers_mut();
+    hs.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    hs.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        hs.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
+}
+
+async fn run<S>(ws: WebSocketStream<S>, live: Live, cancel: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut tx, mut rx) = ws.split();
+    let mut sub = live.subscribe();
+    loop {
+        let text = tokio::select! {
+            _ = cancel.cancelled() => break,
+            incoming = rx.next() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => continue,
+            },
+            next = sub.next() => match next {
+                Next::Record(r) => serde_json::to_string(&*r),
+                Next::Dropped(n) => serde_json::to_string(&Dropped { dropped: n }),
+                Next::Closed => break,
+            },
+        };
+        let Ok(text) = text else { continue };
+        if tx.send(Message::Text(text.into())).await.is_err() {
+            break;
+        }
+    }
+    let _ = tx.close().await;
+    debug!(dropped = sub.dropped(), "live WebSocket closed");
+}
