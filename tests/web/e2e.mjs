@@ -102,6 +102,8 @@ async function filter(page, { service = '', host = '', status = '', cache = '', 
   await page.fill('[data-testid=live-filter-host]', host);
   await page.fill('[data-testid=live-filter-status]', status);
   await page.fill('[data-testid=live-filter-client]', client);
+  // The table redraws four times a second: let it catch up with the filters.
+  await page.waitForTimeout(400);
 }
 
 /** Rows of the Live table as plain objects. */
@@ -114,14 +116,16 @@ async function rows(page) {
   );
 }
 
-/** Serve `/` and `/assets/*` from `dir` (VC_DEV_ASSETS): the page as edited, daemon unchanged. */
+/** Serve `/assets/*` from `dir` (VC_DEV_ASSETS): the page's code as edited, daemon unchanged.
+ * The document itself still comes from the daemon (a routed document would lose its address
+ * space, and chromium would refuse its requests to the gateway's private address). */
 async function devAssets(context, dir) {
-  const types = { '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml', '.html': 'text/html' };
+  const types = { '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml' };
   await context.route(
-    (u) => u.pathname === '/' || u.pathname.startsWith('/assets/'),
+    (u) => u.pathname.startsWith('/assets/'),
     (route) => {
       const p = new URL(route.request().url()).pathname;
-      const file = path.join(dir, p === '/' ? 'index.html' : p.slice('/assets/'.length));
+      const file = path.join(dir, p.slice('/assets/'.length));
       route.fulfill({ path: file, contentType: types[path.extname(file)] || 'application/octet-stream' });
     },
   );
@@ -210,17 +214,21 @@ async function main() {
     const originReq = await page.textContent('[data-testid=inspector-origin-side]');
     check(originReq.includes('GET /a.bin'), `the origin side does not show the request: ${originReq.slice(0, 200)}`);
 
-    say('DNS: queries from the client namespace appear with their answers');
+    say('DNS: queries from the client namespace appear with their name, rcode, cache state and upstream');
     const answer = await dig('www.test.lab');
     check(answer.includes('10.9.9.9'), `dig answered:\n${answer}`);
     await dig('www.test.lab');
     await tab(page, 'live');
     await filter(page, { service: 'dns', host: 'www.test.lab' });
-    const dnsRow = await until('a DNS row for www.test.lab', async () => (await rows(page))[0]);
+    const dnsRow = await until('a DNS row for www.test.lab', async () => (await rows(page)).find((r) => r.service === 'dns' && r.host.includes('www.test.lab')));
     await page.click(`[data-testid=live-row][data-seq="${dnsRow.seq}"]`);
     await page.waitForSelector('[data-testid=inspector-detail]', { timeout: WAIT });
+    const dnsRecord = await page.textContent('[data-testid=inspector-record]');
+    check(/www\.test\.lab/.test(dnsRecord) && /NOERROR/.test(dnsRecord), `the DNS record: ${dnsRecord}`);
+    const dnsCache = (await page.textContent('[data-testid=inspector-cache-status]')).trim();
+    check(['miss', 'hit', 'kernel_hit', 'local', 'stale'].includes(dnsCache), `the DNS record's cache state is "${dnsCache}"`);
     const dnsDetail = await page.textContent('[data-testid=inspector-detail]');
-    check(dnsDetail.includes('10.9.9.9'), `the DNS record's detail lacks the answer: ${dnsDetail}`);
+    check(dnsDetail.includes(`${ORIGIN}:53`), `the DNS record's detail lacks its upstream: ${dnsDetail}`);
 
     say('rules: an error is flagged at its line and key as you type');
     await tab(page, 'rules');

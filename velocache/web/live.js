@@ -136,14 +136,20 @@ function matches(r, f) {
   return true;
 }
 
+/** Rows already built, by seq: a redraw moves them instead of building new ones, so a click
+ * that lands while the list redraws still reaches its row. */
+const rowCache = new Map();
+let drawnSeqs = '';
+
 function row(r) {
+  const cached = rowCache.get(r.seq);
+  if (cached) return cached;
   const what = r.count > 1 ? `${r.what} ×${r.count}` : r.what;
-  return h(
+  const tr = h(
     'tr',
     {
       testid: 'live-row',
       dataset: { seq: r.seq, service: r.service, id: r.id || '' },
-      class: r.seq === state.selected ? 'selected' : '',
       onclick: () => {
         select(r.seq);
         location.hash = `#/inspector/${r.seq}`;
@@ -160,6 +166,8 @@ function row(r) {
     h('td', { class: 'num' }, micros(r.duration_us)),
     h('td', { class: 'dim', dataset: { col: 'rule' } }, r.rule),
   );
+  rowCache.set(r.seq, tr);
+  return tr;
 }
 
 function draw() {
@@ -174,17 +182,25 @@ function draw() {
   ui.pending.textContent = state.paused && state.pendingWhilePaused ? `${num(state.pendingWhilePaused)} new while paused` : '';
   if (state.paused) return;
   const f = state.filters;
-  const rows = [];
+  const shown = [];
   let matched = 0;
   for (let i = state.records.length - 1; i >= 0; i -= 1) {
     const r = state.records[i];
     if (!matches(r, f)) continue;
     matched += 1;
-    if (rows.length < MAX_ROWS) rows.push(row(r));
+    if (shown.length < MAX_ROWS) shown.push(r);
   }
   ui.shown.textContent = num(matched);
-  mount(ui.body, rows);
-  ui.none.hidden = rows.length > 0;
+  ui.none.hidden = shown.length > 0;
+  const seqs = shown.map((r) => r.seq).join(',');
+  if (seqs !== drawnSeqs) {
+    drawnSeqs = seqs;
+    const rows = shown.map(row);
+    const keep = new Set(shown.map((r) => r.seq));
+    for (const seq of rowCache.keys()) if (!keep.has(seq)) rowCache.delete(seq);
+    mount(ui.body, rows);
+  }
+  for (const [seq, tr] of rowCache) tr.classList.toggle('selected', seq === state.selected);
 }
 
 function filterInput(key, placeholder) {
@@ -238,6 +254,8 @@ export const view = {
         onclick: () => {
           state.records = [];
           state.bySeq.clear();
+          rowCache.clear();
+          drawnSeqs = '';
           state.dirty = true;
         },
       },

@@ -116,12 +116,15 @@ fn dashboard_in_chromium_shows_live_traffic_inspects_edits_rules_and_captures_a_
         .stdin(Stdio::null());
     let (status, out) = run_bounded(cmd, SCRIPT_LIMIT);
     println!("{out}");
-    assert!(
-        status == Some(0),
-        "the browser test failed ({status:?}; a screenshot of the failing page is {}):\n{out}\n--- daemon log (tail) ---\n{}",
-        work.path().join("failure.png").display(),
-        tail(&daemon.log_text(), 60)
-    );
+    if status != Some(0) {
+        // Keep the failing page's screenshot and whatever was downloaded.
+        let kept = work.keep();
+        panic!(
+            "the browser test failed ({status:?}; a screenshot of the failing page is {}):\n{out}\n--- daemon log (tail, without counters) ---\n{}",
+            kept.join("failure.png").display(),
+            tail(&daemon.log_text(), 40)
+        );
+    }
     assert!(
         out.contains("[e2e] PASS"),
         "the script ended without PASS:\n{out}"
@@ -134,8 +137,6 @@ fn dashboard_in_chromium_shows_live_traffic_inspects_edits_rules_and_captures_a_
             png.display()
         );
     }
-    // A captured work directory outlives the test only when it failed (see the message above).
-    drop(work);
 }
 
 /// Run `cmd` with its output to files, killing it after `limit`; (exit code, stdout+stderr).
@@ -173,7 +174,11 @@ fn wait_udp(lab: &Lab, port: u16) {
     panic!("sipp UAS is not listening on UDP {port}");
 }
 
+/// The last `lines` lines of the daemon's log, without the once-a-second counter lines.
 fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
+    let all: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("\"kernel counters\""))
+        .collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
