@@ -21,6 +21,7 @@ mod exhaustion;
 mod fragments;
 mod http;
 mod https;
+mod live;
 mod observe;
 mod origins;
 mod plugins;
