@@ -222,6 +222,29 @@ fn live_feed_shows_requests_and_queries_and_the_inspector_explains_a_hit() {
         r["service"] == "dns" && r["host"] == "www.test.lab." && r["cache"] == "hit"
     });
     assert!(hits["count"].as_u64().unwrap_or(0) >= 1, "{hits}");
+    // The DNS inspector: what the cache holds for the name, as the page and the CLI show it.
+    let shown = browser.get("/v1/dns/show?name=www.test.lab&type=A");
+    let entry = &shown["entries"][0];
+    assert_eq!(entry["rcode"], "NOERROR", "{shown:#}");
+    assert!(entry["hits"].as_u64().unwrap_or(0) >= 1, "{shown:#}");
+    assert!(
+        entry["records"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("10.9.9.9"),
+        "{shown:#}"
+    );
+    let cli = daemon.cli(&lab, &["dns", "show", "www.test.lab", "A"]);
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(
+        text.contains("NOERROR (positive)") && text.contains("IN A 10.9.9.9"),
+        "{text}"
+    );
 
     // The charts close a point every 5 s.
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -27,8 +27,8 @@ use globset::GlobBuilder;
 use thiserror::Error;
 
 use super::api::{
-    CacheEntry, CacheListing, CallsReport, DnsFlushReport, OriginsReport, PluginsReloadReport,
-    PluginsReport, PurgeReport, RecordReport, RecordStart, WarmResult,
+    CacheEntry, CacheListing, CallsReport, DnsFlushReport, DnsShowReport, OriginsReport,
+    PluginsReloadReport, PluginsReport, PurgeReport, RecordReport, RecordStart, WarmResult,
 };
 use crate::config::Glob;
 
@@ -144,6 +144,9 @@ pub trait DnsAdmin: Send + Sync {
     /// Drop the answers for `name` (any type, class or query shape), or every answer; the
     /// kernel's copies go too.
     fn flush(&self, name: Option<&str>) -> Result<DnsFlushReport, AdminError>;
+
+    /// What is stored for `name` and query type `qtype` (`A`, `AAAA`, a number…).
+    fn show(&self, name: &str, qtype: &str) -> Result<DnsShowReport, AdminError>;
 }
 
 /// The origins' health and breakers.

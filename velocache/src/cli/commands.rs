@@ -14,9 +14,9 @@ use super::{
 use crate::{
     admin::api::{
         CaReport, CacheEntry, CacheListing, CacheQuery, CacheShow, CallsReport, DnsFlushReport,
-        DnsFlushRequest, OriginsReport, PurgeReport, PurgeRequest, RecordReport, RecordStart,
-        ReloadReport, RulesReloadReport, RulesReport, StatsReport, StatusReport, StopReport,
-        WarmReport, WarmRequest, paths,
+        DnsFlushRequest, DnsShowReport, OriginsReport, PurgeReport, PurgeRequest, RecordReport,
+        RecordStart, ReloadReport, RulesReloadReport, RulesReport, StatsReport, StatusReport,
+        StopReport, WarmReport, WarmRequest, paths,
     },
     control::{Client, ClientError},
     rules::RuleSet,
@@ -94,6 +94,18 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
                     report.name.as_deref().unwrap_or("every name"),
                     report.kernel
                 );
+            }
+        }
+        AdminCommand::Dns {
+            command: DnsCommand::Show { name, qtype },
+        } => {
+            let report: DnsShowReport = client
+                .get_query(paths::DNS_SHOW, &[("name", &name), ("type", &qtype)])
+                .await?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", super::render_dns::show(&report));
             }
         }
         AdminCommand::Record { command } => return record(&client, command, json).await,

@@ -21,6 +21,7 @@
 mod commands;
 mod plugins;
 mod render;
+mod render_dns;
 mod render_origins;
 pub(crate) mod replay;
 
@@ -248,6 +249,15 @@ pub enum DnsCommand {
     Flush {
         /// The name (`www.example.org`); none: everything.
         name: Option<String>,
+    },
+    /// What the cache holds for NAME and TYPE: each stored answer, its age, the TTL left, the
+    /// upstream it came from, its hits, and the records a client would get now.
+    Show {
+        /// The name (`www.example.org`).
+        name: String,
+        /// The query type (`A`, `AAAA`, `MX`, a number…).
+        #[arg(default_value = "A")]
+        qtype: String,
     },
 }
 

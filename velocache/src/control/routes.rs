@@ -246,6 +246,7 @@ async fn route(
         paths::LIVE_HISTORY,
         paths::LIVE_INSPECT,
         paths::ANALYTICS,
+        paths::DNS_SHOW,
     ];
     match (method.clone(), path.as_str()) {
         (Method::GET, paths::METRICS) => {
@@ -380,6 +381,17 @@ async fn route(
             }
         }
         (Method::GET, paths::ANALYTICS) => ok(&live(plane)?.analytics()),
+        (Method::GET, paths::DNS_SHOW) => {
+            let name = query_param(&req, "name").ok_or_else(|| {
+                ApiError::new(ErrorKind::BadRequest, "the `name` parameter is required")
+            })?;
+            let qtype = query_param(&req, "type").unwrap_or_else(|| "A".into());
+            let dns = plane
+                .hub
+                .dns()
+                .ok_or_else(|| ApiError::not_available("the DNS cache"))?;
+            ok(&dns.show(&name, &qtype)?)
+        }
         (Method::GET, paths::ORIGINS) => {
             let origins = plane
                 .hub
