@@ -106,6 +106,12 @@ impl Subscription {
         }
     }
 
+    /// The reader passes over a record it was given (a rate limit): counted as dropped.
+    pub fn skip(&mut self) {
+        self.dropped += 1;
+        self.live.inner.dropped.inc();
+    }
+
     /// Records dropped for this reader so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
