@@ -210,6 +210,17 @@ fn live_feed_shows_requests_and_queries_and_the_inspector_explains_a_hit() {
     );
     assert!(ex["timing"]["origin_ttfb_ms"].as_f64().is_some(), "{ex:#}");
     assert_eq!(ex["timing"]["bytes_from_origin"], 20_000);
+    // The same through the CLI (the same admin API, over the root-only socket).
+    let cli = daemon.cli(&lab, &["live", "--limit", "100"]);
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success() && text.contains("GET /live.bin hit 20000B"),
+        "{text}"
+    );
+    let id = hit["id"].as_str().unwrap_or_default();
+    let cli = daemon.cli(&lab, &["inspect", id]);
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(text.contains("cache: hit — Fresh in the cache"), "{text}");
     let (code, gone) = browser.call("GET", "/v1/live/inspect?id=nope", None);
     assert_eq!(code, 404, "{gone}");
 

@@ -108,6 +108,19 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
                 print!("{}", super::render_dns::show(&report));
             }
         }
+        AdminCommand::Live { limit, follow } => {
+            super::render_live::live(&client, limit, follow, json).await?;
+        }
+        AdminCommand::Inspect { id } => {
+            let ex: crate::live::Exchange = client
+                .get_query(paths::LIVE_INSPECT, &[("id", &id)])
+                .await?;
+            if json {
+                print_json(&ex);
+            } else {
+                print!("{}", super::render_live::exchange(&ex));
+            }
+        }
         AdminCommand::Record { command } => return record(&client, command, json).await,
         AdminCommand::Plugins { command } => {
             return super::plugins::run(&client, command, json).await;

@@ -22,6 +22,7 @@ mod commands;
 mod plugins;
 mod render;
 mod render_dns;
+mod render_live;
 mod render_origins;
 pub(crate) mod replay;
 
@@ -128,6 +129,22 @@ pub enum AdminCommand {
     Origins,
     /// Print the Prometheus metrics (OpenMetrics text) the daemon serves at `/metrics`.
     Metrics,
+    /// What the gateway is doing now: the live feed's last records (requests, queries, SIP
+    /// messages, TLS flows) as the dashboard shows them; needs `[admin] web_listen`.
+    Live {
+        /// Records to show (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Keep printing new records as they come (Ctrl-C to stop).
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// One HTTP(S) request from the live feed, as the dashboard's inspector shows it: heads on
+    /// both sides, the cache's decision and why, timing.
+    Inspect {
+        /// Its trace id (the `id` of its live record, the `trace_id` of its log line).
+        id: String,
+    },
     /// Record one host's requests and responses to a HAR 1.2 file (secrets in headers
     /// redacted).
     Record {
