@@ -29,7 +29,10 @@ pub(super) async fn live(
         print!("{}", line(r, json));
         last = r.seq;
     }
-    while follow {
+    if !follow {
+        return Ok(());
+    }
+    loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let h: History = client.get(paths::LIVE_HISTORY).await?;
         let new: Vec<&Record> = h.records.iter().filter(|r| r.seq > last).collect();
@@ -47,7 +50,6 @@ pub(super) async fn live(
             last = r.seq;
         }
     }
-    Ok(())
 }
 
 /// One record as one line (or one JSON object).
