@@ -180,9 +180,9 @@ fn replace_and_reload(
 ) -> Result<ApplyReport, ApiError> {
     let prev = rules_file::prev_path(real);
     if let Some(old) = keep_as_prev {
-        rules_file::write_atomic(&prev, old)?;
+        rules_file::write_atomic(&prev, old, real)?;
     }
-    rules_file::write_atomic(real, new)?;
+    rules_file::write_atomic(real, new, real)?;
     let reload = plane.reload_rules_locked();
     let Some(refusal) = reload.error.clone() else {
         return Ok(ApplyReport {
@@ -198,11 +198,11 @@ fn replace_and_reload(
     warn!(file = %file.display(), error = %refusal,
         "the reload refused the rules file just written; putting the previous one back");
     match &before.text {
-        Some(t) => rules_file::write_atomic(real, t)?,
+        Some(t) => rules_file::write_atomic(real, t, real)?,
         None => rules_file::remove(real)?,
     }
     match &before.prev {
-        Some(t) => rules_file::write_atomic(&prev, t)?,
+        Some(t) => rules_file::write_atomic(&prev, t, real)?,
         None => rules_file::remove(&prev)?,
     }
     Ok(ApplyReport {

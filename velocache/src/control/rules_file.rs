@@ -91,15 +91,16 @@ pub(crate) fn remove(path: &Path) -> Result<(), RulesFileError> {
     }
 }
 
-/// Replace `path` with `text` atomically, keeping its mode and owner (a new file gets 0644, as
-/// the packaged rules file has).
-pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), RulesFileError> {
+/// Replace `path` with `text` atomically, with the mode and owner of `like` (the rules file
+/// itself, also for `<file>.prev`: a copy is as private as the file), else of `path`, else 0644
+/// as the packaged rules file has.
+pub(crate) fn write_atomic(path: &Path, text: &str, like: &Path) -> Result<(), RulesFileError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let old = fs::metadata(path).ok();
+    let old = fs::metadata(like).or_else(|_| fs::metadata(path)).ok();
     let mode = old
         .as_ref()
         .map_or(0o644, |m| m.permissions().mode() & 0o7777);
@@ -149,7 +150,7 @@ mod tests {
         let file = dir.path().join("rules.toml");
         fs::write(&file, "old\n").unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
-        write_atomic(&file, "new\n").unwrap();
+        write_atomic(&file, "new\n", &file).unwrap();
         assert_eq!(fs::read_to_string(&file).unwrap(), "new\n");
         assert_eq!(
             fs::metadata(&file).unwrap().permissions().mode() & 0o7777,
@@ -169,7 +170,7 @@ mod tests {
         let blocked = dir.path().join("blocked");
         fs::create_dir(&blocked).unwrap();
         fs::write(blocked.join("x"), "").unwrap();
-        let e = write_atomic(&blocked, "new\n").unwrap_err();
+        let e = write_atomic(&blocked, "new\n", &blocked).unwrap_err();
         assert!(e.to_string().contains("rename into place"), "{e}");
         assert_eq!(fs::read_to_string(&file).unwrap(), "old\n");
         let names: Vec<String> = fs::read_dir(dir.path())
@@ -187,7 +188,7 @@ mod tests {
         let link = dir.path().join("rules.toml");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let real = real_path(&link);
-        write_atomic(&real, "new\n").unwrap();
+        write_atomic(&real, "new\n", &real).unwrap();
         assert!(
             fs::symlink_metadata(&link)
                 .unwrap()
@@ -196,5 +197,19 @@ mod tests {
         );
         assert_eq!(fs::read_to_string(&link).unwrap(), "new\n");
         assert_eq!(prev_path(&real), dir.path().join("real.toml.prev"));
+    }
+
+    #[test]
+    fn the_previous_copy_is_as_private_as_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rules.toml");
+        fs::write(&file, "old\n").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        let prev = prev_path(&file);
+        write_atomic(&prev, "old\n", &file).unwrap();
+        assert_eq!(
+            fs::metadata(&prev).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
     }
 }

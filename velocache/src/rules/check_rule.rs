@@ -169,12 +169,12 @@ pub(super) fn rule(p: &mut Problems<'_>, index: usize, item: &Spanned<DeValue<'_
     let rule = build(p, &t);
     let rule = match rule {
         Some(mut rule) if p.count() == before => {
-            if let Some(v) = t.value("fault") {
-                if let Some(raw) = p.decode::<RawFault>(v, &t.key("fault"), &t.prefix("fault")) {
-                    match fault::validate(raw, &rule) {
-                        Ok(f) => rule.fault = Some(f),
-                        Err(reason) => fault_problem(p, &t, reason),
-                    }
+            if let Some(v) = t.value("fault")
+                && let Some(raw) = p.decode::<RawFault>(v, &t.key("fault"), &t.prefix("fault"))
+            {
+                match fault::validate(raw, &rule) {
+                    Ok(f) => rule.fault = Some(f),
+                    Err(reason) => fault_problem(p, &t, reason),
                 }
             }
             (p.count() == before).then_some(rule)
