@@ -84,29 +84,40 @@ fn rules_apply_refuses_errors_applies_a_fixed_file_for_the_next_request_and_undo
     assert_eq!(std::fs::read_to_string(&rules).unwrap(), OPEN);
     assert_eq!(status_of_a(&lab), "200");
 
-    // The dry run of the fixed file sees the request just made.
+    // The dry run of the fixed file: the new rule would decide the requests just made (two
+    // GETs of /a.bin; the live record of the last one may still be on its way).
     let fixed = write(&files.path().join("fixed.toml"), DENY_A);
-    let out = cli(
-        &lab,
-        &daemon,
-        &[
-            "rules",
-            "dry-run",
-            &fixed.display().to_string(),
-            "--limit",
-            "100",
-            "--json",
-        ],
-    );
-    assert_eq!(
-        out.code, 0,
-        "stdout: {}\nstderr: {}",
-        out.stdout, out.stderr
-    );
-    let dry = out.json();
+    let mut dry = serde_json::Value::Null;
+    for _ in 0..50 {
+        let out = cli(
+            &lab,
+            &daemon,
+            &[
+                "rules",
+                "dry-run",
+                &fixed.display().to_string(),
+                "--limit",
+                "100",
+                "--json",
+            ],
+        );
+        assert_eq!(
+            out.code, 0,
+            "stdout: {}\nstderr: {}",
+            out.stdout, out.stderr
+        );
+        dry = out.json();
+        if dry["rules"][1]["count"].as_u64() >= Some(2) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert_eq!(dry["ok"], true, "{dry}");
     assert_eq!(dry["rules"][1]["name"], "no-a", "{dry}");
     assert_eq!(dry["rules"][1]["action"], "deny", "{dry}");
+    assert_eq!(dry["rules"][1]["count"], 2, "{dry}");
+    assert_eq!(dry["rules"][1]["matches"][0]["what"], "GET /a.bin", "{dry}");
+    assert_eq!(dry["rules"][0]["count"], 0, "{dry}");
 
     // The fixed file: written, reloaded, and the next request follows it.
     let out = cli(
