@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::{ApiError, Reply, body, ok};
 use crate::{
     admin::{
-        api::ErrorKind,
+        api::{ErrorKind, RulesReloadReport},
         rules_api::{
             ApplyReport, ApplyRequest, DryRunReport, DryRunRequest, RuleError, RulesCheckReport,
             RulesSource, RulesText, paths,
@@ -163,27 +163,30 @@ fn configured(plane: &ControlPlane) -> Result<std::path::PathBuf, ApiError> {
 }
 
 /// The files as they were, to put back when a reload refuses what was written.
-struct Before {
+pub(super) struct Before {
+    /// The rules file's text (none: there was no file).
     text: Option<String>,
+    /// `<file>.prev`'s text (none: there was none).
     prev: Option<String>,
 }
 
-/// Replace the rules file with `new` (keeping `keep_as_prev` as the previous content), reload,
-/// and put everything back if the reload refuses it. The reload lock is held by the caller.
+/// Replace the rules file with `new` (keeping `keep_as_prev` as the previous content), reload
+/// (`reload`: the daemon's rules reload, under the lock the caller holds), and put both files
+/// back as they were if the reload refuses what was written.
 fn replace_and_reload(
-    plane: &ControlPlane,
     file: &std::path::Path,
     real: &std::path::Path,
     new: &str,
     keep_as_prev: Option<&str>,
     before: Before,
+    reload: impl FnOnce() -> RulesReloadReport,
 ) -> Result<ApplyReport, ApiError> {
     let prev = rules_file::prev_path(real);
     if let Some(old) = keep_as_prev {
         rules_file::write_atomic(&prev, old, real)?;
     }
     rules_file::write_atomic(real, new, real)?;
-    let reload = plane.reload_rules_locked();
+    let reload = reload();
     let Some(refusal) = reload.error.clone() else {
         return Ok(ApplyReport {
             applied: true,
@@ -257,7 +260,9 @@ async fn apply(plane: &ControlPlane, q: &ApplyRequest) -> Result<ApplyReport, Ap
     // Applying the text the file already has keeps the previous file as it is (an undo still
     // goes back to it).
     let keep = text.as_deref().filter(|t| *t != q.text);
-    let report = replace_and_reload(plane, &file, &real, &q.text, keep, before)?;
+    let report = replace_and_reload(&file, &real, &q.text, keep, before, || {
+        plane.reload_rules_locked()
+    })?;
     info!(file = %file.display(), applied = report.applied, restored = report.restored,
         rules = report.reload.as_ref().map_or(0, |r| r.rules), "rules file applied through the admin API");
     Ok(report)
@@ -294,7 +299,9 @@ async fn undo(plane: &ControlPlane) -> Result<ApplyReport, ApiError> {
         prev: Some(prev.clone()),
     };
     // The file being replaced becomes the previous one: a second undo goes forward again.
-    let report = replace_and_reload(plane, &file, &real, &prev, text.as_deref(), before)?;
+    let report = replace_and_reload(&file, &real, &prev, text.as_deref(), before, || {
+        plane.reload_rules_locked()
+    })?;
     info!(file = %file.display(), applied = report.applied, restored = report.restored,
         "rules file put back to its previous version through the admin API");
     Ok(report)

@@ -29,6 +29,8 @@ use crate::{
     rules::Rules,
 };
 
+use crate::admin::api::RulesReloadReport;
+
 const FIRST: &str = "[[rule]]\nname = \"ads\"\nmatch_host = \"*.ads.lab\"\naction = \"deny\"\n";
 const SECOND: &str = "[[rule]]\nname = \"ads\"\nmatch_host = \"*.ads.lab\"\naction = \"deny\"\n\n[[rule]]\nname = \"media\"\nmatch_host = \"media.lab\"\naction = \"cache\"\n";
 const BROKEN: &str = "[[rule]]\nname = \"ads\"\nmatch_host = \"*.ads.lab\"\naction = \"deny\"\n\n[[rule]]\nname = \"media\"\nmatch_host = \"media.lab\"\naction = \"cahce\"\n";
@@ -369,4 +371,32 @@ async fn dry_run_counts_the_live_history_per_rule_and_needs_the_feed() {
     // The rules in force did not change.
     assert_eq!(r.names(), ["ads"]);
     r.stop().await;
+}
+
+#[test]
+fn a_file_the_reload_still_refuses_is_replaced_by_the_previous_one() {
+    use super::{Before, replace_and_reload, rules_file};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.toml");
+    let prev = rules_file::prev_path(&file);
+    std::fs::write(&file, FIRST).unwrap();
+    std::fs::write(&prev, "# older\n").unwrap();
+    let before = Before {
+        text: Some(FIRST.into()),
+        prev: Some("# older\n".into()),
+    };
+    let report = replace_and_reload(&file, &file, SECOND, Some(FIRST), before, || {
+        // What the daemon saw when it reloaded: the new file.
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), SECOND);
+        RulesReloadReport {
+            file: Some(file.display().to_string()),
+            rules: 1,
+            error: Some("rules.toml:1: refused".into()),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{}", e.body.error));
+    assert!(!report.applied && report.restored, "{report:?}");
+    assert_eq!(report.errors[0].message, "rules.toml:1: refused");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), FIRST);
+    assert_eq!(std::fs::read_to_string(&prev).unwrap(), "# older\n");
 }
