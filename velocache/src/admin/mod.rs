@@ -9,6 +9,7 @@
 
 pub mod api;
 mod plugin_api;
+pub mod rules_api;
 pub mod seams;
 
 pub use seams::{

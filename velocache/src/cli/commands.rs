@@ -1,9 +1,6 @@
 //! Running one admin command: the API call and its output (table or `--json`), and the exit
 //! code its outcome maps to.
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -19,10 +16,9 @@ use crate::{
         StopReport, WarmReport, WarmRequest, paths,
     },
     control::{Client, ClientError},
-    rules::RuleSet,
 };
 
-fn print_json<T: Serialize>(value: &T) {
+pub(super) fn print_json<T: Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("velocache: error: rendering JSON: {e}"),
@@ -35,7 +31,7 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
         command: RulesCommand::Check { file },
     } = &command
     {
-        return rules_check(file, opts.json);
+        return super::rules_edit::check(file, opts.json);
     }
     let timeout = Duration::from_secs(opts.timeout.max(1));
     // `replay` needs no daemon either: the CLI is the client.
@@ -137,26 +133,6 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
                 print!("{}", ca.pem);
             }
         }
-    }
-    Ok(exit::OK)
-}
-
-fn rules_check(file: &Path, json: bool) -> Result<u8, CliError> {
-    let set = RuleSet::load(file)?;
-    if json {
-        print_json(&serde_json::json!({
-            "file": file.display().to_string(),
-            "ok": true,
-            "rules": set.rules.len(),
-            "warmup_urls": set.warmup_urls.len(),
-        }));
-    } else {
-        println!(
-            "{}: ok, {} rules, {} warm-up URLs",
-            file.display(),
-            set.rules.len(),
-            set.warmup_urls.len()
-        );
     }
     Ok(exit::OK)
 }
@@ -264,7 +240,14 @@ async fn record(client: &Client, command: RecordCommand, json: bool) -> Result<u
 
 async fn rules(client: &Client, command: RulesCommand, json: bool) -> Result<u8, CliError> {
     match command {
-        RulesCommand::Check { file } => rules_check(&file, json),
+        RulesCommand::Check { file } => super::rules_edit::check(&file, json),
+        RulesCommand::Apply { file, base_hash } => {
+            super::rules_edit::apply(client, &file, base_hash, json).await
+        }
+        RulesCommand::Undo => super::rules_edit::undo(client, json).await,
+        RulesCommand::DryRun { file, limit } => {
+            super::rules_edit::dry_run(client, &file, limit, json).await
+        }
         RulesCommand::Show => {
             let rules: RulesReport = client.get(paths::RULES).await?;
             if json {

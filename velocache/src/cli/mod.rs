@@ -25,6 +25,7 @@ mod render_dns;
 mod render_live;
 mod render_origins;
 pub(crate) mod replay;
+mod rules_edit;
 
 use std::path::{Path, PathBuf};
 
@@ -232,10 +233,34 @@ pub enum CacheCommand {
 /// `velocache rules …`
 #[derive(Subcommand, Debug, Clone)]
 pub enum RulesCommand {
-    /// Check a rules file without a daemon; exit 1 with `FILE:LINE: reason` if it is bad.
+    /// Check a rules file without a daemon; exit 1 with every `FILE:LINE: KEY: reason` if it
+    /// is bad.
     Check {
         /// The rules file.
         file: PathBuf,
+    },
+    /// Replace the daemon's rules file with FILE's text and reload it: checked first (nothing
+    /// is written if it has errors; exit 1), written atomically, the previous file kept for
+    /// `rules undo`.
+    Apply {
+        /// The new rules.
+        file: PathBuf,
+        /// Refuse unless the daemon's file still has this SHA-256 (from `GET /v1/rules/source`):
+        /// nobody changed it since.
+        #[arg(long, value_name = "SHA256")]
+        base_hash: Option<String>,
+    },
+    /// Put the daemon's previous rules file back (the one before the last apply) and reload;
+    /// a second undo goes forward again.
+    Undo,
+    /// Which of the daemon's recent requests and queries (the live feed's history) each rule of
+    /// FILE would decide, without applying it.
+    DryRun {
+        /// The candidate rules.
+        file: PathBuf,
+        /// How many of the latest records to try (0: every record the feed keeps).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        limit: usize,
     },
     /// Re-read the daemon's rules file (a bad file keeps the rules in force; exit 1).
     Reload,

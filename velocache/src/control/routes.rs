@@ -22,6 +22,9 @@ use crate::admin::{
     seams::{AdminError, RecordAdmin, UrlPattern},
 };
 
+#[path = "routes_rules.rs"]
+mod routes_rules;
+
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
 /// `cache ls` without a limit.
@@ -221,6 +224,9 @@ async fn route(
 ) -> Result<Reply, ApiError> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if routes_rules::handles(&path) {
+        return routes_rules::route_rules(plane, &method, &path, req).await;
+    }
     let known = [
         paths::STATUS,
         paths::STATS,
