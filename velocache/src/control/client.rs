@@ -109,6 +109,11 @@ impl Client {
         self.decode(&bytes)
     }
 
+    /// `GET path`, the answer's bytes as they are (a pcap file).
+    pub async fn get_bytes(&self, path: &str) -> Result<Bytes, ClientError> {
+        self.call(Method::GET, path, None).await
+    }
+
     /// `GET path`, text answer (`/metrics`).
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let bytes = self.call(Method::GET, path, None).await?;

@@ -22,6 +22,9 @@ use crate::admin::{
     seams::{AdminError, RecordAdmin, UrlPattern},
 };
 
+#[path = "routes_calls.rs"]
+mod calls;
+
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
 /// `cache ls` without a limit.
@@ -172,6 +175,9 @@ async fn route(
 ) -> Result<Reply, ApiError> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if path.starts_with("/v1/calls/") {
+        return calls::route_calls(plane, &method, &path, req).await;
+    }
     let known = [
         paths::STATUS,
         paths::STATS,

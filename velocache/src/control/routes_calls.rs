@@ -1,0 +1,168 @@
+//! The admin API's call routes (`/v1/calls/…` below the list itself): one call's ladder and
+//! media figures, starting and stopping its capture, and its pcap. Requests come from
+//! `routes::route`; answers go back as JSON, or as `application/vnd.tcpdump.pcap` for the pcap.
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use tracing::info;
+
+use super::{ApiError, Reply, body, ok};
+use crate::{
+    admin::{
+        CallsAdmin,
+        api::ErrorKind,
+        calls_api::{CaptureRequest, calls_paths},
+    },
+    control::plane::ControlPlane,
+};
+
+/// The pcap media type (IANA).
+pub const PCAP_CONTENT_TYPE: &str = "application/vnd.tcpdump.pcap";
+
+fn observer(plane: &ControlPlane) -> Result<Arc<dyn CallsAdmin>, ApiError> {
+    plane
+        .hub
+        .calls()
+        .ok_or_else(|| ApiError::not_available("SIP call observation"))
+}
+
+/// Percent-decode a query value (`+` is a space); `None` for a bad escape or non-UTF-8.
+fn decode(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The `call_id` parameter of a query string.
+fn call_id_param(query: Option<&str>) -> Result<String, ApiError> {
+    let missing = || ApiError::new(ErrorKind::BadRequest, "the query needs call_id=CALL-ID");
+    let raw = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("call_id="))
+        .ok_or_else(missing)?;
+    let id = decode(raw).ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::BadRequest,
+            "call_id is not a valid percent-encoded string",
+        )
+    })?;
+    if id.is_empty() {
+        return Err(missing());
+    }
+    Ok(id)
+}
+
+fn call_id_body(q: CaptureRequest) -> Result<String, ApiError> {
+    if q.call_id.is_empty() {
+        return Err(ApiError::new(ErrorKind::BadRequest, "call_id is empty"));
+    }
+    Ok(q.call_id)
+}
+
+/// Answer a request below `/v1/calls/`.
+pub(super) async fn route_calls(
+    plane: &Arc<ControlPlane>,
+    method: &Method,
+    path: &str,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Reply, ApiError> {
+    let query = req.uri().query().map(str::to_string);
+    match (method.clone(), path) {
+        (Method::GET, calls_paths::SHOW) => {
+            let id = call_id_param(query.as_deref())?;
+            ok(&observer(plane)?.show(&id)?)
+        }
+        (Method::POST, calls_paths::CAPTURE) => {
+            let id = call_id_body(body(req).await?)?;
+            let status = observer(plane)?.capture_start(&id)?;
+            info!(service = "sip", call_id = %id, "call capture started through the admin API");
+            ok(&status)
+        }
+        (Method::POST, calls_paths::CAPTURE_STOP) => {
+            let id = call_id_body(body(req).await?)?;
+            ok(&observer(plane)?.capture_stop(&id)?)
+        }
+        (Method::GET, calls_paths::PCAP) => {
+            let id = call_id_param(query.as_deref())?;
+            let file = observer(plane)?.pcap(&id)?;
+            let mut r = Response::new(Full::new(Bytes::from(file)));
+            *r.status_mut() = StatusCode::OK;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(PCAP_CONTENT_TYPE),
+            );
+            // The Call-ID may hold anything: the file name keeps only safe characters.
+            let name: String = id
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .take(100)
+                .collect();
+            if let Ok(v) =
+                header::HeaderValue::from_str(&format!("attachment; filename=\"{name}.pcap\""))
+            {
+                r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            Ok(r)
+        }
+        (
+            m,
+            p @ (calls_paths::SHOW
+            | calls_paths::CAPTURE
+            | calls_paths::CAPTURE_STOP
+            | calls_paths::PCAP),
+        ) => Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!("{p} does not take {m}"),
+        )),
+        (_, p) => Err(ApiError::new(
+            ErrorKind::NoSuchEndpoint,
+            format!("no endpoint {p}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_are_percent_decoded_from_the_query() {
+        assert_eq!(
+            call_id_param(Some("x=1&call_id=1-2%4010.0.0.1")).ok(),
+            Some("1-2@10.0.0.1".to_string())
+        );
+        assert_eq!(call_id_param(Some("call_id=a+b")).ok(), Some("a b".into()));
+        assert!(call_id_param(Some("call_id=%zz")).is_err());
+        assert!(call_id_param(Some("call_id=%4")).is_err());
+        assert!(call_id_param(Some("call_id=%ff")).is_err(), "not UTF-8");
+        assert!(call_id_param(Some("call_id=")).is_err());
+        assert!(call_id_param(None).is_err());
+    }
+}
