@@ -31,7 +31,7 @@ pub struct CallShow {
     pub from: String,
     /// To URI.
     pub to: String,
-    /// Every message, oldest first (the latest [`MAX_LADDER`](CallShow) kept per call).
+    /// Every message, oldest first (a call keeps its latest 200).
     pub messages: Vec<LadderMessage>,
     /// Older messages no longer kept (a call that looped past the bound).
     pub omitted: u64,

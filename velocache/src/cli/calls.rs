@@ -144,12 +144,11 @@ pub(super) fn render_show(s: &CallShow) -> String {
         let width = ((hi - lo) * COL).max(4);
         let label = format!(" {} ({}) ", m.label, m.cseq);
         let body_len = width.saturating_sub(2);
-        let mut arrow: String = if a <= b {
+        let arrow: String = if a <= b {
             format!("{:-<body_len$}->", format!("-{label}"))
         } else {
             format!("<-{:-<body_len$}", format!("-{label}"))
         };
-        arrow.truncate(arrow.len().max(width));
         line.push_str(&arrow);
         let _ = writeln!(out, "{line}  {} {}B", m.transport, m.bytes);
     }
