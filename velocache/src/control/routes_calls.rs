@@ -166,3 +166,7 @@ mod tests {
         assert!(call_id_param(None).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "routes_calls_tests.rs"]
+mod api_tests;
