@@ -84,6 +84,13 @@ impl Ladders {
         }
     }
 
+    /// Whether a message of `call_id` would be kept (`new_call`: it starts the call).
+    pub fn wants(&self, call_id: &str, new_call: bool) -> bool {
+        new_call
+            || self.active.contains_key(call_id)
+            || self.ended.iter().any(|(c, _)| c == call_id)
+    }
+
     /// The call ended: keep its ladder with how it ended and its media figures.
     pub fn end(&mut self, call_id: &str, outcome: &str, streams: Vec<StreamFigures>) {
         let Some(mut l) = self.active.remove(call_id) else {

@@ -76,6 +76,13 @@ impl Observer {
         let Some(call_id) = msg.call_id.as_deref() else {
             return;
         };
+        // A REGISTER or OPTIONS with the dashboard off: nothing to keep.
+        if self.live.is_none()
+            && !st.ladders.wants(call_id, new_call)
+            && !st.captures.is_active(call_id)
+        {
+            return;
+        }
         let ts_us = unix_us();
         let (label, status) = match &msg.start {
             StartLine::Request { method, .. } => (method.to_string(), method.to_string()),
