@@ -4,7 +4,7 @@
 //! Packets enter as [`Packet`]s — RTP frames the kernel copied (their Ethernet header already
 //! cut off) and SIP messages the daemon saw in userspace, wrapped in a synthesised IP/UDP
 //! header by [`udp_packet`] with their real addresses and ports — and leave as the bytes of one
-//! pcap file ([`file`]) that tcpdump, tshark and Wireshark read.
+//! pcap file ([`file()`]) that tcpdump, tshark and Wireshark read.
 use std::net::{IpAddr, SocketAddr};
 
 /// pcap's magic number (microsecond timestamps), written little-endian.
