@@ -108,16 +108,32 @@ fn a_call_captured_with_the_cli_holds_its_sip_and_the_fast_paths_rtp_both_ways()
     let status = uac.wait_timeout(Duration::from_secs(60)).unwrap();
     assert!(status.success(), "sipp UAC failed:\n{}", uac.stdout());
 
-    // The SIP messages of the capture's time, with their real addresses and ports.
+    // The call's SIP with real addresses and ports: its setup (kept since the INVITE), and
+    // what came during the capture.
     let sip = tshark(
         &file,
         "sip",
-        &["ip.src", "udp.srcport", "sip.Method", "sip.Status-Code"],
+        &[
+            "ip.src",
+            "udp.srcport",
+            "sip.Method",
+            "sip.Status-Code",
+            "sip.CSeq.method",
+        ],
     );
-    let bye = format!("{}\t5061\tBYE\t", addr::CLIENT);
-    let ok = format!("{}\t5060\t\t200", addr::ORIGIN);
-    assert!(sip.contains(&bye), "BYE missing: {sip:?}");
-    assert!(sip.contains(&ok), "200 OK to the BYE missing: {sip:?}");
+    let (client, far) = (
+        format!("{}\t5061", addr::CLIENT),
+        format!("{}\t5060", addr::ORIGIN),
+    );
+    for want in [
+        format!("{client}\tINVITE\t\tINVITE"),
+        format!("{far}\t\t200\tINVITE"),
+        format!("{client}\tACK\t\tACK"),
+        format!("{client}\tBYE\t\tBYE"),
+        format!("{far}\t\t200\tBYE"),
+    ] {
+        assert!(sip.contains(&want), "{want:?} missing: {sip:?}");
+    }
     // RTP in both directions, every packet of which the kernel forwarded itself.
     let rtp = tshark(
         &file,

@@ -7,7 +7,13 @@
 //! call ends ([`Ladders::end`]) the ladder moves, with the call's final state and media figures,
 //! to a list of the last [`MAX_ENDED`] ended calls, where late messages (the 200 OK to a BYE)
 //! still join it. [`Ladders::get`] reads one back.
-use std::collections::{HashMap, VecDeque};
+//!
+//! While a call is in progress its first messages' bytes are kept too (up to [`RAW_BUDGET`]), so
+//! that a capture started in mid-call still opens with the INVITE and its answer.
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+};
 
 use crate::admin::calls_api::{LadderMessage, StreamFigures};
 
@@ -15,6 +21,8 @@ use crate::admin::calls_api::{LadderMessage, StreamFigures};
 pub const MAX_MESSAGES: usize = 200;
 /// Ended calls kept.
 pub const MAX_ENDED: usize = 100;
+/// Bytes of a call's first messages kept while it is in progress (INVITE, 1xx, 200, ACK fit).
+pub const RAW_BUDGET: usize = 8 << 10;
 /// Calls in progress tracked at most (the call table has its own, usually lower, bound).
 const MAX_ACTIVE: usize = 100_000;
 
@@ -33,9 +41,32 @@ pub struct Ladder {
     pub outcome: Option<String>,
     /// Once ended: the media figures at the end.
     pub streams: Vec<StreamFigures>,
+    /// While in progress: the first messages as received (within [`RAW_BUDGET`]).
+    pub raw: Vec<RawMessage>,
+    raw_bytes: usize,
+}
+
+/// One message's bytes as received, for a capture started later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// Unix microseconds.
+    pub ts_us: u64,
+    /// Sender.
+    pub src: SocketAddr,
+    /// Destination.
+    pub dst: SocketAddr,
+    /// The message.
+    pub bytes: Vec<u8>,
 }
 
 impl Ladder {
+    fn keep_raw(&mut self, raw: RawMessage) {
+        if self.outcome.is_none() && self.raw_bytes + raw.bytes.len() <= RAW_BUDGET {
+            self.raw_bytes += raw.bytes.len();
+            self.raw.push(raw);
+        }
+    }
+
     fn push(&mut self, m: LadderMessage) {
         if self.messages.len() == MAX_MESSAGES {
             self.messages.pop_front();
@@ -64,9 +95,11 @@ impl Ladders {
         from: &str,
         to: &str,
         m: LadderMessage,
+        raw: RawMessage,
     ) {
         if let Some(l) = self.active.get_mut(call_id) {
             l.push(m);
+            l.keep_raw(raw);
             return;
         }
         if !new_call && let Some((_, l)) = self.ended.iter_mut().rev().find(|(c, _)| c == call_id) {
@@ -80,6 +113,7 @@ impl Ladders {
                 ..Ladder::default()
             };
             l.push(m);
+            l.keep_raw(raw);
             self.active.insert(call_id.to_string(), l);
         }
     }
@@ -98,6 +132,8 @@ impl Ladders {
         };
         l.outcome = Some(outcome.to_string());
         l.streams = streams;
+        l.raw = Vec::new();
+        l.raw_bytes = 0;
         if self.ended.len() == MAX_ENDED {
             self.ended.pop_front();
         }
@@ -120,6 +156,15 @@ impl Ladders {
 mod tests {
     use super::*;
 
+    fn raw(cseq: u32) -> RawMessage {
+        RawMessage {
+            ts_us: u64::from(cseq),
+            src: "10.0.0.1:5060".parse().unwrap(),
+            dst: "10.0.0.2:5060".parse().unwrap(),
+            bytes: vec![b'x'; 1000],
+        }
+    }
+
     fn msg(label: &str, cseq: u32) -> LadderMessage {
         LadderMessage {
             ts_ms: u64::from(cseq),
@@ -133,9 +178,9 @@ mod tests {
     #[test]
     fn a_looping_call_keeps_its_latest_messages_and_counts_the_rest() {
         let mut l = Ladders::default();
-        l.record("c", true, "a", "b", msg("INVITE", 0));
+        l.record("c", true, "a", "b", msg("INVITE", 0), raw(0));
         for i in 1..=(MAX_MESSAGES as u32 + 49) {
-            l.record("c", false, "", "", msg("OPTIONS", i));
+            l.record("c", false, "", "", msg("OPTIONS", i), raw(i));
         }
         let c = l.get("c").unwrap();
         assert_eq!(c.messages.len(), MAX_MESSAGES);
@@ -143,26 +188,33 @@ mod tests {
         assert_eq!(c.messages.front().unwrap().ts_ms, 50);
         assert_eq!(c.messages.back().unwrap().ts_ms, MAX_MESSAGES as u64 + 49);
         assert_eq!((c.from.as_str(), c.to.as_str()), ("a", "b"));
+        assert_eq!(
+            c.raw.len(),
+            RAW_BUDGET / 1000,
+            "the first messages' bytes, within the budget"
+        );
+        assert_eq!(c.raw[0].ts_us, 0);
     }
 
     #[test]
     fn messages_of_unknown_calls_are_not_kept() {
         let mut l = Ladders::default();
-        l.record("reg", false, "", "", msg("REGISTER", 1));
+        l.record("reg", false, "", "", msg("REGISTER", 1), raw(1));
         assert!(l.get("reg").is_none());
     }
 
     #[test]
     fn an_ended_call_stays_readable_and_takes_late_messages() {
         let mut l = Ladders::default();
-        l.record("c", true, "a", "b", msg("INVITE", 1));
-        l.record("c", false, "", "", msg("BYE", 2));
+        l.record("c", true, "a", "b", msg("INVITE", 1), raw(1));
+        l.record("c", false, "", "", msg("BYE", 2), raw(2));
         l.end("c", "completed", vec![StreamFigures::default()]);
-        l.record("c", false, "", "", msg("200 OK", 2));
+        l.record("c", false, "", "", msg("200 OK", 2), raw(2));
         let c = l.get("c").unwrap();
         assert_eq!(c.outcome.as_deref(), Some("completed"));
         assert_eq!(c.messages.len(), 3);
         assert_eq!(c.streams.len(), 1);
+        assert!(c.raw.is_empty(), "an ended call keeps no bytes");
     }
 
     #[test]
@@ -170,7 +222,7 @@ mod tests {
         let mut l = Ladders::default();
         for i in 0..=MAX_ENDED {
             let id = format!("c{i}");
-            l.record(&id, true, "", "", msg("INVITE", 1));
+            l.record(&id, true, "", "", msg("INVITE", 1), raw(1));
             l.end(&id, "completed", Vec::new());
         }
         assert!(l.get("c0").is_none());

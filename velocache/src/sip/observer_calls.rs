@@ -18,6 +18,7 @@ use crate::{
     sip::{
         dialog::{CallKey, Side},
         hop::Hop,
+        ladder::RawMessage,
         media::PlannedFlow,
         message::{SipMessage, StartLine},
     },
@@ -107,8 +108,20 @@ impl Observer {
             cseq: cseq.clone(),
             bytes: bytes.len() as u64,
         };
-        st.ladders
-            .record(call_id, new_call, &party(&msg.from), &party(&msg.to), m);
+        let raw = RawMessage {
+            ts_us,
+            src: hop.src(),
+            dst: hop.dst(),
+            bytes: bytes.to_vec(),
+        };
+        st.ladders.record(
+            call_id,
+            new_call,
+            &party(&msg.from),
+            &party(&msg.to),
+            m,
+            raw,
+        );
         if !st.captures.sip(call_id, ts_us, hop.src(), hop.dst(), bytes) {
             self.capture_full(st, call_id);
         }
@@ -253,10 +266,21 @@ impl CallsAdmin for Observer {
                 "no call {call_id} in progress (only calls in progress can be captured)"
             )));
         }
-        let status = st
-            .captures
+        let fresh = st.captures.status(call_id).is_none();
+        st.captures
             .start(call_id)
             .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+        if fresh {
+            // A capture started in mid-call opens with the call's setup, as it was received.
+            let setup = st
+                .ladders
+                .get(call_id)
+                .map(|l| l.raw.clone())
+                .unwrap_or_default();
+            for m in setup {
+                st.captures.sip(call_id, m.ts_us, m.src, m.dst, &m.bytes);
+            }
+        }
         let flows = Self::flows_of(st, call_id);
         self.mark(&flows, true, call_id);
         st.captures
@@ -267,7 +291,9 @@ impl CallsAdmin for Observer {
             flows = flows.len(),
             "call capture started"
         );
-        Ok(status)
+        st.captures
+            .status(call_id)
+            .ok_or_else(|| AdminError::Failed("the capture vanished".into()))
     }
 
     fn capture_stop(&self, call_id: &str) -> Result<CaptureStatus, AdminError> {

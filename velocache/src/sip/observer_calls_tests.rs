@@ -168,7 +168,11 @@ fn a_call_shows_its_ladder_per_direction_figures_and_capture() {
     assert_eq!(down.dst, "10.77.1.2:6000");
     assert!(down.mos.unwrap() > up.mos.unwrap());
     assert_eq!(up.jitter_ms, 1.0);
-    assert_eq!(show.capture.as_ref().map(|c| c.packets), Some(1), "the ACK");
+    assert_eq!(
+        show.capture.as_ref().map(|c| c.packets),
+        Some(3),
+        "the INVITE and the 200 from before the start, then the ACK"
+    );
 
     // The call ends; its page stays, with the figures at the end.
     o.on_message(
@@ -181,10 +185,11 @@ fn a_call_shows_its_ladder_per_direction_figures_and_capture() {
     assert_eq!(show.state, "completed");
     assert_eq!(show.streams.len(), 2);
     let stopped = o.capture_stop("ladder-1@lab").unwrap();
-    assert_eq!((stopped.packets, stopped.active), (3, false));
+    assert_eq!((stopped.packets, stopped.active), (5, false));
     let pcap = o.pcap("ladder-1@lab").unwrap();
     assert_eq!(&pcap[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
     assert!(pcap.windows(3).any(|w| w == b"BYE"));
+    assert!(pcap.windows(6).any(|w| w == b"INVITE"));
     assert!(o.show("nope").is_err());
     assert!(o.capture_start("ladder-1@lab").is_err(), "the call is over");
 
