@@ -30,6 +30,7 @@ mod reuse;
 mod rfc9111;
 mod shared;
 mod sip;
+mod sip_calls;
 mod sip_torture;
 mod smuggling;
 mod tools;

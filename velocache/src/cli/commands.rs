@@ -67,7 +67,10 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
         AdminCommand::Cache { command } => return cache(&client, command, opts).await,
         AdminCommand::Rules { command } => return rules(&client, command, json).await,
         AdminCommand::Service { command } => return service(&client, command, opts).await,
-        AdminCommand::Calls => {
+        AdminCommand::Calls {
+            command: Some(command),
+        } => return super::calls::run(&client, command, json).await,
+        AdminCommand::Calls { command: None } => {
             let calls: CallsReport = client.get(paths::CALLS).await?;
             if json {
                 print_json(&calls);

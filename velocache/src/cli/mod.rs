@@ -18,6 +18,7 @@
 //! `--connect HOST:PORT` uses the TCP listener instead, with the token from `--token-file` or
 //! `VELOCACHE_ADMIN_TOKEN`.
 
+mod calls;
 mod commands;
 mod plugins;
 mod render;
@@ -105,8 +106,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: ServiceCommand,
     },
-    /// SIP calls in progress and recently ended, with media statistics.
-    Calls,
+    /// SIP calls in progress and recently ended, with media statistics; one call's ladder; a
+    /// call's capture to pcap.
+    Calls {
+        /// What to do (none: list the calls).
+        #[command(subcommand)]
+        command: Option<CallsCommand>,
+    },
     /// The DNS answer cache.
     Dns {
         /// What to do.
@@ -168,6 +174,28 @@ pub enum AdminCommand {
         /// Send each request as soon as the one before it is done.
         #[arg(long)]
         fast: bool,
+    },
+}
+
+/// `velocache calls …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum CallsCommand {
+    /// One call's messages as a ladder (sngrep-like) and its per-direction media figures.
+    Show {
+        /// The Call-ID.
+        call_id: String,
+    },
+    /// Capture a call in progress (its SIP messages and RTP, including what the kernel fast
+    /// path relays) for a while, then write it as a pcap file.
+    Capture {
+        /// The Call-ID.
+        call_id: String,
+        /// How long to capture.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        seconds: u64,
+        /// Where to write the pcap (default: `CALL-ID.pcap`).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 

@@ -109,7 +109,11 @@ impl Client {
         self.decode(&bytes)
     }
 
-    /// `GET path`, text answer (`/metrics`).
+    /// `GET path`, the answer's bytes as they are (a pcap file).
+    pub async fn get_bytes(&self, path: &str) -> Result<Bytes, ClientError> {
+        self.call(Method::GET, path, None).await
+    }
+
     /// `GET path?k=v&…` (values percent-encoded) and decode the JSON answer.
     pub async fn get_query<T: DeserializeOwned>(
         &self,
@@ -123,7 +127,7 @@ impl Client {
         self.get(&format!("{path}?{}", query.join("&"))).await
     }
 
-    /// `GET` and return the body as text.
+    /// `GET path`, text answer (`/metrics`).
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let bytes = self.call(Method::GET, path, None).await?;
         String::from_utf8(bytes.to_vec()).map_err(|e| self.protocol(e.to_string()))
