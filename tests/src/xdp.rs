@@ -64,9 +64,13 @@ pub fn xdp_map_entries(ns: &crate::Ns, dev: &str) -> std::collections::BTreeMap<
             let info: serde_json::Value =
                 serde_json::from_str(&ns.run_ok(&["bpftool", "-j", "map", "show", "id", &map_id]))
                     .unwrap_or_default();
-            let dump: serde_json::Value =
+            // A ring buffer has no entries to dump (bpftool refuses it): counted as empty.
+            let dump: serde_json::Value = if info["type"] == "ringbuf" {
+                serde_json::Value::Null
+            } else {
                 serde_json::from_str(&ns.run_ok(&["bpftool", "-j", "map", "dump", "id", &map_id]))
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+            };
             let entries = dump.as_array().cloned().unwrap_or_default();
             if info["type"] == "prog_array" {
                 // A program array's values are the ids of the programs in it.

@@ -29,6 +29,31 @@ pub const FLOW_RTCP: u32 = 2;
 /// [`MediaFlow::flags`]: the SDP announced SRTP (`RTP/SAVP`…); headers are read, payload untouched.
 pub const FLOW_SRTP: u32 = 4;
 
+/// [`MediaFlow::flags`]: the flow's call is being captured; the program copies each packet (as
+/// it arrived, before any rewrite) into `RTP_CAPTURE` as a [`CaptureEvent`]. Flows without it pay
+/// one flag test.
+pub const FLOW_CAPTURE: u32 = 8;
+
+/// Bytes of a frame a [`CaptureEvent`] holds at most (longer frames are cut, as a snap length).
+pub const CAPTURE_BYTES: usize = 2048;
+
+/// Size of the `RTP_CAPTURE` ring buffer: about 2 000 events waiting for the daemon.
+pub const CAPTURE_RING_BYTES: u32 = 1 << 22;
+
+/// One frame of a captured flow, as the kernel hands it to the daemon through `RTP_CAPTURE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureEvent {
+    /// `bpf_ktime_get_ns()` when the frame arrived (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// The frame's length on the wire.
+    pub len: u32,
+    /// Bytes copied into `data` (`min(len, CAPTURE_BYTES - 1)`).
+    pub caplen: u32,
+    /// The frame from its Ethernet header on.
+    pub data: [u8; CAPTURE_BYTES],
+}
+
 /// A UDP 5-tuple as it appears on the wire.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -292,6 +317,7 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<MediaFlow>() == 48);
 const _: () = assert!(core::mem::size_of::<FlowCounters>() == 40);
 const _: () = assert!(core::mem::size_of::<RtpQuality>() == 56);
+const _: () = assert!(core::mem::size_of::<CaptureEvent>() == 16 + CAPTURE_BYTES);
 
 #[cfg(feature = "user")]
 mod user {

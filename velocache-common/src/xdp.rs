@@ -77,7 +77,7 @@ impl XdpSlot {
     /// service, and pinned where the daemon is told to keep them across restarts.
     pub const fn maps(self) -> &'static [&'static str] {
         match self {
-            XdpSlot::Rtp => &["RTP_FLOWS", "RTP_COUNTERS", "RTP_QUALITY"],
+            XdpSlot::Rtp => &["RTP_FLOWS", "RTP_COUNTERS", "RTP_QUALITY", "RTP_CAPTURE"],
             XdpSlot::Dns => &["DNS_ANSWERS", "DNS_COUNTERS", "DNS_REDIRECT"],
         }
     }

@@ -183,7 +183,7 @@ fn faults_delay_abort_and_throttle_only_the_requests_their_rule_matches() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains(":5:") && err.contains("fault.abort_percent"),
+        err.contains(":8:") && err.contains("rule[1].fault.abort_percent"),
         "{err}"
     );
 }

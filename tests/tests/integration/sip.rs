@@ -679,7 +679,7 @@ fn pinned_flow_maps_survive_a_killed_daemon_and_a_clean_stop_removes_them() {
     let pins = bpffs.path().join("velocache");
     let extra = format!("pin_dir = \"{}\"\n", pins.display());
     let mut c = Call::setup(&extra);
-    for m in ["RTP_FLOWS", "RTP_COUNTERS", "RTP_QUALITY"] {
+    for m in ["RTP_FLOWS", "RTP_COUNTERS", "RTP_QUALITY", "RTP_CAPTURE"] {
         assert!(pins.join(m).exists(), "{m} not pinned");
     }
     c.daemon.kill9();
@@ -690,7 +690,7 @@ fn pinned_flow_maps_survive_a_killed_daemon_and_a_clean_stop_removes_them() {
 
     let mut second = Daemon::start(&c.lab, &config(&extra));
     let attached = second.wait_for_log(WAIT, |l| l["message"] == "RTP fast path attached");
-    assert_eq!(attached["reused_pinned_maps"], 3, "{attached}");
+    assert_eq!(attached["reused_pinned_maps"], 4, "{attached}");
     assert!(second.stop().success());
     assert!(!pins.exists(), "a clean stop removes the pins");
 }

@@ -8,7 +8,9 @@
 //! Nothing here depends on a concrete service, so services never import the control plane.
 
 pub mod api;
+pub mod calls_api;
 mod plugin_api;
+pub mod rules_api;
 pub mod seams;
 
 pub use seams::{

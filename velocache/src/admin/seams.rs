@@ -27,9 +27,10 @@ use globset::GlobBuilder;
 use thiserror::Error;
 
 use super::api::{
-    CacheEntry, CacheListing, CallsReport, DnsFlushReport, OriginsReport, PluginsReloadReport,
-    PluginsReport, PurgeReport, RecordReport, RecordStart, WarmResult,
+    CacheEntry, CacheListing, CallsReport, DnsFlushReport, DnsShowReport, OriginsReport,
+    PluginsReloadReport, PluginsReport, PurgeReport, RecordReport, RecordStart, WarmResult,
 };
+use super::calls_api::{CallShow, CaptureStatus};
 use crate::config::Glob;
 
 /// Why a seam call failed.
@@ -137,6 +138,28 @@ pub trait CacheAdmin: Send + Sync {
 pub trait CallsAdmin: Send + Sync {
     /// Calls in progress and recently ended, with media statistics.
     fn calls(&self) -> BoxFuture<'_, Result<CallsReport, AdminError>>;
+
+    /// One call (in progress or among the recently ended): its ladder, per-direction media
+    /// figures and capture.
+    fn show(&self, call_id: &str) -> Result<CallShow, AdminError> {
+        Err(AdminError::NotFound(format!("no call {call_id}")))
+    }
+
+    /// Start capturing a call's SIP messages and RTP packets (the kernel copies its fast-path
+    /// frames); a capture already running goes on.
+    fn capture_start(&self, call_id: &str) -> Result<CaptureStatus, AdminError> {
+        Err(AdminError::NotFound(format!("no call {call_id}")))
+    }
+
+    /// Stop capturing a call (the packets stay for `pcap`).
+    fn capture_stop(&self, call_id: &str) -> Result<CaptureStatus, AdminError> {
+        Err(AdminError::NotFound(format!("no capture of {call_id}")))
+    }
+
+    /// The call's capture as a pcap file.
+    fn pcap(&self, call_id: &str) -> Result<Vec<u8>, AdminError> {
+        Err(AdminError::NotFound(format!("no capture of {call_id}")))
+    }
 }
 
 /// The DNS answer cache.
@@ -144,6 +167,9 @@ pub trait DnsAdmin: Send + Sync {
     /// Drop the answers for `name` (any type, class or query shape), or every answer; the
     /// kernel's copies go too.
     fn flush(&self, name: Option<&str>) -> Result<DnsFlushReport, AdminError>;
+
+    /// What is stored for `name` and query type `qtype` (`A`, `AAAA`, a number…).
+    fn show(&self, name: &str, qtype: &str) -> Result<DnsShowReport, AdminError>;
 }
 
 /// The origins' health and breakers.

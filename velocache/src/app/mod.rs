@@ -172,6 +172,7 @@ pub async fn run(
     let mut datapath = (parts.kernel)(config.clone(), intercepts, daemon_sockets).await?;
     tasks::start(
         datapath.as_mut(),
+        hub.live(),
         &config,
         &rules,
         steering.as_ref(),

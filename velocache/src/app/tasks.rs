@@ -21,8 +21,13 @@ use crate::{
 /// Start the tasks that need the kernel side: the TLS observer (when HTTPS is enabled and the
 /// kernel has observation maps; until it runs, every TLS flow is steered) and the counters line
 /// (`[daemon] stats_interval_secs`). `kernel_counters` is given the counters for the metrics.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the wiring hands each task what it needs; a struct would only rename them"
+)]
 pub fn start(
     kernel: Option<&mut Box<dyn Kernel>>,
+    live: Option<crate::live::Live>,
     config: &Config,
     rules: &Rules,
     steering: Option<&Steering>,
@@ -37,6 +42,7 @@ pub fn start(
         let settings = ObserveSettings {
             steer_prefixes: config.tls.steer_prefixes.clone(),
             idle: config.tls.observed_idle_timeout_secs.get(),
+            live,
         };
         tasks.spawn(Observer::start(
             maps,

@@ -1,9 +1,6 @@
 //! Running one admin command: the API call and its output (table or `--json`), and the exit
 //! code its outcome maps to.
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -14,15 +11,14 @@ use super::{
 use crate::{
     admin::api::{
         CaReport, CacheEntry, CacheListing, CacheQuery, CacheShow, CallsReport, DnsFlushReport,
-        DnsFlushRequest, OriginsReport, PurgeReport, PurgeRequest, RecordReport, RecordStart,
-        ReloadReport, RulesReloadReport, RulesReport, StatsReport, StatusReport, StopReport,
-        WarmReport, WarmRequest, paths,
+        DnsFlushRequest, DnsShowReport, OriginsReport, PurgeReport, PurgeRequest, RecordReport,
+        RecordStart, ReloadReport, RulesReloadReport, RulesReport, StatsReport, StatusReport,
+        StopReport, WarmReport, WarmRequest, paths,
     },
     control::{Client, ClientError},
-    rules::RuleSet,
 };
 
-fn print_json<T: Serialize>(value: &T) {
+pub(super) fn print_json<T: Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("velocache: error: rendering JSON: {e}"),
@@ -35,7 +31,7 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
         command: RulesCommand::Check { file },
     } = &command
     {
-        return rules_check(file, opts.json);
+        return super::rules_edit::check(file, opts.json);
     }
     let timeout = Duration::from_secs(opts.timeout.max(1));
     // `replay` needs no daemon either: the CLI is the client.
@@ -71,7 +67,10 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
         AdminCommand::Cache { command } => return cache(&client, command, opts).await,
         AdminCommand::Rules { command } => return rules(&client, command, json).await,
         AdminCommand::Service { command } => return service(&client, command, opts).await,
-        AdminCommand::Calls => {
+        AdminCommand::Calls {
+            command: Some(command),
+        } => return super::calls::run(&client, command, json).await,
+        AdminCommand::Calls { command: None } => {
             let calls: CallsReport = client.get(paths::CALLS).await?;
             if json {
                 print_json(&calls);
@@ -96,6 +95,31 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
                 );
             }
         }
+        AdminCommand::Dns {
+            command: DnsCommand::Show { name, qtype },
+        } => {
+            let report: DnsShowReport = client
+                .get_query(paths::DNS_SHOW, &[("name", &name), ("type", &qtype)])
+                .await?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", super::render_dns::show(&report));
+            }
+        }
+        AdminCommand::Live { limit, follow } => {
+            super::render_live::live(&client, limit, follow, json).await?;
+        }
+        AdminCommand::Inspect { id } => {
+            let ex: crate::live::Exchange = client
+                .get_query(paths::LIVE_INSPECT, &[("id", &id)])
+                .await?;
+            if json {
+                print_json(&ex);
+            } else {
+                print!("{}", super::render_live::exchange(&ex));
+            }
+        }
         AdminCommand::Record { command } => return record(&client, command, json).await,
         AdminCommand::Plugins { command } => {
             return super::plugins::run(&client, command, json).await;
@@ -112,26 +136,6 @@ pub(super) async fn dispatch(command: AdminCommand, opts: &GlobalOpts) -> Result
                 print!("{}", ca.pem);
             }
         }
-    }
-    Ok(exit::OK)
-}
-
-fn rules_check(file: &Path, json: bool) -> Result<u8, CliError> {
-    let set = RuleSet::load(file)?;
-    if json {
-        print_json(&serde_json::json!({
-            "file": file.display().to_string(),
-            "ok": true,
-            "rules": set.rules.len(),
-            "warmup_urls": set.warmup_urls.len(),
-        }));
-    } else {
-        println!(
-            "{}: ok, {} rules, {} warm-up URLs",
-            file.display(),
-            set.rules.len(),
-            set.warmup_urls.len()
-        );
     }
     Ok(exit::OK)
 }
@@ -239,7 +243,14 @@ async fn record(client: &Client, command: RecordCommand, json: bool) -> Result<u
 
 async fn rules(client: &Client, command: RulesCommand, json: bool) -> Result<u8, CliError> {
     match command {
-        RulesCommand::Check { file } => rules_check(&file, json),
+        RulesCommand::Check { file } => super::rules_edit::check(&file, json),
+        RulesCommand::Apply { file, base_hash } => {
+            super::rules_edit::apply(client, &file, base_hash, json).await
+        }
+        RulesCommand::Undo => super::rules_edit::undo(client, json).await,
+        RulesCommand::DryRun { file, limit } => {
+            super::rules_edit::dry_run(client, &file, limit, json).await
+        }
         RulesCommand::Show => {
             let rules: RulesReport = client.get(paths::RULES).await?;
             if json {

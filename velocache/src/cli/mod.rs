@@ -18,11 +18,15 @@
 //! `--connect HOST:PORT` uses the TCP listener instead, with the token from `--token-file` or
 //! `VELOCACHE_ADMIN_TOKEN`.
 
+mod calls;
 mod commands;
 mod plugins;
 mod render;
+mod render_dns;
+mod render_live;
 mod render_origins;
 pub(crate) mod replay;
+mod rules_edit;
 
 use std::path::{Path, PathBuf};
 
@@ -102,8 +106,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: ServiceCommand,
     },
-    /// SIP calls in progress and recently ended, with media statistics.
-    Calls,
+    /// SIP calls in progress and recently ended, with media statistics; one call's ladder; a
+    /// call's capture to pcap.
+    Calls {
+        /// What to do (none: list the calls).
+        #[command(subcommand)]
+        command: Option<CallsCommand>,
+    },
     /// The DNS answer cache.
     Dns {
         /// What to do.
@@ -127,6 +136,22 @@ pub enum AdminCommand {
     Origins,
     /// Print the Prometheus metrics (OpenMetrics text) the daemon serves at `/metrics`.
     Metrics,
+    /// What the gateway is doing now: the live feed's last records (requests, queries, SIP
+    /// messages, TLS flows) as the dashboard shows them; needs `[admin] web_listen`.
+    Live {
+        /// Records to show (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Keep printing new records as they come (Ctrl-C to stop).
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// One HTTP(S) request from the live feed, as the dashboard's inspector shows it: heads on
+    /// both sides, the cache's decision and why, timing.
+    Inspect {
+        /// Its trace id (the `id` of its live record, the `trace_id` of its log line).
+        id: String,
+    },
     /// Record one host's requests and responses to a HAR 1.2 file (secrets in headers
     /// redacted).
     Record {
@@ -149,6 +174,28 @@ pub enum AdminCommand {
         /// Send each request as soon as the one before it is done.
         #[arg(long)]
         fast: bool,
+    },
+}
+
+/// `velocache calls …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum CallsCommand {
+    /// One call's messages as a ladder (sngrep-like) and its per-direction media figures.
+    Show {
+        /// The Call-ID.
+        call_id: String,
+    },
+    /// Capture a call in progress (its SIP messages and RTP, including what the kernel fast
+    /// path relays) for a while, then write it as a pcap file.
+    Capture {
+        /// The Call-ID.
+        call_id: String,
+        /// How long to capture.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        seconds: u64,
+        /// Where to write the pcap (default: `CALL-ID.pcap`).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -214,10 +261,34 @@ pub enum CacheCommand {
 /// `velocache rules …`
 #[derive(Subcommand, Debug, Clone)]
 pub enum RulesCommand {
-    /// Check a rules file without a daemon; exit 1 with `FILE:LINE: reason` if it is bad.
+    /// Check a rules file without a daemon; exit 1 with every `FILE:LINE: KEY: reason` if it
+    /// is bad.
     Check {
         /// The rules file.
         file: PathBuf,
+    },
+    /// Replace the daemon's rules file with FILE's text and reload it: checked first (nothing
+    /// is written if it has errors; exit 1), written atomically, the previous file kept for
+    /// `rules undo`.
+    Apply {
+        /// The new rules.
+        file: PathBuf,
+        /// Refuse unless the daemon's file still has this SHA-256 (from `GET /v1/rules/source`):
+        /// nobody changed it since.
+        #[arg(long, value_name = "SHA256")]
+        base_hash: Option<String>,
+    },
+    /// Put the daemon's previous rules file back (the one before the last apply) and reload;
+    /// a second undo goes forward again.
+    Undo,
+    /// Which of the daemon's recent requests and queries (the live feed's history) each rule of
+    /// FILE would decide, without applying it.
+    DryRun {
+        /// The candidate rules.
+        file: PathBuf,
+        /// How many of the latest records to try (0: every record the feed keeps).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        limit: usize,
     },
     /// Re-read the daemon's rules file (a bad file keeps the rules in force; exit 1).
     Reload,
@@ -248,6 +319,15 @@ pub enum DnsCommand {
     Flush {
         /// The name (`www.example.org`); none: everything.
         name: Option<String>,
+    },
+    /// What the cache holds for NAME and TYPE: each stored answer, its age, the TTL left, the
+    /// upstream it came from, its hits, and the records a client would get now.
+    Show {
+        /// The name (`www.example.org`).
+        name: String,
+        /// The query type (`A`, `AAAA`, `MX`, a number…).
+        #[arg(default_value = "A")]
+        qtype: String,
     },
 }
 

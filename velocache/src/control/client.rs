@@ -109,6 +109,24 @@ impl Client {
         self.decode(&bytes)
     }
 
+    /// `GET path`, the answer's bytes as they are (a pcap file).
+    pub async fn get_bytes(&self, path: &str) -> Result<Bytes, ClientError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// `GET path?k=v&…` (values percent-encoded) and decode the JSON answer.
+    pub async fn get_query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", query_escape(v)))
+            .collect();
+        self.get(&format!("{path}?{}", query.join("&"))).await
+    }
+
     /// `GET path`, text answer (`/metrics`).
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let bytes = self.call(Method::GET, path, None).await?;
@@ -222,4 +240,17 @@ impl Client {
             body,
         })
     }
+}
+
+/// `s` for a query string: unreserved characters as they are, every other byte `%XX`.
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -30,7 +30,7 @@ pub mod warmup;
 #[cfg(test)]
 mod tests;
 
-pub use client::{Client, ClientError, Endpoint};
+pub use client::{Client, ClientError, Endpoint, query_escape};
 pub use metrics::PlaneMetrics;
 pub use plane::{ControlPlane, PlaneParts};
 pub use reload::{changed_keys, is_live};

@@ -171,7 +171,7 @@ impl ControlPlane {
         self.reload_rules_locked()
     }
 
-    fn reload_rules_locked(&self) -> RulesReloadReport {
+    pub(super) fn reload_rules_locked(&self) -> RulesReloadReport {
         let file = self.rules.file().map(|f| f.display().to_string());
         match self.rules.reload() {
             Ok(set) => {

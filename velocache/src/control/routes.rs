@@ -22,6 +22,11 @@ use crate::admin::{
     seams::{AdminError, RecordAdmin, UrlPattern},
 };
 
+#[path = "routes_calls.rs"]
+mod calls;
+#[path = "routes_rules.rs"]
+mod routes_rules;
+
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
 /// `cache ls` without a limit.
@@ -221,6 +226,12 @@ async fn route(
 ) -> Result<Reply, ApiError> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if routes_rules::handles(&path) {
+        return routes_rules::route_rules(plane, &method, &path, req).await;
+    }
+    if path.starts_with("/v1/calls/") {
+        return calls::route_calls(plane, &method, &path, req).await;
+    }
     let known = [
         paths::STATUS,
         paths::STATS,
@@ -246,6 +257,7 @@ async fn route(
         paths::LIVE_HISTORY,
         paths::LIVE_INSPECT,
         paths::ANALYTICS,
+        paths::DNS_SHOW,
     ];
     match (method.clone(), path.as_str()) {
         (Method::GET, paths::METRICS) => {
@@ -354,7 +366,7 @@ async fn route(
             ok(&report)
         }
         (Method::GET, paths::LIVE_HISTORY) => {
-            let limit = query_param(&req, "limit")
+            let limit = query_param(&req, "limit")?
                 .map(|l| {
                     l.parse::<usize>().map_err(|_| {
                         ApiError::new(
@@ -368,7 +380,7 @@ async fn route(
             ok(&live(plane)?.history(limit))
         }
         (Method::GET, paths::LIVE_INSPECT) => {
-            let id = query_param(&req, "id").ok_or_else(|| {
+            let id = query_param(&req, "id")?.ok_or_else(|| {
                 ApiError::new(ErrorKind::BadRequest, "the `id` parameter is required")
             })?;
             match live(plane)?.exchange(&id) {
@@ -380,6 +392,17 @@ async fn route(
             }
         }
         (Method::GET, paths::ANALYTICS) => ok(&live(plane)?.analytics()),
+        (Method::GET, paths::DNS_SHOW) => {
+            let name = query_param(&req, "name")?.ok_or_else(|| {
+                ApiError::new(ErrorKind::BadRequest, "the `name` parameter is required")
+            })?;
+            let qtype = query_param(&req, "type")?.unwrap_or_else(|| "A".into());
+            let dns = plane
+                .hub
+                .dns()
+                .ok_or_else(|| ApiError::not_available("the DNS cache"))?;
+            ok(&dns.show(&name, &qtype)?)
+        }
         (Method::GET, paths::ORIGINS) => {
             let origins = plane
                 .hub
@@ -471,40 +494,54 @@ fn live(plane: &ControlPlane) -> Result<crate::live::Live, ApiError> {
         .ok_or_else(|| ApiError::not_available("the live feed (`[admin] web_listen`)"))
 }
 
-/// One parameter of the query string, percent-decoded.
-pub(crate) fn query_param(req: &Request<hyper::body::Incoming>, name: &str) -> Option<String> {
-    let query = req.uri().query()?;
-    query.split('&').find_map(|pair| {
+/// Parameter `name` of a request's query string, percent-decoded.
+fn query_param(
+    req: &Request<hyper::body::Incoming>,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    query_value(req.uri().query(), name)
+}
+
+/// Parameter `name` of `query`, percent-decoded (`+` is a space); a bad escape or a value that
+/// is not UTF-8 is a bad request.
+fn query_value(query: Option<&str>, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(raw) = query.unwrap_or("").split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
+        (k == name).then_some(v)
+    }) else {
+        return Ok(None);
+    };
+    percent_decode(raw).map(Some).ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::BadRequest,
+            format!("`{name}` is not a valid percent-encoded UTF-8 value"),
+        )
     })
 }
 
-/// `%XX` and `+` decoded; a malformed escape stays as written.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
+/// `%XX` and `+` decoded; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(v: &str) -> Option<String> {
+    let b = v.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
             }
-            c => out.push(c),
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
         }
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).ok()
 }
 
 fn recorder(plane: &ControlPlane) -> Result<Arc<dyn RecordAdmin>, ApiError> {
@@ -565,11 +602,21 @@ mod tests {
     }
 
     #[test]
-    fn query_strings_decode() {
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
-        assert_eq!(percent_decode("abc%4"), "abc%4");
-        assert_eq!(percent_decode("%zz%41"), "%zzA");
-        assert_eq!(percent_decode("%e2%82%ac"), "€");
+    fn query_strings_decode_and_bad_escapes_are_refused() {
+        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("%e2%82%ac").as_deref(), Some("€"));
+        assert_eq!(percent_decode("abc%4"), None);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(
+            query_value(Some("x=1&id=a%40b"), "id")
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("a@b")
+        );
+        assert!(matches!(query_value(Some("x=1"), "id"), Ok(None)));
+        assert!(query_value(Some("id=%zz"), "id").is_err());
     }
 
     #[test]

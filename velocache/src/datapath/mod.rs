@@ -64,7 +64,7 @@ pub use observe::{TlsEvents, TlsMaps};
 pub use routing::{RoutingError, RoutingSpec};
 pub use steering::DaemonSocket;
 pub use sys::interface_driver;
-pub(crate) use sys::{socket_cookie, tcp_bytes_taken};
+pub(crate) use sys::{async_ring_buf, socket_cookie, tcp_bytes_taken};
 pub use xdp::{SlotMaps, XdpError, XdpOwner, XdpSettings};
 
 use std::sync::Arc;

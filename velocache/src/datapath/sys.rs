@@ -26,7 +26,8 @@ pub(super) fn async_kernel_logger<T: AsRawFd>(logger: T) -> std::io::Result<Asyn
     unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }.map_err(|e| e.into())
 }
 
-/// Register aya's TLS event ring buffer with the reactor for readability.
+/// Register one of aya's ring buffers (TLS events, RTP capture copies) with the reactor for
+/// readability.
 pub(crate) fn async_ring_buf<T: AsRawFd>(ring: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: aya's `RingBuf` owns its map (and the map its `OwnedFd`) for its whole lifetime and
     // returns that same fd from every `as_raw_fd()`; the `AsyncFd` takes ownership of the ring

@@ -4,10 +4,23 @@
 //! cache keys end with; every entry for it — any type, class, DO/CD, resolver — leaves the
 //! answer cache, and its copies leave the kernel's map, so the next query for it goes upstream.
 //! Without a name both are emptied.
-use hickory_proto::{rr::Name, serialize::binary::BinEncodable as _};
+use std::{str::FromStr as _, sync::atomic::Ordering, time::Instant};
 
-use super::Forwarder;
-use crate::admin::{AdminError, DnsAdmin, api::DnsFlushReport};
+use hickory_proto::{
+    op::Message,
+    rr::{Name, RecordType},
+    serialize::binary::BinEncodable as _,
+};
+
+use super::{
+    Forwarder,
+    cache::{Cacheability, CachedAnswer},
+    wire::rcode,
+};
+use crate::admin::{
+    AdminError, DnsAdmin,
+    api::{DnsEntryView, DnsFlushReport, DnsShowReport},
+};
 
 impl DnsAdmin for Forwarder {
     fn flush(&self, name: Option<&str>) -> Result<DnsFlushReport, AdminError> {
@@ -33,6 +46,65 @@ impl DnsAdmin for Forwarder {
             entries,
             kernel: in_kernel,
         })
+    }
+
+    fn show(&self, name: &str, qtype: &str) -> Result<DnsShowReport, AdminError> {
+        let wire = wire_name(name)?;
+        let rtype = match qtype.parse::<u16>() {
+            Ok(n) => RecordType::from(n),
+            Err(_) => RecordType::from_str(&qtype.to_ascii_uppercase()).map_err(|_| {
+                AdminError::BadRequest(format!("`{qtype}` is not a DNS record type"))
+            })?,
+        };
+        let now = Instant::now();
+        let entries = self
+            .inner
+            .cache
+            .find(&wire, u16::from(rtype))
+            .iter()
+            .map(|e| view(e, now))
+            .collect();
+        Ok(DnsShowReport {
+            name: name.to_string(),
+            qtype: rtype.to_string(),
+            entries,
+        })
+    }
+}
+
+fn view(e: &CachedAnswer, now: Instant) -> DnsEntryView {
+    let age = e.age(now);
+    let records = match Message::from_vec(e.wire()) {
+        Ok(m) => m
+            .answers
+            .iter()
+            .chain(&m.authorities)
+            .chain(&m.additionals)
+            .map(|r| {
+                format!(
+                    "{} {} {} {} {}",
+                    r.name,
+                    r.ttl.saturating_sub(age),
+                    r.dns_class,
+                    r.record_type(),
+                    r.data
+                )
+            })
+            .collect(),
+        Err(err) => vec![format!("(the stored message does not parse: {err})")],
+    };
+    DnsEntryView {
+        rcode: rcode::name(e.rcode).to_string(),
+        kind: match e.cacheability {
+            Cacheability::Negative => "negative",
+            _ => "positive",
+        }
+        .into(),
+        age_secs: age,
+        ttl_remaining_secs: e.remaining(now),
+        upstream: e.upstream.to_string(),
+        hits: e.hits.load(Ordering::Relaxed),
+        records,
     }
 }
 

@@ -143,6 +143,11 @@ pub enum TtlMode {
 }
 
 impl CachedAnswer {
+    /// The stored message (TTLs as of `stored_at`).
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+
     /// Build an entry from an upstream answer `bytes` with its `layout`, applying `policy`
     /// and the rule's `ttl_override` to every TTL.
     pub fn from_upstream(
@@ -374,6 +379,20 @@ impl AnswerCache {
             !same
         });
         removed.into_inner()
+    }
+
+    /// The entries for `name` (wire form, lower-case) and query type `qtype`, whatever their
+    /// class, flags and resolver.
+    pub fn find(&self, name: &[u8], qtype: u16) -> Vec<Arc<CachedAnswer>> {
+        self.map
+            .iter()
+            .filter(|(key, _)| {
+                let resolver = key.get(5).map_or(0, |&l| usize::from(l));
+                key.get(..2) == Some(&qtype.to_be_bytes()[..])
+                    && key.get(6 + resolver..) == Some(name)
+            })
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// Drop every entry.

@@ -75,6 +75,15 @@ pub struct Live {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("capacity", &self.inner.capacity)
+            .field("published", &self.inner.published.get())
+            .finish()
+    }
+}
+
 /// One WebSocket reader's view of the feed.
 pub struct Subscription {
     rx: broadcast::Receiver<Arc<Record>>,
@@ -104,6 +113,12 @@ impl Subscription {
             }
             Err(broadcast::error::RecvError::Closed) => Next::Closed,
         }
+    }
+
+    /// The reader passes over a record it was given (a rate limit): counted as dropped.
+    pub fn skip(&mut self) {
+        self.dropped += 1;
+        self.live.inner.dropped.inc();
     }
 
     /// Records dropped for this reader so far.

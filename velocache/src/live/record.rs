@@ -52,7 +52,8 @@ pub struct Record {
     pub id: String,
     /// Queries one DNS summary stands for (1 for everything else).
     pub count: u64,
-    /// Direction for SIP (`client→far`, `far→client`); the transport otherwise.
+    /// Direction for SIP (`client->far`, `far->client`, as the ladder spells it); the transport
+    /// otherwise.
     pub direction: String,
     /// Service-specific detail small enough to carry inline (DNS answers, TLS ALPN, SIP
     /// addresses): `key=value` pairs.

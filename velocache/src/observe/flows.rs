@@ -100,6 +100,8 @@ pub struct Flows {
     rules: Rules,
     /// Whether a host would have been steered (a rule acts on it, pinning considered).
     steering: Steering,
+    /// The dashboard's live feed.
+    live: Option<crate::live::Live>,
 }
 
 impl Flows {
@@ -115,7 +117,13 @@ impl Flows {
             finished: HashMap::new(),
             rules,
             steering,
+            live: None,
         }
+    }
+
+    /// Publish every flow's end into the dashboard's live feed.
+    pub fn set_live(&mut self, live: Option<crate::live::Live>) {
+        self.live = live;
     }
 
     /// Take one decoded event.
@@ -220,6 +228,9 @@ impl Flows {
             None => Seen::default(),
         };
         log_flow(key, &flow, &seen, end);
+        if let Some(live) = &self.live {
+            publish(live, key, &flow, &seen, end);
+        }
     }
 
     /// Report flows that ended without their event reaching us, and flows idle for
@@ -263,6 +274,34 @@ impl Flows {
             .take(2 * MAX_OBSERVED_FLOWS as usize)
             .collect()
     }
+}
+
+/// One observed flow into the live feed (the kernel forwarded it; the daemon only watched).
+fn publish(live: &crate::live::Live, key: &TlsFlowKey, f: &ObservedFlow, seen: &Seen, end: End) {
+    let (client, orig_dst) = endpoints(key);
+    let action = if seen.denied || f.up_flags & UP_DENIED != 0 {
+        "deny"
+    } else {
+        "observed"
+    };
+    live.publish(crate::live::Record {
+        service: crate::live::kind::TLS.into(),
+        client: client.to_string(),
+        host: seen.sni.clone().unwrap_or_default(),
+        what: seen.alpn.join(","),
+        status: action.into(),
+        bytes: f.bytes_down,
+        duration_us: f.last_ns.saturating_sub(f.started_ns) / 1000,
+        rule: seen.rule.clone().unwrap_or_default(),
+        direction: "kernel".into(),
+        detail: vec![
+            ("orig_dst".into(), orig_dst.to_string()),
+            ("end".into(), end.name().into()),
+            ("bytes_up".into(), f.bytes_up.to_string()),
+            ("bytes_down".into(), f.bytes_down.to_string()),
+        ],
+        ..crate::live::Record::default()
+    });
 }
 
 fn log_flow(key: &TlsFlowKey, f: &ObservedFlow, seen: &Seen, end: End) {

@@ -56,6 +56,8 @@ pub struct ObserveSettings {
     pub steer_prefixes: Vec<IpNet>,
     /// `[tls] observed_idle_timeout_secs`.
     pub idle: Duration,
+    /// The dashboard's live feed: one record per observed flow when it ends.
+    pub live: Option<crate::live::Live>,
 }
 
 /// The observer.
@@ -122,6 +124,7 @@ impl Observer {
 
         let steering = steering.clone();
         let mut flows = flows::Flows::new(flows, rules.clone(), steering.clone());
+        flows.set_live(settings.live.clone());
         let mut events = events;
         let idle_ns = settings.idle.as_nanos() as u64;
         let sweep_every =

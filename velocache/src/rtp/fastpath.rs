@@ -5,15 +5,16 @@
 //! The SIP service claims that slot while it is built and gets the three maps; a [`FastPath`] is
 //! those maps. Flows enter as [`FlowSpec`]s (`install`, `remove`) and leave the kernel as
 //! [`FlowStats`] (`stats`); entries a killed daemon left in pinned maps are found and expired by
-//! `expire_orphans`.
+//! `expire_orphans`. Flows of calls being captured carry `FLOW_CAPTURE` (`capture`); the
+//! capture ring (`RTP_CAPTURE`) is handed to the SIP service once ([`FastPath::take_capture`]).
 //!
 //! [`XdpSlot::Rtp`]: velocache_common::xdp::XdpSlot::Rtp
 use std::{collections::HashSet, sync::Mutex};
 
-use aya::maps::{HashMap, MapData, PerCpuHashMap, PerCpuValues};
-use velocache_common::rtp::{FlowCounters, FlowKey, MediaFlow, RtpQuality};
+use aya::maps::{HashMap, Map, MapData, PerCpuHashMap, PerCpuValues};
+use velocache_common::rtp::{FLOW_CAPTURE, FlowCounters, FlowKey, MediaFlow, RtpQuality};
 
-use super::{FlowSpec, FlowStats, MediaPlane, RtpError, monotonic_ns};
+use super::{FlowSpec, FlowStats, MediaPlane, RtpError, capture::CaptureRing, monotonic_ns};
 use crate::datapath::SlotMaps;
 
 /// `BPF_NOEXIST`: create only; a re-INVITE that re-learns a flow keeps its counters.
@@ -23,6 +24,8 @@ struct Maps {
     flows: HashMap<MapData, FlowKey, MediaFlow>,
     counters: PerCpuHashMap<MapData, FlowKey, FlowCounters>,
     quality: HashMap<MapData, FlowKey, RtpQuality>,
+    /// Flows whose packets the kernel copies to the capture ring.
+    captured: HashSet<FlowKey>,
 }
 
 /// The fast path's maps. The program runs while the XDP owner keeps it attached; dropping this
@@ -30,6 +33,8 @@ struct Maps {
 pub struct FastPath {
     maps: Mutex<Maps>,
     cpus: usize,
+    /// `RTP_CAPTURE`, until the SIP service takes it.
+    ring: Mutex<Option<Map>>,
 }
 
 fn map_err(name: &'static str, e: impl std::fmt::Display) -> RtpError {
@@ -44,6 +49,8 @@ impl FastPath {
     ///
     /// [`XdpSlot::Rtp`]: velocache_common::xdp::XdpSlot::Rtp
     pub fn new(mut maps: SlotMaps) -> Result<FastPath, RtpError> {
+        // An object without the ring still relays; it only cannot capture.
+        let ring = maps.take("RTP_CAPTURE").ok();
         let maps = Maps {
             flows: HashMap::try_from(maps.take("RTP_FLOWS")?)
                 .map_err(|e| map_err("RTP_FLOWS", e))?,
@@ -51,12 +58,21 @@ impl FastPath {
                 .map_err(|e| map_err("RTP_COUNTERS", e))?,
             quality: HashMap::try_from(maps.take("RTP_QUALITY")?)
                 .map_err(|e| map_err("RTP_QUALITY", e))?,
+            captured: HashSet::new(),
         };
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| map_err("RTP_COUNTERS", e))?;
         Ok(FastPath {
             maps: Mutex::new(maps),
             cpus,
+            ring: Mutex::new(ring),
         })
+    }
+
+    /// The capture ring, registered with the reactor (once; `None` afterwards, or when the
+    /// object has none).
+    pub fn take_capture(&self) -> Option<Result<CaptureRing, RtpError>> {
+        let map = self.ring.lock().ok()?.take()?;
+        Some(CaptureRing::new(map))
     }
 
     /// Number of flows installed in the kernel.
@@ -89,8 +105,12 @@ impl MediaPlane for FastPath {
             {
                 return Err(map_err("RTP_QUALITY", e));
             }
+            let mut action = f.action();
+            if maps.captured.contains(&key) {
+                action.flags |= FLOW_CAPTURE;
+            }
             maps.flows
-                .insert(key, f.action(), 0)
+                .insert(key, action, 0)
                 .map_err(|e| map_err("RTP_FLOWS", e))?;
         }
         Ok(())
@@ -120,7 +140,36 @@ impl MediaPlane for FastPath {
             let _ = maps.flows.remove(&key);
             let _ = maps.counters.remove(&key);
             let _ = maps.quality.remove(&key);
+            maps.captured.remove(&key);
         }
+    }
+
+    fn capture(&self, flows: &[FlowSpec], on: bool) -> Result<(), RtpError> {
+        let mut maps = self
+            .maps
+            .lock()
+            .map_err(|_| map_err("RTP_FLOWS", "lock poisoned"))?;
+        for f in flows {
+            let Some(key) = f.key() else { continue };
+            if on {
+                maps.captured.insert(key);
+            } else {
+                maps.captured.remove(&key);
+            }
+            // Only flows in the kernel are updated; one installed later gets the mark then.
+            let Ok(mut action) = maps.flows.get(&key, 0) else {
+                continue;
+            };
+            if on {
+                action.flags |= FLOW_CAPTURE;
+            } else {
+                action.flags &= !FLOW_CAPTURE;
+            }
+            maps.flows
+                .insert(key, action, 0)
+                .map_err(|e| map_err("RTP_FLOWS", e))?;
+        }
+        Ok(())
     }
 
     fn expire_orphans(&self, known: &[FlowSpec], idle_ns: u64) -> usize {
@@ -147,6 +196,7 @@ impl MediaPlane for FastPath {
             let _ = maps.flows.remove(k);
             let _ = maps.counters.remove(k);
             let _ = maps.quality.remove(k);
+            maps.captured.remove(k);
         }
         stale.len()
     }

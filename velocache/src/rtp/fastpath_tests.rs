@@ -171,3 +171,68 @@ fn frames_on_an_interface_without_the_slot_never_reach_the_program() {
     run(&xdp, &f);
     assert_eq!(fp.stats(&s).unwrap().counters.packets, 1);
 }
+
+/// The frames the kernel copied to `RTP_CAPTURE` so far (waits up to `wait` for the first).
+fn copies(
+    rt: &tokio::runtime::Runtime,
+    ring: &mut crate::rtp::capture::CaptureRing,
+    wait: std::time::Duration,
+) -> Vec<Vec<u8>> {
+    rt.block_on(async {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(wait, ring.drain(|f| out.push((f.len, f.data)))).await;
+        out.into_iter()
+            .map(|(len, data)| {
+                assert!(len as usize >= data.len());
+                data
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn only_flows_marked_for_capture_are_copied_as_they_arrived() {
+    use std::time::Duration;
+    let (xdp, fp) = fast_path();
+    // The ring registers with the reactor of the runtime it is made in.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let mut ring = fp.take_capture().unwrap().unwrap();
+    assert!(fp.take_capture().is_none(), "handed out once");
+    let s = spec(false);
+    fp.install(&[s]).unwrap();
+    let f = frame(SRC, DST, 1, 160, 7);
+    run(&xdp, &f);
+    assert!(copies(&rt, &mut ring, Duration::from_millis(200)).is_empty());
+
+    fp.capture(&[s], true).unwrap();
+    // Sizes that exercise every chunk of the copy, and one beyond the snap length.
+    let mut odd = frame(SRC, DST, 2, 320, 7);
+    odd.push(0x11);
+    let mut big = frame(SRC, DST, 3, 480, 7);
+    big.resize(2100, 0x22);
+    for f in [&f, &odd, &big] {
+        assert_eq!(run(&xdp, f).0, XDP_PASS);
+    }
+    let got = copies(&rt, &mut ring, Duration::from_secs(2));
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0], f);
+    assert_eq!(got[1], odd);
+    assert_eq!(got[2], big[..velocache_common::rtp::CAPTURE_BYTES - 1]);
+
+    // A re-install keeps the mark; unmarking stops the copies.
+    fp.install(&[s]).unwrap();
+    run(&xdp, &f);
+    assert_eq!(copies(&rt, &mut ring, Duration::from_secs(2)).len(), 1);
+    fp.capture(&[s], false).unwrap();
+    run(&xdp, &f);
+    assert!(copies(&rt, &mut ring, Duration::from_millis(200)).is_empty());
+    assert_eq!(
+        fp.stats(&s).unwrap().counters.packets,
+        6,
+        "counted either way"
+    );
+}

@@ -18,8 +18,10 @@
 //!   that carries the few packets the kernel hands to the stack (first packet before the
 //!   neighbour is resolved).
 //! - `report`: loss, jitter and MOS from the kernel's counters.
+//! - `capture`: frames of captured calls' flows, copied by the kernel (`RTP_CAPTURE`).
 
 mod anchor;
+pub mod capture;
 mod fastpath;
 pub mod report;
 
@@ -148,6 +150,12 @@ pub trait MediaPlane: Send + Sync + 'static {
     /// Flows in the kernel that none of `known` describes, idle for `idle_ns`: left by a
     /// daemon that died. Removed, and their number returned.
     fn expire_orphans(&self, known: &[FlowSpec], idle_ns: u64) -> usize;
+    /// Have the kernel copy these flows' packets to the capture ring (`on`), or stop. The
+    /// mark survives a re-install of the same flow. Without a fast path there is nothing to
+    /// copy: media follows the stack and is not captured.
+    fn capture(&self, _flows: &[FlowSpec], _on: bool) -> Result<(), RtpError> {
+        Ok(())
+    }
     /// The clock of `FlowCounters::last_seen_ns` (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`).
     fn now_ns(&self) -> u64 {
         monotonic_ns()

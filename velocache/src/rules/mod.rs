@@ -25,9 +25,11 @@
 //!
 //! # Layout
 //! - `model`: the rule types and their matching.
-//! - `parse`: TOML → [`RuleSet`], with line-numbered errors.
+//! - `parse`: TOML → [`RuleSet`], or every [`Problem`] with its line and key
+//!   ([`RuleSet::check`]); `check_rule`: one `[[rule]]` table's keys.
 //! - `fault`: a rule's `fault = { … }` (chaos testing) and its checks.
 
+mod check_rule;
 mod fault;
 mod model;
 mod parse;
@@ -44,7 +46,7 @@ pub use model::{
     Action, CacheKeyOptions, Decision, Digest, Facts, HealthCheck, HostPattern, Rule, RuleSet,
     TlsDecision,
 };
-pub use parse::RulesError;
+pub use parse::{Problem, RulesError};
 
 /// The live rule set, shared by every service; reads are lock-free, a reload swaps it whole.
 /// The file it comes from can change too (a configuration reload that names another file).
@@ -122,5 +124,7 @@ impl Rules {
     }
 }
 
+#[cfg(test)]
+mod check_tests;
 #[cfg(test)]
 mod tests;

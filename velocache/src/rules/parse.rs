@@ -1,16 +1,22 @@
-//! `rules.toml` → [`RuleSet`], rejecting the whole file on the first problem with its line.
-use std::{path::Path, time::Duration};
+//! `rules.toml` → [`RuleSet`], or every problem found, each with its line and key.
+//!
+//! Text enters [`RuleSet::check`], which parses it into TOML's spanned tree (every key and value
+//! knows where it stands; syntax errors are all reported with their line), then checks each
+//! `[[rule]]` key by key, so that one bad value does not hide the next: the result is the rule
+//! set or the list of [`Problem`]s (line, TOML path such as `rule[1].match_host`, message). The
+//! web rule editor and `velocache rules check` show that list; [`RuleSet::parse`] (start-up,
+//! reload) reports its first problem as a [`RulesError`]. The per-rule checks are in
+//! `check_rule`.
+use std::path::Path;
 
 use serde::Deserialize;
 use thiserror::Error;
-use velocache_common::Service;
-
-use super::{
-    fault::{self, RawFault},
-    model::{
-        Action, CacheKeyOptions, Digest, HealthCheck, HostPattern, Rule, RuleSet, TextPattern,
-    },
+use toml::{
+    Spanned,
+    de::{DeTable, DeValue, ValueDeserializer},
 };
+
+use super::{check_rule, model::RuleSet};
 
 /// Why a rules file was rejected.
 #[derive(Debug, Error)]
@@ -31,81 +37,110 @@ pub enum RulesError {
         origin: String,
         /// 1-based line (0 if unknown).
         line: usize,
-        /// What is wrong.
+        /// What is wrong (the first problem; how many more there are, if any).
         reason: String,
     },
 }
 
-/// One item that may be given as a single string or a list.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+/// One problem of a rules text: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line of the offending key or value (0 if unknown).
+    pub line: usize,
+    /// TOML path of the key: `rule[0].match_host`, `rule[2].fault.delay_ms`, `warmup_urls[1]`
+    /// (indices 0-based, in file order); empty for a syntax error.
+    pub key: String,
+    /// What is wrong, as the log says it (`rule `ads`: unknown action …`).
+    pub message: String,
 }
 
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
+/// Problems found so far, with the text their offsets point into.
+pub(super) struct Problems<'t> {
+    text: &'t str,
+    list: Vec<Problem>,
+}
+
+impl<'t> Problems<'t> {
+    /// The 1-based line of byte `offset`.
+    pub(super) fn line(&self, offset: usize) -> usize {
+        crate::config::line_of_offset(self.text, offset)
+    }
+
+    /// Record a problem at byte `offset`.
+    pub(super) fn at(&mut self, offset: usize, key: String, message: String) {
+        let line = self.line(offset);
+        self.list.push(Problem { line, key, message });
+    }
+
+    /// Record a problem at a 1-based line.
+    pub(super) fn at_line(&mut self, line: usize, key: String, message: String) {
+        self.list.push(Problem { line, key, message });
+    }
+
+    /// How many so far (a rule compares before and after to know if it failed).
+    pub(super) fn count(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Deserialize `value` as `T`; a failure is recorded at the spot TOML names (else at the
+    /// value), under `key`, its message prefixed by `prefix`.
+    pub(super) fn decode<T: serde::de::DeserializeOwned>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        prefix: &str,
+    ) -> Option<T> {
+        match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let offset = e.span().map_or(value.span().start, |s| s.start);
+                self.at(offset, key.to_string(), format!("{prefix}{}", e.message()));
+                None
+            }
         }
     }
-}
 
-/// A duration as seconds (`3600`) or humantime text (`"1h"`, `"30d"`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Ttl {
-    Secs(u64),
-    Text(String),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    warmup_urls: Vec<String>,
-    #[serde(default)]
-    rule: Vec<toml::Spanned<RawRule>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawCacheKey {
-    #[serde(default)]
-    content_addressed: Option<String>,
-    #[serde(default)]
-    ignore_query: bool,
-    #[serde(default)]
-    keep_query: Vec<String>,
-    #[serde(default)]
-    sort_query: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHealthCheck {
-    path: String,
-    interval: Ttl,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    name: Option<String>,
-    match_host: Option<OneOrMany>,
-    match_path: Option<OneOrMany>,
-    match_method: Option<OneOrMany>,
-    match_content_type: Option<OneOrMany>,
-    services: Option<Vec<String>>,
-    action: String,
-    ttl_override: Option<Ttl>,
-    cache_key: Option<RawCacheKey>,
-    health_check: Option<RawHealthCheck>,
-    #[serde(default)]
-    ghost: bool,
-    fault: Option<RawFault>,
+    /// A string or a list of strings (`one_ok`: a single string is allowed), each with the
+    /// offset it stands at; a wrong type is recorded.
+    pub(super) fn strings(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        prefix: &str,
+        one_ok: bool,
+    ) -> Option<Vec<(String, usize)>> {
+        match value.get_ref() {
+            DeValue::String(s) if one_ok => Some(vec![(s.to_string(), value.span().start)]),
+            DeValue::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                let before = self.count();
+                for (i, item) in items.iter().enumerate() {
+                    match item.get_ref() {
+                        DeValue::String(s) => out.push((s.to_string(), item.span().start)),
+                        other => self.at(
+                            item.span().start,
+                            format!("{key}[{i}]"),
+                            format!("{prefix}expected a string, found {}", other.type_str()),
+                        ),
+                    }
+                }
+                (self.count() == before).then_some(out)
+            }
+            other => {
+                let want = if one_ok {
+                    "a string or a list of strings"
+                } else {
+                    "a list of strings"
+                };
+                self.at(
+                    value.span().start,
+                    key.to_string(),
+                    format!("{prefix}expected {want}, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
 }
 
 impl RuleSet {
@@ -118,212 +153,130 @@ impl RuleSet {
         RuleSet::parse(&text, &path.display().to_string())
     }
 
-    /// Parse rules text; `origin` names it in errors.
+    /// Parse rules text; `origin` names it in errors. The first problem (by line) is the error;
+    /// [`RuleSet::check`] lists them all.
     pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
-        let invalid = |line: usize, reason: String| RulesError::Invalid {
-            origin: origin.to_string(),
-            line,
-            reason,
-        };
-        let raw: RawFile = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| crate::config::line_of_offset(text, s.start))
-                .unwrap_or(0);
-            invalid(line, e.message().to_string())
-        })?;
-        for (i, url) in raw.warmup_urls.iter().enumerate() {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(
-                    line_of_key(text, "warmup_urls"),
-                    format!("warmup_urls[{i}]: `{url}` is not an http:// or https:// URL"),
-                ));
-            }
-        }
-        let mut rules = Vec::with_capacity(raw.rule.len());
-        for (n, spanned) in raw.rule.into_iter().enumerate() {
-            let line = crate::config::line_of_offset(text, spanned.span().start);
-            let r = spanned.into_inner();
-            let name = r.name.unwrap_or_else(|| format!("rule-{}", n + 1));
-            let bad = |reason: String| invalid(line, format!("rule `{name}`: {reason}"));
-            let action = match r.action.as_str() {
-                "cache" => Action::Cache,
-                "passthrough" => Action::Passthrough,
-                "intercept_no_cache" => Action::InterceptNoCache,
-                "deny" => Action::Deny,
-                other => {
-                    return Err(bad(format!(
-                        "unknown action `{other}` (expected cache, passthrough, intercept_no_cache or deny)"
-                    )));
-                }
-            };
-            let hosts = r
-                .match_host
-                .map(OneOrMany::into_vec)
-                .unwrap_or_default()
-                .iter()
-                .map(|h| HostPattern::new(h))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad(format!("match_host: {e}")))?;
-            let paths = r
-                .match_path
-                .map(OneOrMany::into_vec)
-                .unwrap_or_default()
-                .iter()
-                .map(|p| {
-                    if p.starts_with('/') || p.starts_with('*') {
-                        TextPattern::new(p, false)
-                    } else {
-                        Err(format!("`{p}` must start with `/` or `*`"))
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad(format!("match_path: {e}")))?;
-            let methods: Vec<String> = r
-                .match_method
-                .map(OneOrMany::into_vec)
-                .unwrap_or_default()
+        RuleSet::check(text).map_err(|problems| {
+            let more = problems.len().saturating_sub(1);
+            let (line, mut reason) = problems
                 .into_iter()
-                .map(|m| m.to_ascii_uppercase())
-                .collect();
-            if let Some(m) = methods
-                .iter()
-                .find(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()))
-            {
-                return Err(bad(format!("match_method: `{m}` is not an HTTP method")));
-            }
-            let content_types = r
-                .match_content_type
-                .map(OneOrMany::into_vec)
-                .unwrap_or_default()
-                .iter()
-                .map(|c| TextPattern::new(c, true))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad(format!("match_content_type: {e}")))?;
-            let services = r
-                .services
-                .unwrap_or_default()
-                .iter()
-                .map(|s| match s.as_str() {
-                    "http" => Ok(Service::Http),
-                    "https" => Ok(Service::Https),
-                    "dns" => Ok(Service::Dns),
-                    "sip" => Ok(Service::Sip),
-                    other => Err(format!(
-                        "unknown service `{other}` (expected http, https, dns, sip)"
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad(format!("services: {e}")))?;
-            let ttl_override = match r.ttl_override {
-                None => None,
-                Some(Ttl::Secs(s)) => Some(Duration::from_secs(s)),
-                Some(Ttl::Text(t)) => Some(
-                    humantime::parse_duration(&t)
-                        .map_err(|e| bad(format!("ttl_override `{t}`: {e}")))?,
-                ),
-            };
-            let ck = r.cache_key.unwrap_or_default();
-            let content_addressed = match ck.content_addressed.as_deref() {
-                None => None,
-                Some("sha256") => Some(Digest::Sha256),
-                Some(alg) => {
-                    return Err(bad(format!(
-                        "cache_key.content_addressed: unsupported digest `{alg}` (sha256)"
-                    )));
-                }
-            };
-            if ck.ignore_query && !ck.keep_query.is_empty() {
-                return Err(bad(
-                    "cache_key: ignore_query and keep_query exclude each other".into(),
+                .next()
+                .map_or((0, String::from("invalid rules")), |p| (p.line, p.message));
+            if more > 0 {
+                reason.push_str(&format!(
+                    " (and {more} more: `velocache rules check` lists them all)"
                 ));
             }
-            if action == Action::Deny && ttl_override.is_some() {
-                return Err(bad(
-                    "ttl_override has no meaning with action = \"deny\"".into()
-                ));
-            }
-            let health_check = match r.health_check {
-                None => None,
-                Some(hc) => {
-                    if !hc.path.starts_with('/') || hc.path.bytes().any(|b| b <= b' ' || b == 0x7f)
-                    {
-                        return Err(bad(format!(
-                            "health_check.path `{}` must start with `/` and hold no spaces or controls",
-                            hc.path
-                        )));
-                    }
-                    let interval = match hc.interval {
-                        Ttl::Secs(s) => Duration::from_secs(s),
-                        Ttl::Text(t) => humantime::parse_duration(&t)
-                            .map_err(|e| bad(format!("health_check.interval `{t}`: {e}")))?,
-                    };
-                    if interval < Duration::from_millis(100) {
-                        return Err(bad("health_check.interval must be at least 100ms".into()));
-                    }
-                    if hosts.is_empty() {
-                        return Err(bad(
-                            "health_check needs match_host: it checks the origins the rule names"
-                                .into(),
-                        ));
-                    }
-                    Some(HealthCheck {
-                        path: hc.path,
-                        interval,
-                    })
-                }
-            };
-            if r.ghost && matches!(action, Action::Deny | Action::Passthrough) {
-                return Err(bad(format!(
-                    "ghost has no meaning with action = \"{}\"",
-                    action.name()
-                )));
-            }
-            let mut rule = Rule {
-                name,
+            RulesError::Invalid {
+                origin: origin.to_string(),
                 line,
-                hosts,
-                paths,
-                methods,
-                content_types,
-                services,
-                action,
-                ttl_override,
-                cache_key: CacheKeyOptions {
-                    content_addressed,
-                    ignore_query: ck.ignore_query,
-                    keep_query: ck.keep_query,
-                    sort_query: ck.sort_query,
-                },
-                health_check,
-                ghost: r.ghost,
-                fault: None,
-            };
-            if let Some(raw) = r.fault {
-                let checked = fault::validate(raw, &rule)
-                    .map_err(|e| invalid(line, format!("rule `{}`: {e}", rule.name)))?;
-                rule.fault = Some(checked);
+                reason,
             }
-            rules.push(rule);
-        }
-        let mut seen = std::collections::HashSet::new();
-        for r in &rules {
-            if !seen.insert(r.name.as_str()) {
-                return Err(invalid(
-                    r.line,
-                    format!("rule name `{}` is used twice", r.name),
-                ));
-            }
-        }
-        Ok(RuleSet {
-            rules,
-            warmup_urls: raw.warmup_urls,
         })
+    }
+
+    /// Check rules text: the rule set, or every problem found, sorted by line.
+    pub fn check(text: &str) -> Result<RuleSet, Vec<Problem>> {
+        let mut p = Problems {
+            text,
+            list: Vec::new(),
+        };
+        let (doc, errors) = DeTable::parse_recoverable(text);
+        if !errors.is_empty() {
+            // A broken document's tree is a guess: checking its rules would report problems
+            // that are not there. Syntax first.
+            for e in &errors {
+                let line = e.span().map_or(0, |s| p.line(s.start));
+                p.at_line(line, String::new(), e.message().to_string());
+            }
+            return Err(p.list);
+        }
+        let mut set = RuleSet::default();
+        for (key, value) in doc.get_ref().iter() {
+            let name: &str = key.get_ref().as_ref();
+            match name {
+                "warmup_urls" => set.warmup_urls = warmup_urls(&mut p, value),
+                "rule" => set.rules = rules(&mut p, value),
+                other => p.at(
+                    key.span().start,
+                    other.to_string(),
+                    format!("unknown key `{other}` (expected `warmup_urls` or `rule`)"),
+                ),
+            }
+        }
+        if p.list.is_empty() {
+            Ok(set)
+        } else {
+            p.list.sort_by_key(|x| x.line);
+            Err(p.list)
+        }
     }
 }
 
-fn line_of_key(text: &str, key: &str) -> usize {
-    text.lines()
-        .position(|l| l.trim_start().starts_with(key))
-        .map_or(0, |i| i + 1)
+fn warmup_urls(p: &mut Problems<'_>, value: &Spanned<DeValue<'_>>) -> Vec<String> {
+    let urls = p
+        .strings(value, "warmup_urls", "warmup_urls: ", false)
+        .unwrap_or_default();
+    for (i, (url, at)) in urls.iter().enumerate() {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            p.at(
+                *at,
+                format!("warmup_urls[{i}]"),
+                format!("warmup_urls[{i}]: `{url}` is not an http:// or https:// URL"),
+            );
+        }
+    }
+    urls.into_iter().map(|(u, _)| u).collect()
+}
+
+fn rules(p: &mut Problems<'_>, value: &Spanned<DeValue<'_>>) -> Vec<super::Rule> {
+    let DeValue::Array(items) = value.get_ref() else {
+        p.at(
+            value.span().start,
+            "rule".into(),
+            "rule: write each rule as a `[[rule]]` table".into(),
+        );
+        return Vec::new();
+    };
+    let mut rules = Vec::with_capacity(items.len());
+    // (name, line of the rule's name key or header, index) for the duplicate check.
+    let mut names: Vec<(String, usize)> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let checked = check_rule::rule(p, i, item);
+        if let Some((name, line)) = checked.name {
+            if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
+                p.at_line(
+                    line,
+                    format!("rule[{i}].name"),
+                    format!("rule name `{name}` is used twice (first at line {first})"),
+                );
+            } else {
+                names.push((name, line));
+            }
+        }
+        if let Some(rule) = checked.rule {
+            rules.push(rule);
+        }
+    }
+    rules
+}
+
+/// A duration as seconds (`3600`) or humantime text (`"1h"`, `"30d"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum Ttl {
+    /// Seconds.
+    Secs(u64),
+    /// `humantime` text.
+    Text(String),
+}
+
+impl Ttl {
+    /// The duration, or why the text is not one.
+    pub(super) fn duration(self) -> Result<std::time::Duration, String> {
+        match self {
+            Ttl::Secs(s) => Ok(std::time::Duration::from_secs(s)),
+            Ttl::Text(t) => humantime::parse_duration(&t).map_err(|e| format!("`{t}`: {e}")),
+        }
+    }
 }

@@ -33,18 +33,24 @@
 //! - `hook`: the plugins' `sip` hook ([`SipHook`]) and the responses to INVITEs they reject;
 //!   `plugins`: the plugin runtime as that hook.
 //! - `calls`: calls in progress and recently ended, for `velocache calls`.
+//! - `ladder`: every message of a call (bounded), for `velocache calls show` and the web page.
+//! - `capture`, `pcap`: on-demand capture of one call (its SIP messages and the RTP frames the
+//!   kernel copies for it) and the pcap file it becomes.
 //! - `udp`, `tcp`: the relays that carry the messages past the observer.
 //! - `metrics`: `velocache_sip_*`.
 
 mod calls;
+mod capture;
 pub mod dialog;
 pub mod hook;
 mod hop;
+mod ladder;
 mod media;
 pub mod message;
 mod metrics;
 pub mod nat;
 mod observer;
+mod pcap;
 mod plugins;
 pub mod sdp;
 pub mod stream;
@@ -104,6 +110,7 @@ pub fn handlers(
 ) -> Handlers {
     let cfg = &ctx.config.sip;
     let metrics = metrics::Metrics::register(registry);
+    let mut ring = None;
     let plane: Arc<dyn MediaPlane> = if cfg.media_fast_path {
         let interfaces = if cfg.media_interfaces.is_empty() {
             ctx.config.datapath.lan_interfaces.clone()
@@ -124,7 +131,10 @@ pub fn handlers(
                 .map_err(RtpError::from)
                 .and_then(FastPath::new);
             match fast_path {
-                Ok(fp) => Arc::new(fp),
+                Ok(fp) => {
+                    ring = fp.take_capture();
+                    Arc::new(fp)
+                }
                 Err(e) => {
                     // Observation still works; media simply follows the stack.
                     error!(service = "sip", error = %e, "RTP fast path unavailable; media follows the stack");
@@ -149,13 +159,21 @@ pub fn handlers(
         plane,
         ports,
         metrics,
-    );
+    )
+    .with_live(ctx.admin.live());
     if let Some(hook) = hook {
         observer = observer.with_hook(hook);
     }
     let observer = Arc::new(observer);
     // The task holds only a weak reference: it ends when the daemon drops the handlers.
     ctx.admin.register_calls(observer.clone());
+    match ring {
+        Some(Ok(ring)) => spawn_capture(ring, Arc::downgrade(&observer)),
+        Some(Err(e)) => {
+            warn!(service = "sip", error = %e, "call capture cannot copy RTP from the kernel")
+        }
+        None => {}
+    }
     let weak = Arc::downgrade(&observer);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
@@ -176,4 +194,22 @@ pub fn handlers(
         )),
         udp: Arc::new(udp::relay(observer, idle, ctx.flows.clone())),
     }
+}
+
+/// The task that hands the frames the kernel copies for captured calls to the observer; it ends
+/// with the observer.
+fn spawn_capture(mut ring: crate::rtp::capture::CaptureRing, weak: std::sync::Weak<Observer>) {
+    tokio::spawn(async move {
+        loop {
+            let mut frames = Vec::new();
+            if let Err(e) = ring.drain(|f| frames.push(f)).await {
+                warn!(service = "sip", error = %e, "call capture: the kernel's copies cannot be read");
+                return;
+            }
+            match weak.upgrade() {
+                Some(o) => o.on_frames(frames),
+                None => return,
+            }
+        }
+    });
 }

@@ -10,6 +10,10 @@
 //! rewritten (gateway anchor ports instead of the endpoints' own). A periodic [`Observer::tick`]
 //! ends calls whose media went silent or whose INVITE was never answered, and removes kernel
 //! flows nobody owns (left by a daemon that died).
+//!
+//! Each message of a call also goes on the call's ladder, into its capture when one runs, and
+//! into the live feed when the dashboard is on (`observer_calls`, which also answers the admin
+//! API's call endpoints).
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -21,9 +25,10 @@ use tracing::{debug, info, warn};
 
 pub use super::hop::{Hop, Relay};
 use super::{
-    calls,
+    calls, capture,
     dialog::{Call, CallKey, CallTable, Outcome, Side},
     hook::{Screen, Screened, SipHook},
+    ladder,
     media::{CallMedia, PlannedFlow, local_ip_towards, plan, replacements},
     message::{self, SipMessage, StartLine},
     metrics::Metrics,
@@ -32,9 +37,13 @@ use super::{
     stream::Unobserved,
 };
 use crate::{
-    admin::{AdminError, CallsAdmin, api::CallsReport},
+    admin::{AdminError, api::CallsReport},
+    live::Live,
     rtp::{FlowStats, MediaPlane, PortPool, report},
 };
+
+#[path = "observer_calls.rs"]
+mod observer_calls;
 
 /// How the observer behaves.
 #[derive(Debug, Clone)]
@@ -58,6 +67,10 @@ struct State {
     nat: HashMap<(SocketAddr, SocketAddr), nat::Original>,
     /// Ended calls, for `velocache calls`.
     recent: calls::Recent,
+    /// Every call's messages, and those of the last ended calls.
+    ladders: ladder::Ladders,
+    /// Calls being captured (and finished captures, for their pcap).
+    captures: capture::Captures,
     ticks: u64,
 }
 
@@ -70,6 +83,8 @@ pub struct Observer {
     metrics: Metrics,
     /// The plugins' `sip` hook, when plugins are loaded.
     screen: Option<Screen>,
+    /// The dashboard's live feed, when it is on.
+    live: Option<Live>,
 }
 
 impl Observer {
@@ -88,6 +103,8 @@ impl Observer {
                 bindings: HashMap::new(),
                 nat: HashMap::new(),
                 recent: calls::Recent::default(),
+                ladders: ladder::Ladders::default(),
+                captures: capture::Captures::default(),
                 ticks: 0,
             }),
             settings,
@@ -95,7 +112,14 @@ impl Observer {
             ports,
             metrics,
             screen: None,
+            live: None,
         }
+    }
+
+    /// Publish one record per message into `live` (the dashboard's feed).
+    pub fn with_live(mut self, live: Option<Live>) -> Self {
+        self.live = live;
+        self
     }
 
     /// Show every message to `hook` (the plugins' `sip` hook).
@@ -202,6 +226,7 @@ impl Observer {
         if change.new_call {
             self.metrics.calls_active.inc();
         }
+        self.note(st, &msg, bytes, &hop, change.new_call);
         if !tags.is_empty() {
             st.table.tag(&key, tags);
         }
@@ -228,6 +253,7 @@ impl Observer {
         }
         if change.media {
             self.reconcile(st, &key);
+            self.recapture(st, &key);
         }
         if let Some(outcome) = change.ended {
             self.finish(st, &key, outcome, now);
@@ -435,6 +461,8 @@ impl Observer {
         );
         let record = calls::record(&call, Some(outcome.name()), now, calls::media_stats(&all));
         st.recent.push(record);
+        st.ladders
+            .end(&call.call_id, outcome.name(), observer_calls::figures(&all));
     }
 
     /// Calls in progress (with live media counters) and recently ended.
@@ -557,13 +585,5 @@ impl Observer {
 impl Drop for Observer {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// `velocache calls` through the admin API.
-impl CallsAdmin for Observer {
-    fn calls(&self) -> futures::future::BoxFuture<'_, Result<CallsReport, AdminError>> {
-        let report = self.report();
-        Box::pin(async move { report })
     }
 }

@@ -3,8 +3,10 @@
 //! The upgrade is answered by [`upgrade`]; the connection's task then forwards what its
 //! [`Subscription`] yields. A browser that reads slowly only slows its own task: the feed drops
 //! the oldest records for it and the task sends `{"dropped": n}` (the connection's total) before
-//! the next record, so the page can say how many it missed. Frames from the browser are read
-//! only to notice a close.
+//! the next record, so the page can say how many it missed. A connection also gets at most
+//! [`MAX_PER_SEC`] records a second — no person reads more, and serialising a gateway's whole
+//! request rate for a browser would cost the daemon the CPU the requests need; the rest are
+//! counted as dropped the same way. Frames from the browser are read only to notice a close.
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -18,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::live::{Dropped, Live, Next};
+
+/// Records one connection is sent per second at most.
+pub const MAX_PER_SEC: u32 = 2000;
 
 /// Answer a WebSocket upgrade and start the connection's task.
 pub(super) fn upgrade(
@@ -70,6 +75,9 @@ where
 {
     let (mut tx, mut rx) = ws.split();
     let mut sub = live.subscribe();
+    let mut window = tokio::time::Instant::now();
+    let mut sent_in_window = 0u32;
+    let mut told = 0u64;
     loop {
         let text = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -78,8 +86,29 @@ where
                 Some(Ok(_)) => continue,
             },
             next = sub.next() => match next {
-                Next::Record(r) => serde_json::to_string(&*r),
-                Next::Dropped(n) => serde_json::to_string(&Dropped { dropped: n }),
+                Next::Record(r) => {
+                    if window.elapsed() >= std::time::Duration::from_secs(1) {
+                        window = tokio::time::Instant::now();
+                        sent_in_window = 0;
+                    }
+                    if sent_in_window >= MAX_PER_SEC {
+                        sub.skip();
+                        continue;
+                    }
+                    sent_in_window += 1;
+                    let total = sub.dropped();
+                    if total != told {
+                        told = total;
+                        let notice = serde_json::to_string(&Dropped { dropped: total });
+                        if let Ok(notice) = notice
+                            && tx.send(Message::Text(notice.into())).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    serde_json::to_string(&*r)
+                }
+                Next::Dropped(_) => continue,
                 Next::Closed => break,
             },
         };

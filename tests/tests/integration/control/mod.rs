@@ -15,6 +15,7 @@ use crate::util::{dns_upstream, http_server, random_file};
 
 mod cache;
 mod reload;
+mod rules_edit;
 
 pub(super) const WAIT: Duration = Duration::from_secs(20);
 

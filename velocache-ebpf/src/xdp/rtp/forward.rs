@@ -24,8 +24,8 @@ use aya_ebpf::{
 };
 use velocache_common::{
     rtp::{
-        FAMILY_V4, FLOW_REWRITE, FLOW_RTCP, FlowKey, MediaFlow, arrival_units, csum_replace2,
-        csum_replace4,
+        FAMILY_V4, FLOW_CAPTURE, FLOW_REWRITE, FLOW_RTCP, FlowKey, MediaFlow, arrival_units,
+        csum_replace2, csum_replace4,
     },
     xdp::XdpSlot,
 };
@@ -55,6 +55,10 @@ fn try_forward(ctx: &XdpContext) -> Option<u32> {
     // SAFETY: map values stay valid for this program run (RCU); copied out at once.
     let flow: MediaFlow = unsafe { *RTP_FLOWS.get(key)? };
     let now = unsafe { bpf_ktime_get_ns() };
+    if flow.flags & FLOW_CAPTURE != 0 {
+        // Before any rewrite: the capture shows the frame as it arrived.
+        super::capture::copy(ctx, now);
+    }
 
     if flow.flags & FLOW_RTCP == 0
         && let Some(rtp) = parse_rtp(ctx, pkt.l4)

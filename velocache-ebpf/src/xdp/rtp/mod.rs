@@ -10,8 +10,12 @@
 //! too big) leaves unmodified through the dispatcher's `next()`: the next enabled slot, else the
 //! stack.
 //!
+//! A flow whose call is being captured (`FLOW_CAPTURE`) also has each frame copied, as it
+//! arrived, into the `RTP_CAPTURE` ring buffer before anything else happens to it.
+//!
 //! # Layout
-//! - `maps`: the three maps the daemon fills and reads.
+//! - `maps`: the maps the daemon fills and reads.
+//! - `capture`: the copy of a captured flow's frame into `RTP_CAPTURE`.
 //! - `packet`: bounds-checked access to the frame and the IPv4/UDP/RTP parse.
 //! - `forward`: the program: look up, account, route, rewrite, redirect.
 //!
@@ -20,6 +24,7 @@
 //!
 //! [`XdpSlot::Rtp`]: velocache_common::xdp::XdpSlot::Rtp
 
+mod capture;
 mod forward;
 mod maps;
 pub(crate) mod packet;
