@@ -88,6 +88,7 @@ function render(a) {
           null,
           timeChart([{ name: 'active calls', cls: 's4', fill: true, points: series((p) => (p.extra ? p.extra.active_calls : 0)) }], {
             height: 110,
+            integer: true,
             testid: 'chart-calls',
           }),
           timeChart(

@@ -32,7 +32,9 @@ export function timeChart(series, opts = {}) {
   }
   const x0 = Math.min(...all.map((p) => p[0]));
   const x1 = Math.max(...all.map((p) => p[0]));
-  const yMax = opts.yMax || niceMax(Math.max(...all.map((p) => p[1])));
+  // Counts (calls, queries) below 4 would label the grid 0, 0, 1, 1, 1: start integer axes at 4.
+  const top = Math.max(...all.map((p) => p[1]));
+  const yMax = opts.yMax || niceMax(opts.integer ? Math.max(4, top) : top);
   const sx = (t) => PAD.l + ((t - x0) / Math.max(x1 - x0, 1)) * (W - PAD.l - PAD.r);
   const sy = (v) => H - PAD.b - (v / yMax) * (H - PAD.t - PAD.b);
   for (let i = 0; i <= 4; i += 1) {
@@ -67,7 +69,7 @@ export function timeChart(series, opts = {}) {
 export function histogram(labels, values, opts = {}) {
   const H = opts.height || 160;
   const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img', 'aria-label': opts.label || '' });
-  const max = niceMax(Math.max(1, ...values));
+  const max = niceMax(Math.max(4, ...values));
   const n = values.length || 1;
   const bw = (W - PAD.l - PAD.r) / n;
   const sy = (v) => H - PAD.b - (v / max) * (H - PAD.t - PAD.b);
