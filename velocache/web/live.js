@@ -9,7 +9,7 @@ import { badge, bytes, cacheClass, clock, h, micros, mount, num, statusClass } f
 /** Records the page keeps (the daemon's history holds its own, `[admin] live_history`). */
 export const MAX_RECORDS = 5000;
 /** Rows drawn at once (the newest matching ones). */
-const MAX_ROWS = 400;
+const MAX_ROWS = 200;
 /** How often the table is redrawn while records arrive, ms. */
 const DRAW_EVERY = 250;
 
