@@ -78,6 +78,8 @@ async function until(what, fn, ms = WAIT) {
 
 async function shot(page, view) {
   const file = path.join(SHOTS, `${view}.png`);
+  // No focus ring on whatever the script typed into last.
+  await page.evaluate(() => document.activeElement && document.activeElement.blur());
   await page.screenshot({ path: file, fullPage: false });
   console.log(`[e2e] screenshot ${file}`);
 }

@@ -59,7 +59,7 @@ function route() {
 async function refreshStatus() {
   try {
     const st = await get('/v1/status');
-    $('daemon').textContent = `v${st.version} · up ${duration(st.uptime_secs)} · ${st.active_sessions} sessions`;
+    $('daemon').textContent = `v${st.version} · up ${duration(st.uptime_secs)} · ${st.active_sessions} active flows`;
   } catch {
     $('daemon').textContent = '';
   }

@@ -115,6 +115,20 @@ impl Subscription {
         }
     }
 
+    /// The next record if one is waiting, without waiting: `None` when there is none.
+    pub fn try_next(&mut self) -> Option<Next> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(Next::Record(r)),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                self.dropped += n;
+                self.live.inner.dropped.inc_by(n);
+                Some(Next::Dropped(self.dropped))
+            }
+            Err(broadcast::error::TryRecvError::Empty) => None,
+            Err(broadcast::error::TryRecvError::Closed) => Some(Next::Closed),
+        }
+    }
+
     /// The reader passes over a record it was given (a rate limit): counted as dropped.
     pub fn skip(&mut self) {
         self.dropped += 1;
