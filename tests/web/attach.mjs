@@ -3,7 +3,8 @@
 // then once a second a JSON line with the page's own counters ({"received", "dropped",
 // "kept"}). Runs until killed.
 //
-// Environment: VC_URL (the dashboard), VC_ADMIN_TOKEN.
+// Environment: VC_URL (the dashboard), VC_ADMIN_TOKEN, and optionally VC_VIEW (a tab to stay
+// on instead of Live, e.g. `analytics`: the feed without the table).
 import { chromium } from 'playwright-core';
 
 const url = process.env.VC_URL;
@@ -26,6 +27,8 @@ await page.goto(url);
 await page.fill('[data-testid=login-token]', token);
 await page.click('[data-testid=login-submit]');
 await page.waitForSelector('[data-testid=live-connection]:text-is("connected")', { timeout: 20_000 });
+// VC_VIEW=analytics: the feed still arrives (and is kept), but the Live table is not drawn.
+if (process.env.VC_VIEW && process.env.VC_VIEW !== 'live') await page.evaluate((v) => (location.hash = `#/${v}`), process.env.VC_VIEW);
 console.log('attached');
 
 const number = (t) => Number(String(t).replace(/\D/g, '')) || 0;

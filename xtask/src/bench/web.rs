@@ -77,16 +77,20 @@ pub fn run(seconds: u64) -> Result<()> {
 
     // The three settings take turns, ROUNDS times, and each reports its median: on a machine
     // other work shares, a load that comes and goes then hits every setting alike.
-    let modes: [(&str, Option<bool>); 3] = [
+    let modes: [(&str, Option<(bool, &str)>); 4] = [
         ("dashboard on, no browser", None),
-        ("chromium on Live (nice 19)", Some(true)),
-        ("chromium on Live (same priority)", Some(false)),
+        ("chromium on Live (nice 19)", Some((true, "live"))),
+        ("chromium on Live (same priority)", Some((false, "live"))),
+        (
+            "chromium on Analytics, feed not drawn (nice 19)",
+            Some((true, "analytics")),
+        ),
     ];
     let mut runs: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
         for ((label, browser), results) in modes.iter().zip(runs.iter_mut()) {
             let attached = match browser {
-                Some(niced) => Some(attach(&lab, &web, *niced)?),
+                Some((niced, view)) => Some(attach(&lab, &web, *niced, view)?),
                 None => None,
             };
             let result = wrk::run(&lab.client, &url, CONNECTIONS, seconds, &[])?;
@@ -168,8 +172,9 @@ fn median(runs: &[Run]) -> &Run {
     order[order.len() / 2]
 }
 
-/// Start chromium on the Live view (in `client`) and wait until its WebSocket is connected.
-fn attach(lab: &Lab, web: &std::path::Path, niced: bool) -> Result<Background> {
+/// Start chromium (in `client`) signed in, its WebSocket connected, showing `view` (`live`, or
+/// another tab: the feed arrives but the Live table is not drawn).
+fn attach(lab: &Lab, web: &std::path::Path, niced: bool, view: &str) -> Result<Background> {
     let script = web.join("attach.mjs").display().to_string();
     let mut cmd = if niced {
         let mut c = lab.client.command("nice");
@@ -182,7 +187,8 @@ fn attach(lab: &Lab, web: &std::path::Path, niced: bool) -> Result<Background> {
     };
     cmd.current_dir(web)
         .env("VC_URL", format!("http://{}:{WEB_PORT}", addr::GW_LAN))
-        .env("VC_ADMIN_TOKEN", TOKEN);
+        .env("VC_ADMIN_TOKEN", TOKEN)
+        .env("VC_VIEW", view);
     let mut browser = Background::spawn(cmd, "chromium on Live");
     for _ in 0..300 {
         if browser.stdout().lines().any(|l| l == "attached") {
