@@ -18,6 +18,8 @@
 //! - `shared`: the shared tier's object records read from Redis.
 //! - `files`: `velocache.toml` and `rules.toml` text.
 //! - `bpf`: values of the kernel's maps, decoded as the daemon decodes them.
+//! - `web`: the admin API's query values, the dashboard's session cookie, the RTP capture
+//!   ring's records.
 #![deny(missing_docs)]
 #![expect(
     clippy::expect_used,
@@ -32,6 +34,7 @@ mod origins;
 mod shared;
 mod sip;
 mod tls;
+mod web;
 
 pub use bpf::bpf_map_values;
 pub use dns::{dns_answer_patch, dns_query};
@@ -41,12 +44,14 @@ pub use origins::origins_template;
 pub use shared::shared_record;
 pub use sip::{sdp, sip_message, sip_observer, sip_tcp_framing};
 pub use tls::{tls_client_hello, tls_event};
+pub use web::{admin_query, rtp_capture_event};
 
 /// A target's check: any bytes in, a panic only when an invariant breaks.
 pub type Check = fn(&[u8]);
 
 /// Every target by name (the name of its `fuzz_targets/<name>.rs` and `corpus/<name>/`).
 pub const TARGETS: &[(&str, Check)] = &[
+    ("admin_query", admin_query),
     ("bpf_map_values", bpf_map_values),
     ("config_files", config_files),
     ("dns_answer_patch", dns_answer_patch),
@@ -57,6 +62,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("http_path_template", http_path_template),
     ("http_range", http_range),
     ("origins_template", origins_template),
+    ("rtp_capture_event", rtp_capture_event),
     ("sdp", sdp),
     ("shared_record", shared_record),
     ("sip_message", sip_message),

@@ -9,11 +9,11 @@ use velocache_tests::{Daemon, Lab, Ns, addr, dns::unbound_zone, require_tools};
 use crate::http::{Origin, fetch_sha, wait_requests};
 
 const WEB: &str = "127.0.0.1:9182";
-const ADMIN: &str = "lab-admin-token-0123456789";
+pub(crate) const ADMIN: &str = "lab-admin-token-0123456789";
 const READONLY: &str = "lab-readonly-token-0123456789";
 
 /// A logged-in `curl` in the gateway's namespace (where the dashboard listens).
-struct Browser {
+pub(crate) struct Browser {
     ns: Ns,
     jar: String,
     csrf: String,
@@ -21,7 +21,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn login(lab: &Lab, token: &str) -> Browser {
+    pub(crate) fn login(lab: &Lab, token: &str) -> Browser {
         let dir = tempfile::tempdir().unwrap();
         let jar = dir.path().join("jar").display().to_string();
         let out = lab.gw.run_ok(&[
@@ -87,7 +87,7 @@ impl Browser {
     }
 
     /// Wait until the history holds a record `pred` accepts.
-    fn wait_record(&self, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_record(&self, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let h = self.get("/v1/live/history");
@@ -106,7 +106,7 @@ impl Browser {
     }
 }
 
-fn web_config(dir: &std::path::Path, extra: &str) -> String {
+pub(crate) fn web_config(dir: &std::path::Path, extra: &str) -> String {
     let admin = dir.join("admin.token");
     let readonly = dir.join("readonly.token");
     std::fs::write(&admin, ADMIN).unwrap();

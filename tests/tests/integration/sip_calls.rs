@@ -47,7 +47,8 @@ fn tshark(file: &Path, filter: &str, fields: &[&str]) -> Vec<String> {
 
 #[test]
 fn a_call_captured_with_the_cli_holds_its_sip_and_the_fast_paths_rtp_both_ways() {
-    let c = Call::setup("");
+    let tokens = tempfile::tempdir().unwrap();
+    let c = Call::setup(&crate::live::web_config(tokens.path(), ""));
     let _uas = c.uas(Answer::Accept, 1, "u1");
     let xml = c.scenario(
         "uac.xml",
@@ -165,6 +166,20 @@ fn a_call_captured_with_the_cli_holds_its_sip_and_the_fast_paths_rtp_both_ways()
         rtp.len()
     );
     assert_eq!(up + down, rtp.len(), "only this call's media");
+
+    // The dashboard's live feed saw every message, each way.
+    let browser = crate::live::Browser::login(&c.lab, crate::live::ADMIN);
+    let invite = browser.wait_record(|r| {
+        r["service"] == "sip" && r["id"] == call_id.as_str() && r["what"] == "INVITE"
+    });
+    assert_eq!(invite["direction"], "client->far", "{invite}");
+    let ok = browser.wait_record(|r| {
+        r["service"] == "sip" && r["id"] == call_id.as_str() && r["what"] == "200 OK"
+    });
+    assert_eq!(ok["direction"], "far->client", "{ok}");
+    browser.wait_record(|r| {
+        r["service"] == "sip" && r["id"] == call_id.as_str() && r["what"] == "BYE"
+    });
 
     // The call's page: the whole ladder and the figures of each direction at the end.
     let show = cli(&c.lab, &c.daemon, &["calls", "show", &call_id, "--json"]).ok();

@@ -34,5 +34,5 @@ pub use client::{Client, ClientError, Endpoint, query_escape};
 pub use metrics::PlaneMetrics;
 pub use plane::{ControlPlane, PlaneParts};
 pub use reload::{changed_keys, is_live};
-pub use routes::{Access, Role, changes_something, handle, token_matches};
+pub use routes::{Access, Role, changes_something, handle, percent_decode, token_matches};
 pub use server::{AdminServer, ControlError, SOCKET_NAME, read_token, socket_path};

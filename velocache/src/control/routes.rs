@@ -520,7 +520,7 @@ fn query_value(query: Option<&str>, name: &str) -> Result<Option<String>, ApiErr
 }
 
 /// `%XX` and `+` decoded; `None` for a bad escape or bytes that are not UTF-8.
-fn percent_decode(v: &str) -> Option<String> {
+pub fn percent_decode(v: &str) -> Option<String> {
     let b = v.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
