@@ -5,9 +5,11 @@
 //! feed and publishing is a `None` check). A record enters three places at once:
 //! - a bounded history (the last `capacity` records), read by `GET /v1/live/history` and by the
 //!   rule editor's dry run;
-//! - a broadcast channel every WebSocket reader subscribes to. A reader that falls behind loses
-//!   the oldest records and is told how many (`{"dropped": n}`): publishing never waits, so a
-//!   slow browser never slows the daemon;
+//! - nothing else for readers: a WebSocket reader ([`Reader`]) asks the history, a few times a
+//!   second, for what came after the last sequence number it saw ([`Live::since`]), at most a
+//!   bounded number of the newest; the gap between the numbers is what it missed, and it is
+//!   told how many (`{"dropped": n}`). Publishing does the same work whether ten browsers
+//!   watch or none, never waits for one, and a slow browser only falls further behind;
 //! - the current analytics interval ([`series`]), closed every few seconds into a point of the
 //!   last hour's charts.
 //!
@@ -30,7 +32,6 @@ use std::{
 
 use parking_lot::Mutex;
 use prometheus_client::{metrics::counter::Counter, registry::Registry};
-use tokio::sync::broadcast;
 
 pub use record::{Dropped, Exchange, History, Record, WsMessage, kind};
 pub use series::{Analytics, Extra, Point};
@@ -39,8 +40,6 @@ pub use series::{Analytics, Extra, Point};
 pub const DEFAULT_HISTORY: usize = 5000;
 /// Inspector exchanges kept.
 const EXCHANGES: usize = 2000;
-/// Records a WebSocket reader may lag before it loses the oldest.
-const CHANNEL: usize = 4096;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -63,7 +62,7 @@ struct Inner {
     history: Mutex<VecDeque<Arc<Record>>>,
     exchanges: Mutex<VecDeque<Arc<Exchange>>>,
     hits: Mutex<HashMap<(IpAddr, String, String, String), HitSum>>,
-    tx: broadcast::Sender<Arc<Record>>,
+    readers: std::sync::atomic::AtomicUsize,
     series: Mutex<series::Series>,
     published: Counter,
     dropped: Counter,
@@ -84,60 +83,38 @@ impl std::fmt::Debug for Live {
     }
 }
 
-/// One WebSocket reader's view of the feed.
-pub struct Subscription {
-    rx: broadcast::Receiver<Arc<Record>>,
+/// One WebSocket reader's place in the feed: the last sequence number it was given, and how
+/// many records it missed. Counted in `History::subscribers` while it lives.
+pub struct Reader {
     live: Live,
+    last: u64,
     dropped: u64,
 }
 
-/// What [`Subscription::next`] yields.
-pub enum Next {
-    /// The next record.
-    Record(Arc<Record>),
-    /// The reader fell behind: this many records are lost for it (its total so far).
-    Dropped(u64),
-    /// The feed is gone (the daemon is stopping).
-    Closed,
-}
-
-impl Subscription {
-    /// Wait for the next record.
-    pub async fn next(&mut self) -> Next {
-        match self.rx.recv().await {
-            Ok(r) => Next::Record(r),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                self.dropped += n;
-                self.live.inner.dropped.inc_by(n);
-                Next::Dropped(self.dropped)
-            }
-            Err(broadcast::error::RecvError::Closed) => Next::Closed,
+impl Reader {
+    /// The records published since the last call (at most `max`, the newest), oldest first;
+    /// the ones passed over count as dropped.
+    pub fn next_batch(&mut self, max: usize) -> Vec<Arc<Record>> {
+        let (records, skipped) = self.live.since(self.last, max);
+        if let Some(r) = records.last() {
+            self.last = r.seq;
         }
-    }
-
-    /// The next record if one is waiting, without waiting: `None` when there is none.
-    pub fn try_next(&mut self) -> Option<Next> {
-        match self.rx.try_recv() {
-            Ok(r) => Some(Next::Record(r)),
-            Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                self.dropped += n;
-                self.live.inner.dropped.inc_by(n);
-                Some(Next::Dropped(self.dropped))
-            }
-            Err(broadcast::error::TryRecvError::Empty) => None,
-            Err(broadcast::error::TryRecvError::Closed) => Some(Next::Closed),
+        if skipped > 0 {
+            self.dropped += skipped;
+            self.live.inner.dropped.inc_by(skipped);
         }
+        records
     }
 
-    /// The reader passes over a record it was given (a rate limit): counted as dropped.
-    pub fn skip(&mut self) {
-        self.dropped += 1;
-        self.live.inner.dropped.inc();
-    }
-
-    /// Records dropped for this reader so far.
+    /// Records this reader missed so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.live.inner.readers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -162,7 +139,6 @@ impl Live {
     /// A feed whose counters are not exported (tests, tools).
     pub fn unregistered(capacity: usize) -> Live {
         let capacity = capacity.max(1);
-        let (tx, _) = broadcast::channel(CHANNEL);
         Live {
             inner: Arc::new(Inner {
                 capacity,
@@ -170,7 +146,7 @@ impl Live {
                 history: Mutex::new(VecDeque::with_capacity(capacity.min(65536))),
                 exchanges: Mutex::new(VecDeque::with_capacity(EXCHANGES)),
                 hits: Mutex::new(HashMap::new()),
-                tx,
+                readers: std::sync::atomic::AtomicUsize::new(0),
                 series: Mutex::new(series::Series::default()),
                 published: Counter::default(),
                 dropped: Counter::default(),
@@ -188,21 +164,34 @@ impl Live {
             record.count = 1;
         }
         inner.series.lock().count(&record);
-        // The sequence number is taken under the history's lock so that the history and the
-        // channel see records in the same order.
-        let record = {
+        // The sequence number is taken under the history's lock, so the history is in order and
+        // a reader's gap in the numbers is exactly what it missed.
+        {
             let mut history = inner.history.lock();
             record.seq = inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
-            let record = Arc::new(record);
             if history.len() == inner.capacity {
                 history.pop_front();
             }
-            history.push_back(record.clone());
-            record
-        };
+            history.push_back(Arc::new(record));
+        }
         inner.published.inc();
-        // No reader: nothing to do (an error only says so).
-        let _ = inner.tx.send(record);
+    }
+
+    /// The records published after sequence number `after`, at most `max` of them (the
+    /// newest), oldest first; and how many newer than `after` are not among them (passed over,
+    /// or already gone from the history).
+    pub fn since(&self, after: u64, max: usize) -> (Vec<Arc<Record>>, u64) {
+        let h = self.inner.history.lock();
+        let Some(newest) = h.back().map(|r| r.seq) else {
+            return (Vec::new(), 0);
+        };
+        if newest <= after {
+            return (Vec::new(), 0);
+        }
+        let new = newest - after;
+        let take = (new.min(max as u64) as usize).min(h.len());
+        let records: Vec<Arc<Record>> = h.range(h.len() - take..).cloned().collect();
+        (records, new - take as u64)
     }
 
     /// A DNS answer from the cache: summed, published by the next [`Live::tick`].
@@ -285,15 +274,16 @@ impl Live {
             capacity: self.inner.capacity,
             published: self.inner.published.get(),
             dropped: self.inner.dropped.get(),
-            subscribers: self.inner.tx.receiver_count(),
+            subscribers: self.inner.readers.load(Ordering::Relaxed),
         }
     }
 
     /// A new reader of the records published from now on.
-    pub fn subscribe(&self) -> Subscription {
-        Subscription {
-            rx: self.inner.tx.subscribe(),
+    pub fn reader(&self) -> Reader {
+        self.inner.readers.fetch_add(1, Ordering::Relaxed);
+        Reader {
             live: self.clone(),
+            last: self.inner.seq.load(Ordering::Relaxed),
             dropped: 0,
         }
     }

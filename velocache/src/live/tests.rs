@@ -25,24 +25,43 @@ fn history_keeps_the_last_records_in_order() {
     assert_eq!(live.history(1).records[0].host, "d");
 }
 
-#[tokio::test]
-async fn a_slow_reader_loses_records_and_is_told_how_many() {
-    let live = Live::unregistered(10);
-    let mut sub = live.subscribe();
-    // More than the channel holds, with the reader asleep: publishing never waits.
-    for i in 0..(CHANNEL + 100) {
+#[test]
+fn a_reader_gets_the_newest_records_and_counts_the_ones_it_passed_over() {
+    let live = Live::unregistered(100);
+    live.publish(rec("before"));
+    let mut reader = live.reader();
+    assert_eq!(live.history(0).subscribers, 1);
+    assert!(reader.next_batch(10).is_empty(), "only what comes after it");
+    for i in 0..25 {
         live.publish(rec(&i.to_string()));
     }
-    match sub.next().await {
-        Next::Dropped(n) => assert_eq!(n, 100),
-        _ => panic!("expected a drop notice first"),
+    let batch: Vec<_> = reader
+        .next_batch(10)
+        .iter()
+        .map(|r| r.host.clone())
+        .collect();
+    assert_eq!(batch.first().map(String::as_str), Some("15"));
+    assert_eq!(batch.last().map(String::as_str), Some("24"));
+    assert_eq!(reader.dropped(), 15);
+    live.publish(rec("next"));
+    let batch = reader.next_batch(10);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(reader.dropped(), 15);
+    assert_eq!(live.history(0).dropped, 15);
+    drop(reader);
+    assert_eq!(live.history(0).subscribers, 0);
+}
+
+#[test]
+fn a_reader_left_behind_the_history_counts_what_fell_out() {
+    let live = Live::unregistered(5);
+    let mut reader = live.reader();
+    for i in 0..20 {
+        live.publish(rec(&i.to_string()));
     }
-    match sub.next().await {
-        Next::Record(r) => assert_eq!(r.host, "100"),
-        _ => panic!("expected the oldest record still held"),
-    }
-    assert_eq!(live.history(0).dropped, 100);
-    assert_eq!(sub.dropped(), 100);
+    let batch = reader.next_batch(100);
+    assert_eq!(batch.len(), 5, "the history holds five");
+    assert_eq!(reader.dropped(), 15);
 }
 
 #[test]

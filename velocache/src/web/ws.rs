@@ -1,12 +1,14 @@
 //! The live feed as a WebSocket: one JSON text frame per [`Record`](crate::live::Record).
 //!
-//! The upgrade is answered by [`upgrade`]; the connection's task then forwards what its
-//! [`Subscription`] yields, ten times a second, everything that arrived meanwhile in one write. A browser that reads slowly only slows its own task: the feed drops
-//! the oldest records for it and the task sends `{"dropped": n}` (the connection's total) before
-//! the next record, so the page can say how many it missed. A connection also gets at most
-//! [`MAX_PER_SEC`] records a second — no person reads more, and serialising a gateway's whole
-//! request rate for a browser would cost the daemon the CPU the requests need; the rest are
-//! counted as dropped the same way. Frames from the browser are read only to notice a close.
+//! The upgrade is answered by [`upgrade`]; ten times a second the connection's task asks its
+//! [`Reader`](crate::live::Reader) for what was published meanwhile and sends it in one write.
+//! A browser that reads slowly only slows its own task: what it could not take in time is
+//! passed over, and the task sends `{"dropped": n}` (the connection's total) with the next
+//! write, so the page can say how many it missed. A connection also gets at most [`MAX_PER_SEC`] records a
+//! second: no person reads more, and on a gateway's own cores every record a browser parses
+//! and draws is CPU the requests do not get (`cargo xtask bench web` measures it); the rest are
+//! counted as dropped the same way, and the charts, fed from every record, still count them.
+//! Frames from the browser are read only to notice a close.
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -19,14 +21,14 @@ use tokio_tungstenite::{
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::live::{Dropped, Live, Next};
+use crate::live::{Dropped, Live};
 
 /// Records one connection is sent per second at most.
-pub const MAX_PER_SEC: u32 = 2000;
+pub const MAX_PER_SEC: u32 = 200;
 /// How often a connection's task sends what arrived meanwhile.
 const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 /// Records sent per tick at most ([`MAX_PER_SEC`] a second).
-const PER_TICK: u32 = MAX_PER_SEC / 10;
+const PER_TICK: usize = (MAX_PER_SEC / 10) as usize;
 
 /// Answer a WebSocket upgrade and start the connection's task.
 pub(super) fn upgrade(
@@ -78,9 +80,9 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut tx, mut rx) = ws.split();
-    let mut sub = live.subscribe();
-    // The task wakes on a tick, not per record: at a gateway's request rate, a wake-up per
-    // record would cost the daemon a task switch per request even for records it then skips.
+    let mut reader = live.reader();
+    // The task wakes on a tick, not per record, and reads the history from where it left off:
+    // at a gateway's request rate the daemon pays nothing per record for a watching browser.
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut told = 0u64;
@@ -93,28 +95,9 @@ where
             },
             _ = tick.tick() => {}
         }
-        // Everything that arrived since the last tick: the first PER_TICK records are sent
-        // (one flush for all), the rest are passed over and counted as dropped.
-        let mut sent = 0u32;
+        let batch = reader.next_batch(PER_TICK);
         let mut wrote = false;
-        while let Some(next) = sub.try_next() {
-            match next {
-                Next::Record(r) if sent < PER_TICK => {
-                    sent += 1;
-                    let Ok(text) = serde_json::to_string(&*r) else {
-                        continue;
-                    };
-                    if tx.feed(Message::Text(text.into())).await.is_err() {
-                        break 'conn;
-                    }
-                    wrote = true;
-                }
-                Next::Record(_) => sub.skip(),
-                Next::Dropped(_) => {}
-                Next::Closed => break 'conn,
-            }
-        }
-        let total = sub.dropped();
+        let total = reader.dropped();
         if total != told {
             told = total;
             if let Ok(notice) = serde_json::to_string(&Dropped { dropped: total }) {
@@ -124,10 +107,19 @@ where
                 wrote = true;
             }
         }
+        for r in batch {
+            let Ok(text) = serde_json::to_string(&*r) else {
+                continue;
+            };
+            if tx.feed(Message::Text(text.into())).await.is_err() {
+                break 'conn;
+            }
+            wrote = true;
+        }
         if wrote && tx.flush().await.is_err() {
             break;
         }
     }
     let _ = tx.close().await;
-    debug!(dropped = sub.dropped(), "live WebSocket closed");
+    debug!(dropped = reader.dropped(), "live WebSocket closed");
 }

@@ -5,7 +5,7 @@
 //! and each reports its median: on a machine other work shares, a passing load hits them alike.
 //!
 //! The browser runs in `client`, like an operator's laptop on the LAN, but on the same two
-//! cores as wrk and the daemon: the CPU it spends parsing the feed (up to 2000 records a second)
+//! cores as wrk and the daemon: the CPU it spends parsing the feed (up to 200 records a second)
 //! and drawing it is CPU a laptop would have given it. So it runs twice: niced (`nice -n 19`:
 //! closer to a machine of its own), and at the same priority as everything else (that figure
 //! includes the browser's own CPU). The page's own counters (records received, dropped for it)
