@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::dns_api::{DnsEntryView, DnsShowReport};
+
 /// API paths, shared by the server's router and the client.
 pub mod paths {
     /// `GET`: [`super::StatusReport`].
@@ -424,37 +426,6 @@ pub struct DnsFlushReport {
     pub entries: u64,
     /// Answers removed from the kernel's map (`[dns] kernel_answers`).
     pub kernel: u64,
-}
-
-/// `GET /v1/dns/show?name=…&type=…`: what the DNS cache holds for one name and type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DnsShowReport {
-    /// The name asked about.
-    pub name: String,
-    /// The query type.
-    pub qtype: String,
-    /// One per stored variant (class, DO/CD flags, resolver asked).
-    pub entries: Vec<DnsEntryView>,
-}
-
-/// One stored DNS answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DnsEntryView {
-    /// Its response code.
-    pub rcode: String,
-    /// `positive`, `negative` (NXDOMAIN/NODATA, RFC 2308).
-    pub kind: String,
-    /// Seconds since it was stored.
-    pub age_secs: u32,
-    /// Seconds it stays fresh (0: stale, served only while the upstream fails).
-    pub ttl_remaining_secs: u32,
-    /// The upstream it came from.
-    pub upstream: String,
-    /// Hits so far.
-    pub hits: u32,
-    /// The answer, authority and additional records as a client would get them now (TTLs
-    /// aged), in zone-file form.
-    pub records: Vec<String>,
 }
 
 /// `cache warm` request.

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod calls_api;
+mod dns_api;
 mod plugin_api;
 pub mod rules_api;
 pub mod seams;
