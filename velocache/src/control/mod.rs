@@ -28,7 +28,7 @@ mod stats;
 pub mod warmup;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use client::{Client, ClientError, Endpoint, query_escape};
 pub use metrics::PlaneMetrics;

@@ -1,12 +1,8 @@
 //! The call endpoints end to end in one process: the real server on a temporary socket, the
 //! real client, a fake observer behind `CallsAdmin`.
-use std::{
-    sync::{Arc, Mutex, OnceLock},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -15,11 +11,7 @@ use crate::{
         api::{CallsReport, ErrorKind},
         calls_api::{CallShow, CaptureRequest, CaptureStatus, calls_paths},
     },
-    control::{
-        AdminServer, Client, ClientError, ControlPlane, Endpoint, PlaneMetrics, PlaneParts,
-        metrics, socket_path,
-    },
-    flow::FlowTracker,
+    control::{Client, ClientError},
     rules::Rules,
 };
 
@@ -67,47 +59,8 @@ impl CallsAdmin for Fake {
 
 async fn serve(hub: AdminHub) -> (Client, CancellationToken, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("velocache.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[daemon]\nrun_dir = \"{}\"\nstate_dir = \"{}\"\n",
-            dir.path().join("run").display(),
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
-    let config = Arc::new(crate::config::load_with_env(Some(&file), Vec::new()).unwrap());
-    let flows = FlowTracker::new();
-    let rules = Rules::empty();
-    let mut registry = Registry::with_prefix("velocache");
-    metrics::DaemonMetrics::register(
-        &mut registry,
-        flows.clone(),
-        Arc::new(OnceLock::new()),
-        rules.clone(),
-    );
-    let plane_metrics = PlaneMetrics::register(&mut registry);
-    let plane = ControlPlane::new(PlaneParts {
-        config: config.clone(),
-        config_file: Some(file),
-        rules,
-        flows,
-        hub,
-        claims: crate::config::PortClaims::default(),
-        registry: Arc::new(registry),
-        datapath: None,
-        log: None,
-        metrics: plane_metrics,
-    });
-    let server = AdminServer::bind(&config).await.unwrap();
-    let cancel = CancellationToken::new();
-    tokio::spawn(server.serve(plane, cancel.clone()));
-    let client = Client::new(
-        Endpoint::Socket(socket_path(&config)),
-        Duration::from_secs(10),
-    );
-    (client, cancel, dir)
+    let s = crate::control::tests::serve(dir.path(), "", Rules::empty(), hub, |_| {}).await;
+    (s.client, s.cancel, dir)
 }
 
 fn kind<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (u16, ErrorKind) {

@@ -22,20 +22,34 @@ struct Running {
     dir: tempfile::TempDir,
 }
 
-/// A daemon's control plane with `config_text` as its file, serving on a temporary socket;
-/// `register` may add service metrics before the registry is frozen.
-async fn start(config_text: &str, register: impl FnOnce(&mut Registry)) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("velocache.toml");
+/// A control plane served on its admin socket: what the admin API tests of every module start.
+pub(crate) struct Served {
+    pub(crate) plane: Arc<ControlPlane>,
+    pub(crate) client: Client,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) server: tokio::task::JoinHandle<()>,
+    pub(crate) config: Arc<Config>,
+}
+
+/// Serve a control plane whose configuration file, in `dir`, is `config_text` below a
+/// `[daemon]` table with run and state directories in `dir`; with `rules`, `hub`, and the
+/// metrics `register` adds before the registry is frozen.
+pub(crate) async fn serve(
+    dir: &std::path::Path,
+    config_text: &str,
+    rules: Rules,
+    hub: AdminHub,
+    register: impl FnOnce(&mut Registry),
+) -> Served {
+    let file = dir.join("velocache.toml");
     let text = format!(
         "[daemon]\nrun_dir = \"{}\"\nstate_dir = \"{}\"\n{config_text}",
-        dir.path().join("run").display(),
-        dir.path().join("state").display()
+        dir.join("run").display(),
+        dir.join("state").display()
     );
     std::fs::write(&file, text).unwrap();
     let config = Arc::new(crate::config::load_with_env(Some(&file), Vec::new()).unwrap());
     let flows = FlowTracker::new();
-    let rules = Rules::empty();
     let mut registry = Registry::with_prefix("velocache");
     register(&mut registry);
     metrics::DaemonMetrics::register(
@@ -50,7 +64,7 @@ async fn start(config_text: &str, register: impl FnOnce(&mut Registry)) -> Runni
         config_file: Some(file),
         rules,
         flows,
-        hub: AdminHub::new(),
+        hub,
         claims: crate::config::PortClaims::default(),
         registry: Arc::new(registry),
         datapath: None,
@@ -64,11 +78,32 @@ async fn start(config_text: &str, register: impl FnOnce(&mut Registry)) -> Runni
         Duration::from_secs(10),
     );
     let server = tokio::spawn(server.serve(plane.clone(), cancel.clone()));
-    Running {
+    Served {
         plane,
         client,
         cancel,
         server,
+        config,
+    }
+}
+
+/// A daemon's control plane with `config_text` as its file, serving on a temporary socket;
+/// `register` may add service metrics before the registry is frozen.
+async fn start(config_text: &str, register: impl FnOnce(&mut Registry)) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(
+        dir.path(),
+        config_text,
+        Rules::empty(),
+        AdminHub::new(),
+        register,
+    )
+    .await;
+    Running {
+        plane: s.plane,
+        client: s.client,
+        cancel: s.cancel,
+        server: s.server,
         dir,
     }
 }

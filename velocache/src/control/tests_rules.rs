@@ -1,14 +1,8 @@
 //! The rule editor's API end to end in one process: a control plane whose rules come from a
 //! real file in a temporary directory, served on a temporary socket, asked through the real
 //! client.
-use std::{
-    os::unix::fs::PermissionsExt as _,
-    path::PathBuf,
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, sync::Arc};
 
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -20,11 +14,7 @@ use crate::{
             RulesText, paths,
         },
     },
-    control::{
-        AdminServer, Client, ClientError, ControlPlane, Endpoint, PlaneMetrics, PlaneParts,
-        metrics, socket_path,
-    },
-    flow::FlowTracker,
+    control::{Client, ClientError, ControlPlane, tests::serve},
     live::{Live, Record},
     rules::Rules,
 };
@@ -48,13 +38,6 @@ struct Running {
 /// the live feed on when `live` is given.
 async fn start(rules: Option<&str>, live: Option<Live>) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("velocache.toml");
-    let text = format!(
-        "[daemon]\nrun_dir = \"{}\"\nstate_dir = \"{}\"\n",
-        dir.path().join("run").display(),
-        dir.path().join("state").display()
-    );
-    std::fs::write(&file, text).unwrap();
     let rules_file = dir.path().join("rules.toml");
     let loaded = match rules {
         Some(t) => {
@@ -64,44 +47,16 @@ async fn start(rules: Option<&str>, live: Option<Live>) -> Running {
         }
         None => Rules::empty(),
     };
-    let config = Arc::new(crate::config::load_with_env(Some(&file), Vec::new()).unwrap());
-    let flows = FlowTracker::new();
-    let mut registry = Registry::with_prefix("velocache");
-    metrics::DaemonMetrics::register(
-        &mut registry,
-        flows.clone(),
-        Arc::new(OnceLock::new()),
-        loaded.clone(),
-    );
-    let plane_metrics = PlaneMetrics::register(&mut registry);
     let hub = AdminHub::new();
     if let Some(live) = live {
         hub.enable_live(live);
     }
-    let plane = ControlPlane::new(PlaneParts {
-        config: config.clone(),
-        config_file: Some(file),
-        rules: loaded,
-        flows,
-        hub,
-        claims: crate::config::PortClaims::default(),
-        registry: Arc::new(registry),
-        datapath: None,
-        log: None,
-        metrics: plane_metrics,
-    });
-    let server = AdminServer::bind(&config).await.unwrap();
-    let cancel = CancellationToken::new();
-    let client = Client::new(
-        Endpoint::Socket(socket_path(&config)),
-        Duration::from_secs(10),
-    );
-    let server = tokio::spawn(server.serve(plane.clone(), cancel.clone()));
+    let s = serve(dir.path(), "", loaded, hub, |_| {}).await;
     Running {
-        plane,
-        client,
-        cancel,
-        server,
+        plane: s.plane,
+        client: s.client,
+        cancel: s.cancel,
+        server: s.server,
         rules_file,
         _dir: dir,
     }

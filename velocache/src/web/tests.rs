@@ -1,17 +1,14 @@
 //! The dashboard's listener end to end in one process: a real control plane, the real listener
 //! on a loopback port, raw HTTP/1.1 and a real WebSocket client.
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use futures::StreamExt as _;
-use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::{
     admin::AdminHub,
-    control::{PlaneMetrics, PlaneParts},
-    flow::FlowTracker,
     live::{Live, Record, kind},
     rules::Rules,
 };
@@ -32,37 +29,25 @@ async fn start() -> Running {
     let readonly = dir.path().join("readonly.token");
     std::fs::write(&admin, ADMIN).unwrap();
     std::fs::write(&readonly, format!("{READONLY}\n")).unwrap();
-    let file = dir.path().join("velocache.toml");
-    let text = format!(
-        "[daemon]\nrun_dir = \"{}\"\nstate_dir = \"{}\"\n[admin]\nweb_listen = \"127.0.0.1:0\"\n\
-         token_file = \"{}\"\nreadonly_token_file = \"{}\"\n",
-        dir.path().join("run").display(),
-        dir.path().join("state").display(),
-        admin.display(),
-        readonly.display(),
-    );
-    std::fs::write(&file, text).unwrap();
-    let config = Arc::new(crate::config::load_with_env(Some(&file), Vec::new()).unwrap());
-    let mut registry = Registry::with_prefix("velocache");
     let hub = AdminHub::new();
-    let live = Live::new(100, &mut registry);
+    let live = Live::unregistered(100);
     hub.enable_live(live.clone());
-    let plane_metrics = PlaneMetrics::register(&mut registry);
-    let plane = ControlPlane::new(PlaneParts {
-        config: config.clone(),
-        config_file: Some(file),
-        rules: Rules::empty(),
-        flows: FlowTracker::new(),
+    let served = crate::control::tests::serve(
+        dir.path(),
+        &format!(
+            "[admin]\nweb_listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\
+             readonly_token_file = \"{}\"\n",
+            admin.display(),
+            readonly.display(),
+        ),
+        Rules::empty(),
         hub,
-        claims: crate::config::PortClaims::default(),
-        registry: Arc::new(registry),
-        datapath: None,
-        log: None,
-        metrics: plane_metrics,
-    });
+        |_| {},
+    )
+    .await;
+    let (plane, config, cancel) = (served.plane, served.config, served.cancel);
     let web = WebServer::bind(&config).await.unwrap().unwrap();
     let addr = web.local_addr().unwrap();
-    let cancel = CancellationToken::new();
     tokio::spawn(web.serve(plane, cancel.clone()));
     Running {
         addr,
