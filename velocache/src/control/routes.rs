@@ -144,8 +144,8 @@ impl Role {
 const READ_ONLY_POSTS: &[&str] = &[
     paths::CACHE_LIST,
     paths::CACHE_SHOW,
-    "/v1/rules/check",
-    "/v1/rules/dry-run",
+    crate::admin::rules_api::paths::RULES_CHECK,
+    crate::admin::rules_api::paths::RULES_DRY_RUN,
 ];
 
 /// Whether a request may change the daemon (a read-only role may not send it).

@@ -21,7 +21,10 @@ use tokio_tungstenite::{
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::live::{Dropped, Live};
+use crate::{
+    admin::api::ErrorKind,
+    live::{Dropped, Live},
+};
 
 /// Records one connection is sent per second at most.
 pub const MAX_PER_SEC: u32 = 200;
@@ -46,11 +49,11 @@ pub(super) fn upgrade(
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v.as_bytes() == b"13");
     let (Some(key), true, true) = (key, is_upgrade, version_ok) else {
-        let mut r = Response::new(Full::new(Bytes::from_static(
-            b"{\"error\":\"this endpoint is a WebSocket (version 13)\",\"kind\":\"bad_request\"}",
-        )));
-        *r.status_mut() = StatusCode::BAD_REQUEST;
-        return r;
+        return super::error(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
+            "this endpoint is a WebSocket (version 13)",
+        );
     };
     let accept = derive_accept_key(key.as_bytes());
     tokio::spawn(async move {
